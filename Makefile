@@ -1,0 +1,36 @@
+# durable — common tasks. `make help` lists them.
+GO        ?= go
+BUF_VERSION          ?= v1.75.0
+PROTOC_GEN_GO        ?= v1.36.12
+PROTOC_GEN_GO_GRPC   ?= v1.6.2
+GOBIN     ?= $(shell $(GO) env GOPATH)/bin
+
+.PHONY: help build test test-short vet fmt proto proto-tools dev
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+build: ## build bin/durable
+	CGO_ENABLED=0 $(GO) build -o bin/durable ./cmd/durable
+
+test: ## run every test with the race detector
+	$(GO) test -race -count=1 ./...
+
+test-short: ## run the quick tests only
+	$(GO) test -short -count=1 ./...
+
+vet: ## go vet and gofmt check
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+dev: ## run a development cluster (embedded etcd, example classes, sink)
+	$(GO) run ./cmd/durable dev
+
+proto-tools: ## install the protobuf generators at pinned versions
+	$(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO)
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC)
+
+proto: proto-tools ## regenerate proto/durable/v1/*.pb.go
+	PATH="$(GOBIN):$$PATH" buf lint
+	PATH="$(GOBIN):$$PATH" buf generate

@@ -1,0 +1,287 @@
+// Package alarmstore owns the etcd records of alarms: the authoritative record
+// per object (alarm/<p>/<class>/<id>), its time-ordered index
+// (due/<p>/<due-ms>/<class>/<id>) and the dead-letter list (dead/...).
+//
+// Invariant: the index entry of an alarm is written and deleted in the same
+// etcd transaction as its record, so for every record there is exactly one
+// index entry at its due time. The functions returning []clientv3.Op never
+// talk to etcd: the caller (node's committer) puts them into the object's
+// fenced commit Txn, which is what makes alarms atomic with storage writes.
+// Readers of the index must still compare it with the record before acting,
+// because a reader may hold an index entry read before a later commit.
+//
+// Store is safe for concurrent use; it holds no state besides its client.
+package alarmstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/durable-run/durable/keyspace"
+)
+
+// Record is an object's pending alarm.
+type Record struct {
+	Class     string
+	ID        string
+	Name      string
+	Partition int
+	// Due is when the alarm runs next: the scheduled time, or the time of
+	// the next retry after a failure.
+	Due time.Time
+	// Scheduled is the time the alarm was set for.
+	Scheduled time.Time
+	// RetryCount is the number of failed runs so far.
+	RetryCount int
+	// LastError is the error of the last failed run.
+	LastError string
+}
+
+type recordJSON struct {
+	Name       string `json:"name,omitempty"`
+	DueMS      int64  `json:"due_ms"`
+	ScheduleMS int64  `json:"scheduled_ms"`
+	Retry      int    `json:"retry_count,omitempty"`
+	LastError  string `json:"last_error,omitempty"`
+}
+
+// DeadLetter is an alarm abandoned after its last retry.
+type DeadLetter struct {
+	Record
+	Abandoned time.Time
+}
+
+type deadJSON struct {
+	recordJSON
+	AbandonedMS int64 `json:"abandoned_ms"`
+}
+
+// Store reads and builds alarm records under one key space.
+type Store struct {
+	kv   clientv3.KV
+	keys keyspace.Space
+}
+
+// New returns a Store over kv.
+func New(kv clientv3.KV, keys keyspace.Space) *Store { return &Store{kv: kv, keys: keys} }
+
+func encode(r Record) string {
+	b, _ := json.Marshal(recordJSON{
+		Name: r.Name, DueMS: r.Due.UnixMilli(), ScheduleMS: r.Scheduled.UnixMilli(),
+		Retry: r.RetryCount, LastError: r.LastError,
+	})
+	return string(b)
+}
+
+func decode(p int, class, id string, v []byte) (Record, error) {
+	var j recordJSON
+	if err := json.Unmarshal(v, &j); err != nil {
+		return Record{}, fmt.Errorf("alarmstore: corrupt record %s/%s: %w", class, id, err)
+	}
+	return Record{
+		Class: class, ID: id, Name: j.Name, Partition: p,
+		Due: time.UnixMilli(j.DueMS), Scheduled: time.UnixMilli(j.ScheduleMS),
+		RetryCount: j.Retry, LastError: j.LastError,
+	}, nil
+}
+
+// PutOps writes rec, replacing old (nil when the object had no alarm).
+func (s *Store) PutOps(old *Record, rec Record) []clientv3.Op {
+	ops := make([]clientv3.Op, 0, 3)
+	newDue := s.keys.Due(rec.Partition, rec.Due, rec.Class, rec.ID)
+	if old != nil {
+		if oldDue := s.keys.Due(old.Partition, old.Due, old.Class, old.ID); oldDue != newDue {
+			ops = append(ops, clientv3.OpDelete(oldDue))
+		}
+	}
+	return append(ops,
+		clientv3.OpPut(s.keys.Alarm(rec.Partition, rec.Class, rec.ID), encode(rec)),
+		clientv3.OpPut(newDue, ""))
+}
+
+// DeleteOps removes old and its index entry.
+func (s *Store) DeleteOps(old Record) []clientv3.Op {
+	return []clientv3.Op{
+		clientv3.OpDelete(s.keys.Alarm(old.Partition, old.Class, old.ID)),
+		clientv3.OpDelete(s.keys.Due(old.Partition, old.Due, old.Class, old.ID)),
+	}
+}
+
+// DeadLetterOps removes old and records it as abandoned at t.
+func (s *Store) DeadLetterOps(old Record, t time.Time) []clientv3.Op {
+	b, _ := json.Marshal(deadJSON{
+		recordJSON: recordJSON{
+			Name: old.Name, DueMS: old.Due.UnixMilli(), ScheduleMS: old.Scheduled.UnixMilli(),
+			Retry: old.RetryCount, LastError: old.LastError,
+		},
+		AbandonedMS: t.UnixMilli(),
+	})
+	return append(s.DeleteOps(old),
+		clientv3.OpPut(s.keys.Dead(old.Partition, old.Class, old.ID, old.Scheduled), string(b)))
+}
+
+// Get reads an object's alarm; nil when it has none.
+func (s *Store) Get(ctx context.Context, p int, class, id string) (*Record, error) {
+	resp, err := s.kv.Get(ctx, s.keys.Alarm(p, class, id))
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	rec, err := decode(p, class, id, resp.Kvs[0].Value)
+	if err != nil {
+		return nil, err
+	}
+	return &rec, nil
+}
+
+// Entry is one index entry: an alarm of partition P said to be due at Due.
+type Entry struct {
+	Partition int
+	Due       time.Time
+	Class     string
+	ID        string
+}
+
+// pageSize bounds one range read so a partition with many due alarms is read
+// in pieces rather than one huge response.
+const pageSize = 2000
+
+// LoadWindow reads the index entries of partition p due after `after` (zero:
+// from the beginning) and at or before until, in time order, calling fn for
+// each. It reads in pages; fn may be called for some entries before an error
+// is returned.
+func (s *Store) LoadWindow(ctx context.Context, p int, after, until time.Time, fn func(Entry)) error {
+	start := s.keys.DuePrefix(p)
+	if !after.IsZero() {
+		start = s.keys.DueUntil(p, after)
+	}
+	end := s.keys.DueUntil(p, until)
+	for start < end {
+		resp, err := s.kv.Get(ctx, start, clientv3.WithRange(end), clientv3.WithLimit(pageSize),
+			clientv3.WithKeysOnly(), clientv3.WithSerializable())
+		if err != nil {
+			return err
+		}
+		for _, kv := range resp.Kvs {
+			due, class, id, ok := s.keys.ParseDue(p, string(kv.Key))
+			if !ok {
+				continue
+			}
+			fn(Entry{Partition: p, Due: due, Class: class, ID: id})
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		start = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+	return nil
+}
+
+// CountPending returns the number of alarms of partition p.
+func (s *Store) CountPending(ctx context.Context, p int) (int64, error) {
+	resp, err := s.kv.Get(ctx, s.keys.AlarmPrefix(p), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	return resp.Count, nil
+}
+
+// ListFilter selects alarms for List.
+type ListFilter struct {
+	Class     string
+	DueBefore time.Time // zero: no bound
+	Limit     int
+}
+
+// List returns pending alarms across all partitions ordered by due time, and
+// whether more matched than Limit.
+func (s *Store) List(ctx context.Context, f ListFilter) ([]Record, bool, error) {
+	resp, err := s.kv.Get(ctx, s.keys.AlarmsPrefix(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, false, err
+	}
+	var out []Record
+	for _, kv := range resp.Kvs {
+		rest := strings.TrimPrefix(string(kv.Key), s.keys.AlarmsPrefix())
+		parts := strings.SplitN(rest, "/", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		p, ok := keyspace.ParsePartitionKey(parts[0], "")
+		if !ok || (f.Class != "" && parts[1] != f.Class) {
+			continue
+		}
+		rec, err := decode(p, parts[1], parts[2], kv.Value)
+		if err != nil {
+			return nil, false, err
+		}
+		if !f.DueBefore.IsZero() && !rec.Due.Before(f.DueBefore) {
+			continue
+		}
+		out = append(out, rec)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Due.Equal(out[j].Due) {
+			return out[i].Due.Before(out[j].Due)
+		}
+		return out[i].ID < out[j].ID
+	})
+	if f.Limit > 0 && len(out) > f.Limit {
+		return out[:f.Limit], true, nil
+	}
+	return out, false, nil
+}
+
+// ListDead returns dead letters, oldest abandonment first.
+func (s *Store) ListDead(ctx context.Context, class string, limit int) ([]DeadLetter, bool, error) {
+	resp, err := s.kv.Get(ctx, s.keys.DeadAll(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, false, err
+	}
+	var out []DeadLetter
+	for _, kv := range resp.Kvs {
+		rest := strings.TrimPrefix(string(kv.Key), s.keys.DeadAll())
+		parts := strings.SplitN(rest, "/", 4)
+		if len(parts) != 4 {
+			continue
+		}
+		p, ok := keyspace.ParsePartitionKey(parts[0], "")
+		if !ok || (class != "" && parts[1] != class) {
+			continue
+		}
+		var j deadJSON
+		if err := json.Unmarshal(kv.Value, &j); err != nil {
+			return nil, false, fmt.Errorf("alarmstore: corrupt dead letter %s: %w", kv.Key, err)
+		}
+		out = append(out, DeadLetter{
+			Record: Record{
+				Class: parts[1], ID: parts[2], Name: j.Name, Partition: p,
+				Due: time.UnixMilli(j.DueMS), Scheduled: time.UnixMilli(j.ScheduleMS),
+				RetryCount: j.Retry, LastError: j.LastError,
+			},
+			Abandoned: time.UnixMilli(j.AbandonedMS),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Abandoned.Before(out[j].Abandoned) })
+	if limit > 0 && len(out) > limit {
+		return out[:limit], true, nil
+	}
+	return out, false, nil
+}
+
+// CountDead returns the number of dead letters.
+func (s *Store) CountDead(ctx context.Context) (int64, error) {
+	resp, err := s.kv.Get(ctx, s.keys.DeadAll(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	return resp.Count, nil
+}

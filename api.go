@@ -1,0 +1,126 @@
+package durable
+
+import (
+	"context"
+	"time"
+)
+
+// Object is an instance of a user's class. Invoke handles one invocation; it is
+// never called concurrently with any other event of the same object.
+//
+// An error returned by Invoke is the object's own error: the caller receives it
+// as such (gRPC code Unknown, marked as an object error) and every write the
+// invocation made is discarded.
+type Object interface {
+	Invoke(ctx context.Context, method string, payload []byte) ([]byte, error)
+}
+
+// Alarmer is implemented by classes that handle alarms. Only such classes may
+// call Storage.SetAlarm.
+//
+// Alarm runs at or after the scheduled time, at least once, never concurrently
+// with another event of the object. On success the alarm is deleted together
+// with the handler's writes unless the handler set a new alarm. On failure
+// (error, panic or the 15-minute limit) the handler's storage writes are
+// discarded and the alarm is retried with exponential backoff (2 s … 64 s plus
+// up to 25 % jitter, at most 6 retries), unless the handler set or deleted the
+// alarm before failing: then that change stands and there is no retry.
+type Alarmer interface {
+	Alarm(ctx context.Context, info AlarmInfo) error
+}
+
+// AlarmInfo describes the alarm run being delivered.
+type AlarmInfo struct {
+	// RetryCount is 0 on the first run and n on the n-th retry.
+	RetryCount int
+	// IsRetry reports RetryCount > 0.
+	IsRetry bool
+	// ScheduledTime is the time the alarm was set for (not the retry time).
+	ScheduledTime time.Time
+}
+
+// Factory creates the in-memory instance of an object when it activates. It
+// runs on the object's own goroutine before any event is delivered, so state
+// restored here (typically inside State.BlockConcurrencyWhile) is seen by the
+// first event.
+type Factory func(ctx context.Context, state State) (Object, error)
+
+// State is what the runtime gives an object instance.
+type State interface {
+	// ID is the object's ID.
+	ID() ID
+	// Name is the name the object was addressed by, or "" when it has only
+	// ever been addressed by a unique ID.
+	Name() string
+	// Storage is the object's private transactional storage.
+	Storage() Storage
+	// BlockConcurrencyWhile runs fn before any further event is delivered. If
+	// fn fails or runs longer than 30 s the object is reset: its instance is
+	// thrown away and callers waiting for it receive an error.
+	BlockConcurrencyWhile(ctx context.Context, fn func(ctx context.Context) error) error
+}
+
+// KV is one entry returned by Storage.List.
+type KV struct {
+	Key   string
+	Value []byte
+}
+
+// ListOptions selects a range of keys for Storage.List. Keys are ordered by
+// their bytes.
+type ListOptions struct {
+	// Start is the first key included. Mutually exclusive with StartAfter.
+	Start string
+	// StartAfter excludes keys up to and including it.
+	StartAfter string
+	// End excludes keys from End on. Empty means no upper bound.
+	End string
+	// Prefix restricts the result to keys with this prefix.
+	Prefix string
+	// Reverse returns keys in descending order.
+	Reverse bool
+	// Limit is the maximum number of entries; 0 means no limit. Negative is an
+	// error.
+	Limit int
+}
+
+// Storage is an object's private key-value storage. It may only be used from
+// the object's own events (including its factory).
+//
+// Reads see every earlier write of the object, committed or not. Writes are
+// buffered and committed atomically with the other writes of the same event.
+type Storage interface {
+	Get(ctx context.Context, key string) ([]byte, bool, error)
+	GetMany(ctx context.Context, keys []string) (map[string][]byte, error)
+	Put(ctx context.Context, key string, value []byte) error
+	PutMany(ctx context.Context, entries map[string][]byte) error
+	// Delete reports whether the key existed.
+	Delete(ctx context.Context, key string) (bool, error)
+	// DeleteMany returns how many of the keys existed.
+	DeleteMany(ctx context.Context, keys []string) (int, error)
+	List(ctx context.Context, opts ListOptions) ([]KV, error)
+	// DeleteAll deletes every key of the object (not its alarm).
+	DeleteAll(ctx context.Context) error
+	// Transaction runs fn; if fn returns an error, every write fn made is
+	// rolled back and the error is returned.
+	Transaction(ctx context.Context, fn func(tx Storage) error) error
+	// Sync returns once every earlier write of the object is durable.
+	Sync(ctx context.Context) error
+
+	// GetAlarm reports the alarm's time. Inside the Alarm handler it reports
+	// no alarm unless the handler has set a new one.
+	GetAlarm(ctx context.Context) (time.Time, bool, error)
+	// SetAlarm sets the object's single alarm, replacing any earlier time. A
+	// time in the past fires as soon as possible; the zero time is an error.
+	SetAlarm(ctx context.Context, t time.Time) error
+	// DeleteAlarm removes the alarm, if any.
+	DeleteAlarm(ctx context.Context) error
+}
+
+// Storage limits. Calls exceeding them fail with ErrInvalidArgument before
+// anything is written.
+const (
+	MaxKeyBytes   = 2048
+	MaxValueBytes = 128 * 1024
+	MaxKeysPerOp  = 128
+)

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/durable-run/durable/agent"
+	"github.com/durable-run/durable/examples"
+	"github.com/durable-run/durable/node"
+)
+
+// nodeFlags registers the flags shared by `agent` and `dev` that fill a
+// node.Config.
+func nodeFlags(fs *pflag.FlagSet) {
+	d := node.DefaultConfig()
+	fs.String("prefix", d.Prefix, "etcd key prefix of the cluster")
+	fs.Int("partitions", d.Partitions, "partition count when creating a new cluster")
+	fs.Duration("lease-ttl", d.LeaseTTL, "TTL of the node's etcd lease (whole seconds)")
+	fs.Duration("idle-timeout", d.IdleTimeout, "evict objects idle for this long")
+	fs.Duration("alarm-window", d.AlarmWindow, "look-ahead window of alarms held in memory")
+	fs.Int("queue-size", d.QueueSize, "events that may wait for one object before calls are refused")
+	fs.String("upstream", "http://127.0.0.1:4680", "URL the example classes deliver to (e.g. a durable sink)")
+}
+
+func nodeConfig(fs *pflag.FlagSet) node.Config {
+	c := node.DefaultConfig()
+	c.Prefix, _ = fs.GetString("prefix")
+	c.Partitions, _ = fs.GetInt("partitions")
+	c.LeaseTTL, _ = fs.GetDuration("lease-ttl")
+	c.IdleTimeout, _ = fs.GetDuration("idle-timeout")
+	c.AlarmWindow, _ = fs.GetDuration("alarm-window")
+	c.QueueSize, _ = fs.GetInt("queue-size")
+	return c
+}
+
+func exampleRegistry(fs *pflag.FlagSet) (*node.Registry, error) {
+	upstream, _ := fs.GetString("upstream")
+	reg := node.NewRegistry()
+	if err := examples.Register(reg, examples.Config{Upstream: strings.TrimSuffix(upstream, "/")}); err != nil {
+		return nil, err
+	}
+	return reg, nil
+}
+
+func newAgentCmd() *cobra.Command {
+	host, _ := os.Hostname()
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run one node of a cluster",
+		Long:  "Run one durable node with the example classes, joining the cluster stored in etcd." + envHelp,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fs := cmd.Flags()
+			log, err := newLogger(cmd)
+			if err != nil {
+				return err
+			}
+			cfg := agent.Config{Node: nodeConfig(fs)}
+			cfg.Node.Logger = log
+			cfg.Node.ID, _ = fs.GetString("node-id")
+			cfg.Node.DC, _ = fs.GetString("dc")
+			cfg.Node.Advertise, _ = fs.GetString("advertise")
+			cfg.Etcd, _ = fs.GetStringSlice("etcd")
+			cfg.Listen, _ = fs.GetString("listen")
+			if cfg.TLS, err = serverTLS(fs); err != nil {
+				return err
+			}
+			if cfg.EtcdTLS, err = etcdTLS(fs); err != nil {
+				return err
+			}
+			reg, err := exampleRegistry(fs)
+			if err != nil {
+				return err
+			}
+			a, err := agent.Start(cmd.Context(), cfg, reg)
+			if err != nil {
+				return err
+			}
+			log.Info("agent serving", "addr", a.Addr(), "node", cfg.Node.ID, "dc", cfg.Node.DC)
+			return a.Wait()
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringSlice("etcd", []string{"http://127.0.0.1:2379"}, "etcd client endpoints, comma-separated")
+	fs.String("node-id", host, "unique id of this node")
+	fs.String("dc", "dc1", "data center of this node")
+	fs.String("listen", defaultAddr, "gRPC listen address")
+	fs.String("advertise", "", "gRPC address other nodes and clients use (default: the listen address)")
+	fs.String("tls-cert", "", "serve gRPC over TLS with this certificate (PEM)")
+	fs.String("tls-key", "", "private key of --tls-cert (PEM)")
+	fs.String("etcd-ca", "", "CA bundle to verify etcd (PEM)")
+	fs.String("etcd-cert", "", "client certificate for etcd (PEM)")
+	fs.String("etcd-key", "", "private key of --etcd-cert (PEM)")
+	nodeFlags(fs)
+	return cmd
+}
+
+func serverTLS(fs *pflag.FlagSet) (*tls.Config, error) {
+	cert, _ := fs.GetString("tls-cert")
+	key, _ := fs.GetString("tls-key")
+	if cert == "" && key == "" {
+		return nil, nil
+	}
+	if cert == "" || key == "" {
+		return nil, usageError{fmt.Errorf("--tls-cert and --tls-key go together")}
+	}
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return nil, fmt.Errorf("load TLS key pair: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
+}
+
+func etcdTLS(fs *pflag.FlagSet) (*tls.Config, error) {
+	ca, _ := fs.GetString("etcd-ca")
+	cert, _ := fs.GetString("etcd-cert")
+	key, _ := fs.GetString("etcd-key")
+	if ca == "" && cert == "" && key == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if ca != "" {
+		pem, err := os.ReadFile(ca)
+		if err != nil {
+			return nil, fmt.Errorf("read --etcd-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--etcd-ca %s holds no PEM certificate", ca)
+		}
+		cfg.RootCAs = pool
+	}
+	if cert != "" || key != "" {
+		if cert == "" || key == "" {
+			return nil, usageError{fmt.Errorf("--etcd-cert and --etcd-key go together")}
+		}
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("load etcd key pair: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}

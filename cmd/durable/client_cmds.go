@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/durable-run/durable/client"
+	durablev1 "github.com/durable-run/durable/proto/durable/v1"
+)
+
+const defaultAddr = "127.0.0.1:4600"
+
+func addClientFlags(cmd *cobra.Command, timeout time.Duration) {
+	cmd.Flags().String("addr", defaultAddr, "address of any node of the cluster")
+	cmd.Flags().Duration("timeout", timeout, "deadline of the call, retries included")
+}
+
+// withClient dials the node named by --addr and runs fn with a deadline.
+func withClient(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client) error) error {
+	addr, _ := cmd.Flags().GetString("addr")
+	timeout, _ := cmd.Flags().GetDuration("timeout")
+	c, err := client.Dial(addr, client.Options{})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+	defer cancel()
+	return cleanErr(fn(ctx, c))
+}
+
+// cleanErr turns a gRPC status into a one-line message that keeps its code.
+func cleanErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if st, ok := status.FromError(err); ok {
+		msg := st.Message()
+		if d := client.Detail(err); d != nil && d.GetObjectError() {
+			msg = "the object returned an error: " + strings.TrimPrefix(msg, "object error: ")
+		}
+		return cliStatusError{st: st, msg: fmt.Sprintf("%s (%s)", strings.TrimPrefix(msg, "durable: "), st.Code())}
+	}
+	return err
+}
+
+// cliStatusError prints as a one-line message and keeps the gRPC status for
+// the exit code.
+type cliStatusError struct {
+	st  *status.Status
+	msg string
+}
+
+func (e cliStatusError) Error() string              { return e.msg }
+func (e cliStatusError) GRPCStatus() *status.Status { return e.st }
+
+func refFromArg(arg string, byID bool) client.Ref {
+	if byID {
+		return client.ByID(arg)
+	}
+	return client.ByName(arg)
+}
+
+func newInvokeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "invoke CLASS NAME METHOD [PAYLOAD]",
+		Short: "Invoke a method of an object and print its reply",
+		Long: "Invoke a method of the object of CLASS named NAME (or with ID NAME, with --id)\n" +
+			"and print the reply. PAYLOAD '-' reads the payload from standard input." + envHelp,
+		Args: cobra.RangeArgs(3, 4),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			byID, _ := cmd.Flags().GetBool("id")
+			var payload []byte
+			if len(args) == 4 {
+				payload = []byte(args[3])
+				if args[3] == "-" {
+					b, err := io.ReadAll(os.Stdin)
+					if err != nil {
+						return err
+					}
+					payload = b
+				}
+			}
+			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Invoke(ctx, args[0], refFromArg(args[1], byID), args[2], payload)
+				if err != nil {
+					return err
+				}
+				out := resp.GetPayload()
+				fmt.Fprintln(cmd.OutOrStdout(), string(out))
+				return nil
+			})
+		},
+	}
+	addClientFlags(cmd, 30*time.Second)
+	cmd.Flags().Bool("id", false, "NAME is an object ID (64 hex digits), not a name")
+	return cmd
+}
+
+func fmtMillis(ms int64) string {
+	if ms == 0 {
+		return "-"
+	}
+	return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano)
+}
+
+func printJSON(cmd *cobra.Command, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), string(b))
+	return nil
+}
+
+func newAlarmCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "alarm", Short: "Inspect alarms"}
+	get := &cobra.Command{
+		Use:   "get CLASS NAME",
+		Short: "Show an object's pending alarm",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			byID, _ := cmd.Flags().GetBool("id")
+			asJSON, _ := cmd.Flags().GetBool("json")
+			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Admin().GetAlarm(ctx, &durablev1.GetAlarmRequest{Class: args[0], Object: refFromArg(args[1], byID)})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd, resp)
+				}
+				a := resp.GetAlarm()
+				if a == nil {
+					fmt.Fprintln(cmd.OutOrStdout(), "no alarm")
+					return nil
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s (in %s)", fmtMillis(a.GetDueUnixMs()),
+					time.Until(time.UnixMilli(a.GetDueUnixMs())).Round(time.Millisecond))
+				if a.GetRetryCount() > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), " retry %d of an alarm scheduled %s; last error: %s",
+						a.GetRetryCount(), fmtMillis(a.GetScheduledUnixMs()), a.GetLastError())
+				}
+				fmt.Fprintln(cmd.OutOrStdout())
+				return nil
+			})
+		},
+	}
+	addClientFlags(get, 30*time.Second)
+	get.Flags().Bool("id", false, "NAME is an object ID, not a name")
+	get.Flags().Bool("json", false, "print JSON")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List pending alarms in time order",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			class, _ := cmd.Flags().GetString("class")
+			limit, _ := cmd.Flags().GetInt32("limit")
+			asJSON, _ := cmd.Flags().GetBool("json")
+			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Admin().ListAlarms(ctx, &durablev1.ListAlarmsRequest{Class: class, Limit: limit})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd, resp)
+				}
+				return printAlarms(cmd, resp.GetAlarms(), resp.GetTruncated())
+			})
+		},
+	}
+	addClientFlags(list, 30*time.Second)
+	list.Flags().String("class", "", "only alarms of this class")
+	list.Flags().Int32("limit", 100, "at most this many alarms")
+	list.Flags().Bool("json", false, "print JSON")
+
+	dead := &cobra.Command{
+		Use:   "dead",
+		Short: "List alarms abandoned after their last retry",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			class, _ := cmd.Flags().GetString("class")
+			limit, _ := cmd.Flags().GetInt32("limit")
+			asJSON, _ := cmd.Flags().GetBool("json")
+			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Admin().ListDeadLetters(ctx, &durablev1.ListDeadLettersRequest{Class: class, Limit: limit})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd, resp)
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "CLASS\tNAME/ID\tSCHEDULED\tABANDONED\tRETRIES\tLAST ERROR")
+				for _, d := range resp.GetDeadLetters() {
+					a := d.GetAlarm()
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", a.GetClass(), nameOrID(a), fmtMillis(a.GetScheduledUnixMs()),
+						fmtMillis(d.GetAbandonedUnixMs()), a.GetRetryCount(), a.GetLastError())
+				}
+				return w.Flush()
+			})
+		},
+	}
+	addClientFlags(dead, 30*time.Second)
+	dead.Flags().String("class", "", "only dead letters of this class")
+	dead.Flags().Int32("limit", 100, "at most this many")
+	dead.Flags().Bool("json", false, "print JSON")
+	cmd.AddCommand(get, list, dead)
+	return cmd
+}
+
+func nameOrID(a *durablev1.Alarm) string {
+	if a.GetName() != "" {
+		return a.GetName()
+	}
+	return a.GetId()
+}
+
+func printAlarms(cmd *cobra.Command, alarms []*durablev1.Alarm, truncated bool) error {
+	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "DUE\tCLASS\tNAME/ID\tPARTITION\tRETRY")
+	for _, a := range alarms {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\n", fmtMillis(a.GetDueUnixMs()), a.GetClass(), nameOrID(a), a.GetPartition(), a.GetRetryCount())
+	}
+	if truncated {
+		fmt.Fprintln(w, "...\t(more; raise --limit)")
+	}
+	return w.Flush()
+}
+
+func newStatusCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show nodes, data centers, partition owners and pending alarms",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			asJSON, _ := cmd.Flags().GetBool("json")
+			verbose, _ := cmd.Flags().GetBool("partitions")
+			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				st, err := c.Admin().Status(ctx, &durablev1.StatusRequest{})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd, st)
+				}
+				return printStatus(cmd, st, verbose)
+			})
+		},
+	}
+	addClientFlags(cmd, 30*time.Second)
+	cmd.Flags().Bool("json", false, "print JSON")
+	cmd.Flags().Bool("partitions", false, "list every partition with its owner")
+	return cmd
+}
+
+func printStatus(cmd *cobra.Command, st *durablev1.StatusResponse, partitions bool) error {
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "cluster %s: %d partitions, %d pending alarms, %d dead letters (answered by %s)\n\n",
+		st.GetClusterPrefix(), st.GetPartitionCount(), st.GetPendingAlarms(), st.GetDeadLetters(), st.GetAnsweredBy())
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NODE\tDC\tADDRESS\tSTATE\tPARTITIONS\tALARMS")
+	alarms := map[string]int64{}
+	unowned := 0
+	for _, p := range st.GetPartitions() {
+		alarms[p.GetOwner()] += p.GetPendingAlarms()
+		if p.GetOwner() == "" {
+			unowned++
+		}
+	}
+	nodes := st.GetNodes()
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].GetId() < nodes[j].GetId() })
+	for _, n := range nodes {
+		state := "up"
+		if n.GetDraining() {
+			state = "draining"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\n", n.GetId(), n.GetDc(), n.GetAddress(), state, len(n.GetPartitions()), alarms[n.GetId()])
+	}
+	if unowned > 0 {
+		fmt.Fprintf(w, "(unowned)\t\t\t\t%d\t%d\n", unowned, alarms[""])
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if partitions {
+		fmt.Fprintln(out)
+		w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "PARTITION\tOWNER\tTOKEN\tALARMS")
+		for _, p := range st.GetPartitions() {
+			fmt.Fprintf(w, "%d\t%s\t%d\t%d\n", p.GetPartition(), p.GetOwner(), p.GetToken(), p.GetPendingAlarms())
+		}
+		return w.Flush()
+	}
+	return nil
+}

@@ -1,0 +1,50 @@
+package durable
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors of the runtime. Wrap them with %w; test with errors.Is. The
+// gRPC server maps each to one status code in a single table (node/errors.go).
+var (
+	// ErrInvalidArgument: bad input from the caller (malformed ID, key or
+	// value over the limits, empty method, ...). Nothing was written.
+	ErrInvalidArgument = errors.New("durable: invalid argument")
+	// ErrUnknownClass: no class is registered under the name.
+	ErrUnknownClass = errors.New("durable: unknown class")
+	// ErrOverloaded: the object's queue is full. Retry later, not at once.
+	ErrOverloaded = errors.New("durable: object overloaded")
+	// ErrUnavailable: the object cannot run here right now (ownership moving,
+	// node draining or starting, etcd unreachable). Safe to retry.
+	ErrUnavailable = errors.New("durable: unavailable")
+	// ErrOwnershipLost: the node lost the partition while the event ran; its
+	// writes were not committed. Safe to retry (elsewhere).
+	ErrOwnershipLost = errors.New("durable: partition ownership lost")
+	// ErrObjectReset: the object's instance was thrown away (a commit failed,
+	// BlockConcurrencyWhile failed or timed out, a handler panicked) while
+	// the call waited or ran. Nothing of the call was confirmed.
+	ErrObjectReset = errors.New("durable: object reset")
+	// ErrCommitUnknown: etcd did not say whether the commit applied (an
+	// ambiguous error). The object was reset; the call must not be assumed
+	// to have failed or succeeded.
+	ErrCommitUnknown = errors.New("durable: commit outcome unknown")
+	// ErrNoAlarmHandler: the class has no Alarm method, so it cannot set one.
+	ErrNoAlarmHandler = errors.New("durable: class has no alarm handler")
+	// ErrNotInEvent: storage was used outside the object's own events.
+	ErrNotInEvent = errors.New("durable: storage used outside an event of its object")
+)
+
+// ObjectError is an error returned (or a panic raised) by a user's handler. It
+// is delivered to the caller as the object's own error, distinguishable from
+// the runtime's errors.
+type ObjectError struct {
+	Message string
+}
+
+func (e *ObjectError) Error() string { return "object error: " + e.Message }
+
+// Invalidf returns an ErrInvalidArgument wrapping a formatted message.
+func Invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidArgument, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,143 @@
+// Package keyspace is the single owner of the etcd key layout. Every other
+// package builds keys through it, so the layout is written down in one place:
+//
+//	<prefix>meta/cluster                           cluster metadata (partition count), written once
+//	<prefix>nodes/<node>                           node registration, on the node's lease
+//	<prefix>assign/<p>                             desired owner of partition p
+//	<prefix>owner/<p>                              actual owner, on the owner's lease; CreateRevision = fencing token
+//	<prefix>obj/<p>/<class>/<id>                   object metadata (its name)
+//	<prefix>data/<p>/<class>/<id>/<key>            object storage
+//	<prefix>alarm/<p>/<class>/<id>                 authoritative alarm record
+//	<prefix>due/<p>/<due-ms>/<class>/<id>          time-ordered index of alarm/, written in the same Txn
+//	<prefix>dead/<p>/<class>/<id>/<scheduled-ms>   abandoned alarms
+//
+// Partitions are written as 5 decimal digits and times as 16 decimal digits of
+// Unix milliseconds, both zero-padded, so that byte order is numeric order.
+// Class names may not contain '/', so the components parse back unambiguously.
+package keyspace
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Space builds keys under one prefix (default "/durable/").
+type Space struct {
+	prefix string
+}
+
+// New returns the key space under prefix, which must end with '/'.
+func New(prefix string) Space { return Space{prefix: prefix} }
+
+// Prefix returns the prefix every key starts with.
+func (s Space) Prefix() string { return s.prefix }
+
+func part(p int) string { return fmt.Sprintf("%05d", p) }
+
+// FormatMillis writes t as 16 zero-padded digits of Unix milliseconds.
+func FormatMillis(t time.Time) string { return fmt.Sprintf("%016d", max(t.UnixMilli(), 0)) }
+
+// Meta is the cluster metadata key.
+func (s Space) Meta() string { return s.prefix + "meta/cluster" }
+
+// NodesPrefix is the prefix of node registrations.
+func (s Space) NodesPrefix() string { return s.prefix + "nodes/" }
+
+// Node is the registration key of node id.
+func (s Space) Node(id string) string { return s.NodesPrefix() + id }
+
+// AssignPrefix is the prefix of desired partition assignments.
+func (s Space) AssignPrefix() string { return s.prefix + "assign/" }
+
+// Assign is the desired-owner key of partition p.
+func (s Space) Assign(p int) string { return s.AssignPrefix() + part(p) }
+
+// OwnerPrefix is the prefix of partition ownership keys.
+func (s Space) OwnerPrefix() string { return s.prefix + "owner/" }
+
+// Owner is the ownership key of partition p.
+func (s Space) Owner(p int) string { return s.OwnerPrefix() + part(p) }
+
+// ParsePartitionKey returns p from a key of the form <prefix><p>.
+func ParsePartitionKey(key, prefix string) (int, bool) {
+	if !strings.HasPrefix(key, prefix) {
+		return 0, false
+	}
+	p, err := strconv.Atoi(key[len(prefix):])
+	return p, err == nil
+}
+
+// Object is the metadata key of an object.
+func (s Space) Object(p int, class, id string) string {
+	return s.prefix + "obj/" + part(p) + "/" + class + "/" + id
+}
+
+// DataPrefix is the prefix of every storage key of an object.
+func (s Space) DataPrefix(p int, class, id string) string {
+	return s.prefix + "data/" + part(p) + "/" + class + "/" + id + "/"
+}
+
+// AlarmPrefix is the prefix of the alarm records of partition p.
+func (s Space) AlarmPrefix(p int) string { return s.prefix + "alarm/" + part(p) + "/" }
+
+// AlarmsPrefix is the prefix of every alarm record.
+func (s Space) AlarmsPrefix() string { return s.prefix + "alarm/" }
+
+// Alarm is the authoritative alarm record of an object.
+func (s Space) Alarm(p int, class, id string) string { return s.AlarmPrefix(p) + class + "/" + id }
+
+// DuePrefix is the prefix of partition p's time-ordered alarm index.
+func (s Space) DuePrefix(p int) string { return s.prefix + "due/" + part(p) + "/" }
+
+// Due is the index entry of an object's alarm due at t.
+func (s Space) Due(p int, t time.Time, class, id string) string {
+	return s.DuePrefix(p) + FormatMillis(t) + "/" + class + "/" + id
+}
+
+// DueUntil is the first index key of partition p after every entry due at or
+// before t: the exclusive end of a range read of the window up to t.
+func (s Space) DueUntil(p int, t time.Time) string {
+	return s.DuePrefix(p) + FormatMillis(t.Add(time.Millisecond))
+}
+
+// ParseDue splits an index key of partition p into due time, class and id.
+func (s Space) ParseDue(p int, key string) (due time.Time, class, id string, ok bool) {
+	rest, found := strings.CutPrefix(key, s.DuePrefix(p))
+	if !found {
+		return time.Time{}, "", "", false
+	}
+	parts := strings.SplitN(rest, "/", 3)
+	if len(parts) != 3 {
+		return time.Time{}, "", "", false
+	}
+	ms, err := strconv.ParseInt(parts[0], 10, 64)
+	if err != nil {
+		return time.Time{}, "", "", false
+	}
+	return time.UnixMilli(ms), parts[1], parts[2], true
+}
+
+// DeadPrefix is the prefix of partition p's dead letters.
+func (s Space) DeadPrefix(p int) string { return s.prefix + "dead/" + part(p) + "/" }
+
+// DeadAll is the prefix of every dead letter.
+func (s Space) DeadAll() string { return s.prefix + "dead/" }
+
+// Dead is the dead-letter key of an alarm scheduled at t.
+func (s Space) Dead(p int, class, id string, scheduled time.Time) string {
+	return s.DeadPrefix(p) + class + "/" + id + "/" + FormatMillis(scheduled)
+}
+
+// PrefixEnd returns the smallest key greater than every key with prefix.
+func PrefixEnd(prefix string) string {
+	b := []byte(prefix)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1])
+		}
+	}
+	return "\x00" // etcd: whole key space
+}

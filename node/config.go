@@ -1,0 +1,120 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+)
+
+// Config configures a Node. Start from DefaultConfig and call Validate (New
+// does) before use.
+type Config struct {
+	// ID names the node; unique among live nodes.
+	ID string
+	// DC is the node's data-center label.
+	DC string
+	// Prefix is the etcd key prefix of the cluster; ends with '/'.
+	Prefix string
+	// Advertise is the gRPC address other nodes and clients reach this node
+	// at; it is recorded in the node's registration.
+	Advertise string
+	// Partitions is the partition count used if the cluster is new; an
+	// existing cluster keeps the count it was created with.
+	Partitions int
+	// LeaseTTL is the TTL of the node's etcd lease. Partitions of a node that
+	// dies are free after at most this long.
+	LeaseTTL time.Duration
+	// IdleTimeout evicts an object from memory after this long without events.
+	IdleTimeout time.Duration
+	// QueueSize bounds the events waiting for one object; more is overload.
+	QueueSize int
+	// AlarmWindow is the look-ahead: alarms due within it are held in memory.
+	AlarmWindow time.Duration
+	// CommitTimeout bounds one commit to etcd.
+	CommitTimeout time.Duration
+	// AlarmHandlerTimeout bounds one run of an Alarm handler.
+	AlarmHandlerTimeout time.Duration
+	// BlockTimeout bounds BlockConcurrencyWhile.
+	BlockTimeout time.Duration
+	// SystemRetryDelay is how long an alarm waits before it runs again after
+	// a failure of the system (not of the handler).
+	SystemRetryDelay time.Duration
+
+	// Clock drives every timer of the node; tests inject a fake.
+	Clock clockwork.Clock
+	// Jitter returns a float in [0, 1) for retry jitter; tests inject it.
+	Jitter func() float64
+	// Logger receives the node's logs.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a configuration with the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		ID:                  "node-1",
+		DC:                  "dc1",
+		Prefix:              "/durable/",
+		Partitions:          256,
+		LeaseTTL:            3 * time.Second,
+		IdleTimeout:         60 * time.Second,
+		QueueSize:           128,
+		AlarmWindow:         60 * time.Second,
+		CommitTimeout:       10 * time.Second,
+		AlarmHandlerTimeout: 15 * time.Minute,
+		BlockTimeout:        30 * time.Second,
+		SystemRetryDelay:    time.Second,
+	}
+}
+
+// Validate checks the configuration and fills the injectable defaults
+// (clock, jitter, logger).
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.ID == "" || strings.ContainsAny(c.ID, "/ \t\n") {
+		bad("node id %q must be non-empty without '/' or spaces", c.ID)
+	}
+	if c.DC == "" || strings.ContainsAny(c.DC, "/ \t\n") {
+		bad("dc %q must be non-empty without '/' or spaces", c.DC)
+	}
+	if !strings.HasPrefix(c.Prefix, "/") || !strings.HasSuffix(c.Prefix, "/") {
+		bad("prefix %q must start and end with '/'", c.Prefix)
+	}
+	if c.Partitions < 1 || c.Partitions > 65536 {
+		bad("partitions %d must be in [1, 65536]", c.Partitions)
+	}
+	if c.LeaseTTL < time.Second {
+		bad("lease TTL %s must be at least 1s (etcd leases have second granularity)", c.LeaseTTL)
+	}
+	if c.LeaseTTL%time.Second != 0 {
+		bad("lease TTL %s must be a whole number of seconds", c.LeaseTTL)
+	}
+	positive := map[string]time.Duration{
+		"idle timeout": c.IdleTimeout, "alarm window": c.AlarmWindow, "commit timeout": c.CommitTimeout,
+		"alarm handler timeout": c.AlarmHandlerTimeout, "block timeout": c.BlockTimeout,
+		"system retry delay": c.SystemRetryDelay,
+	}
+	for name, d := range positive {
+		if d <= 0 {
+			bad("%s %s must be positive", name, d)
+		}
+	}
+	if c.QueueSize < 1 {
+		bad("queue size %d must be at least 1", c.QueueSize)
+	}
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
+	}
+	if c.Jitter == nil {
+		c.Jitter = rand.Float64
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,84 @@
+package node
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/durable-run/durable"
+	"github.com/durable-run/durable/placement"
+	durablev1 "github.com/durable-run/durable/proto/durable/v1"
+)
+
+// errorRule maps one internal error to its gRPC code and detail.
+type errorRule struct {
+	target    error
+	code      codes.Code
+	reason    string
+	retryable bool
+}
+
+// errorTable is the one place internal errors become gRPC statuses. The first
+// matching rule wins; ObjectError is matched before it.
+var errorTable = []errorRule{
+	{durable.ErrInvalidArgument, codes.InvalidArgument, "INVALID_ARGUMENT", false},
+	{durable.ErrUnknownClass, codes.NotFound, "UNKNOWN_CLASS", false},
+	{durable.ErrNoAlarmHandler, codes.FailedPrecondition, "NO_ALARM_HANDLER", false},
+	{durable.ErrOverloaded, codes.ResourceExhausted, "OVERLOADED", false},
+	{durable.ErrOwnershipLost, codes.Unavailable, "OWNERSHIP_LOST", true},
+	{durable.ErrUnavailable, codes.Unavailable, "UNAVAILABLE", true},
+	{placement.ErrNodeIDInUse, codes.AlreadyExists, "NODE_ID_IN_USE", false},
+	// The commit may have applied: retrying could apply it twice.
+	{durable.ErrCommitUnknown, codes.Unknown, "COMMIT_UNKNOWN", false},
+	// A reset before the commit: nothing of the call was applied.
+	{durable.ErrObjectReset, codes.Aborted, "OBJECT_RESET", true},
+	{durable.ErrNotInEvent, codes.FailedPrecondition, "NOT_IN_EVENT", false},
+	{context.DeadlineExceeded, codes.DeadlineExceeded, "DEADLINE", false},
+	{context.Canceled, codes.Canceled, "CANCELED", false},
+}
+
+// ToStatus converts an internal error into a gRPC status error with an
+// ErrorDetail. ownerAddr, when known, is attached for redirects.
+func ToStatus(err error, ownerAddr string) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok && !isInternal(err) {
+		return err
+	}
+	code, detail := codes.Internal, &durablev1.ErrorDetail{Reason: "INTERNAL"}
+	var oe *durable.ObjectError
+	if errors.As(err, &oe) {
+		code, detail = codes.Unknown, &durablev1.ErrorDetail{ObjectError: true, Reason: "OBJECT_ERROR"}
+	} else {
+		for _, r := range errorTable {
+			if errors.Is(err, r.target) {
+				code, detail = r.code, &durablev1.ErrorDetail{Reason: r.reason, Retryable: r.retryable}
+				break
+			}
+		}
+	}
+	detail.OwnerAddress = ownerAddr
+	st, derr := status.New(code, err.Error()).WithDetails(detail)
+	if derr != nil {
+		return status.Error(code, err.Error())
+	}
+	return st.Err()
+}
+
+// isInternal reports whether err is one of ours rather than an already
+// converted status (e.g. one relayed from another node).
+func isInternal(err error) bool {
+	var oe *durable.ObjectError
+	if errors.As(err, &oe) {
+		return true
+	}
+	for _, r := range errorTable {
+		if errors.Is(err, r.target) {
+			return true
+		}
+	}
+	return false
+}

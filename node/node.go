@@ -1,0 +1,410 @@
+// Package node runs durable objects: it activates objects of registered
+// classes, delivers their events one at a time, buffers their storage writes,
+// commits each event's writes in one fenced etcd transaction, schedules their
+// alarms, and serves the gRPC API.
+//
+// Concurrency model:
+//   - Each active object is owned by one goroutine (object.run); every event of
+//     the object — invocation, alarm, eviction, reset — is handled there, so an
+//     object's fields need no lock. Callers enqueue work and wait for a reply.
+//   - Node.mu guards the objects map and the partition table. Enqueueing into
+//     an object's mailbox happens under Node.mu and never blocks, which is what
+//     makes eviction race-free (an object leaves the map only when its mailbox
+//     is empty, checked under the same lock).
+//   - The scheduler (one goroutine, one timer) owns the alarm heap.
+//   - The partition loop owns the etcd lease and partition claims.
+//
+// Lock order: Node.mu before scheduler.mu; no lock is held across etcd calls.
+//
+// Invariant (fencing): every write reaches etcd in a Txn comparing the
+// partition's ownership token, taken when the event started. A failed compare
+// means the partition is lost; the node then drops it at once.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/durable-run/durable"
+	"github.com/durable-run/durable/alarmstore"
+	"github.com/durable-run/durable/keyspace"
+	"github.com/durable-run/durable/placement"
+)
+
+// objKey identifies an active object on this node.
+type objKey struct {
+	class string
+	id    string
+}
+
+// partition is this node's view of one partition it owns.
+type partition struct {
+	token int64 // fencing token of this tenure
+}
+
+// Node runs objects. Create it with New, then Run it.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	client *clientv3.Client
+	keys   keyspace.Space
+	alarms *alarmstore.Store
+	reg    *Registry
+	sched  *scheduler
+
+	// ctx lives from Run until shutdown; background work (commits, loads)
+	// uses it so a caller's cancellation never leaves a commit ambiguous.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	partitionCount atomic.Int32 // fixed for the cluster once Run has read meta
+
+	loadMu sync.Mutex // serializes alarm-window loads
+
+	mu        sync.Mutex
+	objects   map[objKey]*object
+	owned     map[int]*partition
+	ownedWait chan struct{} // closed and replaced whenever owned changes
+	stopping  bool
+	lease     clientv3.LeaseID
+
+	// beforeCommit, when set (tests only), runs before each commit and may
+	// fail it as if etcd had.
+	beforeCommit func(ops []clientv3.Op) error
+}
+
+// New returns a node over an etcd client. The client stays the caller's.
+func New(cfg Config, client *clientv3.Client, reg *Registry) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("node: invalid config: %w", err)
+	}
+	if client == nil || reg == nil {
+		return nil, errors.New("node: etcd client and registry are required")
+	}
+	keys := keyspace.New(cfg.Prefix)
+	n := &Node{
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "node", "node", cfg.ID),
+		client:    client,
+		keys:      keys,
+		alarms:    alarmstore.New(client, keys),
+		reg:       reg,
+		objects:   map[objKey]*object{},
+		owned:     map[int]*partition{},
+		ownedWait: make(chan struct{}),
+	}
+	n.sched = newScheduler(cfg.Clock, n.deliverAlarm)
+	return n, nil
+}
+
+// Config returns the node's validated configuration.
+func (n *Node) Config() Config { return n.cfg }
+
+// Registry returns the node's class registry.
+func (n *Node) Registry() *Registry { return n.reg }
+
+// Keys returns the node's key space.
+func (n *Node) Keys() keyspace.Space { return n.keys }
+
+// Run registers the node, claims its partitions and serves objects until ctx
+// is cancelled; then it stops every object, releases its partitions and
+// revokes its lease. It returns an error if it could not start.
+func (n *Node) Run(ctx context.Context) error {
+	meta, err := placement.EnsureCluster(ctx, n.client, n.keys, n.cfg.Partitions)
+	if err != nil {
+		return err
+	}
+	n.partitionCount.Store(int32(meta.Partitions))
+	if meta.Partitions != n.cfg.Partitions {
+		n.log.Warn("cluster partition count differs from configuration; using the cluster's",
+			"cluster", meta.Partitions, "configured", n.cfg.Partitions)
+	}
+	lease, err := n.grantAndRegister(ctx)
+	if err != nil {
+		return err
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.wg.Add(2)
+	go func() { defer n.wg.Done(); n.sched.run(n.ctx.Done()) }()
+	go func() { defer n.wg.Done(); n.windowLoop() }()
+
+	n.runMembership(ctx, lease)
+	n.shutdown()
+	return nil
+}
+
+// shutdown stops every object, releases the partitions and revokes the lease.
+func (n *Node) shutdown() {
+	n.mu.Lock()
+	n.stopping = true
+	objs := make([]*object, 0, len(n.objects))
+	for _, o := range n.objects {
+		objs = append(objs, o)
+	}
+	n.mu.Unlock()
+	for _, o := range objs {
+		o.stopAndWait(durable.ErrUnavailable)
+	}
+	// Release partitions so a successor need not wait for the lease to expire.
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.CommitTimeout)
+	defer cancel()
+	n.mu.Lock()
+	owned := n.owned
+	n.owned = map[int]*partition{}
+	lease := n.lease
+	n.mu.Unlock()
+	for p, part := range owned {
+		n.sched.dropPartition(p)
+		if err := placement.Release(ctx, n.client, n.keys, p, part.token); err != nil {
+			n.log.Warn("release partition failed", "partition", p, "err", err)
+		}
+	}
+	if lease != 0 {
+		if _, err := n.client.Revoke(ctx, lease); err != nil {
+			n.log.Warn("revoke lease failed", "err", err)
+		}
+	}
+	n.cancel()
+	n.wg.Wait()
+	n.log.Info("node stopped")
+}
+
+// PartitionCount returns the cluster's partition count (after Run started).
+func (n *Node) PartitionCount() int { return int(n.partitionCount.Load()) }
+
+// partitionOf maps an object ID to its partition.
+func (n *Node) partitionOf(id durable.ID) int { return id.Partition(n.PartitionCount()) }
+
+// token returns the fencing token of p, or 0 if this node does not own it.
+func (n *Node) token(p int) int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if part, ok := n.owned[p]; ok {
+		return part.token
+	}
+	return 0
+}
+
+// waitOwned waits until the node owns p or ctx ends.
+func (n *Node) waitOwned(ctx context.Context, p int) (int64, error) {
+	for {
+		n.mu.Lock()
+		if n.stopping {
+			n.mu.Unlock()
+			return 0, fmt.Errorf("%w: node is stopping", durable.ErrUnavailable)
+		}
+		if part, ok := n.owned[p]; ok {
+			n.mu.Unlock()
+			return part.token, nil
+		}
+		wait := n.ownedWait
+		n.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w: partition %d has no owner here yet: %w", durable.ErrUnavailable, p, ctx.Err())
+		}
+	}
+}
+
+// ownedChangedLocked records a change of the partition table and wakes waiters.
+// Caller holds n.mu.
+func (n *Node) ownedChangedLocked() {
+	close(n.ownedWait)
+	n.ownedWait = make(chan struct{})
+}
+
+// dropPartition forgets p after its ownership was lost (or released): every
+// object of p is stopped, failing its queued callers with cause, and its
+// alarms leave the heap.
+func (n *Node) dropPartition(p int, token int64, cause error) {
+	n.mu.Lock()
+	part, ok := n.owned[p]
+	if !ok || (token != 0 && part.token != token) {
+		n.mu.Unlock()
+		return
+	}
+	delete(n.owned, p)
+	n.ownedChangedLocked()
+	var objs []*object
+	for _, o := range n.objects {
+		if o.p == p {
+			objs = append(objs, o)
+		}
+	}
+	n.mu.Unlock()
+	n.sched.dropPartition(p)
+	for _, o := range objs {
+		o.stop(cause)
+	}
+	n.log.Warn("partition dropped", "partition", p, "token", part.token, "cause", cause)
+}
+
+// object returns the active object for key, activating it; the caller holds
+// n.mu. It returns nil if the node is stopping.
+func (n *Node) objectLocked(class Class, id durable.ID, p int) *object {
+	key := objKey{class: class.Name, id: id.String()}
+	if o, ok := n.objects[key]; ok {
+		return o
+	}
+	if n.stopping {
+		return nil
+	}
+	o := newObject(n, class, id, p)
+	n.objects[key] = o
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); o.run() }()
+	return o
+}
+
+// forget removes o from the map if it is still the active instance for its
+// key. Caller holds n.mu.
+func (n *Node) forgetLocked(o *object) {
+	if cur, ok := n.objects[o.key]; ok && cur == o {
+		delete(n.objects, o.key)
+	}
+}
+
+// Ref addresses an object: by Name, or by ID in hex.
+type Ref struct {
+	Name string
+	ID   string
+}
+
+// resolve validates class and ref and returns the object's ID.
+func (n *Node) resolve(className string, ref Ref) (Class, durable.ID, error) {
+	class, err := n.reg.Lookup(className)
+	if err != nil {
+		return Class{}, durable.ID{}, err
+	}
+	switch {
+	case ref.Name != "" && ref.ID != "":
+		return Class{}, durable.ID{}, durable.Invalidf("give an object name or an id, not both")
+	case ref.ID != "":
+		id, err := durable.IDFromString(class.Name, ref.ID)
+		return class, id, err
+	case ref.Name != "":
+		return class, durable.IDFromName(class.Name, ref.Name), nil
+	default:
+		return Class{}, durable.ID{}, durable.Invalidf("object name or id is required")
+	}
+}
+
+// Result is the reply to an invocation.
+type Result struct {
+	Payload []byte
+	ID      durable.ID
+}
+
+// Invoke delivers an invocation to an object and waits for its reply, which
+// is released only after the invocation's writes are durable. Cancelling ctx
+// abandons the wait; if the handler is still running the object is reset.
+func (n *Node) Invoke(ctx context.Context, className string, ref Ref, method string, payload []byte) (Result, error) {
+	if method == "" {
+		return Result{}, durable.Invalidf("method is required")
+	}
+	class, id, err := n.resolve(className, ref)
+	if err != nil {
+		return Result{}, err
+	}
+	if n.PartitionCount() == 0 {
+		return Result{}, fmt.Errorf("%w: node is starting", durable.ErrUnavailable)
+	}
+	p := n.partitionOf(id)
+	if _, err := n.waitOwned(ctx, p); err != nil {
+		return Result{}, err
+	}
+	c := &call{ctx: ctx, method: method, payload: payload, name: ref.Name, reply: make(chan callResult, 1)}
+	n.mu.Lock()
+	o := n.objectLocked(class, id, p)
+	if o == nil {
+		n.mu.Unlock()
+		return Result{}, fmt.Errorf("%w: node is stopping", durable.ErrUnavailable)
+	}
+	select {
+	case o.mailbox <- c:
+	default:
+		n.mu.Unlock()
+		return Result{}, fmt.Errorf("%w: %d events already queued for %s/%s", durable.ErrOverloaded, n.cfg.QueueSize, class.Name, id)
+	}
+	n.mu.Unlock()
+	select {
+	case r := <-c.reply:
+		return Result{Payload: r.payload, ID: id}, r.err
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+}
+
+// deliverAlarm is the scheduler's callback: it activates the object and asks
+// it to look at its alarm.
+func (n *Node) deliverAlarm(e alarmstore.Entry) {
+	class, err := n.reg.Lookup(e.Class)
+	if err != nil {
+		n.log.Error("alarm of unregistered class left pending", "class", e.Class, "id", e.ID)
+		return
+	}
+	id, err := durable.IDFromString(e.Class, e.ID)
+	if err != nil {
+		n.log.Error("alarm index entry with invalid id skipped", "class", e.Class, "id", e.ID, "err", err)
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.owned[e.Partition]; !ok {
+		return
+	}
+	if o := n.objectLocked(class, id, e.Partition); o != nil {
+		o.signalAlarm()
+	}
+}
+
+// ActiveObjects returns the number of objects in memory.
+func (n *Node) ActiveObjects() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.objects)
+}
+
+// OwnedPartitions returns the partitions this node owns.
+func (n *Node) OwnedPartitions() []int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]int, 0, len(n.owned))
+	for p := range n.owned {
+		out = append(out, p)
+	}
+	return out
+}
+
+// ScheduledAlarms returns the number of alarms held in the look-ahead heap.
+func (n *Node) ScheduledAlarms() int { return n.sched.size() }
+
+// now is the node's clock.
+func (n *Node) now() time.Time { return n.cfg.Clock.Now() }
+
+// WaitReady blocks until the node owns at least one partition or ctx ends.
+func (n *Node) WaitReady(ctx context.Context) error {
+	for {
+		n.mu.Lock()
+		ready := len(n.owned) > 0
+		wait := n.ownedWait
+		n.mu.Unlock()
+		if ready {
+			return nil
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

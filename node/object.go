@@ -1,0 +1,561 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/durable-run/durable"
+	"github.com/durable-run/durable/alarmstore"
+)
+
+// MaxAlarmRetries is the number of retries after a failed alarm run (7 runs).
+const MaxAlarmRetries = 6
+
+// call is one invocation waiting for an object.
+type call struct {
+	ctx     context.Context
+	method  string
+	payload []byte
+	name    string
+	reply   chan callResult
+}
+
+type callResult struct {
+	payload []byte
+	err     error
+}
+
+type cacheEntry struct {
+	val []byte
+	ok  bool
+}
+
+// maxCacheEntries bounds an object's read cache; past it the cache is cleared.
+const maxCacheEntries = 4096
+
+// object is one active durable object. Its fields below smu are touched by
+// its run goroutine and, through storage handles, by the handler goroutine of
+// the event in progress; smu guards them because a handler abandoned after a
+// timeout may still call storage while the next event runs (it then finds its
+// generation outdated and gets ErrObjectReset).
+type object struct {
+	n     *Node
+	key   objKey
+	class Class
+	id    durable.ID
+	p     int
+
+	mailbox  chan *call
+	alarmSig chan struct{}
+	stopCh   chan struct{}
+	stopOnce sync.Once
+	stopErr  error // set before stopCh is closed
+	done     chan struct{}
+
+	// Owned by the run goroutine.
+	instance durable.Object
+
+	smu         sync.Mutex
+	gen         uint64 // bumped on every reset
+	cur         *eventTx
+	name        string
+	nameStored  bool
+	cache       map[string]cacheEntry
+	alarm       *alarmstore.Record // committed alarm, valid when alarmLoaded
+	alarmLoaded bool
+}
+
+func newObject(n *Node, class Class, id durable.ID, p int) *object {
+	return &object{
+		n: n, key: objKey{class: class.Name, id: id.String()}, class: class, id: id, p: p,
+		mailbox:  make(chan *call, n.cfg.QueueSize),
+		alarmSig: make(chan struct{}, 1),
+		stopCh:   make(chan struct{}),
+		done:     make(chan struct{}),
+		cache:    map[string]cacheEntry{},
+	}
+}
+
+func (o *object) signalAlarm() {
+	select {
+	case o.alarmSig <- struct{}{}:
+	default:
+	}
+}
+
+// stop asks the run goroutine to exit after the event in progress; queued
+// callers get cause.
+func (o *object) stop(cause error) {
+	o.stopOnce.Do(func() {
+		o.stopErr = cause
+		close(o.stopCh)
+	})
+}
+
+func (o *object) stopAndWait(cause error) {
+	o.stop(cause)
+	<-o.done
+}
+
+func (o *object) run() {
+	defer close(o.done)
+	clock := o.n.cfg.Clock
+	idle := clock.NewTimer(o.n.cfg.IdleTimeout)
+	defer idle.Stop()
+	for {
+		select {
+		case <-o.stopCh:
+			o.exit(o.stopErr)
+			return
+		default:
+		}
+		select {
+		case <-o.stopCh:
+			o.exit(o.stopErr)
+			return
+		case c := <-o.mailbox:
+			o.handleCall(c)
+		case <-o.alarmSig:
+			o.handleAlarm()
+		case <-idle.Chan():
+			if o.tryEvict() {
+				return
+			}
+		}
+		idle.Reset(o.n.cfg.IdleTimeout)
+	}
+}
+
+// tryEvict leaves the node's map if nothing is queued. Enqueuers hold n.mu, so
+// nothing can arrive between the check and the removal.
+func (o *object) tryEvict() bool {
+	o.n.mu.Lock()
+	defer o.n.mu.Unlock()
+	if len(o.mailbox) > 0 || len(o.alarmSig) > 0 {
+		return false
+	}
+	o.n.forgetLocked(o)
+	o.reset()
+	return true
+}
+
+// exit leaves the map and fails every queued call with cause.
+func (o *object) exit(cause error) {
+	o.n.mu.Lock()
+	o.n.forgetLocked(o)
+	o.n.mu.Unlock()
+	o.reset()
+	for {
+		select {
+		case c := <-o.mailbox:
+			c.reply <- callResult{err: cause}
+		default:
+			return
+		}
+	}
+}
+
+// reset throws the instance and every cached state away; storage handles of
+// the old generation fail from now on.
+func (o *object) reset() {
+	o.instance = nil
+	o.smu.Lock()
+	o.gen++
+	o.cur = nil
+	o.cache = map[string]cacheEntry{}
+	o.alarm, o.alarmLoaded = nil, false
+	o.smu.Unlock()
+}
+
+// resetAndFailQueued resets the object and fails the calls that were queued
+// behind the failed event (they may depend on state that never committed).
+func (o *object) resetAndFailQueued(cause error) {
+	o.reset()
+	for {
+		select {
+		case c := <-o.mailbox:
+			c.reply <- callResult{err: fmt.Errorf("%w: %w", durable.ErrObjectReset, cause)}
+		default:
+			return
+		}
+	}
+}
+
+// outcome is how a handler run ended.
+type outcome int
+
+const (
+	outcomeOK        outcome = iota
+	outcomeError             // the handler returned an error
+	outcomePanic             // the handler panicked
+	outcomeAbandoned         // the deadline or caller's ctx ended first
+)
+
+// runHandler runs fn on its own goroutine so that a handler that ignores its
+// context cannot hold the object forever. timeout (0 = none) is measured on
+// the node's clock; ctx's end also abandons the run. An abandoned handler is
+// left running with a cancelled context and an outdated generation.
+func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(ctx context.Context) ([]byte, error)) ([]byte, error, outcome) {
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		out []byte
+		err error
+		how outcome
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				o.n.log.Error("handler panicked", "class", o.key.class, "id", o.key.id, "panic", r, "stack", string(debug.Stack()))
+				done <- result{err: &durable.ObjectError{Message: fmt.Sprintf("panic: %v", r)}, how: outcomePanic}
+			}
+		}()
+		out, err := fn(hctx)
+		if err != nil {
+			done <- result{out: out, err: err, how: outcomeError}
+			return
+		}
+		done <- result{out: out, how: outcomeOK}
+	}()
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := o.n.cfg.Clock.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.Chan()
+	}
+	select {
+	case r := <-done:
+		return r.out, r.err, r.how
+	case <-expired:
+		return nil, fmt.Errorf("handler ran past its %s limit", timeout), outcomeAbandoned
+	case <-ctx.Done():
+		return nil, ctx.Err(), outcomeAbandoned
+	}
+}
+
+// beginEvent starts buffering the writes of an event.
+func (o *object) beginEvent(token int64, inAlarm bool) *eventTx {
+	o.smu.Lock()
+	defer o.smu.Unlock()
+	tx := &eventTx{gen: o.gen, token: token, inAlarm: inAlarm, writes: map[string]write{}}
+	o.cur = tx
+	return tx
+}
+
+func (o *object) endEvent() {
+	o.smu.Lock()
+	o.cur = nil
+	o.smu.Unlock()
+}
+
+// ensureInstance runs the factory if the object has no instance. It must run
+// inside an event: the factory's writes belong to it.
+func (o *object) ensureInstance(ctx context.Context) error {
+	if o.instance != nil {
+		return nil
+	}
+	if err := o.loadName(ctx); err != nil {
+		return err
+	}
+	st := &state{o: o, h: &storageHandle{o: o, gen: o.currentGen()}}
+	_, err, how := o.runHandler(ctx, 0, func(ctx context.Context) ([]byte, error) {
+		inst, err := o.class.Factory(ctx, st)
+		if err != nil {
+			return nil, err
+		}
+		if inst == nil {
+			return nil, errors.New("factory returned a nil object")
+		}
+		if _, ok := inst.(durable.Alarmer); o.class.HasAlarm && !ok {
+			return nil, fmt.Errorf("class %q was registered with an alarm handler but %T has no Alarm method", o.class.Name, inst)
+		}
+		o.instance = inst
+		return nil, nil
+	})
+	if how != outcomeOK {
+		o.instance = nil
+		return o.classifyHandlerErr(fmt.Errorf("factory of %s: %w", o.class.Name, err), how)
+	}
+	if err := o.txBroken(); err != nil {
+		o.instance = nil
+		return err
+	}
+	return nil
+}
+
+func (o *object) currentGen() uint64 {
+	o.smu.Lock()
+	defer o.smu.Unlock()
+	return o.gen
+}
+
+// txBroken returns the error that broke the current event (a failed
+// BlockConcurrencyWhile), if any.
+func (o *object) txBroken() error {
+	o.smu.Lock()
+	defer o.smu.Unlock()
+	if o.cur != nil && o.cur.broken != nil {
+		return o.cur.broken
+	}
+	return nil
+}
+
+// classifyHandlerErr turns a handler's failure into the caller's error: system
+// errors raised by our own storage keep their identity, anything else is the
+// object's own error.
+func (o *object) classifyHandlerErr(err error, how outcome) error {
+	if how == outcomeAbandoned || isSystemErr(err) {
+		return err
+	}
+	var oe *durable.ObjectError
+	if errors.As(err, &oe) {
+		return err
+	}
+	return &durable.ObjectError{Message: err.Error()}
+}
+
+// isSystemErr reports errors of the runtime (as opposed to the handler's own):
+// they do not count against alarm retries.
+func isSystemErr(err error) bool {
+	for _, target := range []error{
+		durable.ErrUnavailable, durable.ErrOwnershipLost, durable.ErrObjectReset,
+		durable.ErrCommitUnknown, context.Canceled, context.DeadlineExceeded,
+	} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	var se *storageError
+	return errors.As(err, &se)
+}
+
+func (o *object) handleCall(c *call) {
+	if err := c.ctx.Err(); err != nil {
+		c.reply <- callResult{err: err}
+		return
+	}
+	token := o.n.token(o.p)
+	if token == 0 {
+		c.reply <- callResult{err: fmt.Errorf("%w: partition %d is not owned here", durable.ErrOwnershipLost, o.p)}
+		return
+	}
+	o.smu.Lock()
+	if o.name == "" && c.name != "" {
+		o.name = c.name
+	}
+	o.smu.Unlock()
+	tx := o.beginEvent(token, false)
+	defer o.endEvent()
+	if err := o.ensureInstance(c.ctx); err != nil {
+		o.resetAndFailQueuedIfBroken(tx)
+		o.reset()
+		c.reply <- callResult{err: err}
+		return
+	}
+	inst := o.instance
+	out, err, how := o.runHandler(c.ctx, 0, func(ctx context.Context) ([]byte, error) {
+		return inst.Invoke(ctx, c.method, c.payload)
+	})
+	if how == outcomeOK {
+		err = o.txBroken()
+	}
+	if how != outcomeOK || err != nil {
+		// A failed event writes nothing, and its instance may hold state that
+		// was never committed: throw it away.
+		o.resetAndFailQueuedIfBroken(tx)
+		o.reset()
+		c.reply <- callResult{err: o.classifyHandlerErr(err, how)}
+		return
+	}
+	if err := o.commit(tx, o.desiredAlarm(tx, nil)); err != nil {
+		o.resetAndFailQueued(err)
+		c.reply <- callResult{err: err}
+		return
+	}
+	c.reply <- callResult{payload: out}
+}
+
+// resetAndFailQueuedIfBroken fails queued callers when BlockConcurrencyWhile
+// broke the event (the contract: waiting callers get an error).
+func (o *object) resetAndFailQueuedIfBroken(tx *eventTx) {
+	o.smu.Lock()
+	broken := tx.broken
+	o.smu.Unlock()
+	if broken != nil {
+		o.resetAndFailQueued(broken)
+	}
+}
+
+// alarmState is the alarm an event leaves behind.
+type alarmState struct {
+	keep   bool // leave the committed alarm as it is
+	record *alarmstore.Record
+}
+
+// desiredAlarm computes the alarm after a successful event. inAlarmRec is the
+// record being delivered when the event is an alarm run.
+func (o *object) desiredAlarm(tx *eventTx, inAlarmRec *alarmstore.Record) alarmState {
+	o.smu.Lock()
+	defer o.smu.Unlock()
+	if tx.alarmTouched {
+		return alarmState{record: o.freshRecordLocked(tx.alarmDue)}
+	}
+	if inAlarmRec != nil {
+		return alarmState{} // success deletes the alarm
+	}
+	return alarmState{keep: true}
+}
+
+func (o *object) freshRecordLocked(due time.Time) *alarmstore.Record {
+	if due.IsZero() {
+		return nil
+	}
+	return &alarmstore.Record{
+		Class: o.key.class, ID: o.key.id, Name: o.name, Partition: o.p,
+		Due: due, Scheduled: due,
+	}
+}
+
+func (o *object) handleAlarm() {
+	token := o.n.token(o.p)
+	if token == 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(o.n.ctx)
+	defer cancel()
+	rec, err := o.loadAlarm(ctx)
+	if err != nil {
+		o.n.log.Warn("alarm record read failed; will retry", "class", o.key.class, "id", o.key.id, "err", err)
+		o.n.sched.retryAt(o.key, o.p, o.n.now().Add(o.n.cfg.SystemRetryDelay))
+		return
+	}
+	if rec == nil {
+		return
+	}
+	if now := o.n.now(); rec.Due.After(now) {
+		// A stale index entry or an early wake-up: never run early.
+		o.n.sched.committed(o.key, o.p, rec.Due)
+		return
+	}
+	rec = cloneRecord(rec)
+	tx := o.beginEvent(token, true)
+	defer o.endEvent()
+
+	var runErr error
+	how := outcomeError
+	if err := o.ensureInstance(ctx); err != nil {
+		runErr = err
+	} else {
+		alarmer := o.instance.(durable.Alarmer)
+		info := durable.AlarmInfo{RetryCount: rec.RetryCount, IsRetry: rec.RetryCount > 0, ScheduledTime: rec.Scheduled}
+		_, runErr, how = o.runHandler(ctx, o.n.cfg.AlarmHandlerTimeout, func(ctx context.Context) ([]byte, error) {
+			return nil, alarmer.Alarm(ctx, info)
+		})
+		if how == outcomeOK {
+			runErr = o.txBroken()
+			if runErr != nil {
+				how = outcomeError
+			}
+		}
+	}
+
+	if how == outcomeOK {
+		if err := o.commit(tx, o.desiredAlarm(tx, rec)); err != nil {
+			o.systemRetry(err)
+			return
+		}
+		return
+	}
+	o.resetAndFailQueuedIfBroken(tx)
+	// An abandoned run is the handler's failure (its time limit) unless the
+	// node itself is stopping; an error is the system's if our own storage or
+	// the node raised it.
+	system := o.n.ctx.Err() != nil || (how != outcomeAbandoned && isSystemErr(runErr))
+	if system {
+		// The system failed, not the handler: the alarm runs again with the
+		// same retry count.
+		o.systemRetry(runErr)
+		return
+	}
+	// The handler failed: its storage writes are discarded; an alarm it set
+	// or deleted stands, otherwise it is retried or abandoned.
+	o.smu.Lock()
+	touched, due := tx.alarmTouched, tx.alarmDue
+	tx.writes, tx.cleared = map[string]write{}, false
+	o.smu.Unlock()
+	next := alarmState{}
+	abandoned := false
+	switch {
+	case touched:
+		o.smu.Lock()
+		next.record = o.freshRecordLocked(due)
+		o.smu.Unlock()
+	case rec.RetryCount >= MaxAlarmRetries:
+		abandoned = true
+	default:
+		r := *rec
+		r.RetryCount++
+		r.LastError = errString(runErr)
+		r.Due = ceilMillis(o.n.now().Add(o.backoff(rec.RetryCount)))
+		next.record = &r
+	}
+	var err2 error
+	if abandoned {
+		dead := *rec
+		dead.LastError = errString(runErr)
+		err2 = o.commitOps(tx, o.n.alarms.DeadLetterOps(dead, o.n.now()), alarmState{})
+		o.n.log.Warn("alarm abandoned after its last retry", "class", o.key.class, "id", o.key.id,
+			"scheduled", rec.Scheduled, "retries", rec.RetryCount, "err", runErr)
+	} else {
+		err2 = o.commit(tx, next)
+	}
+	o.reset()
+	if err2 != nil {
+		o.systemRetry(err2)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// backoff returns the delay before retry number retry+1: 2 s · 2^retry plus
+// 0–25 % jitter.
+func (o *object) backoff(retry int) time.Duration {
+	base := 2 * time.Second << retry
+	return base + time.Duration(float64(base)*0.25*o.n.cfg.Jitter())
+}
+
+// systemRetry resets the object after a failure of the system and looks at
+// the alarm again later; the retry count is untouched.
+func (o *object) systemRetry(cause error) {
+	o.n.log.Warn("alarm run failed in the system; retrying", "class", o.key.class, "id", o.key.id, "err", cause)
+	o.resetAndFailQueued(cause)
+	o.n.sched.retryAt(o.key, o.p, o.n.now().Add(o.n.cfg.SystemRetryDelay))
+}
+
+func cloneRecord(r *alarmstore.Record) *alarmstore.Record {
+	if r == nil {
+		return nil
+	}
+	c := *r
+	return &c
+}
+
+// ceilMillis rounds t up to a whole millisecond: alarm times are stored in
+// milliseconds, and rounding down could fire an alarm early.
+func ceilMillis(t time.Time) time.Time {
+	tr := t.Truncate(time.Millisecond)
+	if tr.Before(t) {
+		tr = tr.Add(time.Millisecond)
+	}
+	return tr
+}

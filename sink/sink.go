@@ -1,0 +1,619 @@
+// Package sink is the upstream HTTP endpoint that example classes (Batcher,
+// Reminder) POST their deliveries to. `durable dev`, the docker demo and the
+// chaos checks run it to record every delivery and to verify afterwards
+// that each one arrived, and how often.
+//
+// Job: a Sink records each POST as a Delivery and serves what it recorded:
+//
+//	POST /<any path>   record a delivery; 200 {"seq":N,"duplicate":bool}
+//	GET  /deliveries   recorded deliveries as a JSON array, oldest first;
+//	                   ?since=SEQ keeps those after SEQ, ?key=K those whose
+//	                   Idempotency-Key is K
+//	GET  /stats        {"deliveries":N,"unique_keys":N,"duplicates":N}
+//	GET  /healthz      200 {"ok":true}
+//
+// A body over Options.MaxBodyBytes is refused with 413; any other method,
+// or GET on another path, with 405.
+//
+// Invariants:
+//   - Deliveries are numbered 1, 2, 3, ... in the order they are recorded,
+//     with no gap; Seq is also the position in Deliveries.
+//   - A delivery is a Duplicate exactly when an earlier delivery carried
+//     the same non-empty Idempotency-Key header.
+//   - A delivery is acknowledged (200) only after it is recorded, and, with
+//     Options.File set, after its line is written to the file. A delivery
+//     that could not be written is not recorded and gets 500, so a retry is
+//     not wrongly marked duplicate.
+//   - The file holds one JSON Delivery per line, in Seq order; ReadFile
+//     reads it back, and New replays it, so numbering and duplicate
+//     detection survive a restart of the sink.
+//
+// Concurrency: all methods of Sink are safe for concurrent use, and its
+// handler serves any number of requests at once. Wait sleeps on a channel
+// that each new delivery closes; it never polls.
+package sink
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+const (
+	// DefaultMaxBodyBytes is the default Options.MaxBodyBytes.
+	DefaultMaxBodyBytes int64 = 4 << 20
+	// IdempotencyKeyHeader is the request header whose value is a
+	// delivery's IdempotencyKey.
+	IdempotencyKeyHeader = "Idempotency-Key"
+
+	// readHeaderTimeout bounds reading a request's header in Serve.
+	readHeaderTimeout = 10 * time.Second
+	// shutdownTimeout bounds the graceful part of Serve's shutdown; open
+	// connections are closed after it.
+	shutdownTimeout = 5 * time.Second
+)
+
+// ErrClosed is returned by Wait, and reported to senders as 503, once the
+// sink is closed.
+var ErrClosed = errors.New("sink: closed")
+
+// Options configures New.
+type Options struct {
+	// File, if set, is a JSON-lines file each delivery is appended to,
+	// created if missing. The deliveries already in it are replayed first:
+	// numbering continues after them and their keys count for Duplicate, so
+	// a restarted sink carries on where it stopped. It is not fsynced.
+	File string
+	// Logger receives one Info record per delivery. Nil: slog.Default().
+	Logger *slog.Logger
+	// MaxBodyBytes is the largest body accepted; larger ones get 413.
+	// Zero: DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+}
+
+// Delivery is one recorded POST. Body shares memory with the sink: callers
+// must not modify it.
+//
+// In JSON a Body that is valid JSON is embedded as is (re-encoded
+// compactly); any other body is a string with "body_encoding" set to "text"
+// (valid UTF-8) or "base64". An empty body is left out.
+type Delivery struct {
+	// Seq numbers deliveries from 1 in the order they were recorded.
+	Seq int64
+	// ReceivedAt is when the delivery was recorded, in UTC.
+	ReceivedAt time.Time
+	// Path is the request's URL path.
+	Path string
+	// IdempotencyKey is the request's Idempotency-Key header, or "".
+	IdempotencyKey string
+	// ContentType is the request's Content-Type header, or "".
+	ContentType string
+	// Body is the request body, byte for byte.
+	Body []byte
+	// Duplicate is set when an earlier delivery had the same non-empty
+	// IdempotencyKey.
+	Duplicate bool
+}
+
+// Body encodings in a Delivery's JSON; see Delivery.
+const (
+	encodingJSON   = ""
+	encodingText   = "text"
+	encodingBase64 = "base64"
+)
+
+// deliveryJSON is the JSON form of a Delivery.
+type deliveryJSON struct {
+	Seq            int64           `json:"seq"`
+	ReceivedAt     time.Time       `json:"received_at"`
+	Path           string          `json:"path"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+	ContentType    string          `json:"content_type,omitempty"`
+	Duplicate      bool            `json:"duplicate"`
+	BodyEncoding   string          `json:"body_encoding,omitempty"`
+	Body           json.RawMessage `json:"body,omitempty"`
+}
+
+// MarshalJSON implements json.Marshaler; see Delivery for the form.
+func (d Delivery) MarshalJSON() ([]byte, error) {
+	j := deliveryJSON{
+		Seq:            d.Seq,
+		ReceivedAt:     d.ReceivedAt,
+		Path:           d.Path,
+		IdempotencyKey: d.IdempotencyKey,
+		ContentType:    d.ContentType,
+		Duplicate:      d.Duplicate,
+	}
+	var err error
+	switch {
+	case len(d.Body) == 0:
+	case json.Valid(d.Body):
+		j.Body = d.Body
+	case utf8.Valid(d.Body):
+		j.BodyEncoding = encodingText
+		j.Body, err = json.Marshal(string(d.Body))
+	default:
+		j.BodyEncoding = encodingBase64
+		j.Body, err = json.Marshal(base64.StdEncoding.EncodeToString(d.Body))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON implements json.Unmarshaler, reversing MarshalJSON.
+func (d *Delivery) UnmarshalJSON(data []byte) error {
+	var j deliveryJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return err
+	}
+	var body []byte
+	switch j.BodyEncoding {
+	case encodingJSON:
+		if len(j.Body) > 0 {
+			body = slices.Clone(j.Body)
+		}
+	case encodingText, encodingBase64:
+		var s string
+		if err := json.Unmarshal(j.Body, &s); err != nil {
+			return fmt.Errorf("sink: %s body: %w", j.BodyEncoding, err)
+		}
+		body = []byte(s)
+		if j.BodyEncoding == encodingBase64 {
+			var err error
+			if body, err = base64.StdEncoding.DecodeString(s); err != nil {
+				return fmt.Errorf("sink: base64 body: %w", err)
+			}
+		}
+	default:
+		return fmt.Errorf("sink: unknown body_encoding %q", j.BodyEncoding)
+	}
+	*d = Delivery{
+		Seq:            j.Seq,
+		ReceivedAt:     j.ReceivedAt,
+		Path:           j.Path,
+		IdempotencyKey: j.IdempotencyKey,
+		ContentType:    j.ContentType,
+		Body:           body,
+		Duplicate:      j.Duplicate,
+	}
+	return nil
+}
+
+// Stats counts what a sink recorded.
+type Stats struct {
+	// Deliveries is the number of deliveries recorded.
+	Deliveries int `json:"deliveries"`
+	// UniqueKeys is the number of distinct non-empty idempotency keys.
+	UniqueKeys int `json:"unique_keys"`
+	// Duplicates is the number of deliveries marked Duplicate.
+	Duplicates int `json:"duplicates"`
+}
+
+// Sink records deliveries. Create it with New.
+type Sink struct {
+	log     *slog.Logger
+	maxBody int64
+
+	mu sync.Mutex
+	// deliveries[i] has Seq i+1. Entries are never changed once appended,
+	// so a clipped prefix may be read without mu.
+	deliveries []Delivery
+	keys       map[string]struct{}
+	duplicates int
+	// changed is closed, and replaced, on each new delivery and on Close.
+	changed chan struct{}
+	file    *os.File
+	closed  bool
+}
+
+// New returns a Sink configured by opts, opening opts.File if set.
+func New(opts Options) (*Sink, error) {
+	if opts.MaxBodyBytes < 0 {
+		return nil, fmt.Errorf("sink: negative MaxBodyBytes %d", opts.MaxBodyBytes)
+	}
+	if opts.MaxBodyBytes == 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Sink{
+		log:     opts.Logger,
+		maxBody: opts.MaxBodyBytes,
+		keys:    make(map[string]struct{}),
+		changed: make(chan struct{}),
+	}
+	if opts.File != "" {
+		if err := s.openFile(opts.File); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// openFile opens the sink's file and replays the deliveries in it. A last
+// line without its newline is a write cut short before it was
+// acknowledged; it is cut off the file.
+func (s *Sink) openFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("sink: open file: %w", err)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		_ = f.Close()
+		return fmt.Errorf("sink: read file: %w", err)
+	}
+	ds, n, err := parseLog(path, data)
+	if err != nil {
+		_ = f.Close()
+		return err
+	}
+	if n < len(data) {
+		s.log.Warn("sink file ends in an unfinished line, cutting it off",
+			slog.String("file", path), slog.Int("bytes", len(data)-n))
+		if err := f.Truncate(int64(n)); err != nil {
+			_ = f.Close()
+			return fmt.Errorf("sink: cut unfinished line: %w", err)
+		}
+	}
+	for _, d := range ds {
+		_, seen := s.keys[d.IdempotencyKey]
+		d.Duplicate = d.IdempotencyKey != "" && seen
+		if d.IdempotencyKey != "" {
+			s.keys[d.IdempotencyKey] = struct{}{}
+		}
+		if d.Duplicate {
+			s.duplicates++
+		}
+		s.deliveries = append(s.deliveries, d)
+	}
+	s.file = f
+	if len(ds) > 0 {
+		s.log.Info("sink file replayed", slog.String("file", path), slog.Int("deliveries", len(ds)))
+	}
+	return nil
+}
+
+// Close closes the file, refuses further deliveries with 503 and ends
+// pending Waits with ErrClosed. Recorded deliveries stay readable. Only the
+// first call does the work.
+func (s *Sink) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	close(s.changed)
+	if s.file != nil {
+		if err := s.file.Close(); err != nil {
+			return fmt.Errorf("sink: close file: %w", err)
+		}
+	}
+	return nil
+}
+
+// Record records a delivery as if it had been POSTed, and returns it. The
+// sink keeps body: the caller must not modify it afterwards. It
+// fails with ErrClosed after Close, or if the delivery cannot be written to
+// the file, in which case nothing is recorded.
+func (s *Sink) Record(path, idempotencyKey, contentType string, body []byte) (Delivery, error) {
+	d, err := s.record(path, idempotencyKey, contentType, body)
+	if err != nil {
+		return Delivery{}, err
+	}
+	s.log.Info("sink delivery recorded",
+		slog.Int64("seq", d.Seq),
+		slog.String("path", d.Path),
+		slog.String("key", d.IdempotencyKey),
+		slog.Int("bytes", len(d.Body)),
+		slog.Bool("duplicate", d.Duplicate))
+	return d, nil
+}
+
+// record numbers, stores and writes out one delivery under mu.
+func (s *Sink) record(path, key, contentType string, body []byte) (Delivery, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return Delivery{}, ErrClosed
+	}
+	_, seen := s.keys[key]
+	d := Delivery{
+		Seq:            int64(len(s.deliveries)) + 1,
+		ReceivedAt:     time.Now().UTC(),
+		Path:           path,
+		IdempotencyKey: key,
+		ContentType:    contentType,
+		Body:           body,
+		Duplicate:      key != "" && seen,
+	}
+	if s.file != nil {
+		line, err := json.Marshal(d)
+		if err != nil {
+			return Delivery{}, fmt.Errorf("sink: encode delivery: %w", err)
+		}
+		if _, err := s.file.Write(append(line, '\n')); err != nil {
+			return Delivery{}, fmt.Errorf("sink: write file: %w", err)
+		}
+	}
+	s.deliveries = append(s.deliveries, d)
+	if key != "" {
+		s.keys[key] = struct{}{}
+	}
+	if d.Duplicate {
+		s.duplicates++
+	}
+	close(s.changed)
+	s.changed = make(chan struct{})
+	return d, nil
+}
+
+// snapshot returns the recorded deliveries without copying them, the
+// channel the next change closes, and whether the sink is closed.
+func (s *Sink) snapshot() ([]Delivery, <-chan struct{}, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clip(s.deliveries), s.changed, s.closed
+}
+
+// Deliveries returns a copy of the recorded deliveries, oldest first.
+func (s *Sink) Deliveries() []Delivery {
+	ds, _, _ := s.snapshot()
+	return slices.Clone(ds)
+}
+
+// Stats returns the counts of what was recorded.
+func (s *Sink) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Stats{
+		Deliveries: len(s.deliveries),
+		UniqueKeys: len(s.keys),
+		Duplicates: s.duplicates,
+	}
+}
+
+// Wait blocks until pred holds over the recorded deliveries, oldest first,
+// and returns nil. It returns ctx's error if ctx ends first, and ErrClosed
+// if the sink is closed while pred does not hold. pred runs once at the
+// start and once after each new delivery, never concurrently with itself
+// within one Wait, and must not modify or keep the slice.
+func (s *Sink) Wait(ctx context.Context, pred func([]Delivery) bool) error {
+	for {
+		ds, changed, closed := s.snapshot()
+		if pred(ds) {
+			return nil
+		}
+		if closed {
+			return ErrClosed
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+// Handler returns the HTTP handler of the sink; see the package doc for the
+// routes.
+func (s *Sink) Handler() http.Handler {
+	return http.HandlerFunc(s.serveHTTP)
+}
+
+// queryPaths are the paths that also answer GET.
+var queryPaths = map[string]bool{"/deliveries": true, "/stats": true, "/healthz": true}
+
+func (s *Sink) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodPost:
+		s.handlePost(w, r)
+		return
+	case http.MethodGet, http.MethodHead:
+		switch r.URL.Path {
+		case "/deliveries":
+			s.handleDeliveries(w, r)
+			return
+		case "/stats":
+			writeJSON(w, http.StatusOK, s.Stats())
+			return
+		case "/healthz":
+			writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+			return
+		}
+	}
+	allow := http.MethodPost
+	if queryPaths[r.URL.Path] {
+		allow = "GET, HEAD, POST"
+	}
+	w.Header().Set("Allow", allow)
+	writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+}
+
+// postResponse is the body of a successful POST.
+type postResponse struct {
+	Seq       int64 `json:"seq"`
+	Duplicate bool  `json:"duplicate"`
+}
+
+func (s *Sink) handlePost(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > s.maxBody {
+		writeError(w, http.StatusRequestEntityTooLarge, "body exceeds "+strconv.FormatInt(s.maxBody, 10)+" bytes")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			writeError(w, http.StatusRequestEntityTooLarge, "body exceeds "+strconv.FormatInt(s.maxBody, 10)+" bytes")
+			return
+		}
+		writeError(w, http.StatusBadRequest, "reading body failed")
+		return
+	}
+	d, err := s.Record(r.URL.Path, r.Header.Get(IdempotencyKeyHeader), r.Header.Get("Content-Type"), body)
+	switch {
+	case errors.Is(err, ErrClosed):
+		writeError(w, http.StatusServiceUnavailable, "sink is closed")
+		return
+	case err != nil:
+		s.log.Error("sink delivery not recorded", slog.String("path", r.URL.Path), slog.Any("error", err))
+		writeError(w, http.StatusInternalServerError, "recording delivery failed")
+		return
+	}
+	writeJSON(w, http.StatusOK, postResponse{Seq: d.Seq, Duplicate: d.Duplicate})
+}
+
+func (s *Sink) handleDeliveries(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var since int64
+	if v := q.Get("since"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, "since must be a sequence number >= 0")
+			return
+		}
+		since = n
+	}
+	ds, _, _ := s.snapshot()
+	// deliveries[i] has Seq i+1, so those after since start at index since.
+	ds = ds[min(since, int64(len(ds))):]
+	out := make([]Delivery, 0, len(ds))
+	key, byKey := q.Get("key"), q.Has("key")
+	for _, d := range ds {
+		if !byKey || d.IdempotencyKey == key {
+			out = append(out, d)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// writeJSON writes v as the JSON body of a response with status code.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		http.Error(w, "encoding response failed", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(code)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// writeError writes {"error": msg} with status code.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// Serve serves the sink's handler on ln until ctx ends, then shuts down
+// gracefully: it stops accepting, lets running requests finish for up to
+// five seconds, then closes what is left. It closes ln and returns nil
+// after a stop by ctx, or the error that ended serving otherwise.
+func (s *Sink) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	addr := ln.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	s.log.Info("sink serving", slog.String("addr", addr))
+
+	select {
+	case err := <-served:
+		s.log.Error("sink serving failed", slog.String("addr", addr), slog.Any("error", err))
+		return fmt.Errorf("sink: serve: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		s.log.Warn("sink graceful shutdown incomplete", slog.String("addr", addr), slog.Any("error", err))
+		_ = srv.Close()
+	}
+	<-served // http.ErrServerClosed after Shutdown or Close.
+	s.log.Info("sink stopped", slog.String("addr", addr))
+	return nil
+}
+
+// ListenAndServe listens on addr ("127.0.0.1:0" picks a free port) and
+// serves the sink in the background until ctx ends; see Serve. It returns
+// the bound address, such as "127.0.0.1:40123", and wait, which blocks until
+// serving has stopped and returns Serve's result. It fails only if addr
+// cannot be bound.
+func (s *Sink) ListenAndServe(ctx context.Context, addr string) (bound string, wait func() error, err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("sink: listen: %w", err)
+	}
+	done := make(chan struct{})
+	var serveErr error
+	go func() {
+		defer close(done)
+		serveErr = s.Serve(ctx, ln)
+	}()
+	wait = func() error {
+		<-done
+		return serveErr
+	}
+	return ln.Addr().String(), wait, nil
+}
+
+// ReadFile reads the deliveries of a file written by a Sink with
+// Options.File, in Seq order. Blank lines are skipped, and so is a last
+// line without its newline: that write was cut short and never
+// acknowledged. Any other line that is not the next Delivery is an error
+// naming it.
+func ReadFile(path string) ([]Delivery, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("sink: %w", err)
+	}
+	ds, _, err := parseLog(path, data)
+	return ds, err
+}
+
+// parseLog parses the lines of a sink file named name. It returns the
+// deliveries of the newline-terminated lines and the length of data those
+// lines span. Line i (from 1, blank lines aside) must have Seq i.
+func parseLog(name string, data []byte) ([]Delivery, int, error) {
+	var ds []Delivery
+	off := 0
+	for lineNo := 1; ; lineNo++ {
+		i := bytes.IndexByte(data[off:], '\n')
+		if i < 0 {
+			return ds, off, nil
+		}
+		line := bytes.TrimSpace(data[off : off+i])
+		off += i + 1
+		if len(line) == 0 {
+			continue
+		}
+		var d Delivery
+		if err := json.Unmarshal(line, &d); err != nil {
+			return nil, 0, fmt.Errorf("sink: %s:%d: %w", name, lineNo, err)
+		}
+		if want := int64(len(ds)) + 1; d.Seq != want {
+			return nil, 0, fmt.Errorf("sink: %s:%d: seq %d, want %d", name, lineNo, d.Seq, want)
+		}
+		ds = append(ds, d)
+	}
+}
