@@ -306,10 +306,12 @@ func (o *object) txBroken() error {
 }
 
 // classifyHandlerErr turns a handler's failure into the caller's error: system
-// errors raised by our own storage keep their identity, anything else is the
-// object's own error.
+// errors raised by our own storage and the runtime's refusals of bad input
+// (an oversized key, SetAlarm without a handler) keep their identity;
+// anything else is the object's own error.
 func (o *object) classifyHandlerErr(err error, how outcome) error {
-	if how == outcomeAbandoned || isSystemErr(err) {
+	if how == outcomeAbandoned || isSystemErr(err) ||
+		errors.Is(err, durable.ErrInvalidArgument) || errors.Is(err, durable.ErrNoAlarmHandler) {
 		return err
 	}
 	var oe *durable.ObjectError
