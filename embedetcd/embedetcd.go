@@ -14,16 +14,18 @@
 //     the race for one ("address already in use") is retried on new ports.
 //   - A data directory Start created (Config.Dir empty) is removed by Close;
 //     a caller's directory is kept, so `durable dev` can restart on its data.
-//   - etcd's own zap logging is routed into the Config.Logger at
-//     Config.EtcdLogLevel (error by default), never straight to stderr.
+//   - etcd's own zap logging is routed into Config.Logger at
+//     Config.EtcdLogLevel (error by default), never straight to stderr;
+//     errors etcd is known to log on a healthy start or stop arrive as
+//     warnings, so a clean run logs no error.
 //
 // Concurrency: Start may run concurrently with other Starts; each Server owns
 // its ports and directory. All Server methods are safe for concurrent use and
 // Close is idempotent.
 //
-// testing.go adds helpers for tests: Test starts a server owned by one test,
-// TestClient dials one, and UniquePrefix gives many tests isolated key
-// prefixes on one shared server.
+// For tests: Test starts a quick, quiet server owned by one test,
+// TestClient dials a client owned by one test, and UniquePrefix gives many
+// tests isolated key prefixes on one shared server.
 package embedetcd
 
 import (
@@ -124,7 +126,8 @@ type Config struct {
 	// UnsafeNoFsync disables fsync in etcd. Only for tests and throwaway
 	// dev clusters: a crash of the machine loses acknowledged writes.
 	UnsafeNoFsync bool
-	// Logger receives this package's logs and etcd's. Nil: slog.Default().
+	// Logger receives this package's logs and etcd's; etcd's carry the
+	// attribute origin=etcd. Nil: slog.Default().
 	Logger *slog.Logger
 	// EtcdLogLevel is the least level of etcd's own logs passed to Logger.
 	// Nil: slog.LevelError, which keeps tests and `durable dev` quiet.
@@ -284,7 +287,7 @@ func startOnce(ctx context.Context, cfg Config, dir string, client, peer hostPor
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
 	ec.Logger = "zap"
 	ec.LogLevel = zapLevelName(cfg.EtcdLogLevel.Level())
-	etcdLog := cfg.Logger.With(slog.String("component", "etcd"))
+	etcdLog := cfg.Logger.With(slog.String("origin", "etcd"))
 	stopping := new(atomic.Bool)
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(etcdLog.Handler(), cfg.EtcdLogLevel, stopping)))
 

@@ -101,7 +101,7 @@ type Delivery struct {
 	IdempotencyKey string
 	// ContentType is the request's Content-Type header, or "".
 	ContentType string
-	// Body is the request body, byte for byte.
+	// Body is the request body, byte for byte; nil if it was empty.
 	Body []byte
 	// Duplicate is set when an earlier delivery had the same non-empty
 	// IdempotencyKey.
@@ -217,8 +217,20 @@ type Sink struct {
 	duplicates int
 	// changed is closed, and replaced, on each new delivery and on Close.
 	changed chan struct{}
-	file    *os.File
 	closed  bool
+	file    logFile
+	// fileSize is the length of the file's complete lines.
+	fileSize int64
+	// fileErr, once set, fails every delivery: a write failed and the
+	// file could not be cut back to its complete lines.
+	fileErr error
+}
+
+// logFile is the part of *os.File the sink writes with.
+type logFile interface {
+	Write(p []byte) (int, error)
+	Truncate(size int64) error
+	Close() error
 }
 
 // New returns a Sink configured by opts, opening opts.File if set.
@@ -284,6 +296,7 @@ func (s *Sink) openFile(path string) error {
 		s.deliveries = append(s.deliveries, d)
 	}
 	s.file = f
+	s.fileSize = int64(n)
 	if len(ds) > 0 {
 		s.log.Info("sink file replayed", slog.String("file", path), slog.Int("deliveries", len(ds)))
 	}
@@ -310,9 +323,9 @@ func (s *Sink) Close() error {
 }
 
 // Record records a delivery as if it had been POSTed, and returns it. The
-// sink keeps body: the caller must not modify it afterwards. It
-// fails with ErrClosed after Close, or if the delivery cannot be written to
-// the file, in which case nothing is recorded.
+// sink keeps body: the caller must not modify it afterwards. Record fails
+// with ErrClosed after Close, or if the delivery cannot be written to the
+// file; a delivery that fails is not recorded.
 func (s *Sink) Record(path, idempotencyKey, contentType string, body []byte) (Delivery, error) {
 	d, err := s.record(path, idempotencyKey, contentType, body)
 	if err != nil {
@@ -334,6 +347,9 @@ func (s *Sink) record(path, key, contentType string, body []byte) (Delivery, err
 	if s.closed {
 		return Delivery{}, ErrClosed
 	}
+	if len(body) == 0 {
+		body = nil
+	}
 	_, seen := s.keys[key]
 	d := Delivery{
 		Seq:            int64(len(s.deliveries)) + 1,
@@ -345,12 +361,8 @@ func (s *Sink) record(path, key, contentType string, body []byte) (Delivery, err
 		Duplicate:      key != "" && seen,
 	}
 	if s.file != nil {
-		line, err := json.Marshal(d)
-		if err != nil {
-			return Delivery{}, fmt.Errorf("sink: encode delivery: %w", err)
-		}
-		if _, err := s.file.Write(append(line, '\n')); err != nil {
-			return Delivery{}, fmt.Errorf("sink: write file: %w", err)
+		if err := s.writeLine(d); err != nil {
+			return Delivery{}, err
 		}
 	}
 	s.deliveries = append(s.deliveries, d)
@@ -363,6 +375,30 @@ func (s *Sink) record(path, key, contentType string, body []byte) (Delivery, err
 	close(s.changed)
 	s.changed = make(chan struct{})
 	return d, nil
+}
+
+// writeLine appends d's line to the file under mu. If the write fails, the
+// file is cut back to its complete lines so that the next line starts on
+// its own; if even that fails, the sink takes no more deliveries.
+func (s *Sink) writeLine(d Delivery) error {
+	if s.fileErr != nil {
+		return s.fileErr
+	}
+	line, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("sink: encode delivery: %w", err)
+	}
+	n, err := s.file.Write(append(line, '\n'))
+	if err == nil {
+		s.fileSize += int64(n)
+		return nil
+	}
+	err = fmt.Errorf("sink: write file: %w", err)
+	if terr := s.file.Truncate(s.fileSize); terr != nil {
+		s.fileErr = errors.Join(err, fmt.Errorf("sink: cut back file: %w", terr))
+		return s.fileErr
+	}
+	return err
 }
 
 // snapshot returns the recorded deliveries without copying them, the
@@ -392,9 +428,10 @@ func (s *Sink) Stats() Stats {
 
 // Wait blocks until pred holds over the recorded deliveries, oldest first,
 // and returns nil. It returns ctx's error if ctx ends first, and ErrClosed
-// if the sink is closed while pred does not hold. pred runs once at the
-// start and once after each new delivery, never concurrently with itself
-// within one Wait, and must not modify or keep the slice.
+// if the sink is closed while pred does not hold. pred runs at the start
+// and again whenever deliveries were added since its last run (it may see
+// several new ones at once), on Wait's goroutine; it must not modify or
+// keep the slice.
 func (s *Sink) Wait(ctx context.Context, pred func([]Delivery) bool) error {
 	for {
 		ds, changed, closed := s.snapshot()
