@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/durable-run/durable/node"
@@ -62,6 +64,9 @@ type Agent struct {
 	lis    net.Listener
 	log    *slog.Logger
 
+	health   *health.Server
+	stopOnce sync.Once
+
 	runErr error
 	done   chan struct{}
 }
@@ -99,9 +104,12 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 		Node: n, addr: lis.Addr().String(), client: client, srv: grpc.NewServer(opts...), lis: lis,
 		log: n.Config().Logger.With("component", "agent"), done: make(chan struct{}),
 	}
-	health := n.Register(a.srv)
-	health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	a.health = n.Register(a.srv)
+	a.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 
+	// Once the node has drained, the server stops taking calls and finishes
+	// those in flight while the node can still forward them.
+	n.OnDrained(a.stopServer)
 	runCtx, cancel := context.WithCancel(ctx)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- a.srv.Serve(lis) }()
@@ -114,21 +122,50 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 		// Serving flips on once the node owns partitions (or fails).
 		go func() {
 			if n.WaitReady(runCtx) == nil {
-				health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+				a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 			}
 		}()
 		select {
 		case err := <-nodeDone:
 			a.runErr = err
 		case err := <-serveErr:
-			a.runErr = fmt.Errorf("agent: grpc server: %w", err)
-			cancel()
-			<-nodeDone
+			// nil: the node stopped the server itself after draining.
+			if err != nil {
+				a.runErr = fmt.Errorf("agent: grpc server: %w", err)
+				cancel()
+			}
+			if err := <-nodeDone; a.runErr == nil {
+				a.runErr = err
+			}
 		}
-		health.Shutdown()
-		a.srv.GracefulStop()
+		a.stopServer(errors.Is(context.Cause(runCtx), node.ErrCrash))
 	}()
 	return a, nil
+}
+
+// gracefulStopLimit bounds how long a stopping server waits for calls in
+// flight before it cuts them off.
+const gracefulStopLimit = 10 * time.Second
+
+// stopServer stops the gRPC server once: at once after a crash (a dead process
+// answers nothing more), otherwise gracefully within gracefulStopLimit.
+func (a *Agent) stopServer(crashed bool) {
+	a.stopOnce.Do(func() {
+		a.health.Shutdown()
+		if crashed {
+			a.srv.Stop()
+			return
+		}
+		done := make(chan struct{})
+		go func() { a.srv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(gracefulStopLimit):
+			a.log.Warn("calls still in flight after the graceful stop limit; cutting them off")
+			a.srv.Stop()
+			<-done
+		}
+	})
 }
 
 // Dial connects to etcd and checks that it answers within timeout.

@@ -56,7 +56,7 @@ func (k *kv) Invoke(ctx context.Context, method string, payload []byte) ([]byte,
 }
 
 func startKV(t *testing.T) *nodetest.Harness {
-	return nodetest.Start(t, nodetest.Options{Register: func(reg *node.Registry) error {
+	return nodetest.StartOne(t, nodetest.Options{Register: func(reg *node.Registry) error {
 		if err := examples.Register(reg, examples.Config{Upstream: "http://127.0.0.1:1"}); err != nil {
 			return err
 		}
@@ -199,7 +199,7 @@ func TestBatcherEndToEndRealTime(t *testing.T) {
 	t.Cleanup(func() { srv.Close(); snk.Close() })
 
 	const delay = 300 * time.Millisecond
-	h := nodetest.Start(t, nodetest.Options{Register: func(reg *node.Registry) error {
+	h := nodetest.StartOne(t, nodetest.Options{Register: func(reg *node.Registry) error {
 		return examples.Register(reg, examples.Config{Upstream: "http://" + lis.Addr().String(), BatchDelay: delay})
 	}})
 	c := h.Dial()

@@ -166,7 +166,7 @@ func (s *Store) LoadWindow(ctx context.Context, p int, after, until time.Time, f
 	end := s.keys.DueUntil(p, until)
 	for start < end {
 		resp, err := s.kv.Get(ctx, start, clientv3.WithRange(end), clientv3.WithLimit(pageSize),
-			clientv3.WithKeysOnly(), clientv3.WithSerializable())
+			clientv3.WithKeysOnly())
 		if err != nil {
 			return err
 		}

@@ -1,9 +1,9 @@
 // Package client is the Go client of a durable cluster. It invokes objects
-// over gRPC and retries, with backoff, only the calls the server marked safe
-// to retry (ErrorDetail.retryable): an error from the object's own handler, an
-// overload or a commit of unknown outcome is returned at once.
-//
-// A Client is safe for concurrent use.
+// over gRPC, learns each partition's owner from the replies and calls it
+// directly (skipping the forwarding hop), and retries, with backoff, only the
+// calls the server marked safe to retry (ErrorDetail.retryable): an error from
+// the object's own handler, an overload or a commit of unknown outcome is
+// returned at once.
 package client
 
 import (
@@ -11,13 +11,19 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
+	"github.com/durable-run/durable"
 	durablev1 "github.com/durable-run/durable/proto/durable/v1"
 )
 
@@ -30,20 +36,39 @@ type Options struct {
 	// attempt up to MaxBackoff (default 2 s), with full jitter.
 	BaseBackoff time.Duration
 	MaxBackoff  time.Duration
-	// DialOptions are added to the gRPC dial; the default is plaintext.
+	// NoDirect turns off calling owners directly: every call goes through
+	// the seed addresses, which forward it. Use it when the nodes' advertised
+	// addresses are not reachable from the client (e.g. behind NAT).
+	NoDirect bool
+	// DialOptions are added to the gRPC dials; the default is plaintext.
 	DialOptions []grpc.DialOption
 }
 
-// Client talks to one cluster through one node address.
+// unreachableFor is how long an owner address that could not be reached is
+// skipped in favour of the seeds.
+const unreachableFor = 5 * time.Second
+
+// Client talks to one cluster. Calls go to the owner of the object's
+// partition when the client has learned it from an earlier reply, otherwise
+// to the seed addresses, which forward them. A Client is safe for concurrent
+// use.
 type Client struct {
-	conn    *grpc.ClientConn
+	seeds   *grpc.ClientConn
 	objects durablev1.ObjectsClient
 	admin   durablev1.AdminClient
 	opts    Options
+	dial    []grpc.DialOption
+
+	mu          sync.Mutex
+	partitions  int            // the cluster's partition count, once learned
+	owners      map[int]string // partition → owner address
+	direct      map[string]*grpc.ClientConn
+	unreachable map[string]time.Time // owner address → skip until
 }
 
-// Dial connects to a node at addr (host:port).
-func Dial(addr string, opts Options) (*Client, error) {
+// Dial connects to a cluster through target: one node address (host:port) or
+// several separated by commas, tried in order when one is down.
+func Dial(target string, opts Options) (*Client, error) {
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = 8
 	}
@@ -53,25 +78,54 @@ func Dial(addr string, opts Options) (*Client, error) {
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 2 * time.Second
 	}
+	var addrs []resolver.Address
+	for _, a := range strings.Split(target, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, resolver.Address{Addr: a})
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("client: no address in %q", target)
+	}
 	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts.DialOptions...)
-	conn, err := grpc.NewClient(addr, dial...)
+	seedTarget, seedDial := addrs[0].Addr, dial
+	if len(addrs) > 1 {
+		// pick_first over every seed: when the connected one fails, the
+		// next call connects to another.
+		r := manual.NewBuilderWithScheme("durable-seeds")
+		r.InitialState(resolver.State{Addresses: addrs})
+		seedTarget, seedDial = r.Scheme()+":///seeds", append(slices.Clip(dial), grpc.WithResolvers(r))
+	}
+	conn, err := grpc.NewClient(seedTarget, seedDial...)
 	if err != nil {
-		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
+		return nil, fmt.Errorf("client: dial %s: %w", target, err)
 	}
 	return &Client{
-		conn: conn, opts: opts,
-		objects: durablev1.NewObjectsClient(conn),
-		admin:   durablev1.NewAdminClient(conn),
+		seeds: conn, opts: opts, dial: dial,
+		objects:     durablev1.NewObjectsClient(conn),
+		admin:       durablev1.NewAdminClient(conn),
+		owners:      map[int]string{},
+		direct:      map[string]*grpc.ClientConn{},
+		unreachable: map[string]time.Time{},
 	}, nil
 }
 
-// Close closes the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+// Close closes every connection.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	errs := []error{c.seeds.Close()}
+	for addr, conn := range c.direct {
+		errs = append(errs, conn.Close())
+		delete(c.direct, addr)
+	}
+	return errors.Join(errs...)
+}
 
-// Conn returns the underlying connection, e.g. for the health service.
-func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+// Conn returns the connection to the seeds, e.g. for the health service.
+func (c *Client) Conn() *grpc.ClientConn { return c.seeds }
 
-// Admin returns the Admin service client.
+// Admin returns the Admin service client (through the seeds).
 func (c *Client) Admin() durablev1.AdminClient { return c.admin }
 
 // Ref addresses an object by name or by ID.
@@ -83,27 +137,140 @@ func ByName(name string) Ref { return &durablev1.ObjectRef{Ref: &durablev1.Objec
 // ByID refers to an object by its 64-hex-digit ID.
 func ByID(id string) Ref { return &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Id{Id: id}} }
 
-// Invoke calls method on an object and returns its reply.
+// Invoke calls method on an object and returns its reply. It retries what the
+// server marked safe to retry, and moves to another node when one cannot be
+// reached.
 func (c *Client) Invoke(ctx context.Context, class string, ref Ref, method string, payload []byte) (*durablev1.InvokeResponse, error) {
 	req := &durablev1.InvokeRequest{Class: class, Object: ref, Method: method, Payload: payload}
+	p := c.partitionOf(class, ref)
 	var resp *durablev1.InvokeResponse
-	err := c.retry(ctx, func(ctx context.Context) error {
+	err := c.retry(ctx, func(ctx context.Context) (bool, error) {
+		addr, objects := c.route(p)
 		var err error
-		resp, err = c.objects.Invoke(ctx, req)
-		return err
+		resp, err = objects.Invoke(ctx, req)
+		if err == nil {
+			c.learn(resp)
+			return false, nil
+		}
+		if d := Detail(err); d != nil && d.GetOwnerAddress() != "" && p >= 0 {
+			c.setOwner(p, d.GetOwnerAddress())
+		}
+		if addr != "" && status.Code(err) == codes.Unavailable && Detail(err) == nil {
+			// The owner we called directly is gone: go through the seeds
+			// at once.
+			c.markUnreachable(addr)
+			return true, err
+		}
+		return false, err
 	})
 	return resp, err
 }
 
-// retry runs fn until it succeeds, fails with an error not marked retryable,
-// runs out of attempts, or ctx ends.
-func (c *Client) retry(ctx context.Context, fn func(ctx context.Context) error) error {
+// partitionOf returns the object's partition, or -1 when the client does not
+// know the partition count yet or the reference is malformed (the server will
+// say why).
+func (c *Client) partitionOf(class string, ref Ref) int {
+	c.mu.Lock()
+	count := c.partitions
+	c.mu.Unlock()
+	if count <= 0 || c.opts.NoDirect {
+		return -1
+	}
+	var id durable.ID
 	var err error
+	switch {
+	case ref.GetName() != "":
+		id = durable.IDFromName(class, ref.GetName())
+	case ref.GetId() != "":
+		id, err = durable.IDFromString(class, ref.GetId())
+	default:
+		return -1
+	}
+	if err != nil {
+		return -1
+	}
+	return id.Partition(count)
+}
+
+// route returns where a call of partition p goes: its owner's address and
+// connection if known and reachable, otherwise "" and the seeds.
+func (c *Client) route(p int) (string, durablev1.ObjectsClient) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	addr, ok := c.owners[p]
+	if !ok || p < 0 {
+		return "", c.objects
+	}
+	if until, bad := c.unreachable[addr]; bad {
+		if time.Now().Before(until) {
+			return "", c.objects
+		}
+		delete(c.unreachable, addr)
+	}
+	conn, ok := c.direct[addr]
+	if !ok {
+		var err error
+		if conn, err = grpc.NewClient(addr, c.dial...); err != nil {
+			c.unreachable[addr] = time.Now().Add(unreachableFor)
+			return "", c.objects
+		}
+		c.direct[addr] = conn
+	}
+	return addr, durablev1.NewObjectsClient(conn)
+}
+
+// learn remembers the owner named in a reply.
+func (c *Client) learn(resp *durablev1.InvokeResponse) {
+	if c.opts.NoDirect || resp.GetOwner() == "" || resp.GetPartitionCount() <= 0 {
+		return
+	}
+	c.mu.Lock()
+	if int(resp.GetPartitionCount()) != c.partitions {
+		c.partitions, c.owners = int(resp.GetPartitionCount()), map[int]string{}
+	}
+	c.mu.Unlock()
+	c.setOwner(int(resp.GetPartition()), resp.GetOwner())
+}
+
+func (c *Client) setOwner(p int, addr string) {
+	if c.opts.NoDirect || p < 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p < c.partitions {
+		c.owners[p] = addr
+	}
+}
+
+// markUnreachable skips addr for a while and forgets the partitions it owned.
+func (c *Client) markUnreachable(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.unreachable[addr] = time.Now().Add(unreachableFor)
+	for p, a := range c.owners {
+		if a == addr {
+			delete(c.owners, p)
+		}
+	}
+}
+
+// retry runs fn until it succeeds, fails with an error not marked retryable,
+// runs out of attempts, or ctx ends. fn returning again=true asks for an
+// immediate retry (another node) without backoff.
+func (c *Client) retry(ctx context.Context, fn func(ctx context.Context) (again bool, err error)) error {
+	var err error
+	backoffs := 0
 	for attempt := 0; attempt < c.opts.MaxAttempts; attempt++ {
-		if err = fn(ctx); err == nil || !Retryable(err) {
+		var again bool
+		if again, err = fn(ctx); err == nil || !Retryable(err) {
 			return err
 		}
-		d := min(c.opts.BaseBackoff<<attempt, c.opts.MaxBackoff)
+		if again {
+			continue
+		}
+		d := min(c.opts.BaseBackoff<<backoffs, c.opts.MaxBackoff)
+		backoffs++
 		d = time.Duration(rand.Int64N(int64(d)) + 1)
 		t := time.NewTimer(d)
 		select {

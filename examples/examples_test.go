@@ -80,7 +80,7 @@ func (u *upstream) setFail(v bool) {
 
 func start(t *testing.T, u *upstream) *nodetest.Harness {
 	clock := nodetest.NewClock()
-	return nodetest.Start(t, nodetest.Options{
+	return nodetest.StartOne(t, nodetest.Options{
 		Etcd:  sharedEtcd,
 		Clock: clock,
 		Config: func(cfg *node.Config) {

@@ -4,124 +4,374 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"sort"
+	"strconv"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/durable-run/durable"
+	"github.com/durable-run/durable/alarmstore"
+	"github.com/durable-run/durable/keyspace"
 	"github.com/durable-run/durable/placement"
 )
 
-// grantAndRegister creates the node's lease and registration.
+// grantAndRegister creates the node's lease and registration. A registration
+// of the same id under another lease may belong to a crashed incarnation of
+// this node: it is waited out for one lease TTL before the id is declared in
+// use by a live process.
 func (n *Node) grantAndRegister(ctx context.Context) (clientv3.LeaseID, error) {
 	ttl := int64(n.cfg.LeaseTTL / time.Second)
-	lg, err := n.client.Grant(ctx, ttl)
-	if err != nil {
-		return 0, fmt.Errorf("node: grant lease: %w", err)
-	}
 	info := placement.NodeInfo{ID: n.cfg.ID, DC: n.cfg.DC, Address: n.cfg.Advertise}
-	if err := placement.Register(ctx, n.client, n.keys, info, lg.ID); err != nil {
+	giveUp := time.Now().Add(n.cfg.LeaseTTL + time.Second)
+	for {
+		sent := time.Now()
+		lg, err := n.client.Grant(ctx, ttl)
+		if err != nil {
+			return 0, fmt.Errorf("node: grant lease: %w", err)
+		}
+		err = placement.Register(ctx, n.client, n.keys, info, lg.ID)
+		if err == nil {
+			n.mu.Lock()
+			n.lease = lg.ID
+			n.mu.Unlock()
+			n.extendLease(sent, lg.TTL)
+			n.log.Info("node registered", "dc", n.cfg.DC, "address", n.cfg.Advertise, "lease", int64(lg.ID), "ttl", ttl)
+			return lg.ID, nil
+		}
 		_, _ = n.client.Revoke(context.Background(), lg.ID)
-		return 0, err
+		if !errors.Is(err, placement.ErrNodeIDInUse) || time.Now().After(giveUp) {
+			return 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	n.mu.Lock()
-	n.lease = lg.ID
-	n.mu.Unlock()
-	n.log.Info("node registered", "dc", n.cfg.DC, "address", n.cfg.Advertise, "lease", int64(lg.ID), "ttl", ttl)
-	return lg.ID, nil
 }
 
-// wanted reports whether this node should own p. A single node wants every
-// partition; cluster placement narrows this.
-func (n *Node) wanted(p int) bool { return true }
+// leaseMargin is subtracted from the lease TTL for the local deadline: the
+// node stops serving this long before etcd could possibly expire its lease,
+// covering clock-rate differences between the node and etcd.
+func (n *Node) leaseMargin() time.Duration { return n.cfg.LeaseTTL / 6 }
 
-// runMembership keeps the lease alive and claims wanted partitions until ctx
-// ends. When the lease is lost it drops every partition, takes a new lease and
-// claims again.
+// extendLease records a keep-alive sent at sent that etcd answered with ttl
+// seconds: the lease cannot expire before sent + ttl, because etcd renewed it
+// after sent.
+func (n *Node) extendLease(sent time.Time, ttl int64) {
+	until := sent.Add(time.Duration(ttl)*time.Second - n.leaseMargin())
+	n.lmu.Lock()
+	if until.After(n.validUntil) {
+		n.validUntil = until
+	}
+	n.lmu.Unlock()
+}
+
+// leaseValid reports whether the node may serve: its lease is certainly
+// alive. Past the local deadline it refuses events (reads included) until a
+// keep-alive confirms the lease again, so a paused or cut-off node never
+// serves a stale read after another node may have taken over.
+func (n *Node) leaseValid() bool {
+	n.lmu.Lock()
+	defer n.lmu.Unlock()
+	return time.Now().Before(n.validUntil)
+}
+
+// keepAlive renews lease every TTL/3 until it is lost (returned as an error)
+// or ctx ends (nil).
+func (n *Node) keepAlive(ctx context.Context, lease clientv3.LeaseID) error {
+	interval := n.cfg.LeaseTTL / 3
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := n.gate(ctx); err != nil {
+			return nil
+		}
+		sent := time.Now()
+		kctx, cancel := context.WithTimeout(ctx, interval)
+		resp, err := n.client.KeepAliveOnce(kctx, lease)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL <= 0):
+			return fmt.Errorf("lease %x expired", int64(lease))
+		case err != nil:
+			n.log.Warn("keep-alive failed; serving stops at the lease deadline unless one succeeds", "err", err)
+		default:
+			n.extendLease(sent, resp.TTL)
+		}
+	}
+}
+
+// runMembership keeps the lease alive, watches the cluster and reconciles
+// ownership with placement until ctx ends. When the lease is lost it drops
+// every partition, takes a new lease, registers again and carries on.
 func (n *Node) runMembership(ctx context.Context, lease clientv3.LeaseID) {
-	for ctx.Err() == nil {
-		n.serveLease(ctx, lease)
+	for {
+		err := n.session(ctx, lease)
 		if ctx.Err() != nil {
 			return
 		}
-		n.dropAll(fmt.Errorf("%w: lease %x expired or lost", durable.ErrOwnershipLost, int64(lease)))
-		n.log.Warn("lease lost; registering again")
-		var err error
-		for backoff := 100 * time.Millisecond; ctx.Err() == nil; backoff = min(backoff*2, n.cfg.LeaseTTL) {
-			lease, err = n.grantAndRegister(ctx)
-			if err == nil {
+		n.dropAll(fmt.Errorf("%w: %w", durable.ErrOwnershipLost, err))
+		n.log.Warn("lease lost; registering again", "err", err)
+		for backoff := 100 * time.Millisecond; ; backoff = min(backoff*2, n.cfg.LeaseTTL) {
+			if lease, err = n.grantAndRegister(ctx); err == nil {
 				break
 			}
 			n.log.Warn("re-register failed; retrying", "err", err, "in", backoff)
 			select {
 			case <-ctx.Done():
+				return
 			case <-time.After(backoff):
 			}
 		}
 	}
 }
 
-// serveLease runs while lease is alive: it claims partitions and reacts to
-// ownership changes. It returns when the lease is lost or ctx ends.
-func (n *Node) serveLease(ctx context.Context, lease clientv3.LeaseID) {
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ka, err := n.client.KeepAlive(lctx, lease)
-	if err != nil {
-		n.log.Warn("keep-alive failed to start", "err", err)
-		return
+// session runs while lease is alive.
+func (n *Node) session(ctx context.Context, lease clientv3.LeaseID) error {
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		if err := n.keepAlive(sctx, lease); err != nil {
+			cancel(err)
+		}
+	}()
+	for sctx.Err() == nil {
+		err := n.watchAndReconcile(sctx, lease)
+		if sctx.Err() == nil {
+			n.log.Warn("cluster watch broke; reloading", "err", err)
+			select {
+			case <-sctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 	}
-	watch := n.client.Watch(clientv3.WithRequireLeader(lctx), n.keys.OwnerPrefix(), clientv3.WithPrefix(), clientv3.WithPrevKV())
-	n.claimAll(lctx, lease)
-	retry := time.NewTicker(n.cfg.LeaseTTL)
-	defer retry.Stop()
+	if cause := context.Cause(sctx); !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return nil
+}
+
+// watchAndReconcile loads nodes/ and owner/, then follows both with watches,
+// reconciling after every change and every lease TTL. It returns when a watch
+// breaks (the caller reloads) or ctx ends.
+func (n *Node) watchAndReconcile(ctx context.Context, lease clientv3.LeaseID) error {
+	resp, err := n.client.Txn(ctx).Then(
+		clientv3.OpGet(n.keys.NodesPrefix(), clientv3.WithPrefix()),
+		clientv3.OpGet(n.keys.OwnerPrefix(), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return err
+	}
+	nodes := map[string]placement.NodeInfo{}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		id := string(kv.Key)[len(n.keys.NodesPrefix()):]
+		if ni, err := placement.ParseNode(id, kv.Value); err == nil {
+			nodes[id] = ni
+		}
+	}
+	owners := map[int]placement.Owner{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		if p, ok := keyspace.ParsePartitionKey(string(kv.Key), n.keys.OwnerPrefix()); ok {
+			owners[p] = placement.Owner{Node: string(kv.Value), Token: kv.CreateRevision}
+		}
+	}
+	n.mu.Lock()
+	n.nodes, n.owners = nodes, owners
+	n.changedLocked()
+	n.mu.Unlock()
+
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	rev := clientv3.WithRev(resp.Header.Revision + 1)
+	nodeWatch := n.client.Watch(wctx, n.keys.NodesPrefix(), clientv3.WithPrefix(), rev)
+	ownerWatch := n.client.Watch(wctx, n.keys.OwnerPrefix(), clientv3.WithPrefix(), clientv3.WithPrevKV(), rev)
+	tick := time.NewTicker(n.cfg.LeaseTTL)
+	defer tick.Stop()
+	n.reconcile(ctx, lease)
 	for {
 		select {
-		case <-lctx.Done():
-			return
-		case _, ok := <-ka:
-			if !ok {
-				return
-			}
-		case wr, ok := <-watch:
+		case <-ctx.Done():
+			return nil
+		case wr, ok := <-nodeWatch:
 			if !ok || wr.Err() != nil {
-				// The watch broke (etcd leader loss, compaction): start a
-				// new one; claims are retried on the ticker meanwhile.
-				watch = n.client.Watch(clientv3.WithRequireLeader(lctx), n.keys.OwnerPrefix(), clientv3.WithPrefix(), clientv3.WithPrevKV())
-				continue
+				return fmt.Errorf("nodes watch: %v", wr.Err())
 			}
-			for _, ev := range wr.Events {
-				if ev.Type != clientv3.EventTypeDelete {
-					continue
-				}
-				p, ok := parseOwnerKey(n, string(ev.Kv.Key))
-				if !ok {
-					continue
-				}
-				// Our key deleted behind our back: the tenure is over.
-				n.dropPartition(p, ev.PrevKv.GetCreateRevision(), fmt.Errorf("%w: owner key of partition %d deleted", durable.ErrOwnershipLost, p))
+			n.applyNodeEvents(wr.Events)
+		case wr, ok := <-ownerWatch:
+			if !ok || wr.Err() != nil {
+				return fmt.Errorf("owner watch: %v", wr.Err())
 			}
-			n.claimAll(lctx, lease)
-		case <-retry.C:
-			n.claimAll(lctx, lease)
+			n.applyOwnerEvents(wr.Events)
+		case <-tick.C:
+		case <-n.kick:
 		}
+		if err := n.gate(ctx); err != nil {
+			return nil
+		}
+		n.reconcile(ctx, lease)
 	}
 }
 
-func parseOwnerKey(n *Node, key string) (int, bool) {
-	var p int
-	if _, err := fmt.Sscanf(key[len(n.keys.OwnerPrefix()):], "%d", &p); err != nil {
-		return 0, false
-	}
-	return p, p >= 0 && p < n.PartitionCount()
-}
-
-// claimAll claims every wanted partition this node does not own.
-func (n *Node) claimAll(ctx context.Context, lease clientv3.LeaseID) {
-	for p := 0; p < n.PartitionCount(); p++ {
-		if !n.wanted(p) || n.token(p) != 0 {
+func (n *Node) applyNodeEvents(evs []*clientv3.Event) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, ev := range evs {
+		id := string(ev.Kv.Key)[len(n.keys.NodesPrefix()):]
+		if ev.Type == clientv3.EventTypeDelete {
+			delete(n.nodes, id)
 			continue
 		}
+		if ni, err := placement.ParseNode(id, ev.Kv.Value); err == nil {
+			n.nodes[id] = ni
+		}
+	}
+	n.changedLocked()
+}
+
+func (n *Node) applyOwnerEvents(evs []*clientv3.Event) {
+	var lost []placement.Owner
+	var lostP []int
+	n.mu.Lock()
+	for _, ev := range evs {
+		p, ok := keyspace.ParsePartitionKey(string(ev.Kv.Key), n.keys.OwnerPrefix())
+		if !ok {
+			continue
+		}
+		if ev.Type == clientv3.EventTypeDelete {
+			delete(n.owners, p)
+			if part := n.owned[p]; part != nil && !part.handoff && ev.PrevKv != nil && ev.PrevKv.CreateRevision == part.token {
+				// Our owner key is gone (lease expired, or deleted behind
+				// our back): the tenure is over.
+				lost = append(lost, placement.Owner{Node: n.cfg.ID, Token: part.token})
+				lostP = append(lostP, p)
+			}
+			continue
+		}
+		n.owners[p] = placement.Owner{Node: string(ev.Kv.Value), Token: ev.Kv.CreateRevision}
+	}
+	n.changedLocked()
+	n.mu.Unlock()
+	for i, p := range lostP {
+		n.dropPartition(p, lost[i].Token, fmt.Errorf("%w: owner key of partition %d deleted", durable.ErrOwnershipLost, p))
+	}
+}
+
+// rendezvous returns the live node that should own p: highest random weight
+// over the candidates, so a join or leave moves only the partitions that
+// must move. It is the placement used until a data-center leader assigns
+// partitions explicitly.
+func rendezvous(p int, candidates []string) string {
+	best, bestScore := "", uint64(0)
+	for _, id := range candidates {
+		h := fnv.New64a()
+		h.Write([]byte(id))
+		h.Write([]byte{0})
+		h.Write([]byte(strconv.Itoa(p)))
+		// fnv's low bits mix poorly for short inputs; finish with a
+		// multiply-xorshift.
+		x := h.Sum64()
+		x ^= x >> 33
+		x *= 0xff51afd7ed558ccd
+		x ^= x >> 33
+		if best == "" || x > bestScore || (x == bestScore && id < best) {
+			best, bestScore = id, x
+		}
+	}
+	return best
+}
+
+// candidatesLocked returns the live nodes that may own partitions: those
+// not draining, sorted. Caller holds n.mu.
+func (n *Node) candidatesLocked() []string {
+	var out []string
+	for id, ni := range n.nodes {
+		if !ni.Draining {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Settled reports whether, as far as this node sees, placement has converged:
+// every partition is owned by the node placement wants, and this node is not
+// handing any partition off.
+func (n *Node) Settled() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	candidates := n.candidatesLocked()
+	for p := 0; p < n.PartitionCount(); p++ {
+		if o, ok := n.owners[p]; !ok || o.Node != rendezvous(p, candidates) {
+			return false
+		}
+	}
+	for _, part := range n.owned {
+		if part.handoff {
+			return false
+		}
+	}
+	return n.PartitionCount() > 0
+}
+
+// maxHandoffs bounds concurrent partition handoffs of one node: one while
+// rebalancing (gradual), a few while draining (fast shutdown).
+const (
+	rebalanceHandoffs = 1
+	drainHandoffs     = 4
+)
+
+// reconcile claims the partitions placement gives this node and hands off
+// those it gives to others.
+func (n *Node) reconcile(ctx context.Context, lease clientv3.LeaseID) {
+	if !n.leaseValid() {
+		return
+	}
+	n.mu.Lock()
+	candidates := n.candidatesLocked()
+	active := 0
+	for _, part := range n.owned {
+		if part.handoff {
+			active++
+		}
+	}
+	limit := rebalanceHandoffs
+	if n.draining {
+		limit = drainHandoffs
+	}
+	var claims, handoffs []int
+	for p := 0; p < n.PartitionCount(); p++ {
+		want := rendezvous(p, candidates)
+		part := n.owned[p]
+		_, taken := n.owners[p]
+		switch {
+		case part == nil && want == n.cfg.ID && !taken && !n.draining && !n.stopping:
+			claims = append(claims, p)
+		case part != nil && !part.handoff && want != "" && want != n.cfg.ID && active < limit:
+			part.handoff = true
+			active++
+			handoffs = append(handoffs, p)
+		}
+	}
+	if len(handoffs) > 0 {
+		n.changedLocked()
+	}
+	n.mu.Unlock()
+	for _, p := range handoffs {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.handoff(p) }()
+	}
+	for _, p := range claims {
 		token, _, err := placement.Claim(ctx, n.client, n.keys, p, n.cfg.ID, lease)
 		if err != nil {
 			if !errors.Is(err, placement.ErrOwned) && ctx.Err() == nil {
@@ -133,12 +383,103 @@ func (n *Node) claimAll(ctx context.Context, lease clientv3.LeaseID) {
 	}
 }
 
+// handoff moves p to another node gracefully: no new events start (callers
+// wait and are routed to the new owner), events in flight finish and commit,
+// the alarms leave the heap, then owner/p is released for the new owner to
+// claim.
+func (n *Node) handoff(p int) {
+	start := time.Now()
+	n.mu.Lock()
+	part := n.owned[p]
+	if part == nil {
+		n.mu.Unlock()
+		return
+	}
+	objs := n.objectsOfLocked(p)
+	n.mu.Unlock()
+	n.sched.dropPartition(p)
+	moved := fmt.Errorf("%w: partition %d moved to another node", durable.ErrOwnershipLost, p)
+	for _, o := range objs {
+		o.stopAndWait(moved)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.CommitTimeout)
+	err := placement.Release(ctx, n.client, n.keys, p, part.token)
+	cancel()
+	if err != nil {
+		// The lease will free it if the release never lands.
+		n.log.Warn("release during handoff failed", "partition", p, "err", err)
+	}
+	n.mu.Lock()
+	if n.owned[p] == part {
+		delete(n.owned, p)
+	}
+	n.changedLocked()
+	n.mu.Unlock()
+	n.log.Debug("partition handed off", "partition", p, "objects", len(objs), "took", time.Since(start))
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// drain marks the node draining and waits (up to CommitTimeout plus a lease
+// TTL per partition batch, bounded overall) until other nodes own its
+// partitions. With no other live node there is nowhere to go: it returns and
+// shutdown releases the partitions.
+func (n *Node) drain() {
+	n.mu.Lock()
+	n.draining = true
+	lease := n.lease
+	n.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.CommitTimeout)
+	info := placement.NodeInfo{ID: n.cfg.ID, DC: n.cfg.DC, Address: n.cfg.Advertise, Draining: true}
+	err := placement.Register(ctx, n.client, n.keys, info, lease)
+	cancel()
+	if err != nil {
+		n.log.Warn("could not mark the node draining", "err", err)
+		return
+	}
+	n.log.Info("draining")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n.mu.Lock()
+		remaining := len(n.owned)
+		others := 0
+		for id, ni := range n.nodes {
+			if id != n.cfg.ID && !ni.Draining {
+				others++
+			}
+		}
+		wait := n.changed
+		n.mu.Unlock()
+		if remaining == 0 || others == 0 {
+			n.log.Info("drained", "left", remaining)
+			return
+		}
+		select {
+		case n.kick <- struct{}{}:
+		default:
+		}
+		select {
+		case <-wait:
+		case <-time.After(time.Until(deadline)):
+			n.log.Warn("drain timed out; releasing the rest", "left", remaining)
+			return
+		}
+	}
+}
+
+// Drain hands every partition of the node to other nodes, as a SIGTERM does,
+// and keeps the node running without partitions until Run's context ends.
+func (n *Node) Drain() { n.drain() }
+
 // adopt makes a claimed partition serve: events may run at once, and its
 // alarms due within the window are loaded.
 func (n *Node) adopt(ctx context.Context, p int, token int64) {
 	n.mu.Lock()
 	n.owned[p] = &partition{token: token}
-	n.ownedChangedLocked()
+	n.owners[p] = placement.Owner{Node: n.cfg.ID, Token: token}
+	n.changedLocked()
 	n.mu.Unlock()
 	n.log.Debug("partition claimed", "partition", p, "token", token)
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
@@ -171,7 +512,14 @@ func (n *Node) loadWindow(ctx context.Context, p int) error {
 	if had {
 		after = prev
 	}
-	err := n.alarms.LoadWindow(ctx, p, after, until, n.sched.load)
+	loaded := 0
+	err := n.alarms.LoadWindow(ctx, p, after, until, func(e alarmstore.Entry) {
+		loaded++
+		n.sched.load(e)
+	})
+	if loaded > 0 {
+		n.log.Debug("alarms loaded", "partition", p, "count", loaded, "until", until)
+	}
 	if err != nil {
 		n.sched.rollbackWindow(p, until, prev, had)
 	}
@@ -200,5 +548,34 @@ func (n *Node) windowLoop() {
 func (n *Node) dropAll(cause error) {
 	for _, p := range n.OwnedPartitions() {
 		n.dropPartition(p, 0, cause)
+	}
+}
+
+// Freeze simulates a process pause (SIGSTOP) for tests: keep-alives, the
+// placement loop and new events stop until Thaw. Work already running
+// continues, as it would until the scheduler stopped the process.
+func (n *Node) Freeze() {
+	ch := make(chan struct{})
+	n.frozen.CompareAndSwap(nil, &ch)
+}
+
+// Thaw ends Freeze.
+func (n *Node) Thaw() {
+	if ch := n.frozen.Swap(nil); ch != nil {
+		close(*ch)
+	}
+}
+
+// gate blocks while the node is frozen.
+func (n *Node) gate(ctx context.Context) error {
+	ch := n.frozen.Load()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-*ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }

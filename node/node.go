@@ -46,7 +46,8 @@ type objKey struct {
 
 // partition is this node's view of one partition it owns.
 type partition struct {
-	token int64 // fencing token of this tenure
+	token   int64 // fencing token of this tenure
+	handoff bool  // being handed to another node: no new events start
 }
 
 // Node runs objects. Create it with New, then Run it.
@@ -69,12 +70,27 @@ type Node struct {
 
 	loadMu sync.Mutex // serializes alarm-window loads
 
-	mu        sync.Mutex
-	objects   map[objKey]*object
-	owned     map[int]*partition
-	ownedWait chan struct{} // closed and replaced whenever owned changes
-	stopping  bool
-	lease     clientv3.LeaseID
+	mu       sync.Mutex
+	objects  map[objKey]*object
+	owned    map[int]*partition
+	nodes    map[string]placement.NodeInfo // live registrations, from the watch
+	owners   map[int]placement.Owner       // owner keys, from the watch
+	changed  chan struct{}                 // closed and replaced whenever the above change
+	stopping bool
+	draining bool
+	lease    clientv3.LeaseID
+	kick     chan struct{} // asks the placement loop to reconcile now
+
+	lmu        sync.Mutex
+	validUntil time.Time // local lease deadline (monotonic); events stop past it
+
+	frozen atomic.Pointer[chan struct{}] // non-nil while Freeze is in effect
+
+	peers peerConns
+
+	// onDrained, when set, runs after the drain and before the objects stop
+	// (see OnDrained).
+	onDrained func(crashed bool)
 
 	// beforeCommit, when set (tests only), runs before each commit and may
 	// fail it as if etcd had.
@@ -91,15 +107,18 @@ func New(cfg Config, client *clientv3.Client, reg *Registry) (*Node, error) {
 	}
 	keys := keyspace.New(cfg.Prefix)
 	n := &Node{
-		cfg:       cfg,
-		log:       cfg.Logger.With("component", "node", "node", cfg.ID),
-		client:    client,
-		keys:      keys,
-		alarms:    alarmstore.New(client, keys),
-		reg:       reg,
-		objects:   map[objKey]*object{},
-		owned:     map[int]*partition{},
-		ownedWait: make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "node", "node", cfg.ID),
+		client:  client,
+		keys:    keys,
+		alarms:  alarmstore.New(client, keys),
+		reg:     reg,
+		objects: map[objKey]*object{},
+		owned:   map[int]*partition{},
+		nodes:   map[string]placement.NodeInfo{},
+		owners:  map[int]placement.Owner{},
+		changed: make(chan struct{}),
+		kick:    make(chan struct{}, 1),
 	}
 	n.sched = newScheduler(cfg.Clock, n.deliverAlarm)
 	return n, nil
@@ -114,9 +133,15 @@ func (n *Node) Registry() *Registry { return n.reg }
 // Keys returns the node's key space.
 func (n *Node) Keys() keyspace.Space { return n.keys }
 
+// ErrCrash, as the cause of Run's context (context.WithCancelCause), makes
+// the node stop as if its process had died: no drain, no release of its
+// partitions, no revocation of its lease. Tests use it to simulate SIGKILL.
+var ErrCrash = errors.New("node: simulated crash")
+
 // Run registers the node, claims its partitions and serves objects until ctx
-// is cancelled; then it stops every object, releases its partitions and
-// revokes its lease. It returns an error if it could not start.
+// is cancelled; then it drains (hands its partitions to other nodes, if any),
+// stops every object, releases what is left and revokes its lease. It returns
+// an error if it could not start.
 func (n *Node) Run(ctx context.Context) error {
 	meta, err := placement.EnsureCluster(ctx, n.client, n.keys, n.cfg.Partitions)
 	if err != nil {
@@ -136,13 +161,28 @@ func (n *Node) Run(ctx context.Context) error {
 	go func() { defer n.wg.Done(); n.sched.run(n.ctx.Done()) }()
 	go func() { defer n.wg.Done(); n.windowLoop() }()
 
-	n.runMembership(ctx, lease)
-	n.shutdown()
+	// The membership loop outlives ctx while draining: it must keep the
+	// lease alive and see the new owners claim.
+	mctx, stopMembership := context.WithCancel(context.Background())
+	membershipDone := make(chan struct{})
+	go func() { defer close(membershipDone); n.runMembership(mctx, lease) }()
+	<-ctx.Done()
+	crashed := errors.Is(context.Cause(ctx), ErrCrash)
+	if !crashed {
+		n.drain()
+	}
+	if n.onDrained != nil {
+		n.onDrained(crashed)
+	}
+	stopMembership()
+	<-membershipDone
+	n.shutdown(crashed)
 	return nil
 }
 
-// shutdown stops every object, releases the partitions and revokes the lease.
-func (n *Node) shutdown() {
+// shutdown stops every object, releases the partitions and revokes the lease
+// (unless simulating a crash).
+func (n *Node) shutdown(crashed bool) {
 	n.mu.Lock()
 	n.stopping = true
 	objs := make([]*object, 0, len(n.objects))
@@ -163,11 +203,15 @@ func (n *Node) shutdown() {
 	n.mu.Unlock()
 	for p, part := range owned {
 		n.sched.dropPartition(p)
+		if crashed {
+			continue
+		}
 		if err := placement.Release(ctx, n.client, n.keys, p, part.token); err != nil {
 			n.log.Warn("release partition failed", "partition", p, "err", err)
 		}
 	}
-	if lease != 0 {
+	n.peers.closeAll()
+	if lease != 0 && !crashed {
 		if _, err := n.client.Revoke(ctx, lease); err != nil {
 			n.log.Warn("revoke lease failed", "err", err)
 		}
@@ -176,6 +220,13 @@ func (n *Node) shutdown() {
 	n.wg.Wait()
 	n.log.Info("node stopped")
 }
+
+// OnDrained sets fn to run when Run's context has ended and the node has
+// handed its partitions away, before its objects stop and its peer
+// connections close: the place to stop the gRPC server gracefully, so calls
+// in flight (forwarded to the new owners) finish. crashed reports a
+// simulated crash (ErrCrash). Call it before Run.
+func (n *Node) OnDrained(fn func(crashed bool)) { n.onDrained = fn }
 
 // PartitionCount returns the cluster's partition count (after Run started).
 func (n *Node) PartitionCount() int { return int(n.partitionCount.Load()) }
@@ -193,33 +244,11 @@ func (n *Node) token(p int) int64 {
 	return 0
 }
 
-// waitOwned waits until the node owns p or ctx ends.
-func (n *Node) waitOwned(ctx context.Context, p int) (int64, error) {
-	for {
-		n.mu.Lock()
-		if n.stopping {
-			n.mu.Unlock()
-			return 0, fmt.Errorf("%w: node is stopping", durable.ErrUnavailable)
-		}
-		if part, ok := n.owned[p]; ok {
-			n.mu.Unlock()
-			return part.token, nil
-		}
-		wait := n.ownedWait
-		n.mu.Unlock()
-		select {
-		case <-wait:
-		case <-ctx.Done():
-			return 0, fmt.Errorf("%w: partition %d has no owner here yet: %w", durable.ErrUnavailable, p, ctx.Err())
-		}
-	}
-}
-
-// ownedChangedLocked records a change of the partition table and wakes waiters.
-// Caller holds n.mu.
-func (n *Node) ownedChangedLocked() {
-	close(n.ownedWait)
-	n.ownedWait = make(chan struct{})
+// changedLocked records a change of the partition table or the routing view
+// and wakes waiters. Caller holds n.mu.
+func (n *Node) changedLocked() {
+	close(n.changed)
+	n.changed = make(chan struct{})
 }
 
 // dropPartition forgets p after its ownership was lost (or released): every
@@ -233,13 +262,8 @@ func (n *Node) dropPartition(p int, token int64, cause error) {
 		return
 	}
 	delete(n.owned, p)
-	n.ownedChangedLocked()
-	var objs []*object
-	for _, o := range n.objects {
-		if o.p == p {
-			objs = append(objs, o)
-		}
-	}
+	n.changedLocked()
+	objs := n.objectsOfLocked(p)
 	n.mu.Unlock()
 	n.sched.dropPartition(p)
 	for _, o := range objs {
@@ -248,14 +272,26 @@ func (n *Node) dropPartition(p int, token int64, cause error) {
 	n.log.Warn("partition dropped", "partition", p, "token", part.token, "cause", cause)
 }
 
-// object returns the active object for key, activating it; the caller holds
-// n.mu. It returns nil if the node is stopping.
+// objectsOfLocked returns the active objects of partition p. Caller holds
+// n.mu.
+func (n *Node) objectsOfLocked(p int) []*object {
+	var objs []*object
+	for _, o := range n.objects {
+		if o.p == p {
+			objs = append(objs, o)
+		}
+	}
+	return objs
+}
+
+// objectLocked returns the active object for key, activating it; the caller
+// holds n.mu. It returns nil if the node is stopping or does not serve p.
 func (n *Node) objectLocked(class Class, id durable.ID, p int) *object {
 	key := objKey{class: class.Name, id: id.String()}
 	if o, ok := n.objects[key]; ok {
 		return o
 	}
-	if n.stopping {
+	if part := n.owned[p]; n.stopping || part == nil || part.handoff {
 		return nil
 	}
 	o := newObject(n, class, id, p)
@@ -298,52 +334,6 @@ func (n *Node) resolve(className string, ref Ref) (Class, durable.ID, error) {
 	}
 }
 
-// Result is the reply to an invocation.
-type Result struct {
-	Payload []byte
-	ID      durable.ID
-}
-
-// Invoke delivers an invocation to an object and waits for its reply, which
-// is released only after the invocation's writes are durable. Cancelling ctx
-// abandons the wait; if the handler is still running the object is reset.
-func (n *Node) Invoke(ctx context.Context, className string, ref Ref, method string, payload []byte) (Result, error) {
-	if method == "" {
-		return Result{}, durable.Invalidf("method is required")
-	}
-	class, id, err := n.resolve(className, ref)
-	if err != nil {
-		return Result{}, err
-	}
-	if n.PartitionCount() == 0 {
-		return Result{}, fmt.Errorf("%w: node is starting", durable.ErrUnavailable)
-	}
-	p := n.partitionOf(id)
-	if _, err := n.waitOwned(ctx, p); err != nil {
-		return Result{}, err
-	}
-	c := &call{ctx: ctx, method: method, payload: payload, name: ref.Name, reply: make(chan callResult, 1)}
-	n.mu.Lock()
-	o := n.objectLocked(class, id, p)
-	if o == nil {
-		n.mu.Unlock()
-		return Result{}, fmt.Errorf("%w: node is stopping", durable.ErrUnavailable)
-	}
-	select {
-	case o.mailbox <- c:
-	default:
-		n.mu.Unlock()
-		return Result{}, fmt.Errorf("%w: %d events already queued for %s/%s", durable.ErrOverloaded, n.cfg.QueueSize, class.Name, id)
-	}
-	n.mu.Unlock()
-	select {
-	case r := <-c.reply:
-		return Result{Payload: r.payload, ID: id}, r.err
-	case <-ctx.Done():
-		return Result{}, ctx.Err()
-	}
-}
-
 // deliverAlarm is the scheduler's callback: it activates the object and asks
 // it to look at its alarm.
 func (n *Node) deliverAlarm(e alarmstore.Entry) {
@@ -359,9 +349,6 @@ func (n *Node) deliverAlarm(e alarmstore.Entry) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if _, ok := n.owned[e.Partition]; !ok {
-		return
-	}
 	if o := n.objectLocked(class, id, e.Partition); o != nil {
 		o.signalAlarm()
 	}
@@ -396,7 +383,7 @@ func (n *Node) WaitReady(ctx context.Context) error {
 	for {
 		n.mu.Lock()
 		ready := len(n.owned) > 0
-		wait := n.ownedWait
+		wait := n.changed
 		n.mu.Unlock()
 		if ready {
 			return nil

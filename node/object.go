@@ -185,6 +185,33 @@ func (o *object) resetAndFailQueued(cause error) {
 	}
 }
 
+// EventInfo describes where an event runs: the node, the partition and the
+// fencing token of the node's tenure. Handlers read it with EventInfoFrom;
+// tests use it to prove that an object never runs on two nodes at once.
+type EventInfo struct {
+	Node      string
+	Partition int
+	Token     int64
+}
+
+type eventInfoKey struct{}
+
+// EventInfoFrom returns the EventInfo of the event whose context ctx is.
+func EventInfoFrom(ctx context.Context) (EventInfo, bool) {
+	ei, ok := ctx.Value(eventInfoKey{}).(EventInfo)
+	return ei, ok
+}
+
+func (o *object) eventInfo() EventInfo {
+	o.smu.Lock()
+	defer o.smu.Unlock()
+	ei := EventInfo{Node: o.n.cfg.ID, Partition: o.p}
+	if o.cur != nil {
+		ei.Token = o.cur.token
+	}
+	return ei
+}
+
 // outcome is how a handler run ended.
 type outcome int
 
@@ -200,7 +227,7 @@ const (
 // the node's clock; ctx's end also abandons the run. An abandoned handler is
 // left running with a cancelled context and an outdated generation.
 func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(ctx context.Context) ([]byte, error)) ([]byte, error, outcome) {
-	hctx, cancel := context.WithCancel(ctx)
+	hctx, cancel := context.WithCancel(context.WithValue(ctx, eventInfoKey{}, o.eventInfo()))
 	defer cancel()
 	type result struct {
 		out []byte
@@ -458,6 +485,12 @@ func (o *object) handleAlarm() {
 		_, runErr, how = o.runHandler(ctx, o.n.cfg.AlarmHandlerTimeout, func(ctx context.Context) ([]byte, error) {
 			return nil, alarmer.Alarm(ctx, info)
 		})
+		if how == outcomeAbandoned {
+			// The abandoned handler may still run: detach it from the event
+			// so that nothing it does from now on (a write, SetAlarm) reaches
+			// the commit that records its failure.
+			o.endEvent()
+		}
 		if how == outcomeOK {
 			runErr = o.txBroken()
 			if runErr != nil {

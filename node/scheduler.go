@@ -223,11 +223,18 @@ func (s *scheduler) run(done <-chan struct{}) {
 		for _, e := range due {
 			s.deliver(e)
 		}
+		now := s.clock.Now()
 		wait := time.Hour
 		if !next.IsZero() {
-			wait = max(next.Sub(s.clock.Now()), 0)
+			wait = max(next.Sub(now), 0)
 		}
 		timer.Reset(wait)
+		// Reset measures wait from the clock's time when it runs: if the
+		// clock moved since now (a process pause, a fake clock's jump), the
+		// timer fires late by that much. Look again at once instead.
+		if s.clock.Since(now) >= time.Millisecond {
+			s.poke()
+		}
 		select {
 		case <-done:
 			return

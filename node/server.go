@@ -41,11 +41,18 @@ func refOf(r *durablev1.ObjectRef) Ref {
 }
 
 func (s *objectsServer) Invoke(ctx context.Context, req *durablev1.InvokeRequest) (*durablev1.InvokeResponse, error) {
-	res, err := s.n.Invoke(ctx, req.GetClass(), refOf(req.GetObject()), req.GetMethod(), req.GetPayload())
+	res, err := s.n.invoke(ctx, hopsFrom(ctx), req.GetClass(), refOf(req.GetObject()), req.GetMethod(), req.GetPayload())
 	if err != nil {
-		return nil, ToStatus(err, "")
+		owner := ""
+		if _, id, rerr := s.n.resolve(req.GetClass(), refOf(req.GetObject())); rerr == nil && s.n.PartitionCount() > 0 {
+			owner = s.n.ownerAddr(s.n.partitionOf(id))
+		}
+		return nil, ToStatus(err, owner)
 	}
-	return &durablev1.InvokeResponse{Payload: res.Payload, Id: res.ID.String(), Owner: s.n.cfg.Advertise}, nil
+	return &durablev1.InvokeResponse{
+		Payload: res.Payload, Id: res.ID.String(), Owner: res.Owner,
+		Partition: int32(s.n.partitionOf(res.ID)), PartitionCount: int32(s.n.PartitionCount()),
+	}, nil
 }
 
 type adminServer struct {

@@ -330,7 +330,10 @@ func listRange(opts durable.ListOptions) (lo, hi string, err error) {
 		if opts.Prefix > lo {
 			lo = opts.Prefix
 		}
-		if pe := keyspace.PrefixEnd(opts.Prefix); hi == "" || pe < hi {
+		// A prefix of only 0xff bytes has no end within the object's keys
+		// (PrefixEnd then returns etcd's "\x00", "whole key space"): it
+		// bounds nothing from above.
+		if pe := keyspace.PrefixEnd(opts.Prefix); pe != "\x00" && (hi == "" || pe < hi) {
 			hi = pe
 		}
 	}

@@ -1,7 +1,8 @@
-// Package nodetest starts durable nodes in-process for tests: an embedded
-// etcd (or a shared one), agents serving gRPC on random loopback ports, and an
-// optional fake clock. It is importable by any package's tests, including
-// those of users who embed the runtime with their own classes.
+// Package nodetest starts durable clusters in-process for tests: an embedded
+// etcd (or a shared one), nodes serving gRPC on random loopback ports, faults
+// (Kill, Stop, Pause/Resume, Restart) and deadline-bounded wait helpers. It is
+// importable by any package's tests, including those of users who embed the
+// runtime with their own classes.
 //
 // Every resource is released by t.Cleanup.
 package nodetest
@@ -9,6 +10,10 @@ package nodetest
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,143 +24,275 @@ import (
 	"github.com/durable-run/durable/client"
 	"github.com/durable-run/durable/embedetcd"
 	"github.com/durable-run/durable/node"
+	"github.com/durable-run/durable/placement"
 )
 
-// Options configures Start.
+// Options configures a cluster.
 type Options struct {
+	// Nodes is the number of nodes (default 1).
+	Nodes int
+	// DCs are the data centers; node i is in DCs[i % len(DCs)] (default
+	// "dc1").
+	DCs []string
 	// Etcd is a server to share between tests; nil starts one for the test.
 	Etcd *embedetcd.Server
-	// Register adds the classes under test.
+	// Register adds the classes under test to the registry shared by all
+	// nodes.
 	Register func(reg *node.Registry) error
-	// Config adjusts the node's configuration (prefix, partitions, clock…)
-	// after the test defaults are set.
+	// Config adjusts each node's configuration after the test defaults (8
+	// partitions, 2 s lease TTL, a unique prefix) are set.
 	Config func(cfg *node.Config)
-	// Clock, when set, is the node's clock (and Harness.Clock); tests create
-	// it first so their classes can share it.
+	// Clock, when set, is every node's clock (and Cluster.Clock).
 	Clock *clockwork.FakeClock
 }
 
-// Harness is one running node.
-type Harness struct {
+// Cluster is a set of in-process nodes on one etcd.
+type Cluster struct {
 	t      testing.TB
 	Etcd   *embedetcd.Server
 	Client *clientv3.Client
-	// Clock is the node's fake clock when Options.Clock was set.
-	Clock *clockwork.FakeClock
-	// Config is the configuration nodes of this harness start with.
-	Config node.Config
+	// Clock is the nodes' fake clock when Options.Clock was set.
+	Clock  *clockwork.FakeClock
+	Prefix string
 	reg    *node.Registry
-
-	Agent  *agent.Agent
-	cancel context.CancelFunc
+	Nodes  []*Member
 }
 
-// Start runs one node and waits until it owns its partitions.
-func Start(t testing.TB, opts Options) *Harness {
+// Member is one node slot of the cluster; it keeps its configuration across
+// restarts.
+type Member struct {
+	Config node.Config
+	// Listen is the member's address; the first start picks a free port
+	// and restarts reuse it, as a restarted process would.
+	Listen string
+	mu     sync.Mutex
+	agent  *agent.Agent
+	cancel context.CancelCauseFunc
+}
+
+// Agent returns the running agent, or nil when the member is down.
+func (m *Member) Agent() *agent.Agent {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.agent
+}
+
+// Start starts a cluster and waits until every partition is owned.
+func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
-	h := &Harness{t: t, Etcd: opts.Etcd, reg: node.NewRegistry()}
-	if h.Etcd == nil {
-		h.Etcd = embedetcd.Test(t)
+	if opts.Nodes <= 0 {
+		opts.Nodes = 1
 	}
-	h.Client = embedetcd.TestClient(t, h.Etcd)
-	h.Config = node.DefaultConfig()
-	h.Config.ID = "test-node"
-	h.Config.Prefix = embedetcd.UniquePrefix(t)
-	h.Config.Partitions = 8
-	h.Config.LeaseTTL = 2 * time.Second
-	if opts.Clock != nil {
-		h.Clock = opts.Clock
-		h.Config.Clock = opts.Clock
+	if len(opts.DCs) == 0 {
+		opts.DCs = []string{"dc1"}
 	}
-	if opts.Config != nil {
-		opts.Config(&h.Config)
+	c := &Cluster{t: t, Etcd: opts.Etcd, Clock: opts.Clock, Prefix: embedetcd.UniquePrefix(t), reg: node.NewRegistry()}
+	if c.Etcd == nil {
+		c.Etcd = embedetcd.Test(t)
 	}
+	c.Client = embedetcd.TestClient(t, c.Etcd)
 	if opts.Register != nil {
-		if err := opts.Register(h.reg); err != nil {
+		if err := opts.Register(c.reg); err != nil {
 			t.Fatalf("nodetest: register classes: %v", err)
 		}
 	}
-	h.Restart()
-	t.Cleanup(h.Stop)
-	return h
-}
-
-// Registry returns the registry the harness's nodes use.
-func (h *Harness) Registry() *node.Registry { return h.reg }
-
-// Node returns the running node.
-func (h *Harness) Node() *node.Node { return h.Agent.Node }
-
-// Addr returns the node's gRPC address.
-func (h *Harness) Addr() string { return h.Agent.Addr() }
-
-// Stop stops the node gracefully and waits for it (idempotent).
-func (h *Harness) Stop() {
-	if h.cancel == nil {
-		return
+	for i := 0; i < opts.Nodes; i++ {
+		cfg := node.DefaultConfig()
+		cfg.ID = fmt.Sprintf("node-%d", i)
+		cfg.DC = opts.DCs[i%len(opts.DCs)]
+		cfg.Prefix = c.Prefix
+		cfg.Partitions = 8
+		cfg.LeaseTTL = 2 * time.Second
+		if opts.Clock != nil {
+			cfg.Clock = opts.Clock
+		}
+		if os.Getenv("DURABLE_TEST_LOG") != "" {
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		} else {
+			cfg.Logger = slog.New(slog.DiscardHandler)
+		}
+		if opts.Config != nil {
+			opts.Config(&cfg)
+		}
+		c.Nodes = append(c.Nodes, &Member{Config: cfg, Listen: "127.0.0.1:0"})
 	}
-	h.cancel()
-	h.cancel = nil
-	if err := h.Agent.Wait(); err != nil {
-		h.t.Errorf("nodetest: node stopped with error: %v", err)
+	t.Cleanup(c.StopAll)
+	for i := range c.Nodes {
+		c.Restart(i)
 	}
-}
-
-// Restart stops the node (if running) and starts a new one with the same
-// configuration on the same etcd, waiting until it owns every partition.
-func (h *Harness) Restart() {
-	h.t.Helper()
-	h.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := agent.Start(ctx, agent.Config{Node: h.Config, Etcd: h.Etcd.Endpoints(), Listen: "127.0.0.1:0"}, h.reg)
-	if err != nil {
-		cancel()
-		h.t.Fatalf("nodetest: start node: %v", err)
-	}
-	h.Agent, h.cancel = a, cancel
-	h.WaitFor("node owns every partition", func() bool {
-		n := a.Node
-		return n.PartitionCount() > 0 && len(n.OwnedPartitions()) == n.PartitionCount()
-	})
-}
-
-// Dial returns a client of the node, closed at cleanup.
-func (h *Harness) Dial() *client.Client {
-	h.t.Helper()
-	c, err := client.Dial(h.Addr(), client.Options{})
-	if err != nil {
-		h.t.Fatalf("nodetest: dial: %v", err)
-	}
-	h.t.Cleanup(func() { c.Close() })
+	c.WaitSettled()
 	return c
 }
 
-// Invoke calls an object by name in-process (no gRPC).
-func (h *Harness) Invoke(class, name, method string, payload []byte) ([]byte, error) {
+// Registry returns the registry every node uses.
+func (c *Cluster) Registry() *node.Registry { return c.reg }
+
+// Node returns node i, which must be running.
+func (c *Cluster) Node(i int) *node.Node {
+	a := c.Nodes[i].Agent()
+	if a == nil {
+		c.t.Fatalf("nodetest: node %d is not running", i)
+	}
+	return a.Node
+}
+
+// Addr returns node i's gRPC address.
+func (c *Cluster) Addr(i int) string {
+	a := c.Nodes[i].Agent()
+	if a == nil {
+		c.t.Fatalf("nodetest: node %d is not running", i)
+	}
+	return a.Addr()
+}
+
+// Running reports whether node i is up.
+func (c *Cluster) Running(i int) bool { return c.Nodes[i].Agent() != nil }
+
+// Restart starts node i (after Kill or Stop; it must be down). The node
+// keeps its id, so after a Kill it waits out its old registration.
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	m := c.Nodes[i]
+	if m.Agent() != nil {
+		c.t.Fatalf("nodetest: node %d is already running", i)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	a, err := agent.Start(ctx, agent.Config{Node: m.Config, Etcd: c.Etcd.Endpoints(), Listen: m.Listen}, c.reg)
+	if err != nil {
+		cancel(nil)
+		c.t.Fatalf("nodetest: start node %d: %v", i, err)
+	}
+	m.mu.Lock()
+	m.agent, m.cancel, m.Listen = a, cancel, a.Addr()
+	m.mu.Unlock()
+	c.WaitFor(fmt.Sprintf("node %d registered", i), func() bool { return a.Node.PartitionCount() > 0 })
+}
+
+func (c *Cluster) down(i int, cause error) {
+	m := c.Nodes[i]
+	m.mu.Lock()
+	a, cancel := m.agent, m.cancel
+	m.agent, m.cancel = nil, nil
+	m.mu.Unlock()
+	if a == nil {
+		return
+	}
+	a.Node.Thaw()
+	cancel(cause)
+	if err := a.Wait(); err != nil {
+		c.t.Errorf("nodetest: node %d stopped with error: %v", i, err)
+	}
+}
+
+// Stop stops node i gracefully (as SIGTERM): it drains its partitions to the
+// other nodes first.
+func (c *Cluster) Stop(i int) { c.down(i, context.Canceled) }
+
+// Kill stops node i abruptly (as SIGKILL): it keeps its partitions and lease,
+// which expire after the lease TTL.
+func (c *Cluster) Kill(i int) { c.down(i, node.ErrCrash) }
+
+// Pause freezes node i (as SIGSTOP): no keep-alives, no new events.
+func (c *Cluster) Pause(i int) { c.Node(i).Freeze() }
+
+// Resume thaws node i (as SIGCONT).
+func (c *Cluster) Resume(i int) { c.Node(i).Thaw() }
+
+// StopAll stops every running node gracefully.
+func (c *Cluster) StopAll() {
+	for i := range c.Nodes {
+		c.Stop(i)
+	}
+}
+
+// Owners reads partition ownership from etcd.
+func (c *Cluster) Owners() map[int]placement.Owner {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	owners, err := placement.Owners(ctx, c.Client, c.keys())
+	if err != nil {
+		c.t.Fatalf("nodetest: read owners: %v", err)
+	}
+	return owners
+}
+
+// WaitSettled waits until placement has converged: every partition is owned
+// by a running node that reports owning it, no running node owns a partition
+// it should not, and every running node sees its partitions where placement
+// wants them, with no handoff under way.
+func (c *Cluster) WaitSettled() {
+	c.t.Helper()
+	c.WaitFor("placement settled on the running nodes", func() bool {
+		owners := c.Owners()
+		total := 0
+		for i, m := range c.Nodes {
+			a := m.Agent()
+			if a == nil {
+				continue
+			}
+			pc := a.Node.PartitionCount()
+			if pc == 0 || len(owners) != pc || !a.Node.Settled() {
+				return false
+			}
+			mine := a.Node.OwnedPartitions()
+			for _, p := range mine {
+				if owners[p].Node != c.Nodes[i].Config.ID {
+					return false
+				}
+			}
+			total += len(mine)
+		}
+		return total == len(owners)
+	})
+}
+
+// Dial returns a client of node i, closed at cleanup.
+func (c *Cluster) Dial(i int) *client.Client {
+	c.t.Helper()
+	return c.dial(c.Addr(i), client.Options{NoDirect: true})
+}
+
+// DialAll returns a client with every member's address as a seed, closed at
+// cleanup: it calls owners directly and survives any single node going down.
+func (c *Cluster) DialAll() *client.Client {
+	c.t.Helper()
+	var addrs []string
+	for i, m := range c.Nodes {
+		if m.Listen == "" || strings.HasSuffix(m.Listen, ":0") {
+			c.t.Fatalf("nodetest: node %d has not started yet", i)
+		}
+		addrs = append(addrs, m.Listen)
+	}
+	return c.dial(strings.Join(addrs, ","), client.Options{})
+}
+
+func (c *Cluster) dial(target string, opts client.Options) *client.Client {
+	c.t.Helper()
+	cl, err := client.Dial(target, opts)
+	if err != nil {
+		c.t.Fatalf("nodetest: dial: %v", err)
+	}
+	c.t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// Invoke calls an object by name in-process through node i.
+func (c *Cluster) Invoke(i int, class, name, method string, payload []byte) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := h.Node().Invoke(ctx, class, node.Ref{Name: name}, method, payload)
+	res, err := c.Node(i).Invoke(ctx, class, node.Ref{Name: name}, method, payload)
 	return res.Payload, err
 }
 
-// MustInvoke is Invoke failing the test on error.
-func (h *Harness) MustInvoke(class, name, method string, payload []byte) []byte {
-	h.t.Helper()
-	out, err := h.Invoke(class, name, method, payload)
-	if err != nil {
-		h.t.Fatalf("nodetest: invoke %s/%s.%s: %v", class, name, method, err)
-	}
-	return out
-}
-
 // WaitFor polls cond every few milliseconds until it holds, failing the test
-// after 15 s of real time.
-func (h *Harness) WaitFor(what string, cond func() bool) {
-	h.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+// after 20 s of real time.
+func (c *Cluster) WaitFor(what string, cond func() bool) {
+	c.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			h.t.Fatalf("nodetest: timed out waiting until %s", what)
+			c.t.Fatalf("nodetest: timed out waiting until %s", what)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -167,9 +304,9 @@ func NewClock() *clockwork.FakeClock {
 }
 
 // Advance moves the fake clock forward.
-func (h *Harness) Advance(d time.Duration) {
-	if h.Clock == nil {
+func (c *Cluster) Advance(d time.Duration) {
+	if c.Clock == nil {
 		panic(fmt.Sprintf("nodetest: Advance(%s) without Options.Clock", d))
 	}
-	h.Clock.Advance(d)
+	c.Clock.Advance(d)
 }

@@ -183,9 +183,14 @@ type InvokeResponse struct {
 	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
 	// owner is the address of the node that ran the invocation; clients may
 	// call it directly next time.
-	Owner         string `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Owner string `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	// partition is the object's partition and partition_count the cluster's
+	// number of partitions: with them a client maps any object to its
+	// partition and remembers one owner per partition.
+	Partition      int32 `protobuf:"varint,4,opt,name=partition,proto3" json:"partition,omitempty"`
+	PartitionCount int32 `protobuf:"varint,5,opt,name=partition_count,json=partitionCount,proto3" json:"partition_count,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *InvokeResponse) Reset() {
@@ -237,6 +242,20 @@ func (x *InvokeResponse) GetOwner() string {
 		return x.Owner
 	}
 	return ""
+}
+
+func (x *InvokeResponse) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *InvokeResponse) GetPartitionCount() int32 {
+	if x != nil {
+		return x.PartitionCount
+	}
+	return 0
 }
 
 // ErrorDetail is attached to every error status the servers return.
@@ -1096,11 +1115,13 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\x05class\x18\x01 \x01(\tR\x05class\x12-\n" +
 	"\x06object\x18\x02 \x01(\v2\x15.durable.v1.ObjectRefR\x06object\x12\x16\n" +
 	"\x06method\x18\x03 \x01(\tR\x06method\x12\x18\n" +
-	"\apayload\x18\x04 \x01(\fR\apayload\"P\n" +
+	"\apayload\x18\x04 \x01(\fR\apayload\"\x97\x01\n" +
 	"\x0eInvokeResponse\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x14\n" +
-	"\x05owner\x18\x03 \x01(\tR\x05owner\"\x8b\x01\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x1c\n" +
+	"\tpartition\x18\x04 \x01(\x05R\tpartition\x12'\n" +
+	"\x0fpartition_count\x18\x05 \x01(\x05R\x0epartitionCount\"\x8b\x01\n" +
 	"\vErrorDetail\x12\x1c\n" +
 	"\tretryable\x18\x01 \x01(\bR\tretryable\x12!\n" +
 	"\fobject_error\x18\x02 \x01(\bR\vobjectError\x12#\n" +
