@@ -269,7 +269,10 @@ func (c *Client) retry(ctx context.Context, fn func(ctx context.Context) (again 
 		if again {
 			continue
 		}
-		d := min(c.opts.BaseBackoff<<backoffs, c.opts.MaxBackoff)
+		d := c.opts.MaxBackoff
+		if backoffs < 32 && c.opts.BaseBackoff<<backoffs < d {
+			d = c.opts.BaseBackoff << backoffs // no overflow: shifts stop at 32
+		}
 		backoffs++
 		d = time.Duration(rand.Int64N(int64(d)) + 1)
 		t := time.NewTimer(d)

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
 )
 
 // TestElectionTimeout is the Config.ElectionTimeout Test uses: a fresh
@@ -92,4 +95,31 @@ func sanitize(name string) string {
 			return '_'
 		}
 	}, name)
+}
+
+// Main runs a package's tests against one member they all share: it starts
+// the member (without fsync), stores it in *shared, runs m, closes the
+// member and exits. After a passing run it fails the run if a goroutine was
+// left behind. Call it from TestMain; tests keep apart with UniquePrefix.
+func Main(m *testing.M, shared **Server) {
+	cfg := DefaultConfig()
+	cfg.UnsafeNoFsync = true
+	srv, err := Start(context.Background(), cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "embedetcd: start the shared test server:", err)
+		os.Exit(1)
+	}
+	*shared = srv
+	code := m.Run()
+	if err := srv.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "embedetcd: close the shared test server:", err)
+		code = 1
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }

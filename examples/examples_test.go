@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -23,19 +22,7 @@ import (
 
 var sharedEtcd *embedetcd.Server
 
-func TestMain(m *testing.M) {
-	cfg := embedetcd.DefaultConfig()
-	cfg.UnsafeNoFsync = true
-	srv, err := embedetcd.Start(context.Background(), cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start etcd:", err)
-		os.Exit(1)
-	}
-	sharedEtcd = srv
-	code := m.Run()
-	srv.Close()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { embedetcd.Main(m, &sharedEtcd) }
 
 // upstream records deliveries; fail makes it answer 500.
 type upstream struct {

@@ -18,6 +18,7 @@ import (
 	"github.com/durable-run/durable/client"
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/nodetest"
+	durablev1 "github.com/durable-run/durable/proto/durable/v1"
 )
 
 // run is one recorded event of a probe object.
@@ -386,4 +387,52 @@ func TestDuplicateNodeIDIsRefused(t *testing.T) {
 		err = a.Wait()
 	}
 	require.ErrorContains(t, err, "already in use")
+}
+
+// TestAdminDrainMovesEveryPartitionWithoutFailingCalls drains a node through
+// the Admin API while calls run: every partition moves to the others, no
+// call fails, and the drained node stays up and still routes calls.
+func TestAdminDrainMovesEveryPartitionWithoutFailingCalls(t *testing.T) {
+	rec := &recorder{}
+	c := startProbeCluster(t, 3, rec)
+	cl := c.DialAll()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var calls atomic.Int64
+	for w := 0; w < 3; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; ctx.Err() == nil; k++ {
+				cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, err := cl.Invoke(cctx, "Probe", client.ByName(fmt.Sprintf("d%d-%d", w, k%16)), "visit", nil)
+				ccancel()
+				if err != nil {
+					t.Errorf("call failed during drain: %v", err)
+					return
+				}
+				calls.Add(1)
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	drained := c.Nodes[1].Config.ID
+	resp, err := c.Dial(1).Admin().Drain(context.Background(), &durablev1.DrainRequest{})
+	require.NoError(t, err)
+	require.Equal(t, drained, resp.GetNode())
+	require.Empty(t, resp.GetRemaining())
+	owners := c.Owners()
+	require.Len(t, owners, c.Node(0).PartitionCount(), "every partition has an owner when Drain returns")
+	for p, o := range owners {
+		require.NotEqual(t, drained, o.Node, "partition %d still on the drained node", p)
+	}
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	require.Positive(t, calls.Load())
+	// The drained node is still up and routes to the owners.
+	_, err = c.Invoke(1, "Probe", "after-drain", "visit", nil)
+	require.NoError(t, err)
+	require.Empty(t, c.Node(1).OwnedPartitions())
+	rec.checkNoOverlap(t)
 }

@@ -3,14 +3,12 @@ package node
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
 	"github.com/durable-run/durable/embedetcd"
@@ -20,25 +18,7 @@ import (
 // key prefix.
 var testEtcd *embedetcd.Server
 
-func TestMain(m *testing.M) {
-	cfg := embedetcd.DefaultConfig()
-	cfg.UnsafeNoFsync = true
-	srv, err := embedetcd.Start(context.Background(), cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start etcd:", err)
-		os.Exit(1)
-	}
-	testEtcd = srv
-	code := m.Run()
-	srv.Close()
-	if code == 0 {
-		if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
-			fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { embedetcd.Main(m, &testEtcd) }
 
 func newClient(t *testing.T) *clientv3.Client {
 	t.Helper()

@@ -291,6 +291,16 @@ func rendezvous(p int, candidates []string) string {
 	return best
 }
 
+// desiredLocked is the placement seam: the node that should own p, given the
+// live candidates (sorted, none draining), or "" for none. Today it is
+// rendezvous hashing, a pure function of the view, so every node computes
+// the same answer without writing anything and the fenced claim Txn settles
+// races. The data-center leader replaces it with its assignments (assign/p).
+// Caller holds n.mu.
+func (n *Node) desiredLocked(p int, candidates []string) string {
+	return rendezvous(p, candidates)
+}
+
 // candidatesLocked returns the live nodes that may own partitions: those
 // not draining, sorted. Caller holds n.mu.
 func (n *Node) candidatesLocked() []string {
@@ -312,7 +322,7 @@ func (n *Node) Settled() bool {
 	defer n.mu.Unlock()
 	candidates := n.candidatesLocked()
 	for p := 0; p < n.PartitionCount(); p++ {
-		if o, ok := n.owners[p]; !ok || o.Node != rendezvous(p, candidates) {
+		if o, ok := n.owners[p]; !ok || o.Node != n.desiredLocked(p, candidates) {
 			return false
 		}
 	}
@@ -351,7 +361,7 @@ func (n *Node) reconcile(ctx context.Context, lease clientv3.LeaseID) {
 	}
 	var claims, handoffs []int
 	for p := 0; p < n.PartitionCount(); p++ {
-		want := rendezvous(p, candidates)
+		want := n.desiredLocked(p, candidates)
 		part := n.owned[p]
 		_, taken := n.owners[p]
 		switch {
@@ -440,10 +450,18 @@ func (n *Node) drain() {
 		return
 	}
 	n.log.Info("draining")
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(drainLimit)
 	for {
 		n.mu.Lock()
-		remaining := len(n.owned)
+		owned := len(n.owned)
+		// Released is not enough: wait until another node owns each
+		// partition, so a caller of Drain sees them all placed.
+		remaining := 0
+		for p := 0; p < n.PartitionCount(); p++ {
+			if o, ok := n.owners[p]; !ok || o.Node == n.cfg.ID {
+				remaining++
+			}
+		}
 		others := 0
 		for id, ni := range n.nodes {
 			if id != n.cfg.ID && !ni.Draining {
@@ -452,8 +470,12 @@ func (n *Node) drain() {
 		}
 		wait := n.changed
 		n.mu.Unlock()
-		if remaining == 0 || others == 0 {
-			n.log.Info("drained", "left", remaining)
+		switch {
+		case remaining == 0:
+			n.log.Info("drained")
+			return
+		case others == 0:
+			n.log.Info("no other node to drain to; partitions are released at shutdown", "owned", owned)
 			return
 		}
 		select {
@@ -468,6 +490,10 @@ func (n *Node) drain() {
 		}
 	}
 }
+
+// drainLimit bounds a drain; what is left is released at shutdown and claimed
+// by the others without waiting for a lease to expire.
+const drainLimit = 30 * time.Second
 
 // Drain hands every partition of the node to other nodes, as a SIGTERM does,
 // and keeps the node running without partitions until Run's context ends.

@@ -335,8 +335,15 @@ func (n *Node) resolve(className string, ref Ref) (Class, durable.ID, error) {
 }
 
 // deliverAlarm is the scheduler's callback: it activates the object and asks
-// it to look at its alarm.
+// it to look at its alarm. Past the local lease deadline the node starts no
+// event, alarms included: another node may own the partition by now, and its
+// handler would run concurrently. The alarm is looked at again later; if the
+// partition is dropped meanwhile, its next owner loads the alarm from etcd.
 func (n *Node) deliverAlarm(e alarmstore.Entry) {
+	if !n.leaseValid() {
+		n.sched.retryAt(objKey{class: e.Class, id: e.ID}, e.Partition, n.now().Add(n.cfg.SystemRetryDelay))
+		return
+	}
 	class, err := n.reg.Lookup(e.Class)
 	if err != nil {
 		n.log.Error("alarm of unregistered class left pending", "class", e.Class, "id", e.ID)

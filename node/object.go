@@ -175,10 +175,18 @@ func (o *object) reset() {
 // behind the failed event (they may depend on state that never committed).
 func (o *object) resetAndFailQueued(cause error) {
 	o.reset()
+	// The queued calls never ran, so they are safe to retry: they carry
+	// ErrObjectReset, not the cause's identity (a COMMIT_UNKNOWN of the
+	// failed event is not theirs), except a lost partition, which the
+	// router follows to the next owner.
+	err := fmt.Errorf("%w: %v", durable.ErrObjectReset, cause)
+	if errors.Is(cause, durable.ErrOwnershipLost) {
+		err = fmt.Errorf("%w: %w", durable.ErrObjectReset, cause)
+	}
 	for {
 		select {
 		case c := <-o.mailbox:
-			c.reply <- callResult{err: fmt.Errorf("%w: %w", durable.ErrObjectReset, cause)}
+			c.reply <- callResult{err: err}
 		default:
 			return
 		}

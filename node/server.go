@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -132,6 +134,19 @@ func (s *adminServer) Status(ctx context.Context, _ *durablev1.StatusRequest) (*
 		return nil, ToStatus(&storageError{err}, "")
 	}
 	return st, nil
+}
+
+func (s *adminServer) Drain(context.Context, *durablev1.DrainRequest) (*durablev1.DrainResponse, error) {
+	if s.n.PartitionCount() == 0 {
+		return nil, ToStatus(fmt.Errorf("%w: node is starting", durable.ErrUnavailable), "")
+	}
+	s.n.Drain()
+	out := &durablev1.DrainResponse{Node: s.n.cfg.ID}
+	for _, p := range s.n.OwnedPartitions() {
+		out.Remaining = append(out.Remaining, int32(p))
+	}
+	slices.Sort(out.Remaining)
+	return out, nil
 }
 
 // Status describes the cluster as seen from etcd, plus this node's counters.

@@ -21,6 +21,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/durable-run/durable"
+	"github.com/durable-run/durable/client"
 )
 
 // ---------------------------------------------------------------------------
@@ -1686,6 +1687,9 @@ func TestStorageOutputGate(t *testing.T) {
 			r := <-rest
 			require.Error(t, r.err, "a call queued behind a failed commit succeeded")
 			require.ErrorIs(t, r.err, durable.ErrObjectReset)
+			require.NotErrorIs(t, r.err, durable.ErrCommitUnknown, "a call that never ran is not of unknown outcome")
+			require.Equal(t, "OBJECT_RESET", client.Detail(ToStatus(r.err, "")).GetReason())
+			require.True(t, client.Retryable(ToStatus(r.err, "")), "a call that never ran is safe to retry")
 			require.Nil(t, r.res.Payload)
 		}
 		s.setCommitHook(nil)

@@ -22,7 +22,7 @@ import (
 const defaultAddr = "127.0.0.1:4600"
 
 func addClientFlags(cmd *cobra.Command, timeout time.Duration) {
-	cmd.Flags().String("addr", defaultAddr, "address of any node of the cluster")
+	cmd.Flags().String("addr", defaultAddr, "address of any node of the cluster, or several separated by commas")
 	cmd.Flags().Duration("timeout", timeout, "deadline of the call, retries included")
 }
 
@@ -238,6 +238,35 @@ func printAlarms(cmd *cobra.Command, alarms []*durablev1.Alarm, truncated bool) 
 		fmt.Fprintln(w, "...\t(more; raise --limit)")
 	}
 	return w.Flush()
+}
+
+func newDrainCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "drain",
+		Short: "Move every partition off the node at --addr (as SIGTERM does), keeping it running",
+		Long: "Ask the node at --addr to hand its partitions to the other nodes one by one:\n" +
+			"it stops taking new events for a partition, finishes those in flight, releases\n" +
+			"it, and another node claims it. The node stays up, drained, until it stops.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if addr, _ := cmd.Flags().GetString("addr"); strings.Contains(addr, ",") {
+				return fmt.Errorf("drain acts on one node: --addr %q names several", addr)
+			}
+			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Admin().Drain(ctx, &durablev1.DrainRequest{})
+				if err != nil {
+					return err
+				}
+				if len(resp.GetRemaining()) > 0 {
+					return fmt.Errorf("node %s still owns partitions %v: no other node could take them in time", resp.GetNode(), resp.GetRemaining())
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "node %s drained\n", resp.GetNode())
+				return nil
+			})
+		},
+	}
+	addClientFlags(cmd, time.Minute)
+	return cmd
 }
 
 func newStatusCmd() *cobra.Command {

@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,17 +21,19 @@ import (
 func newDevCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dev",
-		Short: "Run a development cluster: embedded etcd, a node with the example classes, and a sink",
-		Long: "Run everything on loopback in one process: an embedded etcd, a durable node\n" +
-			"serving the example classes (Batcher, Counter, Reminder, Cleaner), and a sink\n" +
-			"that records what Batcher and Reminder deliver. Ctrl-C stops it cleanly." + envHelp,
+		Short: "Run a development cluster: embedded etcd, nodes with the example classes, and a sink",
+		Long: "Run everything on loopback in one process: an embedded etcd, one or more durable\n" +
+			"nodes (--nodes) serving the example classes (Batcher, Counter, Reminder, Cleaner),\n" +
+			"and a sink that records what Batcher and Reminder deliver. Ctrl-C stops it cleanly." + envHelp,
 		Args: cobra.NoArgs,
 		RunE: runDev,
 	}
 	fs := cmd.Flags()
 	fs.String("data-dir", "", "etcd data directory (default: a temporary directory removed on exit)")
 	fs.String("etcd-listen", "127.0.0.1:2379", "client address of the embedded etcd")
-	fs.String("listen", defaultAddr, "gRPC address of the node")
+	fs.String("listen", defaultAddr, "gRPC address of the first node; node i listens on the port i above it")
+	fs.Int("nodes", 1, "number of nodes to run (1-16), dev-1 … dev-N")
+	fs.StringSlice("dcs", []string{"dc1"}, "data centers; node i is in the i-th, round robin")
 	fs.String("sink-listen", "127.0.0.1:4680", "HTTP address of the sink the example classes deliver to")
 	fs.String("sink-file", "", "also append the sink's deliveries to this JSON-lines file")
 	nodeFlags(fs)
@@ -70,31 +72,55 @@ func runDev(cmd *cobra.Command, _ []string) error {
 		}
 	}
 
-	cfg := agent.Config{Node: nodeConfig(fs), Etcd: etcd.Endpoints()}
-	cfg.Node.ID, cfg.Node.DC, cfg.Node.Logger = "dev-1", "dc1", log
-	cfg.Listen, _ = fs.GetString("listen")
 	reg, err := exampleRegistry(fs)
 	if err != nil {
 		return err
 	}
-	a, err := agent.Start(ctx, cfg, reg)
+	count, _ := fs.GetInt("nodes")
+	dcs, _ := fs.GetStringSlice("dcs")
+	listen, _ := fs.GetString("listen")
+	addrs, err := devAddrs(listen, count)
 	if err != nil {
 		return err
 	}
+	if len(dcs) == 0 {
+		return errors.New("--dcs needs at least one data center")
+	}
+	var agents []*agent.Agent
+	for i, addr := range addrs {
+		cfg := agent.Config{Node: nodeConfig(fs), Etcd: etcd.Endpoints(), Listen: addr}
+		cfg.Node.ID, cfg.Node.DC = fmt.Sprintf("dev-%d", i+1), dcs[i%len(dcs)]
+		cfg.Node.Logger = log
+		a, err := agent.Start(ctx, cfg, reg)
+		if err != nil {
+			for _, a := range agents {
+				_ = a.Wait()
+			}
+			return err
+		}
+		agents = append(agents, a)
+	}
 	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = a.Node.WaitReady(waitCtx)
+	for _, a := range agents {
+		if err = a.Node.WaitReady(waitCtx); err != nil {
+			break
+		}
+	}
 	cancel()
 	if err != nil && ctx.Err() == nil {
-		return fmt.Errorf("node did not become ready: %w", err)
+		return fmt.Errorf("nodes did not become ready: %w", err)
 	}
 	addrFlag := ""
-	if a.Addr() != defaultAddr {
-		addrFlag = " --addr " + a.Addr()
+	if agents[0].Addr() != defaultAddr {
+		addrFlag = " --addr " + agents[0].Addr()
+	}
+	var nodes strings.Builder
+	for _, a := range agents {
+		fmt.Fprintf(&nodes, "  node %-8s %s (%s)\n", a.Node.Config().ID, a.Addr(), a.Node.Config().DC)
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), `
 durable dev is running
-  node (gRPC)   %s
-  etcd          %s
+%s  etcd          %s
   sink (HTTP)   %s   (deliveries: %s/deliveries)
 
 Try, in another terminal:
@@ -104,8 +130,37 @@ Try, in another terminal:
   curl -s %s/deliveries
 
 Ctrl-C stops everything.
-`, a.Addr(), strings.Join(etcd.Endpoints(), ","), sinkURL, sinkURL, addrFlag, addrFlag, addrFlag, sinkURL)
-	return a.Wait()
+`, nodes.String(), strings.Join(etcd.Endpoints(), ","), sinkURL, sinkURL, addrFlag, addrFlag, addrFlag, sinkURL)
+	var errs []error
+	for _, a := range agents {
+		errs = append(errs, a.Wait())
+	}
+	return errors.Join(errs...)
+}
+
+// devAddrs returns the gRPC addresses of count dev nodes: listen, then the
+// following ports (or free ports when listen's port is 0).
+func devAddrs(listen string, count int) ([]string, error) {
+	if count < 1 || count > 16 {
+		return nil, fmt.Errorf("--nodes must be between 1 and 16, got %d", count)
+	}
+	host, portStr, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %q: %w", listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %q: bad port", listen)
+	}
+	addrs := make([]string, count)
+	for i := range addrs {
+		p := port
+		if p != 0 {
+			p += i
+		}
+		addrs[i] = net.JoinHostPort(host, strconv.Itoa(p))
+	}
+	return addrs, nil
 }
 
 // startSink serves a sink on addr until ctx ends; it returns a stop function

@@ -807,6 +807,97 @@ func (x *ListDeadLettersResponse) GetTruncated() bool {
 	return false
 }
 
+type DrainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainRequest) Reset() {
+	*x = DrainRequest{}
+	mi := &file_durable_v1_durable_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainRequest) ProtoMessage() {}
+
+func (x *DrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_durable_v1_durable_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
+func (*DrainRequest) Descriptor() ([]byte, []int) {
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{12}
+}
+
+type DrainResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node is the id of the drained node.
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// remaining lists the partitions it still owns (none unless no other node
+	// could take them, or the drain timed out).
+	Remaining     []int32 `protobuf:"varint,2,rep,packed,name=remaining,proto3" json:"remaining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainResponse) Reset() {
+	*x = DrainResponse{}
+	mi := &file_durable_v1_durable_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainResponse) ProtoMessage() {}
+
+func (x *DrainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_durable_v1_durable_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
+func (*DrainResponse) Descriptor() ([]byte, []int) {
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DrainResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *DrainResponse) GetRemaining() []int32 {
+	if x != nil {
+		return x.Remaining
+	}
+	return nil
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -815,7 +906,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[12]
+	mi := &file_durable_v1_durable_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -827,7 +918,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[12]
+	mi := &file_durable_v1_durable_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -840,7 +931,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{12}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{14}
 }
 
 type NodeStatus struct {
@@ -860,7 +951,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_durable_v1_durable_proto_msgTypes[13]
+	mi := &file_durable_v1_durable_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +963,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[13]
+	mi := &file_durable_v1_durable_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +976,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{13}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -945,7 +1036,7 @@ type PartitionStatus struct {
 
 func (x *PartitionStatus) Reset() {
 	*x = PartitionStatus{}
-	mi := &file_durable_v1_durable_proto_msgTypes[14]
+	mi := &file_durable_v1_durable_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1048,7 @@ func (x *PartitionStatus) String() string {
 func (*PartitionStatus) ProtoMessage() {}
 
 func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[14]
+	mi := &file_durable_v1_durable_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1061,7 @@ func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatus.ProtoReflect.Descriptor instead.
 func (*PartitionStatus) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{14}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PartitionStatus) GetPartition() int32 {
@@ -1024,7 +1115,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[15]
+	mi := &file_durable_v1_durable_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1127,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[15]
+	mi := &file_durable_v1_durable_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1140,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{15}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatusResponse) GetClusterPrefix() string {
@@ -1159,7 +1250,11 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\"r\n" +
 	"\x17ListDeadLettersResponse\x129\n" +
 	"\fdead_letters\x18\x01 \x03(\v2\x16.durable.v1.DeadLetterR\vdeadLetters\x12\x1c\n" +
-	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"\x0f\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"\x0e\n" +
+	"\fDrainRequest\"A\n" +
+	"\rDrainResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
+	"\tremaining\x18\x02 \x03(\x05R\tremaining\"\x0f\n" +
 	"\rStatusRequest\"\xa9\x01\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
@@ -1189,13 +1284,14 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\vanswered_by\x18\a \x01(\tR\n" +
 	"answeredBy2J\n" +
 	"\aObjects\x12?\n" +
-	"\x06Invoke\x12\x19.durable.v1.InvokeRequest\x1a\x1a.durable.v1.InvokeResponse2\xb8\x02\n" +
+	"\x06Invoke\x12\x19.durable.v1.InvokeRequest\x1a\x1a.durable.v1.InvokeResponse2\xf6\x02\n" +
 	"\x05Admin\x12E\n" +
 	"\bGetAlarm\x12\x1b.durable.v1.GetAlarmRequest\x1a\x1c.durable.v1.GetAlarmResponse\x12K\n" +
 	"\n" +
 	"ListAlarms\x12\x1d.durable.v1.ListAlarmsRequest\x1a\x1e.durable.v1.ListAlarmsResponse\x12Z\n" +
 	"\x0fListDeadLetters\x12\".durable.v1.ListDeadLettersRequest\x1a#.durable.v1.ListDeadLettersResponse\x12?\n" +
-	"\x06Status\x12\x19.durable.v1.StatusRequest\x1a\x1a.durable.v1.StatusResponseB;Z9github.com/durable-run/durable/proto/durable/v1;durablev1b\x06proto3"
+	"\x06Status\x12\x19.durable.v1.StatusRequest\x1a\x1a.durable.v1.StatusResponse\x12<\n" +
+	"\x05Drain\x12\x18.durable.v1.DrainRequest\x1a\x19.durable.v1.DrainResponseB;Z9github.com/durable-run/durable/proto/durable/v1;durablev1b\x06proto3"
 
 var (
 	file_durable_v1_durable_proto_rawDescOnce sync.Once
@@ -1209,7 +1305,7 @@ func file_durable_v1_durable_proto_rawDescGZIP() []byte {
 	return file_durable_v1_durable_proto_rawDescData
 }
 
-var file_durable_v1_durable_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_durable_v1_durable_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_durable_v1_durable_proto_goTypes = []any{
 	(*ObjectRef)(nil),               // 0: durable.v1.ObjectRef
 	(*InvokeRequest)(nil),           // 1: durable.v1.InvokeRequest
@@ -1223,10 +1319,12 @@ var file_durable_v1_durable_proto_goTypes = []any{
 	(*DeadLetter)(nil),              // 9: durable.v1.DeadLetter
 	(*ListDeadLettersRequest)(nil),  // 10: durable.v1.ListDeadLettersRequest
 	(*ListDeadLettersResponse)(nil), // 11: durable.v1.ListDeadLettersResponse
-	(*StatusRequest)(nil),           // 12: durable.v1.StatusRequest
-	(*NodeStatus)(nil),              // 13: durable.v1.NodeStatus
-	(*PartitionStatus)(nil),         // 14: durable.v1.PartitionStatus
-	(*StatusResponse)(nil),          // 15: durable.v1.StatusResponse
+	(*DrainRequest)(nil),            // 12: durable.v1.DrainRequest
+	(*DrainResponse)(nil),           // 13: durable.v1.DrainResponse
+	(*StatusRequest)(nil),           // 14: durable.v1.StatusRequest
+	(*NodeStatus)(nil),              // 15: durable.v1.NodeStatus
+	(*PartitionStatus)(nil),         // 16: durable.v1.PartitionStatus
+	(*StatusResponse)(nil),          // 17: durable.v1.StatusResponse
 }
 var file_durable_v1_durable_proto_depIdxs = []int32{
 	0,  // 0: durable.v1.InvokeRequest.object:type_name -> durable.v1.ObjectRef
@@ -1235,20 +1333,22 @@ var file_durable_v1_durable_proto_depIdxs = []int32{
 	4,  // 3: durable.v1.ListAlarmsResponse.alarms:type_name -> durable.v1.Alarm
 	4,  // 4: durable.v1.DeadLetter.alarm:type_name -> durable.v1.Alarm
 	9,  // 5: durable.v1.ListDeadLettersResponse.dead_letters:type_name -> durable.v1.DeadLetter
-	13, // 6: durable.v1.StatusResponse.nodes:type_name -> durable.v1.NodeStatus
-	14, // 7: durable.v1.StatusResponse.partitions:type_name -> durable.v1.PartitionStatus
+	15, // 6: durable.v1.StatusResponse.nodes:type_name -> durable.v1.NodeStatus
+	16, // 7: durable.v1.StatusResponse.partitions:type_name -> durable.v1.PartitionStatus
 	1,  // 8: durable.v1.Objects.Invoke:input_type -> durable.v1.InvokeRequest
 	5,  // 9: durable.v1.Admin.GetAlarm:input_type -> durable.v1.GetAlarmRequest
 	7,  // 10: durable.v1.Admin.ListAlarms:input_type -> durable.v1.ListAlarmsRequest
 	10, // 11: durable.v1.Admin.ListDeadLetters:input_type -> durable.v1.ListDeadLettersRequest
-	12, // 12: durable.v1.Admin.Status:input_type -> durable.v1.StatusRequest
-	2,  // 13: durable.v1.Objects.Invoke:output_type -> durable.v1.InvokeResponse
-	6,  // 14: durable.v1.Admin.GetAlarm:output_type -> durable.v1.GetAlarmResponse
-	8,  // 15: durable.v1.Admin.ListAlarms:output_type -> durable.v1.ListAlarmsResponse
-	11, // 16: durable.v1.Admin.ListDeadLetters:output_type -> durable.v1.ListDeadLettersResponse
-	15, // 17: durable.v1.Admin.Status:output_type -> durable.v1.StatusResponse
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
+	14, // 12: durable.v1.Admin.Status:input_type -> durable.v1.StatusRequest
+	12, // 13: durable.v1.Admin.Drain:input_type -> durable.v1.DrainRequest
+	2,  // 14: durable.v1.Objects.Invoke:output_type -> durable.v1.InvokeResponse
+	6,  // 15: durable.v1.Admin.GetAlarm:output_type -> durable.v1.GetAlarmResponse
+	8,  // 16: durable.v1.Admin.ListAlarms:output_type -> durable.v1.ListAlarmsResponse
+	11, // 17: durable.v1.Admin.ListDeadLetters:output_type -> durable.v1.ListDeadLettersResponse
+	17, // 18: durable.v1.Admin.Status:output_type -> durable.v1.StatusResponse
+	13, // 19: durable.v1.Admin.Drain:output_type -> durable.v1.DrainResponse
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -1269,7 +1369,7 @@ func file_durable_v1_durable_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_durable_v1_durable_proto_rawDesc), len(file_durable_v1_durable_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

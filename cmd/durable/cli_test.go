@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// run executes the CLI in-process and returns its output.
+func run(ctx context.Context, args ...string) (string, error) {
+	var out bytes.Buffer
+	cmd := newRootCmd()
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(ctx)
+	return out.String(), err
+}
+
+func TestDevAddrs(t *testing.T) {
+	got, err := devAddrs("127.0.0.1:4600", 3)
+	require.NoError(t, err)
+	require.Equal(t, []string{"127.0.0.1:4600", "127.0.0.1:4601", "127.0.0.1:4602"}, got)
+	got, err = devAddrs("127.0.0.1:0", 2)
+	require.NoError(t, err)
+	require.Equal(t, []string{"127.0.0.1:0", "127.0.0.1:0"}, got, "port 0: every node picks a free port")
+	for _, bad := range []struct {
+		listen string
+		n      int
+	}{{"127.0.0.1:4600", 0}, {"127.0.0.1:4600", 17}, {"nohost", 1}, {"127.0.0.1:x", 1}} {
+		_, err := devAddrs(bad.listen, bad.n)
+		require.Error(t, err, "%q × %d", bad.listen, bad.n)
+	}
+}
+
+// TestDevClusterCommands runs `durable dev --nodes 2` in-process and drives
+// it with the client commands: any node answers, status shows both nodes and
+// every partition owned, drain moves a node's partitions, bad input exits
+// with the right code.
+func TestDevClusterCommands(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var devOut syncBuffer
+	devDone := make(chan error, 1)
+	go func() {
+		cmd := newRootCmd()
+		cmd.SetOut(&devOut)
+		cmd.SetErr(&devOut)
+		cmd.SetArgs([]string{"dev", "--nodes", "2", "--log-level", "error", "--partitions", "16",
+			"--listen", "127.0.0.1:0", "--etcd-listen", "127.0.0.1:0", "--sink-listen", "127.0.0.1:0"})
+		devDone <- cmd.ExecuteContext(ctx)
+	}()
+	nodeLine := regexp.MustCompile(`node (dev-\d)\s+(\S+) \(dc1\)`)
+	var addrs []string
+	require.Eventually(t, func() bool {
+		m := nodeLine.FindAllStringSubmatch(devOut.String(), -1)
+		if len(m) < 2 {
+			return false
+		}
+		addrs = []string{m[0][2], m[1][2]}
+		return true
+	}, 30*time.Second, 10*time.Millisecond, "dev did not print its nodes: %s", devOut.String())
+
+	for i, want := range []string{`{"value":1}`, `{"value":2}`} {
+		out, err := run(ctx, "invoke", "--addr", addrs[i], "Counter", "c", "increment")
+		require.NoError(t, err)
+		require.Equal(t, want, strings.TrimSpace(out), "through node %d", i)
+	}
+
+	out, err := run(ctx, "status", "--addr", strings.Join(addrs, ","))
+	require.NoError(t, err)
+	require.Contains(t, out, "16 partitions")
+	require.Regexp(t, `dev-1\s+dc1\s+`+regexp.QuoteMeta(addrs[0])+`\s+up`, out)
+	require.Regexp(t, `dev-2\s+dc1\s+`+regexp.QuoteMeta(addrs[1])+`\s+up`, out)
+	require.NotContains(t, out, "(unowned)")
+
+	out, err = run(ctx, "drain", "--addr", addrs[1])
+	require.NoError(t, err)
+	require.Contains(t, out, "node dev-2 drained")
+	out, err = run(ctx, "status", "--addr", addrs[0])
+	require.NoError(t, err)
+	require.Regexp(t, `dev-1\s+dc1\s+\S+\s+up\s+16\s`, out, "all partitions on dev-1 after draining dev-2")
+	require.Regexp(t, `dev-2\s+dc1\s+\S+\s+draining\s+0\s`, out)
+
+	// The drained node still answers, by forwarding.
+	out, err = run(ctx, "invoke", "--addr", addrs[1], "Counter", "c", "get")
+	require.NoError(t, err)
+	require.Equal(t, `{"value":2}`, strings.TrimSpace(out))
+
+	_, err = run(ctx, "invoke", "--addr", addrs[0], "Nope", "x", "get")
+	require.Equal(t, 3, exitCode(err), "unknown class: %v", err)
+	_, err = run(ctx, "invoke", "--addr", addrs[0], "--id", "Counter", "abc", "get")
+	require.Equal(t, 2, exitCode(err), "malformed id: %v", err)
+	_, err = run(ctx, "drain", "--addr", strings.Join(addrs, ","))
+	require.ErrorContains(t, err, "drain acts on one node")
+
+	cancel()
+	select {
+	case err := <-devDone:
+		require.NoError(t, err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("dev did not stop")
+	}
+}
