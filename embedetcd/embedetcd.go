@@ -107,6 +107,12 @@ type Config struct {
 	PeerAddr string
 	// Name is the etcd member name; DefaultName if empty.
 	Name string
+	// InitialCluster lists every member of a new multi-member cluster as
+	// "name=http://host:peerport,…" (etcd's --initial-cluster). Empty: a
+	// single-member cluster. Members of a multi-member cluster need fixed
+	// client and peer ports, and must be started concurrently (each waits
+	// for a quorum). A member restarted from its data ignores it.
+	InitialCluster string
 	// MaxTxnOps is the most operations one transaction may hold.
 	MaxTxnOps uint
 	// MaxRequestBytes is the largest client request etcd accepts; clients
@@ -233,6 +239,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("embedetcd: create data directory: %w", err)
 	}
 
+	if cfg.InitialCluster != "" && (client.pick || peer.pick) {
+		return nil, errors.New("embedetcd: a member of a multi-member cluster needs fixed client and peer ports")
+	}
 	attempts := 1
 	if client.pick || peer.pick {
 		attempts = startAttempts
@@ -278,6 +287,9 @@ func startOnce(ctx context.Context, cfg Config, dir string, client, peer hostPor
 	ec.ListenPeerUrls = []url.URL{peerURL}
 	ec.AdvertisePeerUrls = []url.URL{{Scheme: "http", Host: peer.advertise()}}
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	if cfg.InitialCluster != "" {
+		ec.InitialCluster = cfg.InitialCluster
+	}
 	ec.ElectionMs = uint(cfg.ElectionTimeout.Milliseconds())
 	ec.TickMs = ec.ElectionMs / 10
 	ec.MaxTxnOps = cfg.MaxTxnOps

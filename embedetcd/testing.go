@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,6 +47,79 @@ func Test(tb testing.TB) *Server {
 		}
 	})
 	return s
+}
+
+// TestMember is one member of a TestCluster: its configuration restarts it
+// (Start(ctx, Config)) from its data after Close.
+type TestMember struct {
+	Config Config
+	Server *Server
+}
+
+// PeerHTTPLeaks lets through the goroutines of etcd's peer HTTP transport,
+// which a multi-member cluster leaves behind after Close (idle keep-alive
+// connections between members): pass it to Main in packages that use
+// TestCluster.
+var PeerHTTPLeaks = []goleak.Option{
+	goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+	goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+	goleak.IgnoreAnyFunction("net/http.(*conn).serve"),
+	goleak.IgnoreAnyFunction("net/http.(*connReader).backgroundRead"),
+}
+
+// TestCluster starts an n-member cluster for tb on loopback (fixed free
+// ports, data under tb.TempDir(), no fsync, TestElectionTimeout, logs
+// discarded) and closes every member still running at cleanup. It returns
+// the members and the client endpoints of all of them.
+func TestCluster(tb testing.TB, n int) ([]*TestMember, []string) {
+	tb.Helper()
+	var members []*TestMember
+	var peers, endpoints []string
+	for i := 0; i < n; i++ {
+		cfg := DefaultConfig()
+		cfg.Name = fmt.Sprintf("m%d", i+1)
+		cfg.Dir = filepath.Join(tb.TempDir(), cfg.Name)
+		cfg.ClientAddr, cfg.PeerAddr = freeAddr(tb), freeAddr(tb)
+		cfg.UnsafeNoFsync = true
+		cfg.ElectionTimeout = TestElectionTimeout
+		cfg.Logger = slog.New(slog.DiscardHandler)
+		peers = append(peers, cfg.Name+"=http://"+cfg.PeerAddr)
+		endpoints = append(endpoints, "http://"+cfg.ClientAddr)
+		members = append(members, &TestMember{Config: cfg})
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, m := range members {
+		m.Config.InitialCluster = strings.Join(peers, ",")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.Server, errs[i] = Start(context.Background(), m.Config)
+		}()
+	}
+	wg.Wait()
+	tb.Cleanup(func() {
+		for _, m := range members {
+			if m.Server != nil {
+				_ = m.Server.Close()
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		tb.Fatalf("embedetcd: start test cluster: %v", err)
+	}
+	return members, endpoints
+}
+
+// freeAddr returns a loopback address whose port was free a moment ago.
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("embedetcd: pick a port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 // TestClient dials a client to s for tb and closes it when tb's cleanup
@@ -100,8 +174,9 @@ func sanitize(name string) string {
 // Main runs a package's tests against one member they all share: it starts
 // the member (without fsync), stores it in *shared, runs m, closes the
 // member and exits. After a passing run it fails the run if a goroutine was
-// left behind. Call it from TestMain; tests keep apart with UniquePrefix.
-func Main(m *testing.M, shared **Server) {
+// left behind, apart from those ignore lets through. Call it from TestMain;
+// tests keep apart with UniquePrefix.
+func Main(m *testing.M, shared **Server, ignore ...goleak.Option) {
 	cfg := DefaultConfig()
 	cfg.UnsafeNoFsync = true
 	srv, err := Start(context.Background(), cfg)
@@ -116,7 +191,7 @@ func Main(m *testing.M, shared **Server) {
 		code = 1
 	}
 	if code == 0 {
-		if err := goleak.Find(); err != nil {
+		if err := goleak.Find(ignore...); err != nil {
 			fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
 			code = 1
 		}

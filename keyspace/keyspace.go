@@ -3,7 +3,8 @@
 //
 //	<prefix>meta/cluster                           cluster metadata (partition count), written once
 //	<prefix>nodes/<node>                           node registration, on the node's lease
-//	<prefix>assign/<p>                             desired owner of partition p
+//	<prefix>assign/<p>                             desired placement of partition p (home DC, managing DC, node), written by DC leaders
+//	<prefix>election/<dc>/<lease>                  leader election of data center dc (etcd concurrency.Election)
 //	<prefix>owner/<p>                              actual owner, on the owner's lease; CreateRevision = fencing token
 //	<prefix>obj/<p>/<class>/<id>                   object metadata (its name)
 //	<prefix>data/<p>/<class>/<id>/<key>            object storage
@@ -53,6 +54,12 @@ func (s Space) AssignPrefix() string { return s.prefix + "assign/" }
 
 // Assign is the desired-owner key of partition p.
 func (s Space) Assign(p int) string { return s.AssignPrefix() + part(p) }
+
+// ElectionsPrefix is the prefix of every data center's election.
+func (s Space) ElectionsPrefix() string { return s.prefix + "election/" }
+
+// Election is the election prefix of data center dc.
+func (s Space) Election(dc string) string { return s.ElectionsPrefix() + dc + "/" }
 
 // OwnerPrefix is the prefix of partition ownership keys.
 func (s Space) OwnerPrefix() string { return s.prefix + "owner/" }

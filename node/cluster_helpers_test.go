@@ -9,5 +9,5 @@ import (
 )
 
 func startAgent(c *nodetest.Cluster, cfg node.Config) (*agent.Agent, error) {
-	return agent.Start(context.Background(), agent.Config{Node: cfg, Etcd: c.Etcd.Endpoints(), Listen: "127.0.0.1:0"}, c.Registry())
+	return agent.Start(context.Background(), agent.Config{Node: cfg, Etcd: c.EtcdEndpoints(), Listen: "127.0.0.1:0"}, c.Registry())
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -21,126 +20,17 @@ import (
 	durablev1 "github.com/durable-run/durable/proto/durable/v1"
 )
 
-// run is one recorded event of a probe object.
-type run struct {
-	object     string
-	kind       string // "invoke" or "alarm"
-	node       string
-	token      int64
-	start, end time.Time
-	scheduled  time.Time
-}
-
-// recorder collects the runs of every probe object in a test.
-type recorder struct {
-	mu   sync.Mutex
-	runs []run
-}
-
-func (r *recorder) add(x run) {
-	r.mu.Lock()
-	r.runs = append(r.runs, x)
-	r.mu.Unlock()
-}
-
-func (r *recorder) snapshot() []run {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]run(nil), r.runs...)
-}
-
-func (r *recorder) alarms() map[string][]run {
-	out := map[string][]run{}
-	for _, x := range r.snapshot() {
-		if x.kind == "alarm" {
-			out[x.object] = append(out[x.object], x)
-		}
-	}
-	return out
-}
-
-// checkNoOverlap fails if two runs of one object overlapped in time on
-// different nodes or under different fencing tokens.
-func (r *recorder) checkNoOverlap(t *testing.T) {
-	t.Helper()
-	by := map[string][]run{}
-	for _, x := range r.snapshot() {
-		by[x.object] = append(by[x.object], x)
-	}
-	for obj, runs := range by {
-		sort.Slice(runs, func(i, j int) bool { return runs[i].start.Before(runs[j].start) })
-		for i := 1; i < len(runs); i++ {
-			a, b := runs[i-1], runs[i]
-			if b.start.Before(a.end) {
-				t.Errorf("object %s: %s run on %s (token %d) overlapped %s run on %s (token %d)",
-					obj, b.kind, b.node, b.token, a.kind, a.node, a.token)
-			}
-		}
-	}
-}
-
-// probe records where each of its events runs. Methods: "visit" counts and
-// returns {"node","token","n"}; "arm" sets the alarm at the Unix ms payload.
-type probe struct {
-	st  durable.State
-	rec *recorder
-}
-
-func (p *probe) Invoke(ctx context.Context, method string, payload []byte) ([]byte, error) {
-	start := time.Now()
-	ei, _ := node.EventInfoFrom(ctx)
-	defer func() {
-		p.rec.add(run{object: p.st.Name(), kind: "invoke", node: ei.Node, token: ei.Token, start: start, end: time.Now()})
-	}()
-	s := p.st.Storage()
-	switch method {
-	case "visit":
-		v, _, err := s.Get(ctx, "n")
-		if err != nil {
-			return nil, err
-		}
-		n, _ := strconv.Atoi(string(v))
-		n++
-		if err := s.Put(ctx, "n", []byte(strconv.Itoa(n))); err != nil {
-			return nil, err
-		}
-		return json.Marshal(map[string]any{"node": ei.Node, "token": ei.Token, "n": n})
-	case "arm":
-		ms, err := strconv.ParseInt(string(payload), 10, 64)
-		if err != nil {
-			return nil, err
-		}
-		return nil, s.SetAlarm(ctx, time.UnixMilli(ms))
-	}
-	return nil, fmt.Errorf("unknown method %q", method)
-}
-
-func (p *probe) Alarm(ctx context.Context, info durable.AlarmInfo) error {
-	start := time.Now()
-	ei, _ := node.EventInfoFrom(ctx)
-	p.rec.add(run{object: p.st.Name(), kind: "alarm", node: ei.Node, token: ei.Token, start: start, end: time.Now(), scheduled: info.ScheduledTime})
-	return nil
-}
-
-func startProbeCluster(t *testing.T, nodes int, rec *recorder) *nodetest.Cluster {
+func startProbeCluster(t *testing.T, nodes int, rec *nodetest.Recorder) *nodetest.Cluster {
 	return nodetest.Start(t, nodetest.Options{
 		Nodes: nodes,
 		Register: func(reg *node.Registry) error {
-			return node.RegisterClass(reg, "Probe", func(_ context.Context, st durable.State) (*probe, error) {
-				return &probe{st: st, rec: rec}, nil
-			})
+			return nodetest.RegisterProbe(reg, rec)
 		},
 	})
 }
 
-type visit struct {
-	Node  string `json:"node"`
-	Token int64  `json:"token"`
-	N     int    `json:"n"`
-}
-
 func TestAnyNodeRoutesToTheSingleOwner(t *testing.T) {
-	rec := &recorder{}
+	rec := &nodetest.Recorder{}
 	c := startProbeCluster(t, 3, rec)
 	owners := c.Owners()
 	for obj := 0; obj < 12; obj++ {
@@ -150,7 +40,7 @@ func TestAnyNodeRoutesToTheSingleOwner(t *testing.T) {
 			cl := c.Dial(i)
 			resp, err := cl.Invoke(context.Background(), "Probe", client.ByName(name), "visit", nil)
 			require.NoError(t, err)
-			var v visit
+			var v nodetest.Visit
 			require.NoError(t, json.Unmarshal(resp.GetPayload(), &v))
 			require.Equal(t, owners[p].Node, v.Node, "object %s ran off its owner when called through node %d", name, i)
 			require.Equal(t, owners[p].Token, v.Token)
@@ -158,7 +48,7 @@ func TestAnyNodeRoutesToTheSingleOwner(t *testing.T) {
 			require.Equal(t, c.Addr(nodeIndex(t, c, v.Node)), resp.GetOwner(), "the reply names the owner")
 		}
 	}
-	rec.checkNoOverlap(t)
+	rec.CheckNoOverlap(t)
 }
 
 func nodeIndex(t *testing.T, c *nodetest.Cluster, id string) int {
@@ -188,7 +78,7 @@ func namesOwnedBy(c *nodetest.Cluster, i, want int) []string {
 }
 
 func TestKilledNodesPartitionsMoveAndAlarmsFireElsewhere(t *testing.T) {
-	rec := &recorder{}
+	rec := &nodetest.Recorder{}
 	c := startProbeCluster(t, 3, rec)
 	victim := c.Nodes[1].Config.ID
 	names := namesOwnedBy(c, 1, 6)
@@ -205,26 +95,26 @@ func TestKilledNodesPartitionsMoveAndAlarmsFireElsewhere(t *testing.T) {
 	for p, o := range c.Owners() {
 		require.NotEqual(t, victim, o.Node, "partition %d still owned by the killed node", p)
 	}
-	c.WaitFor("every alarm fired", func() bool { return len(rec.alarms()) == len(names) })
-	for obj, runs := range rec.alarms() {
+	c.WaitFor("every alarm fired", func() bool { return len(rec.Alarms()) == len(names) })
+	for obj, runs := range rec.Alarms() {
 		r := runs[0]
-		require.NotEqual(t, victim, r.node, "alarm of %s ran on the killed node", obj)
-		require.False(t, r.start.Before(r.scheduled), "alarm of %s fired early", obj)
+		require.NotEqual(t, victim, r.Node, "alarm of %s ran on the killed node", obj)
+		require.False(t, r.Start.Before(r.Scheduled), "alarm of %s fired early", obj)
 	}
 	t.Logf("kill → last alarm fired: %s", time.Since(killed))
 	// Acknowledged writes survive.
 	for _, name := range names {
 		out, err := c.Invoke(2, "Probe", name, "visit", nil)
 		require.NoError(t, err)
-		var v visit
+		var v nodetest.Visit
 		require.NoError(t, json.Unmarshal(out, &v))
 		require.Equal(t, 2, v.N, "visits of %s after failover", name)
 	}
-	rec.checkNoOverlap(t)
+	rec.CheckNoOverlap(t)
 }
 
 func TestPausedNodeServesNoStaleReadAndCommitsNothing(t *testing.T) {
-	rec := &recorder{}
+	rec := &nodetest.Recorder{}
 	c := startProbeCluster(t, 3, rec)
 	names := namesOwnedBy(c, 1, 3)
 	for _, name := range names {
@@ -247,7 +137,7 @@ func TestPausedNodeServesNoStaleReadAndCommitsNothing(t *testing.T) {
 	for _, name := range names {
 		out, err := c.Invoke(0, "Probe", name, "visit", nil)
 		require.NoError(t, err)
-		var v visit
+		var v nodetest.Visit
 		require.NoError(t, json.Unmarshal(out, &v))
 		require.Equal(t, 2, v.N)
 		require.NotEqual(t, paused, v.Node)
@@ -263,7 +153,7 @@ func TestPausedNodeServesNoStaleReadAndCommitsNothing(t *testing.T) {
 			require.ErrorIs(t, err, durable.ErrUnavailable, "the resumed node's refusal of %s", name)
 			continue
 		}
-		var v visit
+		var v nodetest.Visit
 		require.NoError(t, json.Unmarshal(out, &v))
 		require.NotEqual(t, paused, v.Node, "the resumed zombie served %s", name)
 		require.Equal(t, 3, v.N, "stale read of %s", name)
@@ -275,14 +165,14 @@ func TestPausedNodeServesNoStaleReadAndCommitsNothing(t *testing.T) {
 	for _, name := range names {
 		out, err := c.Invoke(0, "Probe", name, "visit", nil)
 		require.NoError(t, err)
-		var v visit
+		var v nodetest.Visit
 		require.NoError(t, json.Unmarshal(out, &v))
 		require.Equal(t, want[name]+1, v.N, "visits of %s", name)
 	}
-	rec.checkNoOverlap(t)
+	rec.CheckNoOverlap(t)
 	onPaused := 0
-	for _, x := range rec.snapshot() {
-		if x.node == paused && x.kind == "invoke" && slices.Contains(names, x.object) {
+	for _, x := range rec.Snapshot() {
+		if x.Node == paused && x.Kind == "invoke" && slices.Contains(names, x.Object) {
 			onPaused++
 		}
 	}
@@ -293,7 +183,7 @@ func TestPausedNodeServesNoStaleReadAndCommitsNothing(t *testing.T) {
 // stream of invocations and alarms: no call that was safe to retry fails, no
 // alarm is lost or early, no object runs on two nodes at once.
 func TestRollingRestartLosesNothing(t *testing.T) {
-	rec := &recorder{}
+	rec := &nodetest.Recorder{}
 	c := startProbeCluster(t, 3, rec)
 	cl := c.DialAll()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -343,7 +233,7 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 	require.Positive(t, calls.Load())
 
 	c.WaitFor("every armed alarm fired", func() bool {
-		fired := rec.alarms()
+		fired := rec.Alarms()
 		ok := true
 		armed.Range(func(k, _ any) bool {
 			if len(fired[k.(string)]) == 0 {
@@ -353,19 +243,19 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 		})
 		return ok
 	})
-	fired := rec.alarms()
+	fired := rec.Alarms()
 	armed.Range(func(k, v any) bool {
 		for _, r := range fired[k.(string)] {
-			require.False(t, r.start.Before(v.(time.Time).Truncate(time.Millisecond)), "alarm of %s fired early", k)
+			require.False(t, r.Start.Before(v.(time.Time).Truncate(time.Millisecond)), "alarm of %s fired early", k)
 		}
 		return true
 	})
-	rec.checkNoOverlap(t)
+	rec.CheckNoOverlap(t)
 	t.Logf("%d calls, %d alarms, through 3 graceful restarts", calls.Load(), len(fired))
 }
 
 func TestJoiningNodeGetsAFairShare(t *testing.T) {
-	c := startProbeCluster(t, 3, &recorder{})
+	c := startProbeCluster(t, 3, &nodetest.Recorder{})
 	c.Stop(2)
 	c.WaitSettled()
 	require.Empty(t, c.Nodes[2].Agent())
@@ -380,7 +270,7 @@ func TestJoiningNodeGetsAFairShare(t *testing.T) {
 }
 
 func TestDuplicateNodeIDIsRefused(t *testing.T) {
-	c := startProbeCluster(t, 1, &recorder{})
+	c := startProbeCluster(t, 1, &nodetest.Recorder{})
 	cfg := c.Nodes[0].Config
 	a, err := startAgent(c, cfg)
 	if err == nil {
@@ -393,7 +283,7 @@ func TestDuplicateNodeIDIsRefused(t *testing.T) {
 // the Admin API while calls run: every partition moves to the others, no
 // call fails, and the drained node stays up and still routes calls.
 func TestAdminDrainMovesEveryPartitionWithoutFailingCalls(t *testing.T) {
-	rec := &recorder{}
+	rec := &nodetest.Recorder{}
 	c := startProbeCluster(t, 3, rec)
 	cl := c.DialAll()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -434,5 +324,5 @@ func TestAdminDrainMovesEveryPartitionWithoutFailingCalls(t *testing.T) {
 	_, err = c.Invoke(1, "Probe", "after-drain", "visit", nil)
 	require.NoError(t, err)
 	require.Empty(t, c.Node(1).OwnedPartitions())
-	rec.checkNoOverlap(t)
+	rec.CheckNoOverlap(t)
 }

@@ -26,9 +26,20 @@ type Config struct {
 	// Partitions is the partition count used if the cluster is new; an
 	// existing cluster keeps the count it was created with.
 	Partitions int
-	// LeaseTTL is the TTL of the node's etcd lease. Partitions of a node that
-	// dies are free after at most this long.
+	// LeaseTTL is the TTL of the node's etcd lease (and of its leader
+	// election session). Partitions of a node that dies are free after at
+	// most this long.
 	LeaseTTL time.Duration
+	// HomeDCs are the data centers partitions are homed in, spread evenly
+	// (partition p's home is HomeDCs[p % len]), used if the cluster is new;
+	// empty means this node's DC. An existing cluster keeps its homes.
+	HomeDCs []string
+	// DCGrace is how long a data center must have had no live node before
+	// the leaders of the others adopt its partitions.
+	DCGrace time.Duration
+	// Stabilise is how long a data center must have been healthy again
+	// before its adopted partitions move back home.
+	Stabilise time.Duration
 	// IdleTimeout evicts an object from memory after this long without events.
 	IdleTimeout time.Duration
 	// QueueSize bounds the events waiting for one object; more is overload.
@@ -61,6 +72,8 @@ func DefaultConfig() Config {
 		Prefix:              "/durable/",
 		Partitions:          256,
 		LeaseTTL:            3 * time.Second,
+		DCGrace:             10 * time.Second,
+		Stabilise:           10 * time.Second,
 		IdleTimeout:         60 * time.Second,
 		QueueSize:           128,
 		AlarmWindow:         60 * time.Second,
@@ -82,6 +95,11 @@ func (c *Config) Validate() error {
 	if c.DC == "" || strings.ContainsAny(c.DC, "/ \t\n") {
 		bad("dc %q must be non-empty without '/' or spaces", c.DC)
 	}
+	for _, dc := range c.HomeDCs {
+		if dc == "" || strings.ContainsAny(dc, "/ \t\n") {
+			bad("home dc %q must be non-empty without '/' or spaces", dc)
+		}
+	}
 	if !strings.HasPrefix(c.Prefix, "/") || !strings.HasSuffix(c.Prefix, "/") {
 		bad("prefix %q must start and end with '/'", c.Prefix)
 	}
@@ -97,7 +115,7 @@ func (c *Config) Validate() error {
 	positive := map[string]time.Duration{
 		"idle timeout": c.IdleTimeout, "alarm window": c.AlarmWindow, "commit timeout": c.CommitTimeout,
 		"alarm handler timeout": c.AlarmHandlerTimeout, "block timeout": c.BlockTimeout,
-		"system retry delay": c.SystemRetryDelay,
+		"system retry delay": c.SystemRetryDelay, "dc grace": c.DCGrace, "stabilise": c.Stabilise,
 	}
 	for name, d := range positive {
 		if d <= 0 {

@@ -138,23 +138,21 @@ func (e *restartableEtcd) stop() {
 }
 
 // startProbeClusterOn is startProbeCluster on a given etcd.
-func startProbeClusterOn(t *testing.T, etcd *embedetcd.Server, nodes int, rec *recorder) *nodetest.Cluster {
+func startProbeClusterOn(t *testing.T, etcd *embedetcd.Server, nodes int, rec *nodetest.Recorder) *nodetest.Cluster {
 	return nodetest.Start(t, nodetest.Options{
 		Nodes: nodes,
 		Etcd:  etcd,
 		Register: func(reg *node.Registry) error {
-			return node.RegisterClass(reg, "Probe", func(_ context.Context, st durable.State) (*probe, error) {
-				return &probe{st: st, rec: rec}, nil
-			})
+			return nodetest.RegisterProbe(reg, rec)
 		},
 	})
 }
 
 // visitRetrying visits name through node i, retrying while the node says it
 // is unavailable (nothing was applied then), until the cluster's deadline.
-func visitRetrying(t *testing.T, c *nodetest.Cluster, i int, name string) visit {
+func visitRetrying(t *testing.T, c *nodetest.Cluster, i int, name string) nodetest.Visit {
 	t.Helper()
-	var v visit
+	var v nodetest.Visit
 	c.WaitFor(fmt.Sprintf("a visit of %s through node %d", name, i), func() bool {
 		out, err := c.Invoke(i, "Probe", name, "visit", nil)
 		if errors.Is(err, durable.ErrUnavailable) {
@@ -177,7 +175,7 @@ func visitRetrying(t *testing.T, c *nodetest.Cluster, i int, name string) visit 
 // once.
 func TestEtcdOutageLosesNothing(t *testing.T) {
 	const nodes = 3
-	rec := &recorder{}
+	rec := &nodetest.Recorder{}
 	etcd := startRestartableEtcd(t)
 	c := startProbeClusterOn(t, etcd.server(), nodes, rec)
 	ttl := c.Nodes[0].Config.LeaseTTL
@@ -193,7 +191,7 @@ func TestEtcdOutageLosesNothing(t *testing.T) {
 		for j := 0; j < 2; j++ {
 			out, err := c.Invoke((k+j)%nodes, "Probe", names[k], "visit", nil)
 			require.NoError(t, err)
-			var v visit
+			var v nodetest.Visit
 			require.NoError(t, json.Unmarshal(out, &v))
 			require.Equal(t, j+1, v.N)
 			acked[names[k]]++
@@ -235,7 +233,7 @@ func TestEtcdOutageLosesNothing(t *testing.T) {
 	// Before its lease deadline a node may still start an event, but the
 	// event cannot commit: no call succeeds. Unless refused up front, its
 	// outcome is unknown to the caller: its commit may land once etcd is
-	// back, so its visit may count later.
+	// back, so its nodetest.Visit may count later.
 	early := map[string]bool{}
 	ambiguous := map[string]int{}
 	var wg sync.WaitGroup
@@ -299,35 +297,35 @@ func TestEtcdOutageLosesNothing(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		resp, err := c.Client.Get(ctx, keys.AlarmsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
-		return err == nil && resp.Count == 0 && len(rec.alarms()) == len(names)
+		return err == nil && resp.Count == 0 && len(rec.Alarms()) == len(names)
 	})
-	fired := rec.alarms()
+	fired := rec.Alarms()
 	for _, name := range names {
 		p := durable.IDFromName("Probe", name).Partition(pc)
 		runs := fired[name]
 		require.NotEmpty(t, runs, "alarm of %s lost", name)
 		for _, r := range runs {
 			t.Logf("alarm of %s (p%d): due +%s, ran at +%s on %s (token %d)",
-				name, p, due[name].Sub(armedAt), r.start.Sub(armedAt), r.node, r.token)
-			require.False(t, r.start.Before(due[name]), "alarm of %s fired early: at %s, due %s", name, r.start, due[name])
-			require.True(t, r.scheduled.Equal(due[name]), "alarm of %s scheduled at %s, armed for %s", name, r.scheduled, due[name])
+				name, p, due[name].Sub(armedAt), r.Start.Sub(armedAt), r.Node, r.Token)
+			require.False(t, r.Start.Before(due[name]), "alarm of %s fired early: at %s, due %s", name, r.Start, due[name])
+			require.True(t, r.Scheduled.Equal(due[name]), "alarm of %s scheduled at %s, armed for %s", name, r.Scheduled, due[name])
 			// It ran under a real tenure of its node: owner/p was created
 			// for that node at the revision of the run's token.
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			resp, err := c.Client.Get(ctx, keys.Owner(p), clientv3.WithRev(r.token))
+			resp, err := c.Client.Get(ctx, keys.Owner(p), clientv3.WithRev(r.Token))
 			cancel()
 			require.NoError(t, err)
-			require.Len(t, resp.Kvs, 1, "no owner of p%d at revision %d", p, r.token)
-			require.Equal(t, r.token, resp.Kvs[0].CreateRevision, "alarm of %s ran under token %d, not a tenure of p%d", name, r.token, p)
-			require.Equal(t, r.node, string(resp.Kvs[0].Value), "alarm of %s ran on %s under %s's tenure", name, r.node, resp.Kvs[0].Value)
+			require.Len(t, resp.Kvs, 1, "no owner of p%d at revision %d", p, r.Token)
+			require.Equal(t, r.Token, resp.Kvs[0].CreateRevision, "alarm of %s ran under token %d, not a tenure of p%d", name, r.Token, p)
+			require.Equal(t, r.Node, string(resp.Kvs[0].Value), "alarm of %s ran on %s under %s's tenure", name, r.Node, resp.Kvs[0].Value)
 		}
 	}
 
 	// No event started while no node could confirm its lease.
-	for _, r := range rec.snapshot() {
-		if !r.start.Before(down.Add(ttl)) && r.start.Before(up) {
+	for _, r := range rec.Snapshot() {
+		if !r.Start.Before(down.Add(ttl)) && r.Start.Before(up) {
 			t.Errorf("%s of %s ran on %s at +%s into the outage, past every lease deadline",
-				r.kind, r.object, r.node, r.start.Sub(down))
+				r.Kind, r.Object, r.Node, r.Start.Sub(down))
 		}
 	}
 
@@ -339,5 +337,5 @@ func TestEtcdOutageLosesNothing(t *testing.T) {
 		require.GreaterOrEqual(t, v.N, lo, "visits of %s after the outage: an acknowledged write was lost", name)
 		require.LessOrEqual(t, v.N, hi, "visits of %s after the outage: a refused visit was applied", name)
 	}
-	rec.checkNoOverlap(t)
+	rec.CheckNoOverlap(t)
 }

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
-	"sort"
-	"strconv"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -15,6 +12,7 @@ import (
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
 	"github.com/durable-run/durable/keyspace"
+	"github.com/durable-run/durable/leader"
 	"github.com/durable-run/durable/placement"
 )
 
@@ -166,36 +164,21 @@ func (n *Node) session(ctx context.Context, lease clientv3.LeaseID) error {
 // reconciling after every change and every lease TTL. It returns when a watch
 // breaks (the caller reloads) or ctx ends.
 func (n *Node) watchAndReconcile(ctx context.Context, lease clientv3.LeaseID) error {
-	resp, err := n.client.Txn(ctx).Then(
-		clientv3.OpGet(n.keys.NodesPrefix(), clientv3.WithPrefix()),
-		clientv3.OpGet(n.keys.OwnerPrefix(), clientv3.WithPrefix()),
-	).Commit()
+	v, err := leader.Read(ctx, n.client, n.keys, n.meta)
 	if err != nil {
 		return err
 	}
-	nodes := map[string]placement.NodeInfo{}
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		id := string(kv.Key)[len(n.keys.NodesPrefix()):]
-		if ni, err := placement.ParseNode(id, kv.Value); err == nil {
-			nodes[id] = ni
-		}
-	}
-	owners := map[int]placement.Owner{}
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		if p, ok := keyspace.ParsePartitionKey(string(kv.Key), n.keys.OwnerPrefix()); ok {
-			owners[p] = placement.Owner{Node: string(kv.Value), Token: kv.CreateRevision}
-		}
-	}
 	n.mu.Lock()
-	n.nodes, n.owners = nodes, owners
+	n.nodes, n.owners, n.assign = v.Nodes, v.Owners, v.Assign
 	n.changedLocked()
 	n.mu.Unlock()
 
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	rev := clientv3.WithRev(resp.Header.Revision + 1)
+	rev := clientv3.WithRev(v.Revision + 1)
 	nodeWatch := n.client.Watch(wctx, n.keys.NodesPrefix(), clientv3.WithPrefix(), rev)
 	ownerWatch := n.client.Watch(wctx, n.keys.OwnerPrefix(), clientv3.WithPrefix(), clientv3.WithPrevKV(), rev)
+	assignWatch := n.client.Watch(wctx, n.keys.AssignPrefix(), clientv3.WithPrefix(), rev)
 	tick := time.NewTicker(n.cfg.LeaseTTL)
 	defer tick.Stop()
 	n.reconcile(ctx, lease)
@@ -213,6 +196,11 @@ func (n *Node) watchAndReconcile(ctx context.Context, lease clientv3.LeaseID) er
 				return fmt.Errorf("owner watch: %v", wr.Err())
 			}
 			n.applyOwnerEvents(wr.Events)
+		case wr, ok := <-assignWatch:
+			if !ok || wr.Err() != nil {
+				return fmt.Errorf("assign watch: %v", wr.Err())
+			}
+			n.applyAssignEvents(wr.Events)
 		case <-tick.C:
 		case <-n.kick:
 		}
@@ -235,6 +223,28 @@ func (n *Node) applyNodeEvents(evs []*clientv3.Event) {
 		if ni, err := placement.ParseNode(id, ev.Kv.Value); err == nil {
 			n.nodes[id] = ni
 		}
+	}
+	n.changedLocked()
+}
+
+func (n *Node) applyAssignEvents(evs []*clientv3.Event) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, ev := range evs {
+		p, ok := keyspace.ParsePartitionKey(string(ev.Kv.Key), n.keys.AssignPrefix())
+		if !ok {
+			continue
+		}
+		if ev.Type == clientv3.EventTypeDelete {
+			delete(n.assign, p)
+			continue
+		}
+		a, err := leader.ParseAssignment(ev.Kv.Value, ev.Kv.ModRevision)
+		if err != nil {
+			n.log.Warn("ignoring an assignment", "partition", p, "err", err)
+			continue
+		}
+		n.assign[p] = a
 	}
 	n.changedLocked()
 }
@@ -267,51 +277,19 @@ func (n *Node) applyOwnerEvents(evs []*clientv3.Event) {
 	}
 }
 
-// rendezvous returns the live node that should own p: highest random weight
-// over the candidates, so a join or leave moves only the partitions that
-// must move. It is the placement used until a data-center leader assigns
-// partitions explicitly.
-func rendezvous(p int, candidates []string) string {
-	best, bestScore := "", uint64(0)
-	for _, id := range candidates {
-		h := fnv.New64a()
-		h.Write([]byte(id))
-		h.Write([]byte{0})
-		h.Write([]byte(strconv.Itoa(p)))
-		// fnv's low bits mix poorly for short inputs; finish with a
-		// multiply-xorshift.
-		x := h.Sum64()
-		x ^= x >> 33
-		x *= 0xff51afd7ed558ccd
-		x ^= x >> 33
-		if best == "" || x > bestScore || (x == bestScore && id < best) {
-			best, bestScore = id, x
-		}
+// desiredLocked is the node that should own p: the one its data center's
+// leader assigned, if that node is live and not draining, else "" (nobody
+// claims; an owner does not hand off to a node that is gone). Caller holds
+// n.mu.
+func (n *Node) desiredLocked(p int) string {
+	a, ok := n.assign[p]
+	if !ok {
+		return ""
 	}
-	return best
-}
-
-// desiredLocked is the placement seam: the node that should own p, given the
-// live candidates (sorted, none draining), or "" for none. Today it is
-// rendezvous hashing, a pure function of the view, so every node computes
-// the same answer without writing anything and the fenced claim Txn settles
-// races. The data-center leader replaces it with its assignments (assign/p).
-// Caller holds n.mu.
-func (n *Node) desiredLocked(p int, candidates []string) string {
-	return rendezvous(p, candidates)
-}
-
-// candidatesLocked returns the live nodes that may own partitions: those
-// not draining, sorted. Caller holds n.mu.
-func (n *Node) candidatesLocked() []string {
-	var out []string
-	for id, ni := range n.nodes {
-		if !ni.Draining {
-			out = append(out, id)
-		}
+	if ni, live := n.nodes[a.Node]; !live || ni.Draining {
+		return ""
 	}
-	sort.Strings(out)
-	return out
+	return a.Node
 }
 
 // Settled reports whether, as far as this node sees, placement has converged:
@@ -320,9 +298,8 @@ func (n *Node) candidatesLocked() []string {
 func (n *Node) Settled() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	candidates := n.candidatesLocked()
 	for p := 0; p < n.PartitionCount(); p++ {
-		if o, ok := n.owners[p]; !ok || o.Node != n.desiredLocked(p, candidates) {
+		if o, ok := n.owners[p]; !ok || o.Node != n.desiredLocked(p) {
 			return false
 		}
 	}
@@ -348,7 +325,6 @@ func (n *Node) reconcile(ctx context.Context, lease clientv3.LeaseID) {
 		return
 	}
 	n.mu.Lock()
-	candidates := n.candidatesLocked()
 	active := 0
 	for _, part := range n.owned {
 		if part.handoff {
@@ -361,7 +337,7 @@ func (n *Node) reconcile(ctx context.Context, lease clientv3.LeaseID) {
 	}
 	var claims, handoffs []int
 	for p := 0; p < n.PartitionCount(); p++ {
-		want := n.desiredLocked(p, candidates)
+		want := n.desiredLocked(p)
 		part := n.owned[p]
 		_, taken := n.owners[p]
 		switch {
@@ -462,9 +438,11 @@ func (n *Node) drain() {
 				remaining++
 			}
 		}
+		// Partitions move within the data center; with no other local
+		// node they wait for another data center to adopt them.
 		others := 0
 		for id, ni := range n.nodes {
-			if id != n.cfg.ID && !ni.Draining {
+			if id != n.cfg.ID && !ni.Draining && ni.DC == n.cfg.DC {
 				others++
 			}
 		}
@@ -475,7 +453,7 @@ func (n *Node) drain() {
 			n.log.Info("drained")
 			return
 		case others == 0:
-			n.log.Info("no other node to drain to; partitions are released at shutdown", "owned", owned)
+			n.log.Info("no other node in the data center to drain to; partitions are released at shutdown and adopted by another data center after its grace period", "owned", owned)
 			return
 		}
 		select {

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,7 @@ import (
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
 	"github.com/durable-run/durable/keyspace"
+	"github.com/durable-run/durable/leader"
 	"github.com/durable-run/durable/placement"
 )
 
@@ -75,6 +77,7 @@ type Node struct {
 	owned    map[int]*partition
 	nodes    map[string]placement.NodeInfo // live registrations, from the watch
 	owners   map[int]placement.Owner       // owner keys, from the watch
+	assign   map[int]leader.Assignment     // desired placement, from the watch
 	changed  chan struct{}                 // closed and replaced whenever the above change
 	stopping bool
 	draining bool
@@ -87,6 +90,9 @@ type Node struct {
 	frozen atomic.Pointer[chan struct{}] // non-nil while Freeze is in effect
 
 	peers peerConns
+
+	leader *leader.Leader // campaigns in the node's DC; set by Run
+	meta   placement.Meta // set by Run
 
 	// onDrained, when set, runs after the drain and before the objects stop
 	// (see OnDrained).
@@ -117,6 +123,7 @@ func New(cfg Config, client *clientv3.Client, reg *Registry) (*Node, error) {
 		owned:   map[int]*partition{},
 		nodes:   map[string]placement.NodeInfo{},
 		owners:  map[int]placement.Owner{},
+		assign:  map[int]leader.Assignment{},
 		changed: make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 	}
@@ -143,10 +150,25 @@ var ErrCrash = errors.New("node: simulated crash")
 // stops every object, releases what is left and revokes its lease. It returns
 // an error if it could not start.
 func (n *Node) Run(ctx context.Context) error {
-	meta, err := placement.EnsureCluster(ctx, n.client, n.keys, n.cfg.Partitions)
+	homes := n.cfg.HomeDCs
+	if len(homes) == 0 {
+		homes = []string{n.cfg.DC}
+	}
+	meta, err := placement.EnsureCluster(ctx, n.client, n.keys, n.cfg.Partitions, homes)
 	if err != nil {
 		return err
 	}
+	if len(n.cfg.HomeDCs) > 0 && !slices.Equal(meta.HomeDCs, n.cfg.HomeDCs) {
+		n.log.Warn("cluster home data centers differ from configuration; using the cluster's",
+			"cluster", meta.HomeDCs, "configured", n.cfg.HomeDCs)
+	}
+	// meta and leader are set before the partition count: readers that see
+	// a count see them.
+	n.meta = meta
+	n.leader = leader.New(leader.Config{
+		Node: n.cfg.ID, DC: n.cfg.DC, Meta: meta, TTL: n.cfg.LeaseTTL,
+		Grace: n.cfg.DCGrace, Stabilise: n.cfg.Stabilise, Gate: n.gate, Logger: n.cfg.Logger,
+	}, n.client, n.keys)
 	n.partitionCount.Store(int32(meta.Partitions))
 	if meta.Partitions != n.cfg.Partitions {
 		n.log.Warn("cluster partition count differs from configuration; using the cluster's",
@@ -161,11 +183,14 @@ func (n *Node) Run(ctx context.Context) error {
 	go func() { defer n.wg.Done(); n.sched.run(n.ctx.Done()) }()
 	go func() { defer n.wg.Done(); n.windowLoop() }()
 
-	// The membership loop outlives ctx while draining: it must keep the
-	// lease alive and see the new owners claim.
-	mctx, stopMembership := context.WithCancel(context.Background())
-	membershipDone := make(chan struct{})
-	go func() { defer close(membershipDone); n.runMembership(mctx, lease) }()
+	// The membership loop and the leader outlive ctx while draining: they
+	// must keep the lease alive, move the partitions away (a draining leader
+	// leads until it exits) and see the new owners claim.
+	mctx, stopMembership := context.WithCancelCause(context.Background())
+	var background sync.WaitGroup
+	background.Add(2)
+	go func() { defer background.Done(); n.runMembership(mctx, lease) }()
+	go func() { defer background.Done(); n.leader.Run(mctx) }()
 	<-ctx.Done()
 	crashed := errors.Is(context.Cause(ctx), ErrCrash)
 	if !crashed {
@@ -174,8 +199,12 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.onDrained != nil {
 		n.onDrained(crashed)
 	}
-	stopMembership()
-	<-membershipDone
+	cause := context.Canceled
+	if crashed {
+		cause = leader.ErrAbandon
+	}
+	stopMembership(cause)
+	background.Wait()
 	n.shutdown(crashed)
 	return nil
 }
@@ -377,6 +406,15 @@ func (n *Node) OwnedPartitions() []int {
 		out = append(out, p)
 	}
 	return out
+}
+
+// LeaderTerm returns the node's election revision while it leads its data
+// center, else 0.
+func (n *Node) LeaderTerm() int64 {
+	if n.PartitionCount() == 0 {
+		return 0
+	}
+	return n.leader.Term()
 }
 
 // ScheduledAlarms returns the number of alarms held in the look-ahead heap.

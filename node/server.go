@@ -14,7 +14,7 @@ import (
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
-	"github.com/durable-run/durable/placement"
+	"github.com/durable-run/durable/leader"
 	durablev1 "github.com/durable-run/durable/proto/durable/v1"
 )
 
@@ -129,6 +129,9 @@ func (s *adminServer) ListDeadLetters(ctx context.Context, req *durablev1.ListDe
 }
 
 func (s *adminServer) Status(ctx context.Context, _ *durablev1.StatusRequest) (*durablev1.StatusResponse, error) {
+	if s.n.PartitionCount() == 0 {
+		return nil, ToStatus(fmt.Errorf("%w: node is starting", durable.ErrUnavailable), "")
+	}
 	st, err := s.n.Status(ctx)
 	if err != nil {
 		return nil, ToStatus(&storageError{err}, "")
@@ -151,11 +154,11 @@ func (s *adminServer) Drain(context.Context, *durablev1.DrainRequest) (*durablev
 
 // Status describes the cluster as seen from etcd, plus this node's counters.
 func (n *Node) Status(ctx context.Context) (*durablev1.StatusResponse, error) {
-	nodes, err := placement.Nodes(ctx, n.client, n.keys)
+	v, err := leader.Read(ctx, n.client, n.keys, n.meta)
 	if err != nil {
 		return nil, err
 	}
-	owners, err := placement.Owners(ctx, n.client, n.keys)
+	leaders, err := leader.Leaders(ctx, n.client, n.keys)
 	if err != nil {
 		return nil, err
 	}
@@ -163,30 +166,56 @@ func (n *Node) Status(ctx context.Context) (*durablev1.StatusResponse, error) {
 		ClusterPrefix: n.keys.Prefix(), PartitionCount: int32(n.PartitionCount()), AnsweredBy: n.cfg.ID,
 	}
 	byNode := map[string]*durablev1.NodeStatus{}
-	for _, ni := range nodes {
+	byDC := map[string]*durablev1.DataCenterStatus{}
+	dc := func(name string) *durablev1.DataCenterStatus {
+		if byDC[name] == nil {
+			byDC[name] = &durablev1.DataCenterStatus{Dc: name}
+			out.DataCenters = append(out.DataCenters, byDC[name])
+		}
+		return byDC[name]
+	}
+	for _, name := range n.meta.HomeDCs {
+		dc(name)
+	}
+	for _, l := range leaders {
+		d := dc(l.DC)
+		d.Leader, d.Term = l.Node, l.Term
+	}
+	for _, ni := range v.Nodes {
 		ns := &durablev1.NodeStatus{Id: ni.ID, Dc: ni.DC, Address: ni.Address, Draining: ni.Draining}
 		if ni.ID == n.cfg.ID {
 			ns.ActiveObjects = int64(n.ActiveObjects())
 		}
 		byNode[ni.ID] = ns
 		out.Nodes = append(out.Nodes, ns)
+		dc(ni.DC).LiveNodes++
 	}
 	for p := 0; p < n.PartitionCount(); p++ {
 		count, err := n.alarms.CountPending(ctx, p)
 		if err != nil {
 			return nil, err
 		}
-		ps := &durablev1.PartitionStatus{Partition: int32(p), PendingAlarms: count}
-		if o, ok := owners[p]; ok {
+		ps := &durablev1.PartitionStatus{Partition: int32(p), PendingAlarms: count, HomeDc: n.meta.Home(p)}
+		if o, ok := v.Owners[p]; ok {
 			ps.Owner, ps.Token = o.Node, o.Token
 			if ns := byNode[o.Node]; ns != nil {
 				ns.Partitions = append(ns.Partitions, int32(p))
 			}
 		}
+		if a, ok := v.Assign[p]; ok {
+			ps.HomeDc, ps.ManagedByDc, ps.AssignedNode = a.Home, a.DC, a.Node
+			d := dc(a.DC)
+			d.Partitions++
+			if a.Adopted() {
+				d.Adopted++
+			}
+			d.LastReassignmentUnixMs = max(d.LastReassignmentUnixMs, a.At)
+		}
 		out.PendingAlarms += count
 		out.Partitions = append(out.Partitions, ps)
 	}
 	sort.Slice(out.Nodes, func(i, j int) bool { return out.Nodes[i].Id < out.Nodes[j].Id })
+	sort.Slice(out.DataCenters, func(i, j int) bool { return out.DataCenters[i].Dc < out.DataCenters[j].Dc })
 	if out.DeadLetters, err = n.alarms.CountDead(ctx); err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,10 +20,12 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/durable-run/durable/agent"
 	"github.com/durable-run/durable/client"
 	"github.com/durable-run/durable/embedetcd"
+	"github.com/durable-run/durable/leader"
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/placement"
 )
@@ -34,13 +37,18 @@ type Options struct {
 	// DCs are the data centers; node i is in DCs[i % len(DCs)] (default
 	// "dc1").
 	DCs []string
-	// Etcd is a server to share between tests; nil starts one for the test.
+	// Etcd is a server to share between tests; nil starts one for the test
+	// unless Endpoints is set.
 	Etcd *embedetcd.Server
+	// Endpoints, when set, are the client endpoints of an etcd cluster the
+	// test runs itself (e.g. embedetcd.TestCluster); Etcd is then nil.
+	Endpoints []string
 	// Register adds the classes under test to the registry shared by all
 	// nodes.
 	Register func(reg *node.Registry) error
 	// Config adjusts each node's configuration after the test defaults (8
-	// partitions, 2 s lease TTL, a unique prefix) are set.
+	// partitions, 2 s lease TTL, 2 s data-center grace and stabilisation,
+	// partitions homed over DCs, a unique prefix) are set.
 	Config func(cfg *node.Config)
 	// Clock, when set, is every node's clock (and Cluster.Clock).
 	Clock *clockwork.FakeClock
@@ -55,7 +63,9 @@ type Cluster struct {
 	Clock  *clockwork.FakeClock
 	Prefix string
 	reg    *node.Registry
-	Nodes  []*Member
+	// endpoints are Options.Endpoints, if given.
+	endpoints []string
+	Nodes     []*Member
 }
 
 // Member is one node slot of the cluster; it keeps its configuration across
@@ -87,17 +97,35 @@ func Start(t testing.TB, opts Options) *Cluster {
 		opts.DCs = []string{"dc1"}
 	}
 	c := &Cluster{t: t, Etcd: opts.Etcd, Clock: opts.Clock, Prefix: embedetcd.UniquePrefix(t), reg: node.NewRegistry()}
-	if c.Etcd == nil {
-		c.Etcd = embedetcd.Test(t)
+	if len(opts.Endpoints) > 0 {
+		c.endpoints = opts.Endpoints
+		cli, err := clientv3.New(clientv3.Config{Endpoints: opts.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			t.Fatalf("nodetest: dial etcd: %v", err)
+		}
+		t.Cleanup(func() { _ = cli.Close() })
+		c.Client = cli
+	} else {
+		if c.Etcd == nil {
+			c.Etcd = embedetcd.Test(t)
+		}
+		c.Client = embedetcd.TestClient(t, c.Etcd)
 	}
-	c.Client = embedetcd.TestClient(t, c.Etcd)
 	if opts.Register != nil {
 		if err := opts.Register(c.reg); err != nil {
 			t.Fatalf("nodetest: register classes: %v", err)
 		}
 	}
+	var homes []string
+	for _, dc := range opts.DCs {
+		if !slices.Contains(homes, dc) {
+			homes = append(homes, dc)
+		}
+	}
 	for i := 0; i < opts.Nodes; i++ {
 		cfg := node.DefaultConfig()
+		cfg.HomeDCs = homes
+		cfg.DCGrace, cfg.Stabilise = 2*time.Second, 2*time.Second
 		cfg.ID = fmt.Sprintf("node-%d", i)
 		cfg.DC = opts.DCs[i%len(opts.DCs)]
 		cfg.Prefix = c.Prefix
@@ -122,6 +150,14 @@ func Start(t testing.TB, opts Options) *Cluster {
 	}
 	c.WaitSettled()
 	return c
+}
+
+// EtcdEndpoints returns the etcd endpoints the nodes use.
+func (c *Cluster) EtcdEndpoints() []string {
+	if c.endpoints != nil {
+		return c.endpoints
+	}
+	return c.Etcd.Endpoints()
 }
 
 // Registry returns the registry every node uses.
@@ -157,7 +193,7 @@ func (c *Cluster) Restart(i int) {
 		c.t.Fatalf("nodetest: node %d is already running", i)
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
-	a, err := agent.Start(ctx, agent.Config{Node: m.Config, Etcd: c.Etcd.Endpoints(), Listen: m.Listen}, c.reg)
+	a, err := agent.Start(ctx, agent.Config{Node: m.Config, Etcd: c.EtcdEndpoints(), Listen: m.Listen}, c.reg)
 	if err != nil {
 		cancel(nil)
 		c.t.Fatalf("nodetest: start node %d: %v", i, err)
@@ -217,13 +253,72 @@ func (c *Cluster) Owners() map[int]placement.Owner {
 	return owners
 }
 
+// Assignments reads the leaders' partition assignments from etcd.
+func (c *Cluster) Assignments() map[int]leader.Assignment {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	v, err := leader.Read(ctx, c.Client, c.keys(), placement.Meta{})
+	if err != nil {
+		c.t.Fatalf("nodetest: read assignments: %v", err)
+	}
+	return v.Assign
+}
+
+// Leaders reads the current leader of every data center from etcd.
+func (c *Cluster) Leaders() map[string]leader.Info {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ls, err := leader.Leaders(ctx, c.Client, c.keys())
+	if err != nil {
+		c.t.Fatalf("nodetest: read leaders: %v", err)
+	}
+	out := map[string]leader.Info{}
+	for _, l := range ls {
+		out[l.DC] = l
+	}
+	return out
+}
+
+// balanced reports whether, in every data center with running nodes, the
+// partitions its leader manages are spread over its running nodes with
+// loads differing by at most one.
+func (c *Cluster) balanced() bool {
+	load := map[string]int{}
+	dcNodes := map[string][]string{}
+	for _, m := range c.Nodes {
+		if m.Agent() != nil {
+			load[m.Config.ID] = 0
+			dcNodes[m.Config.DC] = append(dcNodes[m.Config.DC], m.Config.ID)
+		}
+	}
+	for _, a := range c.Assignments() {
+		load[a.Node]++
+	}
+	for _, ids := range dcNodes {
+		lo, hi := load[ids[0]], load[ids[0]]
+		for _, id := range ids {
+			lo, hi = min(lo, load[id]), max(hi, load[id])
+		}
+		if hi-lo > 1 {
+			return false
+		}
+	}
+	return true
+}
+
 // WaitSettled waits until placement has converged: every partition is owned
 // by a running node that reports owning it, no running node owns a partition
-// it should not, and every running node sees its partitions where placement
-// wants them, with no handoff under way.
+// it should not, every running node sees its partitions where its leader
+// assigned them, with no handoff under way, and each data center's leader
+// has balanced its partitions over its running nodes.
 func (c *Cluster) WaitSettled() {
 	c.t.Helper()
 	c.WaitFor("placement settled on the running nodes", func() bool {
+		if !c.balanced() {
+			return false
+		}
 		owners := c.Owners()
 		total := 0
 		for i, m := range c.Nodes {

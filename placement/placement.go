@@ -33,13 +33,23 @@ var (
 type Meta struct {
 	Partitions int `json:"partitions"`
 	Version    int `json:"version"`
+	// HomeDCs lists the data centers partitions are homed in: partition p's
+	// home is HomeDCs[p % len(HomeDCs)].
+	HomeDCs []string `json:"home_dcs"`
 }
 
+// Home returns partition p's home data center.
+func (m Meta) Home(p int) string { return m.HomeDCs[p%len(m.HomeDCs)] }
+
 // EnsureCluster returns the cluster's metadata, creating it with partitions
-// if the cluster is new. The stored value wins over the argument: the
-// partition count cannot change once objects are placed.
-func EnsureCluster(ctx context.Context, kv clientv3.KV, keys keyspace.Space, partitions int) (Meta, error) {
-	want := Meta{Partitions: partitions, Version: 1}
+// homed in homeDCs if the cluster is new. The stored value wins over the
+// arguments: neither the partition count nor the homes can change once
+// objects are placed.
+func EnsureCluster(ctx context.Context, kv clientv3.KV, keys keyspace.Space, partitions int, homeDCs []string) (Meta, error) {
+	if len(homeDCs) == 0 {
+		return Meta{}, errors.New("placement: a cluster needs at least one home data center")
+	}
+	want := Meta{Partitions: partitions, Version: 1, HomeDCs: homeDCs}
 	b, _ := json.Marshal(want)
 	resp, err := kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(keys.Meta()), "=", 0)).
@@ -57,7 +67,7 @@ func EnsureCluster(ctx context.Context, kv clientv3.KV, keys keyspace.Space, par
 		return Meta{}, errors.New("placement: cluster metadata vanished while read")
 	}
 	var m Meta
-	if err := json.Unmarshal(kvs[0].Value, &m); err != nil || m.Partitions <= 0 {
+	if err := json.Unmarshal(kvs[0].Value, &m); err != nil || m.Partitions <= 0 || len(m.HomeDCs) == 0 {
 		return Meta{}, fmt.Errorf("placement: corrupt cluster metadata %q", kvs[0].Value)
 	}
 	return m, nil

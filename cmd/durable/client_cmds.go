@@ -300,6 +300,22 @@ func printStatus(cmd *cobra.Command, st *durablev1.StatusResponse, partitions bo
 	fmt.Fprintf(out, "cluster %s: %d partitions, %d pending alarms, %d dead letters (answered by %s)\n\n",
 		st.GetClusterPrefix(), st.GetPartitionCount(), st.GetPendingAlarms(), st.GetDeadLetters(), st.GetAnsweredBy())
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "DC\tLEADER\tTERM\tNODES\tPARTITIONS\tADOPTED\tLAST REASSIGNMENT")
+	for _, d := range st.GetDataCenters() {
+		leader, last := d.GetLeader(), "-"
+		if leader == "" {
+			leader = "(none)"
+		}
+		if ms := d.GetLastReassignmentUnixMs(); ms > 0 {
+			last = time.UnixMilli(ms).UTC().Format(time.RFC3339Nano)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\n", d.GetDc(), leader, d.GetTerm(), d.GetLiveNodes(), d.GetPartitions(), d.GetAdopted(), last)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(out)
+	w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NODE\tDC\tADDRESS\tSTATE\tPARTITIONS\tALARMS")
 	alarms := map[string]int64{}
 	unowned := 0
@@ -327,9 +343,10 @@ func printStatus(cmd *cobra.Command, st *durablev1.StatusResponse, partitions bo
 	if partitions {
 		fmt.Fprintln(out)
 		w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "PARTITION\tOWNER\tTOKEN\tALARMS")
+		fmt.Fprintln(w, "PARTITION\tHOME\tMANAGED BY\tASSIGNED\tOWNER\tTOKEN\tALARMS")
 		for _, p := range st.GetPartitions() {
-			fmt.Fprintf(w, "%d\t%s\t%d\t%d\n", p.GetPartition(), p.GetOwner(), p.GetToken(), p.GetPendingAlarms())
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%d\n", p.GetPartition(), p.GetHomeDc(), p.GetManagedByDc(),
+				p.GetAssignedNode(), p.GetOwner(), p.GetToken(), p.GetPendingAlarms())
 		}
 		return w.Flush()
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -90,6 +91,9 @@ func runDev(cmd *cobra.Command, _ []string) error {
 	for i, addr := range addrs {
 		cfg := agent.Config{Node: nodeConfig(fs), Etcd: etcd.Endpoints(), Listen: addr}
 		cfg.Node.ID, cfg.Node.DC = fmt.Sprintf("dev-%d", i+1), dcs[i%len(dcs)]
+		if len(cfg.Node.HomeDCs) == 0 {
+			cfg.Node.HomeDCs = slices.Compact(slices.Sorted(slices.Values(dcs)))
+		}
 		cfg.Node.Logger = log
 		a, err := agent.Start(ctx, cfg, reg)
 		if err != nil {

@@ -1027,9 +1027,16 @@ type PartitionStatus struct {
 	// owner is the node id owning the partition, empty when unowned.
 	Owner string `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
 	// token is the owner's fencing token (create revision of the owner key).
-	Token         int64  `protobuf:"varint,3,opt,name=token,proto3" json:"token,omitempty"`
-	PendingAlarms int64  `protobuf:"varint,4,opt,name=pending_alarms,json=pendingAlarms,proto3" json:"pending_alarms,omitempty"`
-	HomeDc        string `protobuf:"bytes,5,opt,name=home_dc,json=homeDc,proto3" json:"home_dc,omitempty"`
+	Token         int64 `protobuf:"varint,3,opt,name=token,proto3" json:"token,omitempty"`
+	PendingAlarms int64 `protobuf:"varint,4,opt,name=pending_alarms,json=pendingAlarms,proto3" json:"pending_alarms,omitempty"`
+	// home_dc is the data center the partition belongs to.
+	HomeDc string `protobuf:"bytes,5,opt,name=home_dc,json=homeDc,proto3" json:"home_dc,omitempty"`
+	// managed_by_dc is the data center whose leader assigns the partition:
+	// home_dc, or another one that adopted it while home_dc was down.
+	ManagedByDc string `protobuf:"bytes,6,opt,name=managed_by_dc,json=managedByDc,proto3" json:"managed_by_dc,omitempty"`
+	// assigned_node is the node the leader wants to own the partition; it
+	// differs from owner while the partition moves.
+	AssignedNode  string `protobuf:"bytes,7,opt,name=assigned_node,json=assignedNode,proto3" json:"assigned_node,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1099,6 +1106,120 @@ func (x *PartitionStatus) GetHomeDc() string {
 	return ""
 }
 
+func (x *PartitionStatus) GetManagedByDc() string {
+	if x != nil {
+		return x.ManagedByDc
+	}
+	return ""
+}
+
+func (x *PartitionStatus) GetAssignedNode() string {
+	if x != nil {
+		return x.AssignedNode
+	}
+	return ""
+}
+
+type DataCenterStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Dc    string                 `protobuf:"bytes,1,opt,name=dc,proto3" json:"dc,omitempty"`
+	// leader is the node id of the data center's elected leader, empty when
+	// it has none (no live node).
+	Leader string `protobuf:"bytes,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	// term is the leader's election revision; it grows with every election.
+	Term      int64 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	LiveNodes int32 `protobuf:"varint,4,opt,name=live_nodes,json=liveNodes,proto3" json:"live_nodes,omitempty"`
+	// partitions is the number of partitions the data center's leader
+	// manages, adopted ones included.
+	Partitions int32 `protobuf:"varint,5,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	// adopted is how many of those are homed in another data center.
+	Adopted int32 `protobuf:"varint,6,opt,name=adopted,proto3" json:"adopted,omitempty"`
+	// last_reassignment_unix_ms is when the leader last changed one of its
+	// assignments (0 if never).
+	LastReassignmentUnixMs int64 `protobuf:"varint,7,opt,name=last_reassignment_unix_ms,json=lastReassignmentUnixMs,proto3" json:"last_reassignment_unix_ms,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *DataCenterStatus) Reset() {
+	*x = DataCenterStatus{}
+	mi := &file_durable_v1_durable_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataCenterStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataCenterStatus) ProtoMessage() {}
+
+func (x *DataCenterStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_durable_v1_durable_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataCenterStatus.ProtoReflect.Descriptor instead.
+func (*DataCenterStatus) Descriptor() ([]byte, []int) {
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DataCenterStatus) GetDc() string {
+	if x != nil {
+		return x.Dc
+	}
+	return ""
+}
+
+func (x *DataCenterStatus) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *DataCenterStatus) GetTerm() int64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *DataCenterStatus) GetLiveNodes() int32 {
+	if x != nil {
+		return x.LiveNodes
+	}
+	return 0
+}
+
+func (x *DataCenterStatus) GetPartitions() int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *DataCenterStatus) GetAdopted() int32 {
+	if x != nil {
+		return x.Adopted
+	}
+	return 0
+}
+
+func (x *DataCenterStatus) GetLastReassignmentUnixMs() int64 {
+	if x != nil {
+		return x.LastReassignmentUnixMs
+	}
+	return 0
+}
+
 type StatusResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ClusterPrefix  string                 `protobuf:"bytes,1,opt,name=cluster_prefix,json=clusterPrefix,proto3" json:"cluster_prefix,omitempty"`
@@ -1108,14 +1229,15 @@ type StatusResponse struct {
 	PendingAlarms  int64                  `protobuf:"varint,5,opt,name=pending_alarms,json=pendingAlarms,proto3" json:"pending_alarms,omitempty"`
 	DeadLetters    int64                  `protobuf:"varint,6,opt,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
 	// answered_by is the node id that produced this status.
-	AnsweredBy    string `protobuf:"bytes,7,opt,name=answered_by,json=answeredBy,proto3" json:"answered_by,omitempty"`
+	AnsweredBy    string              `protobuf:"bytes,7,opt,name=answered_by,json=answeredBy,proto3" json:"answered_by,omitempty"`
+	DataCenters   []*DataCenterStatus `protobuf:"bytes,8,rep,name=data_centers,json=dataCenters,proto3" json:"data_centers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[17]
+	mi := &file_durable_v1_durable_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1249,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[17]
+	mi := &file_durable_v1_durable_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1262,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{17}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StatusResponse) GetClusterPrefix() string {
@@ -1190,6 +1312,13 @@ func (x *StatusResponse) GetAnsweredBy() string {
 		return x.AnsweredBy
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetDataCenters() []*DataCenterStatus {
+	if x != nil {
+		return x.DataCenters
+	}
+	return nil
 }
 
 var File_durable_v1_durable_proto protoreflect.FileDescriptor
@@ -1265,13 +1394,26 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\x05 \x03(\x05R\n" +
 	"partitions\x12%\n" +
-	"\x0eactive_objects\x18\x06 \x01(\x03R\ractiveObjects\"\x9b\x01\n" +
+	"\x0eactive_objects\x18\x06 \x01(\x03R\ractiveObjects\"\xe4\x01\n" +
 	"\x0fPartitionStatus\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x14\n" +
 	"\x05token\x18\x03 \x01(\x03R\x05token\x12%\n" +
 	"\x0epending_alarms\x18\x04 \x01(\x03R\rpendingAlarms\x12\x17\n" +
-	"\ahome_dc\x18\x05 \x01(\tR\x06homeDc\"\xb6\x02\n" +
+	"\ahome_dc\x18\x05 \x01(\tR\x06homeDc\x12\"\n" +
+	"\rmanaged_by_dc\x18\x06 \x01(\tR\vmanagedByDc\x12#\n" +
+	"\rassigned_node\x18\a \x01(\tR\fassignedNode\"\xe2\x01\n" +
+	"\x10DataCenterStatus\x12\x0e\n" +
+	"\x02dc\x18\x01 \x01(\tR\x02dc\x12\x16\n" +
+	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x03R\x04term\x12\x1d\n" +
+	"\n" +
+	"live_nodes\x18\x04 \x01(\x05R\tliveNodes\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x05 \x01(\x05R\n" +
+	"partitions\x12\x18\n" +
+	"\aadopted\x18\x06 \x01(\x05R\aadopted\x129\n" +
+	"\x19last_reassignment_unix_ms\x18\a \x01(\x03R\x16lastReassignmentUnixMs\"\xf7\x02\n" +
 	"\x0eStatusResponse\x12%\n" +
 	"\x0ecluster_prefix\x18\x01 \x01(\tR\rclusterPrefix\x12'\n" +
 	"\x0fpartition_count\x18\x02 \x01(\x05R\x0epartitionCount\x12,\n" +
@@ -1282,7 +1424,8 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\x0epending_alarms\x18\x05 \x01(\x03R\rpendingAlarms\x12!\n" +
 	"\fdead_letters\x18\x06 \x01(\x03R\vdeadLetters\x12\x1f\n" +
 	"\vanswered_by\x18\a \x01(\tR\n" +
-	"answeredBy2J\n" +
+	"answeredBy\x12?\n" +
+	"\fdata_centers\x18\b \x03(\v2\x1c.durable.v1.DataCenterStatusR\vdataCenters2J\n" +
 	"\aObjects\x12?\n" +
 	"\x06Invoke\x12\x19.durable.v1.InvokeRequest\x1a\x1a.durable.v1.InvokeResponse2\xf6\x02\n" +
 	"\x05Admin\x12E\n" +
@@ -1305,7 +1448,7 @@ func file_durable_v1_durable_proto_rawDescGZIP() []byte {
 	return file_durable_v1_durable_proto_rawDescData
 }
 
-var file_durable_v1_durable_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_durable_v1_durable_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_durable_v1_durable_proto_goTypes = []any{
 	(*ObjectRef)(nil),               // 0: durable.v1.ObjectRef
 	(*InvokeRequest)(nil),           // 1: durable.v1.InvokeRequest
@@ -1324,7 +1467,8 @@ var file_durable_v1_durable_proto_goTypes = []any{
 	(*StatusRequest)(nil),           // 14: durable.v1.StatusRequest
 	(*NodeStatus)(nil),              // 15: durable.v1.NodeStatus
 	(*PartitionStatus)(nil),         // 16: durable.v1.PartitionStatus
-	(*StatusResponse)(nil),          // 17: durable.v1.StatusResponse
+	(*DataCenterStatus)(nil),        // 17: durable.v1.DataCenterStatus
+	(*StatusResponse)(nil),          // 18: durable.v1.StatusResponse
 }
 var file_durable_v1_durable_proto_depIdxs = []int32{
 	0,  // 0: durable.v1.InvokeRequest.object:type_name -> durable.v1.ObjectRef
@@ -1335,23 +1479,24 @@ var file_durable_v1_durable_proto_depIdxs = []int32{
 	9,  // 5: durable.v1.ListDeadLettersResponse.dead_letters:type_name -> durable.v1.DeadLetter
 	15, // 6: durable.v1.StatusResponse.nodes:type_name -> durable.v1.NodeStatus
 	16, // 7: durable.v1.StatusResponse.partitions:type_name -> durable.v1.PartitionStatus
-	1,  // 8: durable.v1.Objects.Invoke:input_type -> durable.v1.InvokeRequest
-	5,  // 9: durable.v1.Admin.GetAlarm:input_type -> durable.v1.GetAlarmRequest
-	7,  // 10: durable.v1.Admin.ListAlarms:input_type -> durable.v1.ListAlarmsRequest
-	10, // 11: durable.v1.Admin.ListDeadLetters:input_type -> durable.v1.ListDeadLettersRequest
-	14, // 12: durable.v1.Admin.Status:input_type -> durable.v1.StatusRequest
-	12, // 13: durable.v1.Admin.Drain:input_type -> durable.v1.DrainRequest
-	2,  // 14: durable.v1.Objects.Invoke:output_type -> durable.v1.InvokeResponse
-	6,  // 15: durable.v1.Admin.GetAlarm:output_type -> durable.v1.GetAlarmResponse
-	8,  // 16: durable.v1.Admin.ListAlarms:output_type -> durable.v1.ListAlarmsResponse
-	11, // 17: durable.v1.Admin.ListDeadLetters:output_type -> durable.v1.ListDeadLettersResponse
-	17, // 18: durable.v1.Admin.Status:output_type -> durable.v1.StatusResponse
-	13, // 19: durable.v1.Admin.Drain:output_type -> durable.v1.DrainResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	17, // 8: durable.v1.StatusResponse.data_centers:type_name -> durable.v1.DataCenterStatus
+	1,  // 9: durable.v1.Objects.Invoke:input_type -> durable.v1.InvokeRequest
+	5,  // 10: durable.v1.Admin.GetAlarm:input_type -> durable.v1.GetAlarmRequest
+	7,  // 11: durable.v1.Admin.ListAlarms:input_type -> durable.v1.ListAlarmsRequest
+	10, // 12: durable.v1.Admin.ListDeadLetters:input_type -> durable.v1.ListDeadLettersRequest
+	14, // 13: durable.v1.Admin.Status:input_type -> durable.v1.StatusRequest
+	12, // 14: durable.v1.Admin.Drain:input_type -> durable.v1.DrainRequest
+	2,  // 15: durable.v1.Objects.Invoke:output_type -> durable.v1.InvokeResponse
+	6,  // 16: durable.v1.Admin.GetAlarm:output_type -> durable.v1.GetAlarmResponse
+	8,  // 17: durable.v1.Admin.ListAlarms:output_type -> durable.v1.ListAlarmsResponse
+	11, // 18: durable.v1.Admin.ListDeadLetters:output_type -> durable.v1.ListDeadLettersResponse
+	18, // 19: durable.v1.Admin.Status:output_type -> durable.v1.StatusResponse
+	13, // 20: durable.v1.Admin.Drain:output_type -> durable.v1.DrainResponse
+	15, // [15:21] is the sub-list for method output_type
+	9,  // [9:15] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_durable_v1_durable_proto_init() }
@@ -1369,7 +1514,7 @@ func file_durable_v1_durable_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_durable_v1_durable_proto_rawDesc), len(file_durable_v1_durable_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1,0 +1,211 @@
+package leader
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/durable-run/durable/placement"
+)
+
+// Assignment is the desired placement of one partition: the value of
+// assign/<p>. Only the leader of DC writes it while DC manages the partition;
+// handing it to another data center (adoption, failback) is a write that
+// changes DC.
+type Assignment struct {
+	// Home is the partition's home data center, fixed when the cluster was
+	// created.
+	Home string `json:"home"`
+	// DC is the data center whose leader manages the partition: Home, or
+	// the adopter while Home is down.
+	DC string `json:"dc"`
+	// Node is the node that should own the partition, "" for none yet.
+	Node string `json:"node,omitempty"`
+	// At is when this assignment was written (Unix milliseconds), By the
+	// leader that wrote it and Term that leader's election revision.
+	At   int64  `json:"at"`
+	By   string `json:"by,omitempty"`
+	Term int64  `json:"term,omitempty"`
+
+	// Rev is the mod revision the assignment was read at, 0 if absent; the
+	// write that replaces it compares it.
+	Rev int64 `json:"-"`
+}
+
+// Adopted reports whether the partition is managed away from home.
+func (a Assignment) Adopted() bool { return a.DC != a.Home }
+
+// ParseAssignment decodes the value of assign/<p> read at mod revision rev.
+func ParseAssignment(v []byte, rev int64) (Assignment, error) {
+	var a Assignment
+	if err := json.Unmarshal(v, &a); err != nil || a.Home == "" || a.DC == "" {
+		return Assignment{}, fmt.Errorf("leader: corrupt assignment %q", v)
+	}
+	a.Rev = rev
+	return a, nil
+}
+
+func (a Assignment) encode() string {
+	b, _ := json.Marshal(a)
+	return string(b)
+}
+
+// View is what a leader knows when it plans: the cluster as read from etcd
+// in one revision, plus its own memory of how long each data center has been
+// up or down.
+type View struct {
+	DC        string // the leader's data center
+	Meta      placement.Meta
+	Nodes     map[string]placement.NodeInfo // live registrations
+	Assign    map[int]Assignment
+	Owners    map[int]placement.Owner
+	Now       time.Time
+	DownSince map[string]time.Time // data centers without a live, non-draining node, since when
+	UpSince   map[string]time.Time // data centers with one, since when
+	Grace     time.Duration        // a data center down this long is adopted
+	Stabilise time.Duration        // an adopted partition goes home after its home is up this long
+	MaxMoves  int                  // balancing moves in flight at once per data center
+	Revision  int64                // the etcd revision Nodes, Assign and Owners were read at
+}
+
+// Change is one assignment the leader writes.
+type Change struct {
+	P    int
+	Prev int64 // mod revision compared, 0 = absent
+	Next Assignment
+	Why  string
+}
+
+// Plan returns the assignments the leader of v.DC writes, in this order of
+// duty:
+//   - partitions without an assignment whose home is v.DC (or whose home has
+//     been down for Grace) are assigned to the least-loaded local node;
+//   - a managed partition whose node is gone or draining is reassigned to the
+//     least-loaded local node at once;
+//   - a managed partition away from home goes back (DC set to its home; the
+//     home's leader then picks the node) once its home has been up for
+//     Stabilise;
+//   - partitions managed by a data center down for Grace are adopted;
+//   - finally, with at most MaxMoves moves in flight, one partition at a time
+//     moves from the most to the least loaded local node until loads differ
+//     by at most one (sticky: nothing moves when balanced).
+//
+// With no live, non-draining local node it writes nothing: there is nowhere
+// to put a partition, and another data center adopts after Grace.
+func Plan(v View) []Change {
+	var local []string
+	for id, ni := range v.Nodes {
+		if ni.DC == v.DC && !ni.Draining {
+			local = append(local, id)
+		}
+	}
+	if len(local) == 0 {
+		return nil
+	}
+	sort.Strings(local)
+	isLocal := make(map[string]bool, len(local))
+	load := make(map[string]int, len(local))
+	for _, id := range local {
+		isLocal[id] = true
+		load[id] = 0
+	}
+	cur := make(map[int]Assignment, len(v.Assign))
+	for p, a := range v.Assign {
+		cur[p] = a
+		if a.DC == v.DC && isLocal[a.Node] {
+			load[a.Node]++
+		}
+	}
+	// pick returns the least-loaded local node (ties by id) and counts p
+	// on it.
+	pick := func() string {
+		best := local[0]
+		for _, id := range local[1:] {
+			if load[id] < load[best] {
+				best = id
+			}
+		}
+		load[best]++
+		return best
+	}
+	since := func(m map[string]time.Time, dc string, d time.Duration) bool {
+		t, ok := m[dc]
+		return ok && v.Now.Sub(t) >= d
+	}
+	at := v.Now.UnixMilli()
+	var out []Change
+	set := func(p int, next Assignment, why string) {
+		next.At = at
+		prev := cur[p]
+		out = append(out, Change{P: p, Prev: prev.Rev, Next: next, Why: why})
+		next.Rev = -1 // written in this plan: not moved again by balancing
+		cur[p] = next
+	}
+
+	for p := 0; p < v.Meta.Partitions; p++ {
+		a, ok := cur[p]
+		switch {
+		case !ok:
+			home := v.Meta.Home(p)
+			if home == v.DC {
+				set(p, Assignment{Home: home, DC: v.DC, Node: pick()}, "new partition")
+			} else if since(v.DownSince, home, v.Grace) {
+				set(p, Assignment{Home: home, DC: v.DC, Node: pick()}, "new partition, home down")
+			}
+		case a.DC == v.DC && a.Home != v.DC && since(v.UpSince, a.Home, v.Stabilise):
+			if isLocal[a.Node] {
+				load[a.Node]--
+			}
+			set(p, Assignment{Home: a.Home, DC: a.Home, Node: a.Node}, "home is back")
+		case a.DC == v.DC && !isLocal[a.Node]:
+			set(p, Assignment{Home: a.Home, DC: v.DC, Node: pick()}, "node gone or draining")
+		case a.DC != v.DC && since(v.DownSince, a.DC, v.Grace):
+			set(p, Assignment{Home: a.Home, DC: v.DC, Node: pick()}, "data center "+a.DC+" down")
+		}
+	}
+	return append(out, balance(v, cur, local, isLocal, load)...)
+}
+
+// balance moves one partition at a time from the most to the least loaded
+// local node, keeping at most v.MaxMoves moves in flight. Only settled
+// partitions move (owned by their assigned node), so a move never chases
+// another.
+func balance(v View, cur map[int]Assignment, local []string, isLocal map[string]bool, load map[string]int) []Change {
+	inFlight := 0
+	byNode := map[string][]int{}
+	for p := 0; p < v.Meta.Partitions; p++ {
+		a, ok := cur[p]
+		if !ok || a.DC != v.DC || !isLocal[a.Node] {
+			continue
+		}
+		if o, owned := v.Owners[p]; !owned || o.Node != a.Node || a.Rev < 0 {
+			inFlight++
+			continue
+		}
+		byNode[a.Node] = append(byNode[a.Node], p)
+	}
+	var out []Change
+	for budget := v.MaxMoves - inFlight; budget > 0; budget-- {
+		hi, lo := local[0], local[0]
+		for _, id := range local {
+			if load[id] > load[hi] || (load[id] == load[hi] && id > hi) {
+				hi = id
+			}
+			if load[id] < load[lo] {
+				lo = id
+			}
+		}
+		if load[hi]-load[lo] <= 1 || len(byNode[hi]) == 0 {
+			break
+		}
+		ps := byNode[hi]
+		p := ps[len(ps)-1]
+		byNode[hi] = ps[:len(ps)-1]
+		a := cur[p]
+		load[hi]--
+		load[lo]++
+		out = append(out, Change{P: p, Prev: a.Rev, Next: Assignment{Home: a.Home, DC: a.DC, Node: lo, At: v.Now.UnixMilli()}, Why: "rebalance"})
+	}
+	return out
+}
