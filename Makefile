@@ -5,7 +5,7 @@ PROTOC_GEN_GO        ?= v1.36.12
 PROTOC_GEN_GO_GRPC   ?= v1.6.2
 GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 
-.PHONY: help build test test-short vet fmt proto proto-tools dev
+.PHONY: help build test test-short vet fmt proto proto-tools dev binaries images demo demo-down chaos chaos-short
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,3 +34,29 @@ proto-tools: ## install the protobuf generators at pinned versions
 proto: proto-tools ## regenerate proto/durable/v1/*.pb.go
 	PATH="$(GOBIN):$$PATH" buf lint
 	PATH="$(GOBIN):$$PATH" buf generate
+
+binaries: ## build static bin/durable and bin/etcd (from the etcd server module) for the images
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/durable ./cmd/durable
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/etcd go.etcd.io/etcd/server/v3
+
+images: binaries ## build the durable:dev and durable-etcd:dev images (FROM scratch, nothing pulled)
+	docker build -q -f deploy/durable.Dockerfile -t durable:dev .
+	docker build -q -f deploy/etcd.Dockerfile -t durable-etcd:dev .
+
+demo: images ## build the images and start the docker-compose demo
+	docker-compose up -d
+	docker-compose ps
+
+demo-down: ## stop the demo and delete its volumes
+	docker-compose down -v
+
+CHAOS_DURATION ?= 5m
+CHAOS_SEED     ?=
+CHAOS_FAULTS   ?=
+
+chaos: ## long chaos run (CHAOS_DURATION=5m, CHAOS_SEED, CHAOS_FAULTS=kill-node,...): processes, then containers; prints the report
+	DURABLE_CHAOS_DURATION=$(CHAOS_DURATION) DURABLE_CHAOS_SEED=$(CHAOS_SEED) DURABLE_CHAOS_FAULTS=$(CHAOS_FAULTS) \
+		$(GO) test -count=1 -v -timeout 3h -run 'TestChaos' ./chaos
+
+chaos-short: ## the short chaos profile (40 s of faults per target), as `make test` and CI run it
+	$(MAKE) chaos CHAOS_DURATION=40s

@@ -8,6 +8,8 @@ package client
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -139,9 +141,11 @@ func ByID(id string) Ref { return &durablev1.ObjectRef{Ref: &durablev1.ObjectRef
 
 // Invoke calls method on an object and returns its reply. It retries what the
 // server marked safe to retry, and moves to another node when one cannot be
-// reached.
+// reached. Every attempt carries the same fresh request id, so a retry of a
+// call that did run (its reply lost with a connection) returns that run's
+// reply instead of running again.
 func (c *Client) Invoke(ctx context.Context, class string, ref Ref, method string, payload []byte) (*durablev1.InvokeResponse, error) {
-	req := &durablev1.InvokeRequest{Class: class, Object: ref, Method: method, Payload: payload}
+	req := &durablev1.InvokeRequest{Class: class, Object: ref, Method: method, Payload: payload, RequestId: newRequestID()}
 	p := c.partitionOf(class, ref)
 	var resp *durablev1.InvokeResponse
 	err := c.retry(ctx, func(ctx context.Context) (bool, error) {
@@ -164,6 +168,12 @@ func (c *Client) Invoke(ctx context.Context, class string, ref Ref, method strin
 		return false, err
 	})
 	return resp, err
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // partitionOf returns the object's partition, or -1 when the client does not

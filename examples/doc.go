@@ -1,5 +1,6 @@
 // Package examples holds the example classes shipped in the durable binary:
-// Batcher, Counter, Reminder and Cleaner. They follow Cloudflare's Alarms API
+// Batcher, Counter, Reminder and Cleaner, plus Witness, the chaos workload's
+// class. They follow Cloudflare's Alarms API
 // examples and exercise every part of the runtime: restoring state in the
 // factory under BlockConcurrencyWhile, ordered List, DeleteAll, setting,
 // reading and re-arming alarms, and delivering to an upstream HTTP endpoint
@@ -80,6 +81,7 @@ func Register(reg *node.Registry, cfg Config) error {
 		node.RegisterClass(reg, "Counter", newCounter),
 		node.RegisterClass(reg, "Reminder", newReminder(cfg)),
 		node.RegisterClass(reg, "Cleaner", newCleaner(cfg)),
+		node.RegisterClass(reg, "Witness", newWitness(cfg)),
 	} {
 		if err != nil {
 			return err

@@ -11,6 +11,7 @@
 //	<prefix>alarm/<p>/<class>/<id>                 authoritative alarm record
 //	<prefix>due/<p>/<due-ms>/<class>/<id>          time-ordered index of alarm/, written in the same Txn
 //	<prefix>dead/<p>/<class>/<id>/<scheduled-ms>   abandoned alarms
+//	<prefix>req/<p>/<class>/<id>                   the object's last request ids and replies (retry deduplication)
 //
 // Partitions are written as 5 decimal digits and times as 16 decimal digits of
 // Unix milliseconds, both zero-padded, so that byte order is numeric order.
@@ -79,6 +80,11 @@ func ParsePartitionKey(key, prefix string) (int, bool) {
 // Object is the metadata key of an object.
 func (s Space) Object(p int, class, id string) string {
 	return s.prefix + "obj/" + part(p) + "/" + class + "/" + id
+}
+
+// Requests is the key of an object's remembered request ids.
+func (s Space) Requests(p int, class, id string) string {
+	return s.prefix + "req/" + part(p) + "/" + class + "/" + id
 }
 
 // DataPrefix is the prefix of every storage key of an object.

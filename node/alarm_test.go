@@ -1293,3 +1293,57 @@ func TestAlarmWritesAfterTheTimeLimitAreDiscarded(t *testing.T) {
 	e.waitNoRecord("a")
 	require.Equal(t, "<none>", e.read("a", "late"))
 }
+
+// TestAlarmSetByACommitOfUnknownOutcomeFires: the commit of SetAlarm lands
+// in etcd but the node is told it failed (COMMIT_UNKNOWN). The alarm is in
+// etcd but was never scheduled; the node looks at it again and it fires on
+// time.
+func TestAlarmSetByACommitOfUnknownOutcomeFires(t *testing.T) {
+	e := newAlarmEnv(t, nil)
+	p, id := e.objectID("a")
+	alarmKey := e.n.Keys().Alarm(p, probeClass, id)
+	var lied atomic.Bool
+	e.setHook(func(ops []clientv3.Op) error {
+		for _, op := range ops {
+			if op.IsPut() && string(op.KeyBytes()) == alarmKey && lied.CompareAndSwap(false, true) {
+				// Apply the commit, then report a failure, as a connection
+				// cut after etcd applied the Txn would.
+				_, err := e.client.Txn(context.Background()).Then(ops...).Commit()
+				require.NoError(t, err)
+				return errors.New("injected: connection lost after the commit")
+			}
+		}
+		return nil
+	})
+	T := e.now().Add(10 * time.Second)
+	_, err := e.invoke(probeClass, "a", "set", fmtTime(T))
+	require.ErrorIs(t, err, durable.ErrCommitUnknown)
+	require.NotNil(t, e.record("a"), "the alarm did land")
+	e.eventually(func() bool { return e.n.ScheduledAlarms() == 1 }, "the alarm is looked at again")
+	e.advance(e.cfg.SystemRetryDelay)
+	e.eventually(func() bool { return e.n.ScheduledAlarms() == 1 }, "rescheduled at its time")
+	e.advanceTo(T.Add(-time.Millisecond))
+	e.requireRunsStay(0, "before its time")
+	e.advance(time.Millisecond)
+	requireRun(t, e.waitRuns(1)[0], 0, T)
+	e.waitNoRecord("a")
+}
+
+// TestReclaimIgnoresAStaleWindow: a window left behind by an earlier tenure
+// of the partition (an extension that raced with the drop) must not stop
+// the next claim from loading the alarms it covers.
+func TestReclaimIgnoresAStaleWindow(t *testing.T) {
+	e := newAlarmEnv(t, nil)
+	T := e.now().Add(10 * time.Second)
+	e.set("a", T)
+	p, _ := e.objectID("a")
+	token := e.n.token(p)
+	require.NotZero(t, token)
+	e.n.sched.dropPartition(p)
+	e.n.sched.openWindow(p, e.now().Add(e.cfg.AlarmWindow)) // stale and empty
+	require.Zero(t, e.n.ScheduledAlarms())
+	e.n.adopt(context.Background(), p, token)
+	require.Equal(t, 1, e.n.ScheduledAlarms(), "the claim loaded the alarm")
+	e.advanceTo(T)
+	requireRun(t, e.waitRuns(1)[0], 0, T)
+}

@@ -486,6 +486,10 @@ func (n *Node) adopt(ctx context.Context, p int, token int64) {
 	n.changedLocked()
 	n.mu.Unlock()
 	n.log.Debug("partition claimed", "partition", p, "token", token)
+	// A window left from an earlier tenure (a load that raced with the
+	// drop) would make the load below skip the range it covers: start
+	// from nothing.
+	n.sched.dropPartition(p)
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
 		err := n.loadWindow(ctx, p)
 		if err == nil || n.token(p) != token || ctx.Err() != nil {
@@ -540,6 +544,10 @@ func (n *Node) windowLoop() {
 			return
 		case <-tick.Chan():
 			for p := range n.sched.loaded() {
+				if n.token(p) == 0 {
+					n.sched.dropPartition(p) // no longer ours: a load raced with the drop
+					continue
+				}
 				if err := n.loadWindow(n.ctx, p); err != nil && n.ctx.Err() == nil {
 					n.log.Warn("extending alarm window failed; will retry", "partition", p, "err", err)
 				}

@@ -21,6 +21,7 @@ type call struct {
 	method  string
 	payload []byte
 	name    string
+	rid     string // request id, "" for none
 	reply   chan callResult
 }
 
@@ -67,6 +68,11 @@ type object struct {
 	cache       map[string]cacheEntry
 	alarm       *alarmstore.Record // committed alarm, valid when alarmLoaded
 	alarmLoaded bool
+
+	// reqs are the remembered request ids (see dedup.go), valid when
+	// reqsLoaded; only the object's goroutine uses them.
+	reqs       []reqEntry
+	reqsLoaded bool
 }
 
 func newObject(n *Node, class Class, id durable.ID, p int) *object {
@@ -169,6 +175,7 @@ func (o *object) reset() {
 	o.cache = map[string]cacheEntry{}
 	o.alarm, o.alarmLoaded = nil, false
 	o.smu.Unlock()
+	o.reqsLoaded = false // a commit of unknown outcome may have recorded one
 }
 
 // resetAndFailQueued resets the object and fails the calls that were queued
@@ -388,6 +395,17 @@ func (o *object) handleCall(c *call) {
 	o.smu.Unlock()
 	tx := o.beginEvent(token, false)
 	defer o.endEvent()
+	if c.rid != "" {
+		if err := o.loadRequests(c.ctx); err != nil {
+			c.reply <- callResult{err: err}
+			return
+		}
+		if e, ok := o.seenRequest(c.rid); ok {
+			out, err := replayReply(e)
+			c.reply <- callResult{payload: out, err: err}
+			return
+		}
+	}
 	if err := o.ensureInstance(c.ctx); err != nil {
 		o.resetAndFailQueuedIfBroken(tx)
 		o.reset()
@@ -409,8 +427,18 @@ func (o *object) handleCall(c *call) {
 		c.reply <- callResult{err: o.classifyHandlerErr(err, how)}
 		return
 	}
+	if c.rid != "" {
+		op, ring := o.rememberOp(c.rid, out)
+		tx.remember, tx.ring = &op, ring
+	}
 	if err := o.commit(tx, o.desiredAlarm(tx, nil)); err != nil {
 		o.resetAndFailQueued(err)
+		if tx.alarmTouched {
+			// The commit may have landed (its outcome is unknown): look at
+			// the stored alarm soon, since the window already passed its
+			// time range and will not load it again.
+			o.n.sched.retryAt(o.key, o.p, o.n.now().Add(o.n.cfg.SystemRetryDelay))
+		}
 		c.reply <- callResult{err: err}
 		return
 	}

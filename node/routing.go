@@ -88,6 +88,12 @@ func (n *Node) invoke(ctx context.Context, hops int, className string, ref Ref, 
 		return Result{}, fmt.Errorf("%w: node is starting", durable.ErrUnavailable)
 	}
 	p := n.partitionOf(id)
+	// Every call carries a request id, so that retries here (a forward
+	// cut mid-call, an owner that vanished) and by the caller cannot apply
+	// it twice.
+	if requestIDFrom(ctx) == "" {
+		ctx = WithRequestID(ctx, NewRequestID())
+	}
 	for {
 		if err := n.gate(ctx); err != nil {
 			return Result{}, err
@@ -144,7 +150,7 @@ func waitView(ctx context.Context, changed <-chan struct{}, retry bool) error {
 
 // invokeLocal runs the invocation on this node's object.
 func (n *Node) invokeLocal(ctx context.Context, class Class, id durable.ID, p int, name, method string, payload []byte) (Result, error) {
-	c := &call{ctx: ctx, method: method, payload: payload, name: name, reply: make(chan callResult, 1)}
+	c := &call{ctx: ctx, method: method, payload: payload, name: name, rid: requestIDFrom(ctx), reply: make(chan callResult, 1)}
 	n.mu.Lock()
 	o := n.objectLocked(class, id, p)
 	if o == nil {
@@ -179,7 +185,7 @@ func (n *Node) forward(ctx context.Context, addr string, hops int, class string,
 		obj.Ref = &durablev1.ObjectRef_Name{Name: ref.Name}
 	}
 	resp, err := durablev1.NewObjectsClient(conn).Invoke(ctx, &durablev1.InvokeRequest{
-		Class: class, Object: obj, Method: method, Payload: payload,
+		Class: class, Object: obj, Method: method, Payload: payload, RequestId: requestIDFrom(ctx),
 	})
 	if err != nil {
 		return Result{}, err
@@ -189,7 +195,9 @@ func (n *Node) forward(ctx context.Context, addr string, hops int, class string,
 
 // retryableRemote reports whether a forwarded call failed in a way that
 // means "try the partition's next owner": the peer was unreachable or said
-// it does not own the partition. Nothing was applied in either case.
+// it does not own the partition. An unreachable peer may have run the call
+// before the connection broke; its request id makes the retry return that
+// run's reply instead of running again.
 func retryableRemote(err error) bool {
 	if errors.Is(err, durable.ErrUnavailable) {
 		return true

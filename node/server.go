@@ -43,6 +43,12 @@ func refOf(r *durablev1.ObjectRef) Ref {
 }
 
 func (s *objectsServer) Invoke(ctx context.Context, req *durablev1.InvokeRequest) (*durablev1.InvokeResponse, error) {
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, ToStatus(err, "")
+	}
+	if rid := req.GetRequestId(); rid != "" {
+		ctx = WithRequestID(ctx, rid)
+	}
 	res, err := s.n.invoke(ctx, hopsFrom(ctx), req.GetClass(), refOf(req.GetObject()), req.GetMethod(), req.GetPayload())
 	if err != nil {
 		owner := ""

@@ -35,6 +35,9 @@ type eventTx struct {
 	alarmDue     time.Time // the alarm set (zero: deleted)
 
 	broken error // BlockConcurrencyWhile failed: the event must fail
+
+	remember *clientv3.Op // records the request id, committed with any write
+	ring     []reqEntry   // the object's request ring once remember commits
 }
 
 func (tx *eventTx) snapshot() *eventTx {
@@ -610,6 +613,10 @@ func (o *object) commitOps(tx *eventTx, extra []clientv3.Op, next alarmState) er
 	}
 	ops := o.storageOpsLocked(tx)
 	ops = append(ops, extra...)
+	remembered := len(ops) > 0 && tx.remember != nil
+	if remembered {
+		ops = append(ops, *tx.remember)
+	}
 	if len(ops) > 0 && o.name != "" && !o.nameStored {
 		ops = append(ops, clientv3.OpPut(o.n.keys.Object(o.p, o.key.class, o.key.id), o.name))
 	}
@@ -630,6 +637,9 @@ func (o *object) commitOps(tx *eventTx, extra []clientv3.Op, next alarmState) er
 	}
 	if o.name != "" {
 		o.nameStored = true
+	}
+	if remembered {
+		o.reqs = tx.ring
 	}
 	var due time.Time
 	if !next.keep {

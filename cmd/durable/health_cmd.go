@@ -2,23 +2,42 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/durable-run/durable/client"
 )
 
-// newHealthCmd probes a node's gRPC health service; container health checks
-// use it because scratch images have no shell or curl.
+// newHealthCmd probes a node's gRPC health service, an etcd member or an
+// HTTP endpoint; container health checks use it because scratch images have
+// no shell or curl.
 func newHealthCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "health",
-		Short: "Exit 0 if the node at --addr reports SERVING",
+		Short: "Exit 0 if the node at --addr reports SERVING (or the etcd member at --probe-etcd has a leader, or --probe-http answers 200)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			fs := cmd.Flags()
+			etcd, _ := fs.GetString("probe-etcd")
+			url, _ := fs.GetString("probe-http")
+			timeout, _ := fs.GetDuration("timeout")
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			switch {
+			case etcd != "" && url != "":
+				return usageError{errors.New("give --probe-etcd or --probe-http, not both")}
+			case etcd != "":
+				return etcdHealth(ctx, cmd, etcd)
+			case url != "":
+				return httpHealth(ctx, cmd, url)
+			}
 			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
 				resp, err := healthpb.NewHealthClient(c.Conn()).Check(ctx, &healthpb.HealthCheckRequest{})
 				if err != nil {
@@ -33,5 +52,41 @@ func newHealthCmd() *cobra.Command {
 		},
 	}
 	addClientFlags(cmd, 3*time.Second)
+	cmd.Flags().String("probe-etcd", "", "probe this etcd member's client URL instead: healthy when it knows a raft leader")
+	cmd.Flags().String("probe-http", "", "probe this URL instead: healthy when it answers 200")
 	return cmd
+}
+
+func etcdHealth(ctx context.Context, cmd *cobra.Command, endpoint string) error {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	st, err := cli.Status(ctx, endpoint)
+	if err != nil {
+		return fmt.Errorf("etcd %s: %w", endpoint, err)
+	}
+	if st.Leader == 0 {
+		return fmt.Errorf("etcd %s has no leader", endpoint)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "etcd member %x healthy, leader %x\n", st.Header.MemberId, st.Leader)
+	return nil
+}
+
+func httpHealth(ctx context.Context, cmd *cobra.Command, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return usageError{err}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s", url, resp.Status)
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), "OK")
+	return nil
 }

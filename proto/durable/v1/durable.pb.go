@@ -109,11 +109,17 @@ func (*ObjectRef_Name) isObjectRef_Ref() {}
 func (*ObjectRef_Id) isObjectRef_Ref() {}
 
 type InvokeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Class         string                 `protobuf:"bytes,1,opt,name=class,proto3" json:"class,omitempty"`
-	Object        *ObjectRef             `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
-	Method        string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
-	Payload       []byte                 `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Class   string                 `protobuf:"bytes,1,opt,name=class,proto3" json:"class,omitempty"`
+	Object  *ObjectRef             `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	Method  string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	Payload []byte                 `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
+	// request_id, when set, makes retries of this call safe: an invocation
+	// whose event committed writes is remembered under its request id (the
+	// object's last 16), and a retry with the same id gets the stored reply
+	// instead of running again. Clients set a fresh random id per call and
+	// keep it across retries. At most 128 bytes.
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -174,6 +180,13 @@ func (x *InvokeRequest) GetPayload() []byte {
 		return x.Payload
 	}
 	return nil
+}
+
+func (x *InvokeRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type InvokeResponse struct {
@@ -1330,12 +1343,14 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\tObjectRef\x12\x14\n" +
 	"\x04name\x18\x01 \x01(\tH\x00R\x04name\x12\x10\n" +
 	"\x02id\x18\x02 \x01(\tH\x00R\x02idB\x05\n" +
-	"\x03ref\"\x86\x01\n" +
+	"\x03ref\"\xa5\x01\n" +
 	"\rInvokeRequest\x12\x14\n" +
 	"\x05class\x18\x01 \x01(\tR\x05class\x12-\n" +
 	"\x06object\x18\x02 \x01(\v2\x15.durable.v1.ObjectRefR\x06object\x12\x16\n" +
 	"\x06method\x18\x03 \x01(\tR\x06method\x12\x18\n" +
-	"\apayload\x18\x04 \x01(\fR\apayload\"\x97\x01\n" +
+	"\apayload\x18\x04 \x01(\fR\apayload\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"\x97\x01\n" +
 	"\x0eInvokeResponse\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x14\n" +

@@ -1,0 +1,114 @@
+package chaos
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/durable-run/durable/examples"
+)
+
+var base = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func at(ms int) time.Time { return base.Add(time.Duration(ms) * time.Millisecond) }
+
+func alarmRun(obj string, due, start, end int, node string, failed bool) examples.WitnessEvent {
+	return examples.WitnessEvent{Object: obj, Kind: "alarm", Node: node, Token: 1, Start: at(start), End: at(end), Scheduled: at(due), Failed: failed}
+}
+
+// clean is a history that breaks nothing: two alarms (one flaky, retried),
+// a counter with concurrent adds and reads, and an add of unknown outcome
+// that did take effect.
+func clean() History {
+	return History{
+		Alarms: []AlarmSet{
+			{Object: "a", Due: at(1000), Result: OK, Call: at(0), Return: at(10)},
+			{Object: "b", Due: at(1000), Flaky: 1, Result: OK, Call: at(0), Return: at(10)},
+			{Object: "c", Due: at(1000), Result: Unknown, Call: at(0), Return: at(10)}, // may never fire
+		},
+		Events: []examples.WitnessEvent{
+			alarmRun("a", 1000, 1003, 1005, "n1", false),
+			alarmRun("b", 1000, 1002, 1004, "n1", true),
+			alarmRun("b", 1000, 3004, 3006, "n2", false),
+			{Object: "x", Kind: "invoke:add", Start: at(1), End: at(2)},
+			{Object: "x", Kind: "invoke:add", Start: at(3), End: at(4)},
+		},
+		Ops: []Op{
+			{Object: "x", Kind: "add", Arg: 1, Out: 1, Result: OK, Call: at(0), Return: at(5)},
+			{Object: "x", Kind: "add", Arg: 2, Result: Unknown, Call: at(1), Return: at(6)},
+			{Object: "x", Kind: "read", Out: 3, Result: OK, Call: at(7), Return: at(8)},
+			{Object: "x", Kind: "add", Arg: 5, Result: Failed, Call: at(9), Return: at(10)},
+			{Object: "x", Kind: "read", Out: 3, Result: OK, Call: at(11), Return: at(12)},
+		},
+		Faults: []Fault{{Name: "kill-node", Start: at(2000), Heal: at(2500)}},
+	}
+}
+
+func TestCleanHistoryPasses(t *testing.T) {
+	r := Check(clean(), time.Second)
+	require.True(t, r.OK(), r.String())
+	require.Equal(t, 2, r.AlarmsAcked)
+	require.Equal(t, 2, r.AlarmsFired)
+	require.Equal(t, 1, r.FailedOnPurposeRuns)
+	require.Equal(t, 1, r.Calm.N, "the flaky alarm is not counted for lateness")
+	require.Equal(t, 3*time.Millisecond, r.Calm.Max)
+	require.Contains(t, r.String(), "PASS")
+}
+
+func TestCheckerFlagsEachViolation(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(h *History)
+		kind   string
+		object string
+	}{
+		{"lost alarm", func(h *History) { h.Events = h.Events[1:] }, "lost-alarm", "a"},
+		{"lost after failures only", func(h *History) { h.Events = append(h.Events[:2], h.Events[3:]...) }, "lost-alarm", "b"},
+		{"early fire", func(h *History) { h.Events[0] = alarmRun("a", 1000, 999, 1001, "n1", false) }, "early-alarm", "a"},
+		{"fire nobody set", func(h *History) { h.Events = append(h.Events, alarmRun("z", 5, 6, 7, "n1", false)) }, "unknown-alarm", "z"},
+		{"overlap on two nodes", func(h *History) {
+			h.Events = append(h.Events, examples.WitnessEvent{Object: "a", Kind: "invoke:read", Node: "n2", Token: 2, Start: at(1004), End: at(1010)})
+		}, "overlap", "a"},
+		{"stale read", func(h *History) { h.Ops[4].Out = 1 }, "not-linearizable", "x"},
+		{"lost acknowledged write", func(h *History) { h.Ops[2].Out = 0 }, "not-linearizable", "x"},
+		{"failed write applied", func(h *History) { h.Ops[4].Out = 8 }, "not-linearizable", "x"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := clean()
+			tc.mutate(&h)
+			r := Check(h, time.Second)
+			require.False(t, r.OK())
+			require.Len(t, r.Violations, 1, r.String())
+			require.Equal(t, tc.kind, r.Violations[0].Kind)
+			require.Equal(t, tc.object, r.Violations[0].Object)
+			require.True(t, strings.Contains(r.String(), "VIOLATION "+tc.kind), r.String())
+		})
+	}
+}
+
+func TestLatenessIsSplitByFaults(t *testing.T) {
+	h := History{
+		Alarms: []AlarmSet{
+			{Object: "calm", Due: at(1000), Result: OK},
+			{Object: "hit", Due: at(2100), Result: OK},
+			{Object: "dup", Due: at(4000), Result: OK},
+		},
+		Events: []examples.WitnessEvent{
+			alarmRun("calm", 1000, 1002, 1003, "n1", false),
+			alarmRun("hit", 2100, 5100, 5101, "n2", false),
+			alarmRun("dup", 4000, 4001, 4002, "n1", false),
+			alarmRun("dup", 4000, 4010, 4011, "n2", false),
+		},
+		Faults: []Fault{{Name: "kill-node", Target: "n3", Start: at(2000), Heal: at(2200)}},
+	}
+	r := Check(h, time.Second)
+	require.True(t, r.OK(), r.String())
+	require.Equal(t, 2, r.Calm.N)
+	require.Equal(t, 1, r.DuringFaults.N)
+	require.Equal(t, 3*time.Second, r.DuringFaults.Max)
+	require.Equal(t, 3*time.Second, r.Failover["kill-node"])
+	require.Equal(t, 1, r.DuplicateRuns)
+}

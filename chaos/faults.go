@@ -1,0 +1,126 @@
+package chaos
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+)
+
+// Target is what faults act on: real processes (Procs) or containers.
+type Target interface {
+	Nodes() int
+	DC(i int) string
+	Kill(i int)    // abrupt: SIGKILL
+	Restart(i int) // start node i again and wait until it is healthy
+	Pause(i int)   // SIGSTOP
+	Resume(i int)  // SIGCONT
+	Leader(dc string) int
+	EtcdMembers() int
+	StopEtcd(i int)
+	StartEtcd(i int)
+	// Disconnect cuts node i off the network; Reconnect heals it. A target
+	// that cannot do it returns ErrUnsupported.
+	Disconnect(i int) error
+	Reconnect(i int) error
+}
+
+// ErrUnsupported means a target cannot inject a fault.
+var ErrUnsupported = errors.New("chaos: fault not supported by this target")
+
+// Timing is the cluster's timing, from which faults size their holds.
+type Timing struct {
+	LeaseTTL, DCGrace, Stabilise time.Duration
+}
+
+// FaultFunc injects one fault, holds it, heals it and says what it did.
+type FaultFunc func(t Target, rng *rand.Rand, tm Timing) (Fault, error)
+
+// Faults are the named injectable faults.
+var Faults = map[string]FaultFunc{
+	"kill-node": func(t Target, rng *rand.Rand, tm Timing) (Fault, error) {
+		return killAndRestart(t, "kill-node", rng.IntN(t.Nodes()), tm.LeaseTTL+time.Second), nil
+	},
+	"kill-leader": func(t Target, rng *rand.Rand, tm Timing) (Fault, error) {
+		dc := t.DC(rng.IntN(t.Nodes()))
+		i := t.Leader(dc)
+		if i < 0 {
+			return Fault{}, fmt.Errorf("chaos: no leader in %s", dc)
+		}
+		return killAndRestart(t, "kill-leader", i, tm.LeaseTTL+time.Second), nil
+	},
+	"pause-node": func(t Target, rng *rand.Rand, tm Timing) (Fault, error) {
+		i := rng.IntN(t.Nodes())
+		// Beyond the lease: a zombie when it wakes.
+		return hold("pause-node", i, 2*tm.LeaseTTL, func() { t.Pause(i) }, func() { t.Resume(i) }), nil
+	},
+	"kill-dc": func(t Target, rng *rand.Rand, tm Timing) (Fault, error) {
+		dc := t.DC(rng.IntN(t.Nodes()))
+		f := Fault{Name: "kill-dc", Target: dc, Start: time.Now()}
+		var victims []int
+		for i := 0; i < t.Nodes(); i++ {
+			if t.DC(i) == dc {
+				victims = append(victims, i)
+				t.Kill(i)
+			}
+		}
+		time.Sleep(tm.LeaseTTL + tm.DCGrace + 2*time.Second) // long enough to be adopted
+		for _, i := range victims {
+			t.Restart(i)
+		}
+		f.Heal = time.Now()
+		return f, nil
+	},
+	"kill-etcd": func(t Target, rng *rand.Rand, tm Timing) (Fault, error) {
+		i := rng.IntN(t.EtcdMembers())
+		return hold("kill-etcd", i, tm.LeaseTTL+time.Second, func() { t.StopEtcd(i) }, func() { t.StartEtcd(i) }), nil
+	},
+	"cut-node": func(t Target, rng *rand.Rand, tm Timing) (Fault, error) {
+		i := rng.IntN(t.Nodes())
+		f := Fault{Name: "cut-node", Target: fmt.Sprint(i), Start: time.Now()}
+		if err := t.Disconnect(i); err != nil {
+			return Fault{}, err
+		}
+		time.Sleep(2 * tm.LeaseTTL)
+		if err := t.Reconnect(i); err != nil {
+			return Fault{}, err
+		}
+		f.Heal = time.Now()
+		return f, nil
+	},
+}
+
+func killAndRestart(t Target, name string, i int, d time.Duration) Fault {
+	return hold(name, i, d, func() { t.Kill(i) }, func() { t.Restart(i) })
+}
+
+// hold injects a fault on target i, keeps it for d and heals it.
+func hold(name string, i int, d time.Duration, inject, heal func()) Fault {
+	f := Fault{Name: name, Target: fmt.Sprint(i), Start: time.Now()}
+	inject()
+	time.Sleep(d)
+	heal()
+	f.Heal = time.Now()
+	return f
+}
+
+// Inject runs faults drawn from names (seeded) one after another, with gap
+// between them, until the deadline, and returns what was injected.
+func Inject(t Target, names []string, seed uint64, tm Timing, until time.Time, gap time.Duration, log *slog.Logger) ([]Fault, error) {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	var out []Fault
+	for time.Now().Before(until) {
+		name := names[rng.IntN(len(names))]
+		f, err := Faults[name](t, rng, tm)
+		if err != nil {
+			return out, fmt.Errorf("%s: %w", name, err)
+		}
+		log.Info("fault", "name", f.Name, "target", f.Target, "held", f.Heal.Sub(f.Start).Round(time.Millisecond))
+		out = append(out, f)
+		time.Sleep(gap)
+	}
+	return out, nil
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
