@@ -176,7 +176,13 @@ func (r *Report) checkAlarms(h History, settle time.Duration) {
 		if a.Flaky > 0 {
 			continue // its success comes after deliberate retries
 		}
-		s := lateSample{object: a.Object, due: a.Due, ran: first[k]}
+		// An alarm acknowledged after its time (a slow call) is due from
+		// its acknowledgement: a time in the past fires at once.
+		due := a.Due
+		if a.Return.After(due) {
+			due = a.Return
+		}
+		s := lateSample{object: a.Object, due: due, ran: first[k]}
 		if f := faultAt(h.Faults, a.Due, settle); f != nil {
 			during = append(during, s)
 			r.Failover[f.Name] = max(r.Failover[f.Name], s.late())
@@ -202,7 +208,7 @@ type lateSample struct {
 	due, ran time.Time
 }
 
-func (s lateSample) late() time.Duration { return s.ran.Sub(s.due) }
+func (s lateSample) late() time.Duration { return max(s.ran.Sub(s.due), 0) }
 
 func summarise(xs []lateSample) Lateness {
 	if len(xs) == 0 {

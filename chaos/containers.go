@@ -10,11 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
-	durablev1 "github.com/durable-run/durable/proto/durable/v1"
 )
 
 // Compose is the docker-compose demo cluster as a chaos Target: faults are
@@ -30,6 +25,7 @@ type Compose struct {
 	dcs     []string
 	etcd    []string // services of the etcd members
 	// SinkURL and Addrs are the host's view of the sink and the nodes.
+	etcdURL string
 	SinkURL string
 	Addrs   []string
 }
@@ -62,6 +58,7 @@ func StartCompose(tb testing.TB, project, portPrefix, etcdPort string) *Compose 
 		etcd:  []string{"etcd1", "etcd2", "etcd3"},
 	}
 	c.SinkURL = "http://127.0.0.1:" + portPrefix + "80"
+	c.etcdURL = "http://127.0.0.1:" + etcdPort
 	for i := range c.nodes {
 		c.Addrs = append(c.Addrs, fmt.Sprintf("127.0.0.1:%s0%d", portPrefix, i+1))
 	}
@@ -180,30 +177,8 @@ func (c *Compose) Reconnect(i int) error {
 	return nil
 }
 
-// Leader returns the index of dc's leader, asking the nodes through their
-// published ports.
+// Leader returns the index of dc's leader, read from the election keys in
+// etcd (through the published etcd1).
 func (c *Compose) Leader(dc string) int {
-	for _, addr := range c.Addrs {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		st, err := durablev1.NewAdminClient(conn).Status(ctx, &durablev1.StatusRequest{})
-		cancel()
-		conn.Close()
-		if err != nil {
-			continue
-		}
-		for _, d := range st.GetDataCenters() {
-			if d.GetDc() == dc {
-				for i, id := range c.nodes {
-					if id == d.GetLeader() {
-						return i
-					}
-				}
-			}
-		}
-	}
-	return -1
+	return leaderIndex([]string{c.etcdURL}, "/durable/", dc, c.nodes)
 }

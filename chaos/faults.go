@@ -44,7 +44,11 @@ var Faults = map[string]FaultFunc{
 	},
 	"kill-leader": func(t Target, rng *rand.Rand, tm Timing) (Fault, error) {
 		dc := t.DC(rng.IntN(t.Nodes()))
+		// Right after another fault the data center may be electing.
 		i := t.Leader(dc)
+		for deadline := time.Now().Add(4*tm.LeaseTTL + 10*time.Second); i < 0 && time.Now().Before(deadline); i = t.Leader(dc) {
+			time.Sleep(200 * time.Millisecond)
+		}
 		if i < 0 {
 			return Fault{}, fmt.Errorf("chaos: no leader in %s", dc)
 		}

@@ -13,12 +13,15 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/durable-run/durable/embedetcd"
-	durablev1 "github.com/durable-run/durable/proto/durable/v1"
+	"github.com/durable-run/durable/keyspace"
+	"github.com/durable-run/durable/leader"
 	"github.com/durable-run/durable/sink"
 )
 
@@ -261,46 +264,36 @@ func probe(addr string) error {
 	return nil
 }
 
-// Status asks any running, unpaused node for the cluster status.
-func (c *Procs) Status() (*durablev1.StatusResponse, error) {
-	var last error
+// Leader returns the index of dc's leader, or -1.
+func (c *Procs) Leader(dc string) int {
+	ids := make([]string, len(c.Procs))
 	for i, p := range c.Procs {
-		p.mu.Lock()
-		up := p.cmd != nil && !p.paused
-		p.mu.Unlock()
-		if !up {
-			continue
-		}
-		conn, err := grpc.NewClient(c.Procs[i].Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			last = err
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		st, err := durablev1.NewAdminClient(conn).Status(ctx, &durablev1.StatusRequest{})
-		cancel()
-		conn.Close()
-		if err == nil {
-			return st, nil
-		}
-		last = err
+		ids[i] = p.ID
 	}
-	return nil, fmt.Errorf("no node answered status: %v", last)
+	return leaderIndex(c.Endpoints, c.prefix, dc, ids)
 }
 
-// Leader returns the index of dc's leader node, or -1.
-func (c *Procs) Leader(dc string) int {
-	st, err := c.Status()
+// leaderIndex reads dc's leader from the election keys under prefix (not
+// from a node's status, which is slow under load) and returns its index in
+// ids, or -1.
+func leaderIndex(endpoints []string, prefix, dc string, ids []string) int {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return -1
 	}
-	for _, d := range st.GetDataCenters() {
-		if d.GetDc() != dc {
-			continue
-		}
-		for i, p := range c.Procs {
-			if p.ID == d.GetLeader() {
-				return i
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ls, err := leader.Leaders(ctx, cli, keyspace.New(prefix))
+	if err != nil {
+		return -1
+	}
+	for _, l := range ls {
+		if l.DC == dc {
+			for i, id := range ids {
+				if id == l.Node {
+					return i
+				}
 			}
 		}
 	}
