@@ -94,7 +94,7 @@ func (c *Compose) compose(timeout time.Duration, args ...string) string {
 // down tears the project down; on a failed test it logs the nodes' logs
 // first.
 func (c *Compose) down() {
-	if c.tb.Failed() {
+	if c.tb.Failed() || os.Getenv("DURABLE_CHAOS_LOGS") != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		out, _ := exec.CommandContext(ctx, "docker-compose", "-p", c.project, "logs", "--no-color").CombinedOutput()
 		cancel()

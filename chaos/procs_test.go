@@ -126,13 +126,18 @@ func Run(t *testing.T, target Target, addrs, sinkURL string, opts RunOptions) Re
 			t.Errorf("write report: %v", err)
 		}
 	}
-	if !rep.OK() {
+	if path := os.Getenv("DURABLE_CHAOS_HISTORY"); path != "" || !rep.OK() {
 		f, err := os.CreateTemp("", "durable-chaos-history-*.json")
+		if path != "" {
+			f, err = os.Create(path)
+		}
 		if err == nil {
 			_ = json.NewEncoder(f).Encode(History{Alarms: alarms, Ops: ops, Events: events, Faults: faults})
 			f.Close()
 			t.Logf("history written to %s", f.Name())
 		}
+	}
+	if !rep.OK() {
 		t.Errorf("chaos check failed (seed %d)", opts.Seed)
 	}
 	return rep

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -357,17 +358,31 @@ func (n *Node) reconcile(ctx context.Context, lease clientv3.LeaseID) {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.handoff(p) }()
 	}
+	// Claims (a Txn, then a window read each) run side by side: a node
+	// taking over a dead node's partitions serves them all after a few
+	// round trips, not one per partition.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, claimParallelism)
 	for _, p := range claims {
-		token, _, err := placement.Claim(ctx, n.client, n.keys, p, n.cfg.ID, lease)
-		if err != nil {
-			if !errors.Is(err, placement.ErrOwned) && ctx.Err() == nil {
-				n.log.Warn("claim failed", "partition", p, "err", err)
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			token, _, err := placement.Claim(ctx, n.client, n.keys, p, n.cfg.ID, lease)
+			if err != nil {
+				if !errors.Is(err, placement.ErrOwned) && ctx.Err() == nil {
+					n.log.Warn("claim failed", "partition", p, "err", err)
+				}
+				return
 			}
-			continue
-		}
-		n.adopt(ctx, p, token)
+			n.adopt(ctx, p, token)
+		}()
 	}
+	wg.Wait()
 }
+
+// claimParallelism bounds the claims one node runs at once.
+const claimParallelism = 16
 
 // handoff moves p to another node gracefully: no new events start (callers
 // wait and are routed to the new owner), events in flight finish and commit,
@@ -509,8 +524,8 @@ func (n *Node) adopt(ctx context.Context, p int, token int64) {
 // attempt reads them again.
 func (n *Node) loadWindow(ctx context.Context, p int) error {
 	// One load at a time: a rollback must not undo a later extension.
-	n.loadMu.Lock()
-	defer n.loadMu.Unlock()
+	n.loadMu[p].Lock()
+	defer n.loadMu[p].Unlock()
 	until := n.now().Add(n.cfg.AlarmWindow)
 	prev, had := n.sched.openWindow(p, until)
 	if had && !until.After(prev) {

@@ -70,7 +70,7 @@ type Node struct {
 
 	partitionCount atomic.Int32 // fixed for the cluster once Run has read meta
 
-	loadMu sync.Mutex // serializes alarm-window loads
+	loadMu []sync.Mutex // per partition: serializes its alarm-window loads; sized by Run
 
 	mu       sync.Mutex
 	objects  map[objKey]*object
@@ -169,6 +169,7 @@ func (n *Node) Run(ctx context.Context) error {
 		Node: n.cfg.ID, DC: n.cfg.DC, Meta: meta, TTL: n.cfg.LeaseTTL,
 		Grace: n.cfg.DCGrace, Stabilise: n.cfg.Stabilise, Gate: n.gate, Logger: n.cfg.Logger,
 	}, n.client, n.keys)
+	n.loadMu = make([]sync.Mutex, meta.Partitions)
 	n.partitionCount.Store(int32(meta.Partitions))
 	if meta.Partitions != n.cfg.Partitions {
 		n.log.Warn("cluster partition count differs from configuration; using the cluster's",
