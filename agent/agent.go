@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/durable-run/durable/node"
 )
@@ -97,11 +96,7 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 		client.Close()
 		return nil, err
 	}
-	// Nodes ping their peers every few seconds (see node's peer
-	// connections) to notice a dead one; allow it.
-	opts := []grpc.ServerOption{grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-		MinTime: time.Second, PermitWithoutStream: true,
-	})}
+	var opts []grpc.ServerOption
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}

@@ -12,9 +12,7 @@ import (
 // paused and cut off the network. It needs Docker: without it the test is
 // skipped, except under CI=true, where that is a failure.
 func TestChaosContainers(t *testing.T) {
-	if testing.Short() {
-		t.Skip("chaos runs for a while; skipped with -short")
-	}
+	skipIfShort(t)
 	if err := DockerAvailable(); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("CI=true and Docker is not usable: %v", err)

@@ -218,14 +218,6 @@ func (c *Procs) Term(i int)   { c.signal(i, syscall.SIGTERM) }
 func (c *Procs) Pause(i int)  { c.signal(i, syscall.SIGSTOP) }
 func (c *Procs) Resume(i int) { c.signal(i, syscall.SIGCONT) }
 
-// Running reports whether node i's process is up (paused counts as up).
-func (c *Procs) Running(i int) bool {
-	p := c.Procs[i]
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.cmd != nil
-}
-
 func (c *Procs) stopAll() {
 	for i := range c.Procs {
 		c.Term(i)

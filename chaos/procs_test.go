@@ -14,6 +14,19 @@ import (
 	"github.com/durable-run/durable/embedetcd"
 )
 
+// skipIfShort skips a chaos run under -short, except under CI=true, where
+// the chaos runs are required.
+func skipIfShort(t *testing.T) {
+	t.Helper()
+	if !testing.Short() {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("CI=true requires the chaos runs: do not pass -short")
+	}
+	t.Skip("chaos runs for a while; skipped with -short")
+}
+
 // profile reads the chaos run's length, seed and faults from the
 // environment: DURABLE_CHAOS_DURATION (default 40s: the short profile that
 // `make test` and CI run), DURABLE_CHAOS_SEED (default: the clock, printed
@@ -51,9 +64,7 @@ func profile(t *testing.T, supported []string) (time.Duration, uint64, []string)
 // processes (two data centers, 3 + 2 nodes) on a 3-member etcd while faults
 // are injected by signals, then checks the history.
 func TestChaosProcesses(t *testing.T) {
-	if testing.Short() {
-		t.Skip("chaos runs for a while; skipped with -short")
-	}
+	skipIfShort(t)
 	duration, seed, names := profile(t, []string{"kill-node", "kill-leader", "pause-node", "kill-dc", "kill-etcd"})
 	tm := Timing{LeaseTTL: 2 * time.Second, DCGrace: 3 * time.Second, Stabilise: 3 * time.Second}
 	c := StartProcs(t, ProcOptions{

@@ -333,11 +333,11 @@ func TestPausedLeaderDoesNotLeadAgain(t *testing.T) {
 
 	// Every assignment write since the resume came from the new leader.
 	keys := keyspace.New(c.Prefix)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	now, err := c.Client.Get(ctx, "rev-probe")
 	require.NoError(t, err)
-	w := c.Client.Watch(ctx, keys.AssignPrefix(), clientv3.WithPrefix(), clientv3.WithRev(resumedAt), clientv3.WithProgressNotify())
+	w := c.Client.Watch(clientv3.WithRequireLeader(ctx), keys.AssignPrefix(), clientv3.WithPrefix(), clientv3.WithRev(resumedAt))
 	writes := 0
 	for wr := range w {
 		require.NoError(t, wr.Err())
@@ -352,6 +352,8 @@ func TestPausedLeaderDoesNotLeadAgain(t *testing.T) {
 			break
 		}
 	}
+	require.NoError(t, ctx.Err(), "the watch did not reach the current revision")
+	require.Positive(t, writes, "the resumed node got partitions back, so assignments were written")
 	t.Logf("%d assignment writes after the resume, all by %s (term %d)", writes, c.Nodes[next].Config.ID, newTerm)
 	require.NotEmpty(t, c.Node(old).OwnedPartitions(), "the resumed node was given partitions again")
 	checkOneLeaderPerDC(t, c)

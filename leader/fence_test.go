@@ -3,6 +3,7 @@ package leader
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,30 +16,28 @@ import (
 )
 
 // freezer is a Gate that can be shut, as SIGSTOP would stop a process.
-type freezer struct{ ch chan chan struct{} }
+type freezer struct{ frozen atomic.Pointer[chan struct{}] }
 
-func newFreezer() *freezer {
-	f := &freezer{ch: make(chan chan struct{}, 1)}
-	f.ch <- nil
-	return f
+func newFreezer() *freezer { return &freezer{} }
+
+func (f *freezer) freeze() {
+	ch := make(chan struct{})
+	f.frozen.Store(&ch)
 }
 
-func (f *freezer) freeze() { c := <-f.ch; f.ch <- make(chan struct{}); _ = c }
 func (f *freezer) thaw() {
-	if c := <-f.ch; c != nil {
-		close(c)
+	if ch := f.frozen.Swap(nil); ch != nil {
+		close(*ch)
 	}
-	f.ch <- nil
 }
 
 func (f *freezer) gate(ctx context.Context) error {
-	c := <-f.ch
-	f.ch <- c
-	if c == nil {
+	ch := f.frozen.Load()
+	if ch == nil {
 		return nil
 	}
 	select {
-	case <-c:
+	case <-*ch:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -1340,10 +1340,22 @@ func TestReclaimIgnoresAStaleWindow(t *testing.T) {
 	token := e.n.token(p)
 	require.NotZero(t, token)
 	e.n.sched.dropPartition(p)
-	e.n.sched.openWindow(p, e.now().Add(e.cfg.AlarmWindow)) // stale and empty
+	e.n.sched.openWindow(p, e.now().Add(e.cfg.AlarmWindow), true) // stale and empty
 	require.Zero(t, e.n.ScheduledAlarms())
 	e.n.adopt(context.Background(), p, token)
 	require.Equal(t, 1, e.n.ScheduledAlarms(), "the claim loaded the alarm")
 	e.advanceTo(T)
 	requireRun(t, e.waitRuns(1)[0], 0, T)
+}
+
+// TestExtensionDoesNotReopenADroppedWindow: a window extension that runs
+// after the partition was dropped (the window loop raced the drop) leaves no
+// window behind.
+func TestExtensionDoesNotReopenADroppedWindow(t *testing.T) {
+	e := newAlarmEnv(t, nil)
+	p, _ := e.objectID("a")
+	e.n.sched.dropPartition(p)
+	require.NoError(t, e.n.loadWindow(context.Background(), p, false))
+	_, open := e.n.sched.loaded()[p]
+	require.False(t, open, "the extension re-opened the dropped window")
 }

@@ -501,12 +501,11 @@ func (n *Node) adopt(ctx context.Context, p int, token int64) {
 	n.changedLocked()
 	n.mu.Unlock()
 	n.log.Debug("partition claimed", "partition", p, "token", token)
-	// A window left from an earlier tenure (a load that raced with the
-	// drop) would make the load below skip the range it covers: start
-	// from nothing.
+	// Start from nothing: whatever the scheduler still holds for p belongs
+	// to an earlier tenure.
 	n.sched.dropPartition(p)
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-		err := n.loadWindow(ctx, p)
+		err := n.loadWindow(ctx, p, true)
 		if err == nil || n.token(p) != token || ctx.Err() != nil {
 			return
 		}
@@ -520,15 +519,16 @@ func (n *Node) adopt(ctx context.Context, p int, token int64) {
 }
 
 // loadWindow extends p's window to now + AlarmWindow and reads the index
-// entries that entered it. On failure the window is rolled back so the next
-// attempt reads them again.
-func (n *Node) loadWindow(ctx context.Context, p int) error {
+// entries that entered it; claim opens the window of a newly claimed
+// partition, otherwise only an existing window is extended. On failure the
+// window is rolled back so the next attempt reads them again.
+func (n *Node) loadWindow(ctx context.Context, p int, claim bool) error {
 	// One load at a time: a rollback must not undo a later extension.
 	n.loadMu[p].Lock()
 	defer n.loadMu[p].Unlock()
 	until := n.now().Add(n.cfg.AlarmWindow)
-	prev, had := n.sched.openWindow(p, until)
-	if had && !until.After(prev) {
+	prev, had := n.sched.openWindow(p, until, claim)
+	if !had && !claim || had && !until.After(prev) {
 		return nil
 	}
 	var after time.Time
@@ -559,11 +559,7 @@ func (n *Node) windowLoop() {
 			return
 		case <-tick.Chan():
 			for p := range n.sched.loaded() {
-				if n.token(p) == 0 {
-					n.sched.dropPartition(p) // no longer ours: a load raced with the drop
-					continue
-				}
-				if err := n.loadWindow(n.ctx, p); err != nil && n.ctx.Err() == nil {
+				if err := n.loadWindow(n.ctx, p, false); err != nil && n.ctx.Err() == nil {
 					n.log.Warn("extending alarm window failed; will retry", "partition", p, "err", err)
 				}
 			}

@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -233,11 +232,7 @@ func (pc *peerConns) get(addr string) (*grpc.ClientConn, error) {
 	if c, ok := pc.conns[addr]; ok {
 		return c, nil
 	}
-	// Keep-alive pings notice a peer that vanished without closing its
-	// connections (a killed container, a cut network) within seconds, so
-	// calls forwarded to it fail over instead of waiting out their deadline.
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 2 * time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true}))
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("connect to peer %s: %w", addr, err)
 	}

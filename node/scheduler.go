@@ -85,12 +85,16 @@ func (s *scheduler) poke() {
 }
 
 // openWindow marks p loaded up to until and returns the previous end (zero if
-// p was not loaded). The caller must then read the index up to until.
-func (s *scheduler) openWindow(p int, until time.Time) (prev time.Time, ok bool) {
+// p was not loaded). The caller must then read the index up to until. Only a
+// claim creates a window (create); an extension of a window that is gone —
+// the partition was dropped meanwhile — does nothing and reports ok=false,
+// so a load racing a drop cannot leave a window behind for the partition's
+// next claim to trust.
+func (s *scheduler) openWindow(p int, until time.Time, create bool) (prev time.Time, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	prev, ok = s.until[p]
-	if !ok || until.After(prev) {
+	if ok && until.After(prev) || !ok && create {
 		s.until[p] = until
 	}
 	return prev, ok

@@ -173,21 +173,3 @@ type Owner struct {
 	Node  string
 	Token int64
 }
-
-// Nodes reads every node registration.
-func Nodes(ctx context.Context, kv clientv3.KV, keys keyspace.Space) ([]NodeInfo, error) {
-	resp, err := kv.Get(ctx, keys.NodesPrefix(), clientv3.WithPrefix())
-	if err != nil {
-		return nil, err
-	}
-	out := make([]NodeInfo, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		id := string(kv.Key)[len(keys.NodesPrefix()):]
-		n, err := ParseNode(id, kv.Value)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, nil
-}
