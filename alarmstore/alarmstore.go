@@ -113,8 +113,9 @@ func (s *Store) DeleteOps(old Record) []clientv3.Op {
 	}
 }
 
-// DeadLetterOps removes old and records it as abandoned at t.
-func (s *Store) DeadLetterOps(old Record, t time.Time) []clientv3.Op {
+// DeadLetterOp records old as abandoned at t. The caller deletes old (with
+// DeleteOps, or by replacing it) in the same Txn.
+func (s *Store) DeadLetterOp(old Record, t time.Time) clientv3.Op {
 	b, _ := json.Marshal(deadJSON{
 		recordJSON: recordJSON{
 			Name: old.Name, DueMS: old.Due.UnixMilli(), ScheduleMS: old.Scheduled.UnixMilli(),
@@ -122,8 +123,7 @@ func (s *Store) DeadLetterOps(old Record, t time.Time) []clientv3.Op {
 		},
 		AbandonedMS: t.UnixMilli(),
 	})
-	return append(s.DeleteOps(old),
-		clientv3.OpPut(s.keys.Dead(old.Partition, old.Class, old.ID, old.Scheduled), string(b)))
+	return clientv3.OpPut(s.keys.Dead(old.Partition, old.Class, old.ID, old.Scheduled), string(b))
 }
 
 // Get reads an object's alarm; nil when it has none.

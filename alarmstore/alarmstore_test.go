@@ -115,7 +115,7 @@ func TestListAndDeadLetters(t *testing.T) {
 
 	rec := all[0]
 	rec.RetryCount, rec.LastError = 6, "still failing"
-	apply(t, c, s.DeadLetterOps(rec, time.UnixMilli(9000)))
+	apply(t, c, append(s.DeleteOps(rec), s.DeadLetterOp(rec, time.UnixMilli(9000))))
 	dead, _, err := s.ListDead(ctx, "", 0)
 	require.NoError(t, err)
 	require.Len(t, dead, 1)

@@ -251,7 +251,7 @@ func (e *alarmEnv) start() *alarmEnv {
 	h.t.Helper()
 	n, err := New(h.cfg, h.client, h.reg)
 	require.NoError(h.t, err)
-	n.beforeCommit = e.runHook
+	n.committer.before = e.runHook
 	h.n = n
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel

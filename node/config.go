@@ -48,6 +48,17 @@ type Config struct {
 	AlarmWindow time.Duration
 	// CommitTimeout bounds one commit to etcd.
 	CommitTimeout time.Duration
+	// CommitMaxOps bounds the write operations the group commit puts into
+	// one etcd transaction; set it to etcd's --max-txn-ops (128 by
+	// default). A larger event is still sent, alone.
+	CommitMaxOps int
+	// CommitMaxBytes bounds the bytes the group commit puts into one etcd
+	// transaction; keep it below etcd's --max-request-bytes (1.5 MiB by
+	// default).
+	CommitMaxBytes int
+	// CommitParallelism is the number of group-commit transactions in
+	// flight at once.
+	CommitParallelism int
 	// AlarmHandlerTimeout bounds one run of an Alarm handler.
 	AlarmHandlerTimeout time.Duration
 	// BlockTimeout bounds BlockConcurrencyWhile.
@@ -78,6 +89,9 @@ func DefaultConfig() Config {
 		QueueSize:           128,
 		AlarmWindow:         60 * time.Second,
 		CommitTimeout:       10 * time.Second,
+		CommitMaxOps:        128,
+		CommitMaxBytes:      1 << 20,
+		CommitParallelism:   4,
 		AlarmHandlerTimeout: 15 * time.Minute,
 		BlockTimeout:        30 * time.Second,
 		SystemRetryDelay:    time.Second,
@@ -121,6 +135,15 @@ func (c *Config) Validate() error {
 		if d <= 0 {
 			bad("%s %s must be positive", name, d)
 		}
+	}
+	if c.CommitMaxOps < 1 {
+		bad("commit max ops %d must be at least 1", c.CommitMaxOps)
+	}
+	if c.CommitMaxBytes < 1024 {
+		bad("commit max bytes %d must be at least 1024", c.CommitMaxBytes)
+	}
+	if c.CommitParallelism < 1 || c.CommitParallelism > 256 {
+		bad("commit parallelism %d must be in [1, 256]", c.CommitParallelism)
 	}
 	if c.QueueSize < 1 {
 		bad("queue size %d must be at least 1", c.QueueSize)

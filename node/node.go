@@ -11,10 +11,15 @@
 //     an object's mailbox happens under Node.mu and never blocks, which is what
 //     makes eviction race-free (an object leaves the map only when its mailbox
 //     is empty, checked under the same lock).
+//   - An object does not wait for its commit: finished events are staged
+//     (stage.go) and go to the node's committer (committer.go), which
+//     batches the commits of many objects into one etcd Txn; a reply is
+//     released once the writes it rests on are durable.
 //   - The scheduler (one goroutine, one timer) owns the alarm heap.
 //   - The partition loop owns the etcd lease and partition claims.
 //
-// Lock order: Node.mu before scheduler.mu; no lock is held across etcd calls.
+// Lock order: Node.mu before object.smu before committer.mu; Node.mu before
+// scheduler.mu. No lock is held across etcd calls.
 //
 // Invariant (fencing): every write reaches etcd in a Txn comparing the
 // partition's ownership token, taken when the event started. A failed compare
@@ -62,6 +67,8 @@ type Node struct {
 	reg    *Registry
 	sched  *scheduler
 
+	committer *committer // group commit; set up by New, started by Run
+
 	// ctx lives from Run until shutdown; background work (commits, loads)
 	// uses it so a caller's cancellation never leaves a commit ambiguous.
 	ctx    context.Context
@@ -97,10 +104,6 @@ type Node struct {
 	// onDrained, when set, runs after the drain and before the objects stop
 	// (see OnDrained).
 	onDrained func(crashed bool)
-
-	// beforeCommit, when set (tests only), runs before each commit and may
-	// fail it as if etcd had.
-	beforeCommit func(ops []clientv3.Op) error
 }
 
 // New returns a node over an etcd client. The client stays the caller's.
@@ -128,6 +131,12 @@ func New(cfg Config, client *clientv3.Client, reg *Registry) (*Node, error) {
 		kick:    make(chan struct{}, 1),
 	}
 	n.sched = newScheduler(cfg.Clock, n.deliverAlarm)
+	n.committer = &committer{
+		kv: client, keys: keys, log: n.log.With("component", "committer"),
+		parallelism: cfg.CommitParallelism, timeout: cfg.CommitTimeout,
+		maxOps: cfg.CommitMaxOps, maxBytes: cfg.CommitMaxBytes,
+		onLost: func(p int, token int64, err error) { go n.dropPartition(p, token, err) },
+	}
 	return n, nil
 }
 
@@ -180,6 +189,7 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.committer.ctx = n.ctx
 	n.wg.Add(2)
 	go func() { defer n.wg.Done(); n.sched.run(n.ctx.Done()) }()
 	go func() { defer n.wg.Done(); n.windowLoop() }()
@@ -247,6 +257,7 @@ func (n *Node) shutdown(crashed bool) {
 		}
 	}
 	n.cancel()
+	n.committer.stop()
 	n.wg.Wait()
 	n.log.Info("node stopped")
 }

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
@@ -22,6 +25,7 @@ type call struct {
 	payload []byte
 	name    string
 	rid     string // request id, "" for none
+	seq     uint64 // arrival number at its object
 	reply   chan callResult
 }
 
@@ -69,8 +73,23 @@ type object struct {
 	alarm       *alarmstore.Record // committed alarm, valid when alarmLoaded
 	alarmLoaded bool
 
-	// reqs are the remembered request ids (see dedup.go), valid when
-	// reqsLoaded; only the object's goroutine uses them.
+	// Pending commits (see stage.go).
+	flight   *stage
+	next     *stage
+	stageCh  chan struct{} // closed and replaced whenever flight settles
+	failed   error         // a commit failed; the goroutine recovers before its next event
+	failedAt uint64        // arrivals when it failed
+
+	// Calls are numbered as they arrive (under n.mu); those numbered up to
+	// resetBelow fail with resetCause when they come up. Owned by the run
+	// goroutine, except arrivals.
+	arrivals   atomic.Uint64
+	resetBelow uint64
+	resetCause error
+
+	// reqs are the remembered request ids (see dedup.go) including those of
+	// pending stages, valid when reqsLoaded; only the object's goroutine
+	// uses them.
 	reqs       []reqEntry
 	reqsLoaded bool
 }
@@ -83,6 +102,7 @@ func newObject(n *Node, class Class, id durable.ID, p int) *object {
 		stopCh:   make(chan struct{}),
 		done:     make(chan struct{}),
 		cache:    map[string]cacheEntry{},
+		stageCh:  make(chan struct{}),
 	}
 }
 
@@ -136,60 +156,96 @@ func (o *object) run() {
 	}
 }
 
-// tryEvict leaves the node's map if nothing is queued. Enqueuers hold n.mu, so
-// nothing can arrive between the check and the removal.
+// tryEvict leaves the node's map if nothing is queued or pending. Enqueuers
+// hold n.mu, so nothing can arrive between the check and the removal.
 func (o *object) tryEvict() bool {
 	o.n.mu.Lock()
 	defer o.n.mu.Unlock()
-	if len(o.mailbox) > 0 || len(o.alarmSig) > 0 {
+	o.smu.Lock()
+	pending := o.pendingLocked()
+	o.smu.Unlock()
+	if pending || len(o.mailbox) > 0 || len(o.alarmSig) > 0 {
 		return false
 	}
 	o.n.forgetLocked(o)
-	o.reset()
+	o.forget()
 	return true
 }
 
-// exit leaves the map and fails every queued call with cause.
+// exit waits for the pending commits (they settle under the tenure they were
+// made in), leaves the map and fails every queued call with cause.
 func (o *object) exit(cause error) {
+	o.waitDurable()
 	o.n.mu.Lock()
 	o.n.forgetLocked(o)
 	o.n.mu.Unlock()
-	o.reset()
-	for {
-		select {
-		case c := <-o.mailbox:
-			c.reply <- callResult{err: cause}
-		default:
-			return
-		}
-	}
+	o.forget()
+	o.failQueued(cause)
 }
 
-// reset throws the instance and every cached state away; storage handles of
-// the old generation fail from now on.
-func (o *object) reset() {
+// resetInstance throws the instance away: its memory may hold state of a
+// failed event. Storage handles of the old generation fail from now on. What
+// the object knows of its committed state (cache, alarm, request ids) and
+// its pending commits stay: they are independent of the instance.
+func (o *object) resetInstance() {
 	o.instance = nil
 	o.smu.Lock()
 	o.gen++
 	o.cur = nil
+	o.smu.Unlock()
+}
+
+// forget resets the instance and drops everything the object knew of its
+// committed state, which is read from etcd again when needed.
+func (o *object) forget() {
+	o.resetInstance()
+	o.smu.Lock()
 	o.cache = map[string]cacheEntry{}
 	o.alarm, o.alarmLoaded = nil, false
 	o.smu.Unlock()
-	o.reqsLoaded = false // a commit of unknown outcome may have recorded one
+	o.reqsLoaded = false
 }
 
-// resetAndFailQueued resets the object and fails the calls that were queued
-// behind the failed event (they may depend on state that never committed).
-func (o *object) resetAndFailQueued(cause error) {
-	o.reset()
-	// The queued calls never ran, so they are safe to retry: they carry
-	// ErrObjectReset, not the cause's identity (a COMMIT_UNKNOWN of the
-	// failed event is not theirs), except a lost partition, which the
-	// router follows to the next owner.
-	err := fmt.Errorf("%w: %v", durable.ErrObjectReset, cause)
-	if errors.Is(cause, durable.ErrOwnershipLost) {
-		err = fmt.Errorf("%w: %w", durable.ErrObjectReset, cause)
+// recoverIfFailed handles a failed commit (settle already dropped what the
+// object knew): the instance goes, and the calls that arrived before the
+// failure will fail as they come up (see behindFailure).
+func (o *object) recoverIfFailed() {
+	if err, at := o.takeFailure(); err != nil {
+		o.instance = nil
+		o.reqsLoaded = false
+		o.failBelow(at, err)
 	}
+}
+
+// failBelow makes every call that arrived up to arrival number at fail with
+// ErrObjectReset(cause) when it comes up: they were queued behind a failure
+// and may depend on state that never became durable. Calls arriving later
+// run normally.
+func (o *object) failBelow(at uint64, cause error) {
+	o.resetBelow, o.resetCause = at, cause
+}
+
+// behindFailure fails c if it arrived before a failure the object recovered
+// from, and reports whether it did.
+func (o *object) behindFailure(c *call) bool {
+	o.recoverIfFailed()
+	if c.seq > o.resetBelow {
+		return false
+	}
+	c.reply <- callResult{err: resetError(o.resetCause)}
+	return true
+}
+
+// resetAndFailQueued resets the instance and fails the calls queued behind
+// the event that broke it (the contract of BlockConcurrencyWhile: waiting
+// callers get an error).
+func (o *object) resetAndFailQueued(cause error) {
+	o.resetInstance()
+	o.failBelow(o.arrivals.Load(), cause)
+}
+
+// failQueued fails every call in the mailbox with err.
+func (o *object) failQueued(err error) {
 	for {
 		select {
 		case c := <-o.mailbox:
@@ -280,10 +336,17 @@ func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(
 	}
 }
 
-// beginEvent starts buffering the writes of an event.
+// beginEvent starts buffering the writes of an event. It returns nil if a
+// commit failed since the object last looked: the caller recovers first.
+// Checking under smu, where settle records a failure, means that a failure
+// either is seen here or outdates the event's generation, failing its
+// staging.
 func (o *object) beginEvent(token int64, inAlarm bool) *eventTx {
 	o.smu.Lock()
 	defer o.smu.Unlock()
+	if o.failed != nil {
+		return nil
+	}
 	tx := &eventTx{gen: o.gen, token: token, inAlarm: inAlarm, writes: map[string]write{}}
 	o.cur = tx
 	return tx
@@ -393,22 +456,21 @@ func (o *object) handleCall(c *call) {
 		o.name = c.name
 	}
 	o.smu.Unlock()
-	tx := o.beginEvent(token, false)
-	defer o.endEvent()
-	if c.rid != "" {
-		if err := o.loadRequests(c.ctx); err != nil {
-			c.reply <- callResult{err: err}
-			return
-		}
-		if e, ok := o.seenRequest(c.rid); ok {
-			out, err := replayReply(e)
-			c.reply <- callResult{payload: out, err: err}
-			return
-		}
+	if o.behindFailure(c) || c.rid != "" && o.replay(c) {
+		return
 	}
+	tx := o.beginEvent(token, false)
+	for tx == nil {
+		// A commit failed since the checks above.
+		if o.behindFailure(c) {
+			return
+		}
+		tx = o.beginEvent(token, false)
+	}
+	defer o.endEvent()
 	if err := o.ensureInstance(c.ctx); err != nil {
 		o.resetAndFailQueuedIfBroken(tx)
-		o.reset()
+		o.resetInstance()
 		c.reply <- callResult{err: err}
 		return
 	}
@@ -423,26 +485,53 @@ func (o *object) handleCall(c *call) {
 		// A failed event writes nothing, and its instance may hold state that
 		// was never committed: throw it away.
 		o.resetAndFailQueuedIfBroken(tx)
-		o.reset()
+		o.resetInstance()
 		c.reply <- callResult{err: o.classifyHandlerErr(err, how)}
 		return
 	}
-	if c.rid != "" {
-		op, ring := o.rememberOp(c.rid, out)
-		tx.remember, tx.ring = &op, ring
-	}
-	if err := o.commit(tx, o.desiredAlarm(tx, nil)); err != nil {
-		o.resetAndFailQueued(err)
-		if tx.alarmTouched {
-			// The commit may have landed (its outcome is unknown): look at
-			// the stored alarm soon, since the window already passed its
-			// time range and will not load it again.
-			o.n.sched.retryAt(o.key, o.p, o.n.now().Add(o.n.cfg.SystemRetryDelay))
+	// The reply leaves once the event's writes, and the earlier ones it may
+	// have read, are durable; meanwhile the object goes on with its next
+	// event.
+	o.stage(eventCommit{tx: tx, alarm: o.desiredAlarm(tx, nil), rid: c.rid, reply: out}, func(err error) {
+		if err != nil {
+			c.reply <- callResult{err: err}
+			return
 		}
-		c.reply <- callResult{err: err}
-		return
+		c.reply <- callResult{payload: out}
+	})
+}
+
+// replay answers a retry of a request the object already ran, with the
+// reply recorded with its writes once they are durable. It reports whether
+// it answered c.
+func (o *object) replay(c *call) bool {
+	if s, e, ok := o.stagedRequest(c.rid); ok {
+		answered := o.waitFor(s, func(err error) {
+			if err != nil {
+				c.reply <- callResult{err: err}
+				return
+			}
+			out, err := replayReply(e)
+			c.reply <- callResult{payload: out, err: err}
+		})
+		if answered {
+			return true
+		}
+		// It settled meanwhile; if it failed, c fails below.
 	}
-	c.reply <- callResult{payload: out}
+	if o.behindFailure(c) {
+		return true
+	}
+	if err := o.loadRequests(c.ctx); err != nil {
+		c.reply <- callResult{err: err}
+		return true
+	}
+	if e, ok := o.seenRequest(c.rid); ok {
+		out, err := replayReply(e)
+		c.reply <- callResult{payload: out, err: err}
+		return true
+	}
+	return false
 }
 
 // resetAndFailQueuedIfBroken fails queued callers when BlockConcurrencyWhile
@@ -491,6 +580,11 @@ func (o *object) handleAlarm() {
 	if token == 0 {
 		return
 	}
+	// An alarm handler acts on the world (it delivers, it calls out): it
+	// runs only on durable state, never on writes whose commit may still
+	// fail.
+	o.waitDurable()
+	o.recoverIfFailed()
 	ctx, cancel := context.WithCancel(o.n.ctx)
 	defer cancel()
 	rec, err := o.loadAlarm(ctx)
@@ -509,6 +603,12 @@ func (o *object) handleAlarm() {
 	}
 	rec = cloneRecord(rec)
 	tx := o.beginEvent(token, true)
+	if tx == nil {
+		// A commit failed just now: what was read may be stale.
+		o.recoverIfFailed()
+		o.n.sched.retryAt(o.key, o.p, o.n.now())
+		return
+	}
 	defer o.endEvent()
 
 	var runErr error
@@ -536,10 +636,7 @@ func (o *object) handleAlarm() {
 	}
 
 	if how == outcomeOK {
-		if err := o.commit(tx, o.desiredAlarm(tx, rec)); err != nil {
-			o.systemRetry(err)
-			return
-		}
+		o.stage(eventCommit{tx: tx, alarm: o.desiredAlarm(tx, rec)}, o.alarmSettled)
 		return
 	}
 	o.resetAndFailQueuedIfBroken(tx)
@@ -559,35 +656,35 @@ func (o *object) handleAlarm() {
 	touched, due := tx.alarmTouched, tx.alarmDue
 	tx.writes, tx.cleared = map[string]write{}, false
 	o.smu.Unlock()
-	next := alarmState{}
-	abandoned := false
+	ec := eventCommit{tx: tx}
 	switch {
 	case touched:
 		o.smu.Lock()
-		next.record = o.freshRecordLocked(due)
+		ec.alarm.record = o.freshRecordLocked(due)
 		o.smu.Unlock()
 	case rec.RetryCount >= MaxAlarmRetries:
-		abandoned = true
+		dead := *rec
+		dead.LastError = errString(runErr)
+		ec.extra = []clientv3.Op{o.n.alarms.DeadLetterOp(dead, o.n.now())}
+		o.n.log.Warn("alarm abandoned after its last retry", "class", o.key.class, "id", o.key.id,
+			"scheduled", rec.Scheduled, "retries", rec.RetryCount, "err", runErr)
 	default:
 		r := *rec
 		r.RetryCount++
 		r.LastError = errString(runErr)
 		r.Due = ceilMillis(o.n.now().Add(o.backoff(rec.RetryCount)))
-		next.record = &r
+		ec.alarm.record = &r
 	}
-	var err2 error
-	if abandoned {
-		dead := *rec
-		dead.LastError = errString(runErr)
-		err2 = o.commitOps(tx, o.n.alarms.DeadLetterOps(dead, o.n.now()), alarmState{})
-		o.n.log.Warn("alarm abandoned after its last retry", "class", o.key.class, "id", o.key.id,
-			"scheduled", rec.Scheduled, "retries", rec.RetryCount, "err", runErr)
-	} else {
-		err2 = o.commit(tx, next)
-	}
-	o.reset()
-	if err2 != nil {
-		o.systemRetry(err2)
+	o.stage(ec, o.alarmSettled)
+	o.resetInstance()
+}
+
+// alarmSettled is the outcome of an alarm run's commit. A failure is the
+// system's: the alarm is looked at again, with the same retry count.
+func (o *object) alarmSettled(err error) {
+	if err != nil {
+		o.n.log.Warn("alarm outcome not committed; retrying", "class", o.key.class, "id", o.key.id, "err", err)
+		o.n.sched.retryAt(o.key, o.p, o.n.now().Add(o.n.cfg.SystemRetryDelay))
 	}
 }
 

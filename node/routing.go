@@ -157,6 +157,7 @@ func (n *Node) invokeLocal(ctx context.Context, class Class, id durable.ID, p in
 		n.mu.Unlock()
 		return Result{}, fmt.Errorf("%w: partition %d is not served here", durable.ErrOwnershipLost, p)
 	}
+	c.seq = o.arrivals.Add(1)
 	select {
 	case o.mailbox <- c:
 	default:

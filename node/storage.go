@@ -12,7 +12,6 @@ import (
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
 	"github.com/durable-run/durable/keyspace"
-	"github.com/durable-run/durable/placement"
 )
 
 // write is a buffered write: a value, or a deletion.
@@ -34,10 +33,7 @@ type eventTx struct {
 	alarmTouched bool      // SetAlarm or DeleteAlarm ran
 	alarmDue     time.Time // the alarm set (zero: deleted)
 
-	broken error // BlockConcurrencyWhile failed: the event must fail
-
-	remember *clientv3.Op // records the request id, committed with any write
-	ring     []reqEntry   // the object's request ring once remember commits
+	broken error // BlockConcurrencyWhile or Sync failed: the event must fail
 }
 
 func (tx *eventTx) snapshot() *eventTx {
@@ -176,18 +172,9 @@ func (h *storageHandle) getMany(ctx context.Context, keys []string) (map[string]
 		return nil, err
 	}
 	for _, k := range keys {
-		if w, ok := tx.writes[k]; ok {
-			if !w.del {
-				out[k] = clone(w.val)
-			}
-			continue
-		}
-		if tx.cleared {
-			continue
-		}
-		if c, ok := o.cache[k]; ok {
-			if c.ok {
-				out[k] = clone(c.val)
+		if v, ok, decided := o.lookupLocked(tx, k); decided {
+			if ok {
+				out[k] = clone(v)
 			}
 			continue
 		}
@@ -213,6 +200,8 @@ func (h *storageHandle) getMany(ctx context.Context, keys []string) (map[string]
 	if len(o.cache)+len(misses) > maxCacheEntries {
 		o.cache = map[string]cacheEntry{}
 	}
+	// No pending stage holds a missed key (only this event could have
+	// staged one since), so etcd's value is the committed one.
 	for i, k := range misses {
 		kvs := resp.Responses[i].GetResponseRange().Kvs
 		if len(kvs) == 0 {
@@ -223,6 +212,33 @@ func (h *storageHandle) getMany(ctx context.Context, keys []string) (map[string]
 		out[k] = clone(kvs[0].Value)
 	}
 	return out, nil
+}
+
+// lookupLocked resolves key k from the event's buffer, the pending stages
+// (newest first) and the committed cache; decided is false when none of them
+// knows k and etcd must be read. Caller holds o.smu.
+func (o *object) lookupLocked(tx *eventTx, k string) (val []byte, ok, decided bool) {
+	if w, hit := tx.writes[k]; hit {
+		return w.val, !w.del, true
+	}
+	if tx.cleared {
+		return nil, false, true
+	}
+	for _, s := range [2]*stage{o.next, o.flight} {
+		if s == nil {
+			continue
+		}
+		if w, hit := s.writes[k]; hit {
+			return w.val, !w.del, true
+		}
+		if s.cleared {
+			return nil, false, true
+		}
+	}
+	if c, hit := o.cache[k]; hit {
+		return c.val, c.ok, true
+	}
+	return nil, false, false
 }
 
 func clone(b []byte) []byte {
@@ -358,15 +374,40 @@ func (h *storageHandle) List(ctx context.Context, opts durable.ListOptions) ([]d
 		o.smu.Unlock()
 		return nil, err
 	}
-	cleared := tx.cleared
+	// The layers over the committed state, oldest first: pending stages,
+	// then the event's buffer. A layer that cleared everything hides etcd
+	// and the layers below it.
+	type layer struct {
+		writes  map[string]write
+		cleared bool
+	}
+	layers := make([]layer, 0, 3)
+	for _, s := range [2]*stage{o.flight, o.next} {
+		if s != nil {
+			layers = append(layers, layer{s.writes, s.cleared})
+		}
+	}
+	layers = append(layers, layer{tx.writes, tx.cleared})
+	cleared := false
+	for i := len(layers) - 1; i >= 0; i-- {
+		if layers[i].cleared {
+			layers, cleared = layers[i:], true
+			break
+		}
+	}
+	// Copy what is in range: the maps change once the lock is released.
 	overlay := map[string]write{}
 	hidden := 0
-	for k, w := range tx.writes {
-		if inRange(k, lo, hi) {
-			overlay[k] = w
-			if w.del {
-				hidden++
+	for _, l := range layers {
+		for k, w := range l.writes {
+			if inRange(k, lo, hi) {
+				overlay[k] = w
 			}
+		}
+	}
+	for _, w := range overlay {
+		if w.del {
+			hidden++
 		}
 	}
 	o.smu.Unlock()
@@ -451,17 +492,19 @@ func (h *storageHandle) Sync(ctx context.Context) error {
 	o := h.o
 	o.smu.Lock()
 	tx, err := h.txLocked()
-	o.smu.Unlock()
 	if err != nil {
+		o.smu.Unlock()
 		return err
 	}
-	next := alarmState{keep: true}
+	// The writes so far leave the buffer for a stage of their own.
+	part := *tx
+	tx.writes, tx.cleared = map[string]write{}, false
+	alarm := alarmState{keep: true}
 	if tx.alarmTouched {
-		o.smu.Lock()
-		next = alarmState{record: o.freshRecordLocked(tx.alarmDue)}
-		o.smu.Unlock()
+		alarm = alarmState{record: o.freshRecordLocked(tx.alarmDue)}
 	}
-	if err := o.commit(tx, next); err != nil {
+	o.smu.Unlock()
+	if err := o.stageAndWait(eventCommit{tx: &part, alarm: alarm}); err != nil {
 		// The writes of the event are now in an unknown or failed state; the
 		// whole event must fail.
 		o.smu.Lock()
@@ -471,9 +514,6 @@ func (h *storageHandle) Sync(ctx context.Context) error {
 		o.smu.Unlock()
 		return err
 	}
-	o.smu.Lock()
-	tx.writes, tx.cleared = map[string]write{}, false
-	o.smu.Unlock()
 	return nil
 }
 
@@ -527,12 +567,12 @@ func (h *storageHandle) touchAlarm(due time.Time) error {
 	return nil
 }
 
-// loadAlarm returns the object's committed alarm record, reading it once per
-// instance. The record is authoritative while the node owns the partition.
+// loadAlarm returns the object's alarm as its events see it: the last
+// staged change, else the committed record, read once per instance. The
+// record is authoritative while the node owns the partition.
 func (o *object) loadAlarm(ctx context.Context) (*alarmstore.Record, error) {
 	o.smu.Lock()
-	if o.alarmLoaded {
-		rec := o.alarm
+	if rec, ok := o.knownAlarmLocked(); ok {
 		o.smu.Unlock()
 		return rec, nil
 	}
@@ -549,6 +589,17 @@ func (o *object) loadAlarm(ctx context.Context) (*alarmstore.Record, error) {
 	}
 	o.alarm, o.alarmLoaded = rec, true
 	return rec, nil
+}
+
+// knownAlarmLocked returns the alarm after the pending stages, if the
+// object knows it without reading etcd. Caller holds o.smu.
+func (o *object) knownAlarmLocked() (*alarmstore.Record, bool) {
+	for _, s := range [2]*stage{o.next, o.flight} {
+		if s != nil && s.alarmTouched {
+			return s.alarm, true
+		}
+	}
+	return o.alarm, o.alarmLoaded
 }
 
 // loadName reads the name the object was created under if it is not known.
@@ -571,23 +622,6 @@ func (o *object) loadName(ctx context.Context) error {
 	return nil
 }
 
-// commit makes tx's buffered writes and the alarm change next durable in one
-// fenced Txn, then applies them to the object's cache and the scheduler.
-func (o *object) commit(tx *eventTx, next alarmState) error {
-	if !next.keep {
-		if _, err := o.loadAlarm(o.n.ctx); err != nil {
-			return err
-		}
-	}
-	o.smu.Lock()
-	var ops []clientv3.Op
-	if !next.keep {
-		ops = append(ops, o.alarmOpsLocked(next.record)...)
-	}
-	o.smu.Unlock()
-	return o.commitOps(tx, ops, next)
-}
-
 // alarmOpsLocked returns the ops that turn the committed alarm into want.
 func (o *object) alarmOpsLocked(want *alarmstore.Record) []clientv3.Op {
 	have := o.alarm
@@ -601,113 +635,4 @@ func (o *object) alarmOpsLocked(want *alarmstore.Record) []clientv3.Op {
 	default:
 		return o.n.alarms.PutOps(have, *want)
 	}
-}
-
-// commitOps commits tx's storage writes plus extra ops. next says what the
-// committed alarm is afterwards (keep: unchanged).
-func (o *object) commitOps(tx *eventTx, extra []clientv3.Op, next alarmState) error {
-	o.smu.Lock()
-	if o.gen != tx.gen {
-		o.smu.Unlock()
-		return fmt.Errorf("%w: before commit", durable.ErrObjectReset)
-	}
-	ops := o.storageOpsLocked(tx)
-	ops = append(ops, extra...)
-	remembered := len(ops) > 0 && tx.remember != nil
-	if remembered {
-		ops = append(ops, *tx.remember)
-	}
-	if len(ops) > 0 && o.name != "" && !o.nameStored {
-		ops = append(ops, clientv3.OpPut(o.n.keys.Object(o.p, o.key.class, o.key.id), o.name))
-	}
-	writes, cleared := tx.writes, tx.cleared
-	o.smu.Unlock()
-	if len(ops) == 0 {
-		return nil
-	}
-	if err := o.n.commit(o.p, tx.token, ops); err != nil {
-		return err
-	}
-	o.smu.Lock()
-	if cleared {
-		o.cache = map[string]cacheEntry{}
-	}
-	for k, w := range writes {
-		o.cache[k] = cacheEntry{val: w.val, ok: !w.del}
-	}
-	if o.name != "" {
-		o.nameStored = true
-	}
-	if remembered {
-		o.reqs = tx.ring
-	}
-	var due time.Time
-	if !next.keep {
-		o.alarm, o.alarmLoaded = next.record, true
-		if next.record != nil {
-			due = next.record.Due
-		}
-	}
-	o.smu.Unlock()
-	if !next.keep {
-		o.n.sched.committed(o.key, o.p, due)
-	}
-	return nil
-}
-
-// storageOpsLocked turns buffered writes into etcd ops. After DeleteAll the
-// object's range is deleted around the keys written after it, because etcd
-// refuses a Txn whose delete range overlaps a put.
-func (o *object) storageOpsLocked(tx *eventTx) []clientv3.Op {
-	prefix := o.n.keys.DataPrefix(o.p, o.key.class, o.key.id)
-	keys := make([]string, 0, len(tx.writes))
-	for k := range tx.writes {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var ops []clientv3.Op
-	if tx.cleared {
-		from := prefix
-		for _, k := range keys {
-			if w := tx.writes[k]; !w.del {
-				if from < prefix+k {
-					ops = append(ops, clientv3.OpDelete(from, clientv3.WithRange(prefix+k)))
-				}
-				from = prefix + k + "\x00"
-			}
-		}
-		ops = append(ops, clientv3.OpDelete(from, clientv3.WithRange(keyspace.PrefixEnd(prefix))))
-	}
-	for _, k := range keys {
-		w := tx.writes[k]
-		switch {
-		case !w.del:
-			ops = append(ops, clientv3.OpPut(prefix+k, string(w.val)))
-		case !tx.cleared:
-			ops = append(ops, clientv3.OpDelete(prefix+k))
-		}
-	}
-	return ops
-}
-
-// commit runs one fenced Txn for partition p.
-func (n *Node) commit(p int, token int64, ops []clientv3.Op) error {
-	if hook := n.beforeCommit; hook != nil {
-		if err := hook(ops); err != nil {
-			return fmt.Errorf("%w: %w", durable.ErrCommitUnknown, err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.CommitTimeout)
-	defer cancel()
-	resp, err := n.client.Txn(ctx).If(placement.Fence(n.keys, p, token)).Then(ops...).Commit()
-	if err != nil {
-		// The Txn may or may not have applied.
-		return fmt.Errorf("%w: %w", durable.ErrCommitUnknown, err)
-	}
-	if !resp.Succeeded {
-		err := fmt.Errorf("%w: partition %d (token %d)", durable.ErrOwnershipLost, p, token)
-		go n.dropPartition(p, token, err)
-		return err
-	}
-	return nil
 }
