@@ -59,6 +59,9 @@ type Config struct {
 	// CommitParallelism is the number of group-commit transactions in
 	// flight at once.
 	CommitParallelism int
+	// MaxRunningAlarms bounds the alarms handed to objects at once; more
+	// due alarms wait in the heap.
+	MaxRunningAlarms int
 	// AlarmHandlerTimeout bounds one run of an Alarm handler.
 	AlarmHandlerTimeout time.Duration
 	// BlockTimeout bounds BlockConcurrencyWhile.
@@ -93,6 +96,7 @@ func DefaultConfig() Config {
 		CommitMaxBytes:      1 << 20,
 		CommitParallelism:   4,
 		AlarmHandlerTimeout: 15 * time.Minute,
+		MaxRunningAlarms:    4096,
 		BlockTimeout:        30 * time.Second,
 		SystemRetryDelay:    time.Second,
 	}
@@ -144,6 +148,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CommitParallelism < 1 || c.CommitParallelism > 256 {
 		bad("commit parallelism %d must be in [1, 256]", c.CommitParallelism)
+	}
+	if c.MaxRunningAlarms < 1 {
+		bad("max running alarms %d must be at least 1", c.MaxRunningAlarms)
 	}
 	if c.QueueSize < 1 {
 		bad("queue size %d must be at least 1", c.QueueSize)

@@ -130,7 +130,7 @@ func New(cfg Config, client *clientv3.Client, reg *Registry) (*Node, error) {
 		changed: make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 	}
-	n.sched = newScheduler(cfg.Clock, n.deliverAlarm)
+	n.sched = newScheduler(cfg.Clock, cfg.MaxRunningAlarms, n.deliverAlarm)
 	n.committer = &committer{
 		kv: client, keys: keys, log: n.log.With("component", "committer"),
 		parallelism: cfg.CommitParallelism, timeout: cfg.CommitTimeout,
@@ -376,30 +376,36 @@ func (n *Node) resolve(className string, ref Ref) (Class, durable.ID, error) {
 }
 
 // deliverAlarm is the scheduler's callback: it activates the object and asks
-// it to look at its alarm. Past the local lease deadline the node starts no
-// event, alarms included: another node may own the partition by now, and its
-// handler would run concurrently. The alarm is looked at again later; if the
-// partition is dropped meanwhile, its next owner loads the alarm from etcd.
-func (n *Node) deliverAlarm(e alarmstore.Entry) {
+// it to look at its alarm, and reports whether the object took the delivery
+// (it then releases it when done). Past the local lease deadline the node
+// starts no event, alarms included: another node may own the partition by
+// now, and its handler would run concurrently. The alarm is looked at again
+// later; if the partition is dropped meanwhile, its next owner loads the
+// alarm from etcd.
+func (n *Node) deliverAlarm(e alarmstore.Entry) bool {
 	if !n.leaseValid() {
 		n.sched.retryAt(objKey{class: e.Class, id: e.ID}, e.Partition, n.now().Add(n.cfg.SystemRetryDelay))
-		return
+		return false
 	}
 	class, err := n.reg.Lookup(e.Class)
 	if err != nil {
 		n.log.Error("alarm of unregistered class left pending", "class", e.Class, "id", e.ID)
-		return
+		return false
 	}
 	id, err := durable.IDFromString(e.Class, e.ID)
 	if err != nil {
 		n.log.Error("alarm index entry with invalid id skipped", "class", e.Class, "id", e.ID, "err", err)
-		return
+		return false
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if o := n.objectLocked(class, id, e.Partition); o != nil {
-		o.signalAlarm()
+	o := n.objectLocked(class, id, e.Partition)
+	if o == nil || o.delivered {
+		return false
 	}
+	o.delivered = true
+	o.signalAlarm()
+	return true
 }
 
 // ActiveObjects returns the number of objects in memory.

@@ -63,6 +63,11 @@ type object struct {
 
 	// Owned by the run goroutine.
 	instance durable.Object
+	invoked  bool // an invocation ran since activation
+
+	// delivered: the scheduler handed the object an alarm that it has not
+	// looked at yet; it releases the delivery when done. Guarded by n.mu.
+	delivered bool
 
 	smu         sync.Mutex
 	gen         uint64 // bumped on every reset
@@ -144,6 +149,7 @@ func (o *object) run() {
 			o.exit(o.stopErr)
 			return
 		case c := <-o.mailbox:
+			o.invoked = true
 			o.handleCall(c)
 		case <-o.alarmSig:
 			o.handleAlarm()
@@ -152,8 +158,20 @@ func (o *object) run() {
 				return
 			}
 		}
-		idle.Reset(o.n.cfg.IdleTimeout)
+		idle.Reset(o.idleTimeout())
 	}
+}
+
+// alarmOnlyIdle is how long an object that has only run alarms since its
+// activation stays in memory: alarms of many objects due at once would
+// otherwise keep all of them for the whole idle timeout.
+const alarmOnlyIdle = time.Second
+
+func (o *object) idleTimeout() time.Duration {
+	if o.invoked {
+		return o.n.cfg.IdleTimeout
+	}
+	return min(o.n.cfg.IdleTimeout, alarmOnlyIdle)
 }
 
 // tryEvict leaves the node's map if nothing is queued or pending. Enqueuers
@@ -175,6 +193,7 @@ func (o *object) tryEvict() bool {
 // exit waits for the pending commits (they settle under the tenure they were
 // made in), leaves the map and fails every queued call with cause.
 func (o *object) exit(cause error) {
+	defer o.releaseDelivery()
 	o.waitDurable()
 	o.n.mu.Lock()
 	o.n.forgetLocked(o)
@@ -575,7 +594,20 @@ func (o *object) freshRecordLocked(due time.Time) *alarmstore.Record {
 	}
 }
 
+// releaseDelivery tells the scheduler the object is done with the alarm it
+// was handed, if any.
+func (o *object) releaseDelivery() {
+	o.n.mu.Lock()
+	had := o.delivered
+	o.delivered = false
+	o.n.mu.Unlock()
+	if had {
+		o.n.sched.release()
+	}
+}
+
 func (o *object) handleAlarm() {
+	defer o.releaseDelivery()
 	token := o.n.token(o.p)
 	if token == 0 {
 		return
@@ -596,6 +628,13 @@ func (o *object) handleAlarm() {
 	if rec == nil {
 		return
 	}
+	o.smu.Lock()
+	if o.name == "" && rec.Name != "" {
+		// The record carries the object's name, which its first commit
+		// stored: no need to read it.
+		o.name, o.nameStored = rec.Name, true
+	}
+	o.smu.Unlock()
 	if now := o.n.now(); rec.Due.After(now) {
 		// A stale index entry or an early wake-up: never run early.
 		o.n.sched.committed(o.key, o.p, rec.Due)

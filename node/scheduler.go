@@ -2,11 +2,13 @@ package node
 
 import (
 	"container/heap"
+	"encoding/hex"
 	"sync"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
 )
 
@@ -25,55 +27,66 @@ import (
 // costs a wake-up, never an early or lost run. Loads insert only when absent,
 // so they never replace a fresher entry pushed by a commit.
 //
+// Memory: an alarm in the window costs one heap item and one map slot, about
+// 150 bytes (see BenchmarkSchedulerMemory). Items are values (no pointer per
+// alarm); an object's ID is kept as its 32 bytes and its class as an index
+// into the class names seen. A replaced or removed alarm leaves its item in
+// the heap until it comes up or the heap is compacted: the map says which
+// due time is current.
+//
+// Deliveries are bounded: at most limit alarms are handed to objects and not
+// yet finished (release); the rest wait in the heap, so thousands of alarms
+// due at once never start thousands of objects at once.
+//
 // mu guards every field; deliver is called without it.
 type scheduler struct {
 	clock   clockwork.Clock
-	deliver func(alarmstore.Entry)
+	deliver func(alarmstore.Entry) bool // false: not handed to an object
+	limit   int
 
-	mu    sync.Mutex
-	h     entryHeap
-	byKey map[objKey]*heapEntry
-	until map[int]time.Time // loaded partitions → end of their window
-	wake  chan struct{}     // poked when the head may have changed
-}
-
-type heapEntry struct {
-	alarmstore.Entry
-	key   objKey
-	index int
+	mu      sync.Mutex
+	h       itemHeap
+	byKey   map[schedKey]int64 // key → due (unix ns) of its current item
+	until   map[int]time.Time  // loaded partitions → end of their window
+	classes map[string]uint16
+	names   []string
+	running int           // delivered, not yet released
+	wake    chan struct{} // poked when the head or the room to deliver may have changed
 }
 
-type entryHeap []*heapEntry
+// schedKey identifies an object compactly.
+type schedKey struct {
+	id    durable.ID
+	class uint16
+}
 
-func (h entryHeap) Len() int { return len(h) }
-func (h entryHeap) Less(i, j int) bool {
-	return h[i].Due.Before(h[j].Due)
+// item is one heap entry: an object's alarm said to be due at due.
+type item struct {
+	due int64 // unix nanoseconds
+	key schedKey
+	p   int32
 }
-func (h entryHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index = i
-	h[j].index = j
-}
-func (h *entryHeap) Push(x any) {
-	e := x.(*heapEntry)
-	e.index = len(*h)
-	*h = append(*h, e)
-}
-func (h *entryHeap) Pop() any {
+
+type itemHeap []item
+
+func (h itemHeap) Len() int           { return len(h) }
+func (h itemHeap) Less(i, j int) bool { return h[i].due < h[j].due }
+func (h itemHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *itemHeap) Push(x any)        { *h = append(*h, x.(item)) }
+func (h *itemHeap) Pop() any {
 	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
+	it := old[len(old)-1]
 	*h = old[:len(old)-1]
-	e.index = -1
-	return e
+	return it
 }
 
-func newScheduler(clock clockwork.Clock, deliver func(alarmstore.Entry)) *scheduler {
+func newScheduler(clock clockwork.Clock, limit int, deliver func(alarmstore.Entry) bool) *scheduler {
 	return &scheduler{
-		clock: clock, deliver: deliver,
-		byKey: map[objKey]*heapEntry{},
-		until: map[int]time.Time{},
-		wake:  make(chan struct{}, 1),
+		clock: clock, deliver: deliver, limit: limit,
+		byKey:   map[schedKey]int64{},
+		until:   map[int]time.Time{},
+		classes: map[string]uint16{},
+		wake:    make(chan struct{}, 1),
 	}
 }
 
@@ -81,6 +94,26 @@ func (s *scheduler) poke() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
+	}
+}
+
+// keyLocked returns the compact key of an object. An id that is not 64 hex
+// digits (never produced by the node) maps to the zero ID.
+func (s *scheduler) keyLocked(k objKey) schedKey {
+	c, ok := s.classes[k.class]
+	if !ok {
+		c = uint16(len(s.names))
+		s.classes[k.class] = c
+		s.names = append(s.names, k.class)
+	}
+	key := schedKey{class: c}
+	_, _ = hex.Decode(key.id[:], []byte(k.id))
+	return key
+}
+
+func (s *scheduler) entryLocked(it item) alarmstore.Entry {
+	return alarmstore.Entry{
+		Partition: int(it.p), Due: time.Unix(0, it.due), Class: s.names[it.key.class], ID: hex.EncodeToString(it.key.id[:]),
 	}
 }
 
@@ -113,27 +146,29 @@ func (s *scheduler) loaded() map[int]time.Time {
 
 // committed records that an object's alarm is now due at due (set) or gone
 // (due zero). Called after the commit is durable.
-func (s *scheduler) committed(key objKey, p int, due time.Time) {
+func (s *scheduler) committed(k objKey, p int, due time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	key := s.keyLocked(k)
 	until, ok := s.until[p]
 	if due.IsZero() || !ok || due.After(until) {
-		s.removeLocked(key)
+		delete(s.byKey, key)
+		s.compactLocked()
 		return
 	}
-	s.upsertLocked(alarmstore.Entry{Partition: p, Due: due, Class: key.class, ID: key.id}, key, true)
+	s.upsertLocked(item{due: due.UnixNano(), key: key, p: int32(p)}, true)
 }
 
 // retryAt schedules another look at an object's alarm at t, e.g. after a
 // failure of the system. It bypasses the window because the object's record
 // may already be inside it.
-func (s *scheduler) retryAt(key objKey, p int, t time.Time) {
+func (s *scheduler) retryAt(k objKey, p int, t time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.until[p]; !ok {
 		return
 	}
-	s.upsertLocked(alarmstore.Entry{Partition: p, Due: t, Class: key.class, ID: key.id}, key, true)
+	s.upsertLocked(item{due: t.UnixNano(), key: s.keyLocked(k), p: int32(p)}, true)
 }
 
 // load inserts an entry read from the index, unless the object has one.
@@ -143,30 +178,48 @@ func (s *scheduler) load(e alarmstore.Entry) {
 	if _, ok := s.until[e.Partition]; !ok {
 		return
 	}
-	s.upsertLocked(e, objKey{class: e.Class, id: e.ID}, false)
+	key := s.keyLocked(objKey{class: e.Class, id: e.ID})
+	s.upsertLocked(item{due: e.Due.UnixNano(), key: key, p: int32(e.Partition)}, false)
 }
 
-func (s *scheduler) upsertLocked(e alarmstore.Entry, key objKey, replace bool) {
-	if old, ok := s.byKey[key]; ok {
-		if !replace {
-			return
-		}
-		old.Entry = e
-		heap.Fix(&s.h, old.index)
-	} else {
-		he := &heapEntry{Entry: e, key: key}
-		heap.Push(&s.h, he)
-		s.byKey[key] = he
+func (s *scheduler) upsertLocked(it item, replace bool) {
+	if cur, ok := s.byKey[it.key]; ok && (!replace || cur == it.due) {
+		return
 	}
-	if s.h[0].key == key {
+	s.byKey[it.key] = it.due
+	heap.Push(&s.h, it)
+	if s.h[0].due == it.due {
 		s.poke()
 	}
+	s.compactLocked()
 }
 
-func (s *scheduler) removeLocked(key objKey) {
-	if old, ok := s.byKey[key]; ok {
-		heap.Remove(&s.h, old.index)
-		delete(s.byKey, key)
+// current reports whether it is the object's current item.
+func (s *scheduler) currentLocked(it item) bool {
+	due, ok := s.byKey[it.key]
+	return ok && due == it.due
+}
+
+// compactLocked drops the stale items once they outnumber the current ones.
+func (s *scheduler) compactLocked() {
+	if len(s.h) < 2*len(s.byKey)+1024 {
+		return
+	}
+	s.filterLocked(s.currentLocked)
+}
+
+// filterLocked keeps the items for which keep holds and restores the heap.
+func (s *scheduler) filterLocked(keep func(item) bool) {
+	kept := s.h[:0]
+	for _, it := range s.h {
+		if keep(it) {
+			kept = append(kept, it)
+		}
+	}
+	s.h = kept
+	heap.Init(&s.h)
+	if cap(s.h) > 2*len(s.h)+1024 {
+		s.h = append(itemHeap(nil), s.h...) // let a burst's backing array go
 	}
 }
 
@@ -175,47 +228,57 @@ func (s *scheduler) dropPartition(p int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.until, p)
-	kept := s.h[:0]
-	for _, e := range s.h {
-		if e.Partition == p {
-			delete(s.byKey, e.key)
-			continue
+	s.filterLocked(func(it item) bool {
+		if it.p == int32(p) {
+			if s.currentLocked(it) {
+				delete(s.byKey, it.key)
+			}
+			return false
 		}
-		kept = append(kept, e)
-	}
-	for i := len(kept); i < len(s.h); i++ {
-		s.h[i] = nil
-	}
-	s.h = kept
-	for i, e := range s.h {
-		e.index = i
-	}
-	heap.Init(&s.h)
+		return true
+	})
 	s.poke()
 }
 
-// size returns the number of entries in memory.
+// size returns the number of alarms in memory.
 func (s *scheduler) size() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.h)
+	return len(s.byKey)
 }
 
-// popDue removes and returns the entries due at or before now, and the time of
-// the next entry (zero if none).
+// release ends a delivery: the object is done with the alarm it was handed.
+func (s *scheduler) release() {
+	s.mu.Lock()
+	s.running--
+	s.mu.Unlock()
+	s.poke()
+}
+
+// popDue removes and returns the current entries due at or before now, as
+// many as there is room to deliver, and the time of the next entry (zero if
+// none, or if the room ran out: a release pokes the loop).
 func (s *scheduler) popDue(now time.Time) ([]alarmstore.Entry, time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var due []alarmstore.Entry
-	for len(s.h) > 0 && !s.h[0].Due.After(now) {
-		e := heap.Pop(&s.h).(*heapEntry)
-		delete(s.byKey, e.key)
-		due = append(due, e.Entry)
+	limit := now.UnixNano()
+	for len(s.h) > 0 && s.h[0].due <= limit {
+		if s.running >= s.limit {
+			return due, time.Time{}
+		}
+		it := heap.Pop(&s.h).(item)
+		if !s.currentLocked(it) {
+			continue
+		}
+		delete(s.byKey, it.key)
+		s.running++
+		due = append(due, s.entryLocked(it))
 	}
 	if len(s.h) == 0 {
 		return due, time.Time{}
 	}
-	return due, s.h[0].Due
+	return due, time.Unix(0, s.h[0].due)
 }
 
 // run fires due entries until done is closed.
@@ -225,7 +288,9 @@ func (s *scheduler) run(done <-chan struct{}) {
 	for {
 		due, next := s.popDue(s.clock.Now())
 		for _, e := range due {
-			s.deliver(e)
+			if !s.deliver(e) {
+				s.release()
+			}
 		}
 		now := s.clock.Now()
 		wait := time.Hour
