@@ -1,0 +1,199 @@
+package bench
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/durable-run/durable"
+	"github.com/durable-run/durable/client"
+	"github.com/durable-run/durable/embedetcd"
+	"github.com/durable-run/durable/node"
+)
+
+// One etcd (without fsync: these tests check behaviour, never speed) serves
+// every test; each cluster works under its own prefix.
+var sharedEtcd *embedetcd.Server
+
+func TestMain(m *testing.M) { embedetcd.Main(m, &sharedEtcd) }
+
+// tiny is a profile that runs every phase briefly with two callers.
+func tiny() Profile {
+	return Profile{
+		Name: "tiny", Phase: 300 * time.Millisecond, Warmup: 50 * time.Millisecond,
+		Concurrency: []int{2}, Batches: []Batch{{Clients: 2, Size: 8}},
+	}
+}
+
+func tinyCluster(nodes int) ClusterConfig {
+	return ClusterConfig{Nodes: nodes, Partitions: 16, LeaseTTL: 2 * time.Second, EtcdEndpoints: sharedEtcd.Endpoints()}
+}
+
+// requireSane checks what any measured row must satisfy, whatever the
+// machine's speed.
+func requireSane(t *testing.T, r Result) {
+	t.Helper()
+	require.Positive(t, r.Count, "%s: count", r.Case)
+	require.Positive(t, r.Rate, "%s: rate", r.Case)
+	require.Positive(t, r.Seconds, "%s: seconds", r.Case)
+	require.NotEmpty(t, r.Unit, "%s: unit", r.Case)
+	require.Zero(t, r.Errors, "%s: errors", r.Case)
+	l := r.Latency
+	require.NotNil(t, l, "%s: latency", r.Case)
+	require.Positive(t, l.P50, "%s: p50", r.Case)
+	require.True(t, l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.Max, "%s: percentiles out of order: %+v", r.Case, *l)
+	for _, c := range r.Ceilings {
+		require.Positive(t, c.Rate, "%s: ceiling %s", r.Case, c.Name)
+		require.InDelta(t, r.Rate/c.Rate, c.Ratio, 1e-9, "%s: ratio to %s", r.Case, c.Name)
+	}
+}
+
+// TestEtcdAndInvokeTinyRun runs the etcd and invoke scenarios end to end on
+// a two-node embedded cluster and checks that every case measured something
+// sane, that the invoke rows stand beside their ceilings and targets, and
+// that the run leaves no key behind.
+func TestEtcdAndInvokeTinyRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rep, err := Run(ctx, Scenarios(), Options{Profile: tiny(), Cluster: tinyCluster(2)})
+	require.NoError(t, err)
+	require.Empty(t, rep.Error)
+	require.Equal(t, []string{"etcd", "invoke"}, rep.Params.Scenarios)
+	require.Equal(t, "embedded", rep.Params.Cluster)
+	require.NotZero(t, rep.Machine.CPUs)
+
+	byCase := map[string]Result{}
+	for _, r := range rep.Results {
+		requireSane(t, r)
+		byCase[r.Scenario+"/"+r.Case] = r
+	}
+	for _, c := range []string{
+		"etcd/put, 1 per txn", "etcd/put, 8 per txn", "etcd/get, linearizable",
+		"invoke/get via owner", "invoke/get via non-owner", "invoke/get open loop, ½ best rate",
+		"invoke/increment via owner", "invoke/increment via non-owner", "invoke/increment open loop, ½ best rate",
+	} {
+		require.Contains(t, byCase, c)
+	}
+	require.Len(t, rep.Results, 9, "each ceiling is measured once: invoke reuses the etcd scenario's")
+
+	for _, c := range []string{"invoke/get via owner", "invoke/get via non-owner"} {
+		require.Len(t, byCase[c].Ceilings, 1, c)
+		require.Contains(t, byCase[c].Ceilings[0].Name, "etcd get c=2")
+	}
+	for _, c := range []string{"invoke/increment via owner", "invoke/increment via non-owner"} {
+		cs := byCase[c].Ceilings
+		require.Len(t, cs, 2, c)
+		require.Equal(t, "etcd 1-put txn c=2", cs[0].Name)
+		require.Equal(t, "etcd batched put 2×8 / 2 keys per increment", cs[1].Name)
+		require.InDelta(t, byCase["etcd/put, 8 per txn"].Rate/2, cs[1].Rate, 1e-9)
+	}
+	require.Equal(t, &Target{Metric: "rate", Op: ">=", Value: 20000, Met: byCase["invoke/get via owner"].Rate >= 20000},
+		byCase["invoke/get via owner"].Target)
+	require.Equal(t, 10000.0, byCase["invoke/increment via owner"].Target.Value)
+	open := byCase["invoke/increment open loop, ½ best rate"]
+	require.Equal(t, "p99_ms", open.Target.Metric)
+	require.InDelta(t, byCase["invoke/increment via owner"].Rate/2, open.Extra["offered_ops/s"], 1e-9)
+
+	resp, err := sharedEtcd.Client()
+	require.NoError(t, err)
+	defer resp.Close()
+	left, err := resp.Get(ctx, "/durable-bench", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	require.NoError(t, err)
+	require.Zero(t, left.Count, "the run's keys are gone")
+}
+
+// TestInvokeAloneMeasuresItsCeilings: without the etcd scenario before it,
+// invoke measures the ceilings it needs itself, and they are reported as
+// etcd rows.
+func TestInvokeAloneMeasuresItsCeilings(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rep, err := Run(ctx, []Scenario{InvokeScenario{}}, Options{Profile: tiny(), Cluster: tinyCluster(1)})
+	require.NoError(t, err)
+	var etcdRows, invokeRows int
+	for _, r := range rep.Results {
+		requireSane(t, r)
+		switch r.Scenario {
+		case "etcd":
+			etcdRows++
+		case "invoke":
+			invokeRows++
+			if strings.Contains(r.Case, "via owner") {
+				require.NotEmpty(t, r.Ceilings, r.Case)
+			}
+		}
+	}
+	require.Equal(t, 3, etcdRows, "put c=2, get c=2 and the batched put")
+	require.Equal(t, 4, invokeRows, "one node: no forwarded cases")
+}
+
+// echo replies with its payload.
+type echo struct{}
+
+func (echo) Invoke(_ context.Context, _ string, payload []byte) ([]byte, error) { return payload, nil }
+
+// killer is shaped like a scenario that needs the embedded cluster: it
+// registers its own class before the nodes start, calls it, then kills a
+// node and waits for the survivors to own every partition.
+type killer struct{ prepared bool }
+
+func (*killer) Name() string { return "killer" }
+
+func (k *killer) Prepare(reg *node.Registry, cfg *node.Config) error {
+	k.prepared = cfg.Prefix != ""
+	return node.RegisterClass(reg, "Echo", func(context.Context, durable.State) (*echo, error) { return &echo{}, nil })
+}
+
+func (k *killer) Run(ctx context.Context, env *Env) ([]Result, error) {
+	resp, err := env.Client.Invoke(ctx, "Echo", client.ByName("x"), "say", []byte("hello"))
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if err := env.Cluster.Kill(1); err != nil {
+		return nil, err
+	}
+	if err := env.Cluster.WaitSettled(ctx, nil); err != nil {
+		return nil, err
+	}
+	return []Result{{
+		Scenario: "killer", Case: string(resp.GetPayload()), Count: 1, Seconds: time.Since(start).Seconds(), Rate: 1, Unit: "kills/s",
+	}}, nil
+}
+
+func TestScenarioPreparesClassesAndKillsNodes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	k := &killer{}
+	rep, err := Run(ctx, []Scenario{k}, Options{Profile: tiny(), Cluster: tinyCluster(2)})
+	require.NoError(t, err)
+	require.True(t, k.prepared)
+	require.Len(t, rep.Results, 1)
+	require.Equal(t, "hello", rep.Results[0].Case)
+}
+
+// TestStoppedRunKeepsWhatItMeasured: a run whose context ends returns the
+// error and a report that says why it stopped.
+func TestStoppedRunKeepsWhatItMeasured(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	stopper := stopScenario{cancel: cancel}
+	rep, err := Run(ctx, []Scenario{stopper, InvokeScenario{}}, Options{Profile: tiny(), Cluster: tinyCluster(1)})
+	require.ErrorIs(t, err, context.Canceled)
+	require.NotNil(t, rep)
+	require.Contains(t, rep.Error, "before invoke")
+	require.Len(t, rep.Results, 1, "the stopper's row")
+}
+
+// stopScenario reports one row and ends the run's context.
+type stopScenario struct{ cancel context.CancelFunc }
+
+func (stopScenario) Name() string { return "stop" }
+
+func (s stopScenario) Run(context.Context, *Env) ([]Result, error) {
+	s.cancel()
+	return []Result{{Scenario: "stop", Case: "stop", Count: 1, Rate: 1, Seconds: 1, Unit: "ops/s"}}, nil
+}

@@ -1,0 +1,364 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/durable-run/durable/agent"
+	"github.com/durable-run/durable/embedetcd"
+	"github.com/durable-run/durable/examples"
+	"github.com/durable-run/durable/keyspace"
+	"github.com/durable-run/durable/leader"
+	"github.com/durable-run/durable/node"
+	"github.com/durable-run/durable/placement"
+)
+
+// ClusterConfig configures an embedded cluster. Zero fields take the
+// defaults of DefaultClusterConfig.
+type ClusterConfig struct {
+	// Nodes is the number of in-process nodes (1–16).
+	Nodes int
+	// Partitions is the cluster's partition count.
+	Partitions int
+	// LeaseTTL is every node's lease TTL (whole seconds).
+	LeaseTTL time.Duration
+	// EtcdEndpoints, when set, is an etcd to run the nodes on instead of
+	// an in-process one.
+	EtcdEndpoints []string
+	// Prefix is the nodes' key prefix. Default: "/durable/" on the
+	// in-process etcd, a fresh "/durable-bench-<hex>/" on EtcdEndpoints
+	// (deleted by Close).
+	Prefix string
+	// UnsafeNoFsync turns fsync off in the in-process etcd (tests only:
+	// the numbers mean nothing then).
+	UnsafeNoFsync bool
+	// EtcdElectionTimeout is the in-process etcd's election timeout (0:
+	// etcd's default); tests shorten it to start faster.
+	EtcdElectionTimeout time.Duration
+	// SettleTimeout bounds the wait for placement to settle.
+	SettleTimeout time.Duration
+	// Logger receives the nodes' and etcd's logs; nil discards them.
+	Logger *slog.Logger
+	// Progress shows the start; nil shows nothing.
+	Progress *Progress
+}
+
+// DefaultClusterConfig returns 3 nodes, 256 partitions, lease TTL 3 s, an
+// in-process etcd with fsync on.
+func DefaultClusterConfig() ClusterConfig {
+	return ClusterConfig{Nodes: 3, Partitions: 256, LeaseTTL: 3 * time.Second, SettleTimeout: time.Minute}
+}
+
+func (c ClusterConfig) withDefaults() ClusterConfig {
+	d := DefaultClusterConfig()
+	if c.Nodes == 0 {
+		c.Nodes = d.Nodes
+	}
+	if c.Partitions == 0 {
+		c.Partitions = d.Partitions
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = d.LeaseTTL
+	}
+	if c.SettleTimeout == 0 {
+		c.SettleTimeout = d.SettleTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate checks the fields the nodes do not check themselves.
+func (c ClusterConfig) Validate() error {
+	if c.Nodes < 1 || c.Nodes > 16 {
+		return fmt.Errorf("nodes %d must be between 1 and 16", c.Nodes)
+	}
+	return nil
+}
+
+// Cluster is an embedded cluster: an etcd (in-process unless
+// ClusterConfig.EtcdEndpoints) and nodes serving gRPC on loopback, each with
+// its own etcd connection as separate processes would have. Its methods are
+// safe for concurrent use.
+type Cluster struct {
+	cfg       ClusterConfig
+	etcd      *embedetcd.Server // nil on EtcdEndpoints
+	endpoints []string
+	client    *clientv3.Client
+	keys      keyspace.Space
+	ownPrefix bool // the prefix was made up for this cluster: Close deletes it
+	reg       *node.Registry
+	log       *slog.Logger
+
+	mu      sync.Mutex // guards members' agent, cancel and listen
+	members []*member
+}
+
+type member struct {
+	cfg    node.Config
+	listen string // "127.0.0.1:0" until the first start, then kept across restarts
+	agent  *agent.Agent
+	cancel context.CancelCauseFunc
+}
+
+// StartCluster starts a cluster with the example classes and whatever the
+// preparers add, and returns once placement has settled (every partition
+// owned, balanced). ctx bounds the start only; the cluster runs until Close.
+func StartCluster(ctx context.Context, cfg ClusterConfig, preps ...Preparer) (c *Cluster, err error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("bench: cluster: %w", err)
+	}
+	c = &Cluster{cfg: cfg, reg: node.NewRegistry(), log: cfg.Logger}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, c.Close())
+		}
+	}()
+	if len(cfg.EtcdEndpoints) > 0 {
+		c.endpoints = cfg.EtcdEndpoints
+		if cfg.Prefix == "" {
+			cfg.Prefix, c.ownPrefix = "/durable-bench-"+randomHex(3)+"/", true
+		}
+	} else {
+		ecfg := embedetcd.DefaultConfig()
+		ecfg.UnsafeNoFsync = cfg.UnsafeNoFsync
+		if cfg.EtcdElectionTimeout > 0 {
+			ecfg.ElectionTimeout = cfg.EtcdElectionTimeout
+		}
+		ecfg.Logger = cfg.Logger.With("component", "etcd")
+		if c.etcd, err = embedetcd.Start(ctx, ecfg); err != nil {
+			return c, fmt.Errorf("bench: start etcd: %w", err)
+		}
+		c.endpoints = c.etcd.Endpoints()
+		if cfg.Prefix == "" {
+			cfg.Prefix = node.DefaultConfig().Prefix
+		}
+	}
+	c.cfg, c.keys = cfg, keyspace.New(cfg.Prefix)
+	if c.client, err = dialEtcd(ctx, c.endpoints); err != nil {
+		return c, err
+	}
+
+	if err := examples.Register(c.reg, examples.Config{}); err != nil {
+		return c, fmt.Errorf("bench: register the example classes: %w", err)
+	}
+	tmpl := node.DefaultConfig()
+	tmpl.Prefix, tmpl.Partitions, tmpl.LeaseTTL = cfg.Prefix, cfg.Partitions, cfg.LeaseTTL
+	tmpl.Logger = cfg.Logger
+	for _, p := range preps {
+		if err := p.Prepare(c.reg, &tmpl); err != nil {
+			return c, fmt.Errorf("bench: prepare %T: %w", p, err)
+		}
+	}
+	for i := range cfg.Nodes {
+		mc := tmpl
+		mc.ID = fmt.Sprintf("bench-%d", i+1)
+		c.members = append(c.members, &member{cfg: mc, listen: "127.0.0.1:0"})
+	}
+	for i := range c.members {
+		if err := c.Restart(ctx, i); err != nil {
+			return c, err
+		}
+	}
+	bar := cfg.Progress.Counted("start cluster: partitions owned", int64(cfg.Partitions))
+	sctx, cancel := context.WithTimeout(ctx, cfg.SettleTimeout)
+	defer cancel()
+	if err := c.WaitSettled(sctx, func(owned int) { bar.Set(int64(owned)) }); err != nil {
+		bar.Done("failed")
+		return c, err
+	}
+	bar.Done(fmt.Sprintf("%d node(s), %d partitions settled", cfg.Nodes, cfg.Partitions))
+	return c, nil
+}
+
+// Size returns the number of node slots.
+func (c *Cluster) Size() int { return len(c.members) }
+
+// Addrs returns every node's gRPC address (also of nodes that are down:
+// a restarted node listens on its old address).
+func (c *Cluster) Addrs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, len(c.members))
+	for i, m := range c.members {
+		out[i] = m.listen
+	}
+	return out
+}
+
+// EtcdEndpoints returns the etcd endpoints the nodes use.
+func (c *Cluster) EtcdEndpoints() []string { return c.endpoints }
+
+// Etcd returns the cluster's own etcd client.
+func (c *Cluster) Etcd() *clientv3.Client { return c.client }
+
+// Keys returns the nodes' key space.
+func (c *Cluster) Keys() keyspace.Space { return c.keys }
+
+// Node returns node i's runtime, nil while it is down.
+func (c *Cluster) Node(i int) *node.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if a := c.members[i].agent; a != nil {
+		return a.Node
+	}
+	return nil
+}
+
+// Restart starts node i, which must be down (as at the start, or after
+// Kill or Stop). It returns once the node runs, not once it owns
+// partitions: use WaitSettled for that. A killed node keeps its id, so it
+// waits out its old registration (up to the lease TTL) before it registers.
+func (c *Cluster) Restart(ctx context.Context, i int) error {
+	c.mu.Lock()
+	m := c.members[i]
+	if m.agent != nil {
+		c.mu.Unlock()
+		return fmt.Errorf("bench: node %d is already running", i)
+	}
+	cfg, listen := m.cfg, m.listen
+	c.mu.Unlock()
+	// The node's life is the cluster's, not the caller's ctx.
+	actx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	a, err := agent.Start(actx, agent.Config{Node: cfg, Etcd: c.endpoints, Listen: listen}, c.reg)
+	if err != nil {
+		cancel(nil)
+		return fmt.Errorf("bench: start node %d: %w", i, err)
+	}
+	c.mu.Lock()
+	m.agent, m.cancel, m.listen = a, cancel, a.Addr()
+	c.mu.Unlock()
+	return nil
+}
+
+// Kill stops node i abruptly, as SIGKILL would: it keeps its partitions and
+// lease, which expire after the lease TTL. It returns once the node's
+// goroutines have ended; a node already down is left alone.
+func (c *Cluster) Kill(i int) error { return c.down(i, node.ErrCrash) }
+
+// Stop stops node i gracefully, as SIGTERM would: it hands its partitions
+// to the other nodes first.
+func (c *Cluster) Stop(i int) error { return c.down(i, context.Canceled) }
+
+func (c *Cluster) down(i int, cause error) error {
+	c.mu.Lock()
+	m := c.members[i]
+	a, cancel := m.agent, m.cancel
+	m.agent, m.cancel = nil, nil
+	c.mu.Unlock()
+	if a == nil {
+		return nil
+	}
+	cancel(cause)
+	if err := a.Wait(); err != nil {
+		return fmt.Errorf("bench: node %d stopped with: %w", i, err)
+	}
+	return nil
+}
+
+// WaitSettled waits until placement has converged on the running nodes:
+// every partition owned by a running node that knows it, no handoff under
+// way, partitions balanced (loads differ by at most one). owned, if not
+// nil, is told how many partitions are owned as it goes. It returns ctx's
+// error if that comes first.
+func (c *Cluster) WaitSettled(ctx context.Context, owned func(int)) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ok, n, err := c.settled(ctx)
+		if owned != nil {
+			owned(n)
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bench: placement did not settle (%d of %d partitions owned; last read error: %v): %w",
+				n, c.cfg.Partitions, err, context.Cause(ctx))
+		case <-t.C:
+		}
+	}
+}
+
+// settled reports whether placement has converged and how many partitions
+// are owned.
+func (c *Cluster) settled(ctx context.Context) (bool, int, error) {
+	v, err := leader.Read(ctx, c.client, c.keys, placement.Meta{})
+	if err != nil {
+		return false, 0, err
+	}
+	c.mu.Lock()
+	var running []*agent.Agent
+	for _, m := range c.members {
+		if m.agent != nil {
+			running = append(running, m.agent)
+		}
+	}
+	c.mu.Unlock()
+	if len(running) == 0 {
+		return false, len(v.Owners), nil
+	}
+	load := map[string]int{}
+	for _, a := range running {
+		load[a.Node.Config().ID] = 0
+	}
+	for _, as := range v.Assign {
+		if _, ok := load[as.Node]; ok {
+			load[as.Node]++
+		}
+	}
+	lo, hi := len(v.Assign), 0
+	for _, n := range load {
+		lo, hi = min(lo, n), max(hi, n)
+	}
+	total := 0
+	for _, a := range running {
+		pc := a.Node.PartitionCount()
+		if pc == 0 || len(v.Owners) != pc || !a.Node.Settled() {
+			return false, len(v.Owners), nil
+		}
+		mine := a.Node.OwnedPartitions()
+		for _, p := range mine {
+			if v.Owners[p].Node != a.Node.Config().ID {
+				return false, len(v.Owners), nil
+			}
+		}
+		total += len(mine)
+	}
+	return hi-lo <= 1 && total == len(v.Owners), len(v.Owners), nil
+}
+
+// Close kills every node (a benchmark's cluster is thrown away, so nothing
+// is handed off), then deletes the keys under a prefix it made up on an
+// external etcd, or stops the in-process one, and returns once everything has ended.
+func (c *Cluster) Close() error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(c.members))
+	for i := range c.members {
+		wg.Go(func() { errs[i] = c.Kill(i) })
+	}
+	wg.Wait()
+	if c.client != nil {
+		if c.ownPrefix {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if _, err := c.client.Delete(ctx, c.keys.Prefix(), clientv3.WithPrefix()); err != nil {
+				errs = append(errs, fmt.Errorf("bench: delete the cluster's keys: %w", err))
+			}
+			cancel()
+		}
+		errs = append(errs, c.client.Close())
+	}
+	if c.etcd != nil {
+		errs = append(errs, c.etcd.Close())
+	}
+	return errors.Join(errs...)
+}

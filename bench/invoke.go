@@ -1,0 +1,339 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/durable-run/durable"
+	"github.com/durable-run/durable/client"
+	durablev1 "github.com/durable-run/durable/proto/durable/v1"
+)
+
+// InvokeScenario measures invocations of the example Counter:
+//
+//   - get is read-only: served from the object's cache, no etcd write;
+//   - increment writes the value and the request-id record in one fenced
+//     etcd Txn per call (until group commit batches them).
+//
+// Each is run in a closed loop at several concurrencies, every caller on its
+// own object, (1) via the owner — the Go client learns owners and calls them
+// directly — and (2) via a non-owner: one client per node, pinned to it
+// (NoDirect), each caller's object owned by another node, so every call is
+// forwarded once. Then an open loop sends each method via the owner at half
+// its best closed-loop rate, with latency measured from the intended send
+// time. Targets (DESIGN §7): ≥ 20,000 read-only and ≥ 10,000 writing
+// invocations/s, p99 ≤ 10 ms at half load.
+type InvokeScenario struct{}
+
+// Name implements Scenario.
+func (InvokeScenario) Name() string { return "invoke" }
+
+// Description implements Describer.
+func (InvokeScenario) Description() string {
+	return "Counter.get and Counter.increment via the owner and forwarded, closed loop, then open loop at half load"
+}
+
+// The DESIGN §7 invocation targets.
+const (
+	targetReadsPerSec  = 20000
+	targetWritesPerSec = 10000
+	targetP99HalfLoad  = 10 // ms
+)
+
+const counterClass = "Counter"
+
+// Run implements Scenario.
+func (InvokeScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
+	levels := env.Profile.Levels([]int{16, 64}, []int{1, 16, 64, 256})
+	maxC := slices.Max(levels)
+	top, err := discover(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	defer top.close()
+	ceil, err := measureInvokeCeilings(ctx, env, levels)
+	if err != nil {
+		return nil, err
+	}
+
+	var rows []Result
+	for _, method := range []string{"get", "increment"} {
+		direct := make([]string, maxC)
+		for i := range direct {
+			direct[i] = fmt.Sprintf("bench-%s-%s-%d", env.RunID, method, i)
+		}
+		forwarded, err := top.forwardedObjects(env.RunID, method, maxC)
+		if err != nil {
+			return rows, err
+		}
+		if err := warm(ctx, env, append(slices.Clone(direct), forwarded.names...)); err != nil {
+			return rows, err
+		}
+		best := -1
+		for _, c := range levels {
+			row, err := invokePhase(ctx, env, method, "owner", c, func(ctx context.Context, w int) error {
+				_, err := env.Client.Invoke(ctx, counterClass, client.ByName(direct[w]), method, nil)
+				return err
+			})
+			if err != nil {
+				return rows, err
+			}
+			ceil.place(&row, method, c)
+			rows = append(rows, row)
+			if best < 0 || row.Rate > rows[best].Rate {
+				best = len(rows) - 1
+			}
+		}
+		if best >= 0 {
+			if method == "get" {
+				rows[best].Target = AtLeast(targetReadsPerSec, rows[best].Rate)
+			} else {
+				rows[best].Target = AtLeast(targetWritesPerSec, rows[best].Rate)
+			}
+			rows[best].Note = "best via the owner"
+		}
+		if len(top.seeds) < 2 {
+			env.Progress.Linef("%-36s skipped: one node, nothing to forward", "invoke "+method+" forwarded")
+		} else {
+			for _, c := range levels {
+				row, err := invokePhase(ctx, env, method, "non-owner", c, func(ctx context.Context, w int) error {
+					_, err := forwarded.via[w].Invoke(ctx, counterClass, client.ByName(forwarded.names[w]), method, nil)
+					return err
+				})
+				if err != nil {
+					return rows, err
+				}
+				ceil.place(&row, method, c)
+				rows = append(rows, row)
+			}
+		}
+
+		// Open loop at half the best closed-loop rate via the owner, over
+		// as many objects as that best run had callers.
+		b := rows[best]
+		rate := b.Rate / 2
+		load := Load{
+			Name: fmt.Sprintf("invoke %s open loop %s/s", method, number(rate)), Concurrency: b.Concurrency,
+			Warmup: env.Profile.Warmup, Duration: env.Profile.Phase, Unit: "ops",
+			Op: func(ctx context.Context, w int) error {
+				_, err := env.Client.Invoke(ctx, counterClass, client.ByName(direct[w]), method, nil)
+				return err
+			},
+		}
+		out, err := load.Open(ctx, env.Progress, rate)
+		if err != nil {
+			return rows, err
+		}
+		row := Result{
+			Scenario: "invoke", Case: method + " open loop, ½ best rate", Count: out.Count, Errors: out.Errors,
+			Seconds: out.Elapsed.Seconds(), Rate: out.Rate(), Unit: "ops/s", Latency: out.Samples.Summary(),
+			Extra: map[string]float64{"offered_ops/s": rate, "objects": float64(b.Concurrency), "overrun_ms": ms(out.Overrun)},
+			Note:  "latency from the intended send time",
+		}
+		row.Target = P99AtMost(targetP99HalfLoad, row.Latency)
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// invokePhase runs one closed-loop phase and returns its row.
+func invokePhase(ctx context.Context, env *Env, method, route string, c int, op Op) (Result, error) {
+	load := Load{
+		Name: fmt.Sprintf("invoke %s via %s c=%d", method, route, c), Concurrency: c,
+		Warmup: env.Profile.Warmup, Duration: env.Profile.Phase, Unit: "ops", Op: op,
+	}
+	out, err := load.Closed(ctx, env.Progress)
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{
+		Scenario: "invoke", Case: method + " via " + route, Concurrency: c, Count: out.Count, Errors: out.Errors,
+		Seconds: out.Elapsed.Seconds(), Rate: out.Rate(), Unit: "ops/s", Latency: out.Samples.Summary(),
+	}, nil
+}
+
+// invokeCeilings holds the etcd ceilings the invoke rows are printed
+// beside; empty without etcd.
+type invokeCeilings struct {
+	get, put map[int]Ceiling
+	batch    Ceiling
+}
+
+// measureInvokeCeilings measures (or looks up) the ceilings of every level
+// before the first phase, so no ceiling runs between invocation phases.
+func measureInvokeCeilings(ctx context.Context, env *Env, levels []int) (*invokeCeilings, error) {
+	ic := &invokeCeilings{get: map[int]Ceiling{}, put: map[int]Ceiling{}}
+	if env.Etcd == nil {
+		return ic, nil
+	}
+	var err error
+	for _, c := range levels {
+		if ic.put[c], err = env.Ceiling(ctx, PutCeiling(c)); err != nil {
+			return nil, err
+		}
+		if ic.get[c], err = env.Ceiling(ctx, GetCeiling(c)); err != nil {
+			return nil, err
+		}
+	}
+	if ic.batch, err = env.BestBatchedPut(ctx); err != nil {
+		return nil, err
+	}
+	return ic, nil
+}
+
+// place adds the ceilings of method at concurrency c to row: for get the
+// raw get ceiling (for scale only: gets are served from memory); for
+// increment the 1-put txn ceiling at the same concurrency (one Txn per
+// increment today) and the batched-put ceiling halved (an increment writes
+// two keys: the value and the request-id record).
+func (ic *invokeCeilings) place(row *Result, method string, c int) {
+	if method == "get" {
+		if g, ok := ic.get[c]; ok {
+			row.Ceiling(g.Spec.String()+" (scale only)", g.Rate)
+		}
+		return
+	}
+	if p, ok := ic.put[c]; ok {
+		row.Ceiling(p.Spec.String(), p.Rate)
+	}
+	if ic.batch.Rate > 0 {
+		row.Ceiling(ic.batch.Spec.String()+" / 2 keys per increment", ic.batch.Rate/2)
+	}
+}
+
+// warm calls increment once on every object, 32 at a time, so the measured
+// phases find them active, with a value, and the direct client knows their
+// owners.
+func warm(ctx context.Context, env *Env, names []string) error {
+	bar := env.Progress.Counted(fmt.Sprintf("invoke: activate %d objects", len(names)), int64(len(names)))
+	sem := make(chan struct{}, 32)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		done  int64
+		first error
+	)
+	for _, name := range names {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			cctx, cancel := context.WithTimeout(ctx, opTimeout)
+			defer cancel()
+			_, err := env.Client.Invoke(cctx, counterClass, client.ByName(name), "increment", nil)
+			mu.Lock()
+			defer mu.Unlock()
+			done++
+			bar.Set(done)
+			if err != nil && first == nil {
+				first = fmt.Errorf("bench: activate %s %s: %w", counterClass, name, err)
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		bar.Done("failed")
+		return first
+	}
+	bar.Done("done")
+	return nil
+}
+
+// topology is what the invoke scenario knows of the cluster: where each
+// partition is owned, and one client pinned to each node.
+type topology struct {
+	partitions int
+	owner      map[int]string // partition → the owner's advertised address
+	seeds      []seed
+}
+
+// seed is one node as a forwarding entry point.
+type seed struct {
+	addr      string // as dialled
+	advertise string // as the cluster names it
+	client    *client.Client
+}
+
+// discover asks every node for the cluster's status (partition owners,
+// node addresses) through a client pinned to it.
+func discover(ctx context.Context, env *Env) (*topology, error) {
+	top := &topology{owner: map[int]string{}}
+	for _, addr := range env.Nodes {
+		cl, err := client.Dial(addr, client.Options{NoDirect: true})
+		if err != nil {
+			top.close()
+			return nil, fmt.Errorf("bench: dial %s: %w", addr, err)
+		}
+		top.seeds = append(top.seeds, seed{addr: addr, client: cl})
+	}
+	for i := range top.seeds {
+		s := &top.seeds[i]
+		cctx, cancel := context.WithTimeout(ctx, opTimeout)
+		st, err := s.client.Admin().Status(cctx, &durablev1.StatusRequest{})
+		cancel()
+		if err != nil {
+			top.close()
+			return nil, fmt.Errorf("bench: status of %s: %w", s.addr, err)
+		}
+		addrOf := map[string]string{}
+		for _, n := range st.GetNodes() {
+			addrOf[n.GetId()] = n.GetAddress()
+		}
+		s.advertise = addrOf[st.GetAnsweredBy()]
+		if i == 0 {
+			top.partitions = int(st.GetPartitionCount())
+			for _, p := range st.GetPartitions() {
+				if p.GetOwner() == "" {
+					top.close()
+					return nil, fmt.Errorf("bench: partition %d has no owner", p.GetPartition())
+				}
+				top.owner[int(p.GetPartition())] = addrOf[p.GetOwner()]
+			}
+		}
+	}
+	if top.partitions < 1 {
+		top.close()
+		return nil, errors.New("bench: the cluster reports no partitions")
+	}
+	return top, nil
+}
+
+func (t *topology) close() {
+	for _, s := range t.seeds {
+		_ = s.client.Close()
+	}
+}
+
+// forwardedObjects are the objects of the forwarded route: caller i calls
+// names[i] through via[i], a node that does not own it. Callers are spread
+// over the nodes round robin.
+type forwardedObjects struct {
+	names []string
+	via   []*client.Client
+}
+
+func (t *topology) forwardedObjects(runID, method string, n int) (forwardedObjects, error) {
+	var f forwardedObjects
+	if len(t.seeds) < 2 {
+		return f, nil
+	}
+	j := 0
+	for i := range n {
+		s := t.seeds[i%len(t.seeds)]
+		for ; ; j++ {
+			if j > 100*n+1000 {
+				return f, fmt.Errorf("bench: no object of %d names is owned away from %s", j, s.addr)
+			}
+			name := fmt.Sprintf("bench-%s-%s-fwd-%d", runID, method, j)
+			p := durable.IDFromName(counterClass, name).Partition(t.partitions)
+			if t.owner[p] != s.advertise {
+				f.names, f.via = append(f.names, name), append(f.via, s.client)
+				j++
+				break
+			}
+		}
+	}
+	return f, nil
+}

@@ -1,0 +1,413 @@
+package bench
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// ReportVersion is Report.Version: bumped when a JSON field changes meaning
+// or goes away (new fields may appear without a bump).
+const ReportVersion = 1
+
+// Report is one run of `durable bench`; `--json` prints it as is.
+type Report struct {
+	// Version is ReportVersion.
+	Version  int       `json:"version"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	Machine  Machine   `json:"machine"`
+	Params   Params    `json:"params"`
+	// Results are the rows in the order they were measured; rows of one
+	// scenario share Result.Scenario.
+	Results []Result `json:"results"`
+	// Error says why the run stopped early; Results then hold what was
+	// measured before.
+	Error string `json:"error,omitempty"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+	CPUs      int    `json:"cpus"`
+	CPUModel  string `json:"cpu_model,omitempty"`
+	GoVersion string `json:"go_version"`
+}
+
+// Params are the run's parameters.
+type Params struct {
+	// Profile is the profile's name ("full", "short", …).
+	Profile       string  `json:"profile"`
+	PhaseSeconds  float64 `json:"phase_seconds"`
+	WarmupSeconds float64 `json:"warmup_seconds"`
+	// Cluster is "embedded" (started by the bench) or "given" (--addr).
+	Cluster string `json:"cluster"`
+	// Nodes, Partitions and LeaseTTLSeconds describe an embedded cluster.
+	Nodes           int     `json:"nodes"`
+	Partitions      int     `json:"partitions,omitempty"`
+	LeaseTTLSeconds float64 `json:"lease_ttl_seconds,omitempty"`
+	// EmbeddedEtcd is true when the bench ran its own etcd (fsync on).
+	EmbeddedEtcd bool     `json:"embedded_etcd"`
+	Addrs        []string `json:"addrs,omitempty"`
+	Etcd         []string `json:"etcd,omitempty"`
+	Scenarios    []string `json:"scenarios"`
+}
+
+// Result is one measured case.
+type Result struct {
+	// Scenario and Case name the row, e.g. "invoke", "increment via owner".
+	Scenario string `json:"scenario"`
+	Case     string `json:"case"`
+	// Concurrency is the number of concurrent callers (0: not applicable,
+	// e.g. open-loop phases).
+	Concurrency int `json:"concurrency,omitempty"`
+	// Count operations succeeded in Seconds of measurement; Errors failed.
+	Count   int64   `json:"count"`
+	Errors  int64   `json:"errors"`
+	Seconds float64 `json:"seconds"`
+	// Rate is Count per second, in Unit (e.g. "ops/s", "puts/s").
+	Rate float64 `json:"rate"`
+	Unit string  `json:"unit"`
+	// Latency is nil where it means nothing.
+	Latency *Latency `json:"latency,omitempty"`
+	// Ceilings are raw etcd ceilings of the same work, measured in the
+	// same run, the first being the one that matters most.
+	Ceilings []CeilingRef `json:"ceilings,omitempty"`
+	// Target is the DESIGN §7 target this row is checked against, if any.
+	Target *Target `json:"target,omitempty"`
+	// Note is a remark, e.g. "best of 1-put txns".
+	Note string `json:"note,omitempty"`
+	// Extra holds further metrics, the unit in the name (e.g.
+	// "offered_ops/s", "etcd_conns").
+	Extra map[string]float64 `json:"extra,omitempty"`
+}
+
+// CeilingRef places a result beside an etcd ceiling.
+type CeilingRef struct {
+	// Name says which ceiling, e.g. "etcd 1-put txn c=64" or
+	// "etcd batched put 16×64 / 2 keys per increment".
+	Name string `json:"name"`
+	// Rate is the ceiling, in the result's unit.
+	Rate float64 `json:"rate"`
+	// Ratio is the result's Rate divided by this Rate.
+	Ratio float64 `json:"ratio"`
+}
+
+// Target is a DESIGN §7 target and whether the row met it.
+type Target struct {
+	// Metric is "rate" or "p99_ms".
+	Metric string `json:"metric"`
+	// Op is ">=" or "<=".
+	Op    string  `json:"op"`
+	Value float64 `json:"value"`
+	Met   bool    `json:"met"`
+}
+
+// AtLeast returns a rate target met by rate.
+func AtLeast(value, rate float64) *Target {
+	return &Target{Metric: "rate", Op: ">=", Value: value, Met: rate >= value}
+}
+
+// P99AtMost returns a latency target met by lat.
+func P99AtMost(valueMS float64, lat *Latency) *Target {
+	return &Target{Metric: "p99_ms", Op: "<=", Value: valueMS, Met: lat != nil && lat.P99 <= valueMS}
+}
+
+// Ceiling places r beside c (possibly scaled, e.g. divided by the etcd
+// operations one of r's operations costs) and appends it to r's ceilings.
+func (r *Result) Ceiling(name string, rate float64) {
+	ratio := 0.0
+	if rate > 0 {
+		ratio = r.Rate / rate
+	}
+	r.Ceilings = append(r.Ceilings, CeilingRef{Name: name, Rate: rate, Ratio: ratio})
+}
+
+func newReport(opts Options, scenarios []Scenario) *Report {
+	r := &Report{
+		Version: ReportVersion, Started: time.Now(), Machine: ThisMachine(),
+		Params: Params{
+			Profile: opts.Profile.Name, PhaseSeconds: opts.Profile.Phase.Seconds(),
+			WarmupSeconds: opts.Profile.Warmup.Seconds(),
+		},
+	}
+	for _, s := range scenarios {
+		r.Params.Scenarios = append(r.Params.Scenarios, s.Name())
+	}
+	if len(opts.Addrs) > 0 {
+		r.Params.Cluster, r.Params.Nodes = "given", len(opts.Addrs)
+		r.Params.Addrs, r.Params.Etcd = opts.Addrs, opts.Etcd
+	} else {
+		c := opts.Cluster.withDefaults()
+		r.Params.Cluster, r.Params.Nodes = "embedded", c.Nodes
+		r.Params.Partitions, r.Params.LeaseTTLSeconds = c.Partitions, c.LeaseTTL.Seconds()
+		r.Params.EmbeddedEtcd = len(c.EtcdEndpoints) == 0
+		r.Params.Etcd = c.EtcdEndpoints
+	}
+	return r
+}
+
+// fail records err as the reason the run stopped and returns it.
+func (r *Report) fail(err error) error {
+	r.Error = err.Error()
+	if r.Finished.IsZero() {
+		r.Finished = time.Now()
+	}
+	return err
+}
+
+// ThisMachine describes the machine the process runs on.
+func ThisMachine() Machine {
+	return Machine{
+		OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(),
+		CPUModel: cpuModel(), GoVersion: runtime.Version(),
+	}
+}
+
+// cpuModel reads the first "model name" of /proc/cpuinfo, "" if there is
+// none (other systems).
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// String is the machine line: "linux/amd64, 2 CPUs (AMD EPYC), go1.26.8".
+func (m Machine) String() string {
+	s := fmt.Sprintf("%s/%s, %d CPUs", m.OS, m.Arch, m.CPUs)
+	if m.CPUModel != "" {
+		s += " (" + m.CPUModel + ")"
+	}
+	return s + ", " + m.GoVersion
+}
+
+// String is the parameters line.
+func (p Params) String() string {
+	var b strings.Builder
+	if p.Cluster == "given" {
+		fmt.Fprintf(&b, "given cluster: %d nodes %s", p.Nodes, strings.Join(p.Addrs, ","))
+		if len(p.Etcd) > 0 {
+			fmt.Fprintf(&b, ", etcd %s", strings.Join(p.Etcd, ","))
+		} else {
+			b.WriteString(", no etcd (no ceilings)")
+		}
+	} else {
+		fmt.Fprintf(&b, "embedded cluster: %d nodes, %d partitions, lease TTL %gs, ", p.Nodes, p.Partitions, p.LeaseTTLSeconds)
+		if p.EmbeddedEtcd {
+			b.WriteString("in-process etcd (fsync on)")
+		} else {
+			fmt.Fprintf(&b, "etcd %s", strings.Join(p.Etcd, ","))
+		}
+	}
+	fmt.Fprintf(&b, "; profile %s: %gs per phase after %gs warm-up", p.Profile, p.PhaseSeconds, p.WarmupSeconds)
+	return b.String()
+}
+
+// WriteJSON writes the report as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteTable writes the report as aligned text tables, one per scenario.
+func (r *Report) WriteTable(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	fmt.Fprintf(bw, "machine: %s\n", r.Machine)
+	fmt.Fprintf(bw, "run:     %s\n", r.Params)
+	if !r.Started.IsZero() && !r.Finished.IsZero() {
+		fmt.Fprintf(bw, "took:    %s\n", r.Finished.Sub(r.Started).Round(100*time.Millisecond))
+	}
+	var order []string
+	for _, res := range r.Results {
+		if !slices.Contains(order, res.Scenario) {
+			order = append(order, res.Scenario)
+		}
+	}
+	for _, sc := range order {
+		t := table{header: []string{"case", "conc", "count", "err", "rate", "p50 ms", "p90 ms", "p99 ms", "max ms", "vs etcd ceiling", "target"}}
+		t.right = []bool{false, true, true, true, true, true, true, true, true, false, false}
+		var notes []string
+		for _, res := range r.Results {
+			if res.Scenario != sc {
+				continue
+			}
+			t.rows = append(t.rows, res.cells())
+			for _, c := range res.Ceilings[min(1, len(res.Ceilings)):] {
+				t.rows = append(t.rows, []string{"", "", "", "", "", "", "", "", "", c.cell(), ""})
+			}
+			if res.Note != "" || len(res.Extra) > 0 {
+				notes = append(notes, res.notes())
+			}
+		}
+		fmt.Fprintf(bw, "\n%s\n", sc)
+		t.write(bw)
+		for _, n := range notes {
+			fmt.Fprintf(bw, "  %s\n", n)
+		}
+	}
+	if r.Error != "" {
+		fmt.Fprintf(bw, "\nstopped early: %s\n", r.Error)
+	}
+	return bw.Flush()
+}
+
+func (r Result) cells() []string {
+	conc := ""
+	if r.Concurrency > 0 {
+		conc = strconv.Itoa(r.Concurrency)
+	}
+	row := []string{r.Case, conc, thousands(float64(r.Count)), thousands(float64(r.Errors)), rateCell(r.Rate, r.Unit), "", "", "", "", "", ""}
+	if l := r.Latency; l != nil {
+		row[5], row[6], row[7], row[8] = fmtMS(l.P50), fmtMS(l.P90), fmtMS(l.P99), fmtMS(l.Max)
+	}
+	if len(r.Ceilings) > 0 {
+		row[9] = r.Ceilings[0].cell()
+	}
+	if t := r.Target; t != nil {
+		row[10] = t.cell(r.Unit)
+	}
+	return row
+}
+
+func (c CeilingRef) cell() string {
+	return fmt.Sprintf("%s× %s = %s/s", ratio(c.Ratio), c.Name, number(c.Rate))
+}
+
+func (t Target) cell(unit string) string {
+	what := fmt.Sprintf("%s %s", t.Op, rateCell(t.Value, unit))
+	if t.Metric == "p99_ms" {
+		what = fmt.Sprintf("p99 %s %s ms", t.Op, fmtMS(t.Value))
+	}
+	verdict := "met"
+	if !t.Met {
+		verdict = "MISSED"
+	}
+	return what + ": " + verdict
+}
+
+// notes is the line under the table for a row's note and extra metrics.
+func (r Result) notes() string {
+	parts := []string{}
+	if r.Note != "" {
+		parts = append(parts, r.Note)
+	}
+	keys := make([]string, 0, len(r.Extra))
+	for k := range r.Extra {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%s", k, number(r.Extra[k])))
+	}
+	head := r.Case
+	if r.Concurrency > 0 {
+		head += fmt.Sprintf(" c=%d", r.Concurrency)
+	}
+	return head + ": " + strings.Join(parts, ", ")
+}
+
+// table is a text table with aligned columns.
+type table struct {
+	header []string
+	right  []bool // right-align column i
+	rows   [][]string
+}
+
+// write prints the table, leaving out columns that are empty in every row.
+func (t table) write(w io.Writer) {
+	width := make([]int, len(t.header))
+	used := make([]bool, len(t.header))
+	for _, row := range t.rows {
+		for i, c := range row {
+			width[i] = max(width[i], utf8.RuneCountInString(c))
+			used[i] = used[i] || c != ""
+		}
+	}
+	for i, c := range t.header {
+		width[i] = max(width[i], utf8.RuneCountInString(c))
+	}
+	line := func(row []string) {
+		var b strings.Builder
+		for i, c := range row {
+			if !used[i] {
+				continue
+			}
+			pad := strings.Repeat(" ", width[i]-utf8.RuneCountInString(c))
+			b.WriteString("  ")
+			if t.right[i] {
+				b.WriteString(pad + c)
+			} else {
+				b.WriteString(c + pad)
+			}
+		}
+		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
+	}
+	line(t.header)
+	for _, row := range t.rows {
+		line(row)
+	}
+}
+
+// thousands formats v rounded to an integer with ',' between thousands.
+func thousands(v float64) string {
+	s := strconv.FormatInt(int64(math.Round(math.Abs(v))), 10)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	if v < 0 && s != "0" {
+		s = "-" + s
+	}
+	return s
+}
+
+// number formats v with thousands separators, keeping one decimal below 100.
+func number(v float64) string {
+	if math.Abs(v) < 100 && v != math.Trunc(v) {
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return thousands(v)
+}
+
+func rateCell(v float64, unit string) string { return number(v) + " " + unit }
+
+// fmtMS formats milliseconds with about three significant digits.
+func fmtMS(v float64) string {
+	switch {
+	case v < 1:
+		return strconv.FormatFloat(v, 'f', 3, 64)
+	case v < 10:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	case v < 100:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	default:
+		return thousands(v)
+	}
+}
+
+func ratio(v float64) string {
+	if v >= 10 {
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/durable-run/durable/bench"
+)
+
+// newBenchCmd is `durable bench`: one subcommand per registered scenario,
+// plus `all`.
+func newBenchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure throughput and latency, each beside the raw etcd ceiling of the same run",
+		Long: "Run benchmark scenarios against an embedded cluster (an in-process etcd with fsync on and\n" +
+			"--nodes in-process nodes serving the example classes) or against a given one (--addr, --etcd),\n" +
+			"and print a table (or --json) of throughput and latency percentiles, each beside the raw etcd\n" +
+			"ceiling measured in the same run. Progress goes to stderr. See docs/performance.md." + envHelp,
+		Args: cobra.NoArgs,
+	}
+	pf := cmd.PersistentFlags()
+	d := bench.DefaultClusterConfig()
+	pf.Bool("short", false, "quick profile: fewer cases, 1s phases; `bench all --short` takes under a minute")
+	pf.Bool("json", false, "print the report as JSON instead of tables")
+	pf.Int("nodes", d.Nodes, "nodes of the embedded cluster (1-16)")
+	pf.Int("partitions", d.Partitions, "partitions of the embedded cluster")
+	pf.Duration("lease-ttl", d.LeaseTTL, "lease TTL of the embedded cluster's nodes (whole seconds)")
+	pf.String("addr", "", "measure a given cluster instead: its nodes' gRPC addresses, comma-separated")
+	pf.StringSlice("etcd", nil, "etcd endpoints: the given cluster's (for the ceilings), or, without --addr, an etcd to run the embedded nodes on")
+	pf.Duration("duration", 0, "measure each phase this long (default 5s, 1s with --short)")
+	pf.Bool("quiet", false, "no progress bars, only a line per phase")
+	pf.Bool("verbose", false, "show the nodes' and etcd's warnings on stderr")
+
+	var names []string
+	for _, s := range bench.Scenarios() {
+		short := "Run the " + s.Name() + " scenario"
+		if d, ok := s.(bench.Describer); ok {
+			short = "Measure " + d.Description()
+		}
+		cmd.AddCommand(&cobra.Command{
+			Use: s.Name(), Short: short, Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error { return runBench(cmd, []bench.Scenario{s}) },
+		})
+		names = append(names, s.Name())
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use: "all", Short: "Run every scenario in order: " + strings.Join(names, ", "), Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runBench(cmd, bench.Scenarios()) },
+	})
+	return cmd
+}
+
+// benchOptions turns the flags into bench options; bad flags are usage
+// errors.
+func benchOptions(cmd *cobra.Command, scenarios []bench.Scenario) (bench.Options, error) {
+	fs := cmd.Flags()
+	short, _ := fs.GetBool("short")
+	nodes, _ := fs.GetInt("nodes")
+	partitions, _ := fs.GetInt("partitions")
+	ttl, _ := fs.GetDuration("lease-ttl")
+	addr, _ := fs.GetString("addr")
+	etcd, _ := fs.GetStringSlice("etcd")
+	duration, _ := fs.GetDuration("duration")
+
+	opts := bench.Options{Profile: bench.FullProfile(), Etcd: etcd}
+	if short {
+		opts.Profile = bench.ShortProfile()
+	}
+	var errs []error
+	switch {
+	case duration < 0:
+		errs = append(errs, fmt.Errorf("--duration %s must not be negative", duration))
+	case duration > 0:
+		opts.Profile.Phase = duration
+	}
+	for _, a := range strings.Split(addr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			opts.Addrs = append(opts.Addrs, a)
+		}
+	}
+	if len(opts.Addrs) > 0 {
+		for _, f := range []string{"nodes", "partitions", "lease-ttl"} {
+			if fs.Changed(f) {
+				errs = append(errs, fmt.Errorf("--%s describes the embedded cluster; it does not go with --addr", f))
+			}
+		}
+		if len(etcd) == 0 {
+			for _, s := range scenarios {
+				if s.Name() == (bench.EtcdScenario{}).Name() {
+					errs = append(errs, errors.New("the etcd scenario needs the given cluster's etcd: add --etcd"))
+				}
+			}
+		}
+	} else {
+		if nodes < 1 || nodes > 16 {
+			errs = append(errs, fmt.Errorf("--nodes must be between 1 and 16, got %d", nodes))
+		}
+		if partitions < 1 || partitions > 65536 {
+			errs = append(errs, fmt.Errorf("--partitions must be between 1 and 65536, got %d", partitions))
+		}
+		if ttl < time.Second || ttl%time.Second != 0 {
+			errs = append(errs, fmt.Errorf("--lease-ttl %s must be a whole number of seconds, at least 1s", ttl))
+		}
+		opts.Cluster = bench.ClusterConfig{Nodes: nodes, Partitions: partitions, LeaseTTL: ttl, EtcdEndpoints: etcd}
+		opts.Etcd = nil
+	}
+	if err := errors.Join(errs...); err != nil {
+		return opts, usageError{err}
+	}
+	return opts, nil
+}
+
+func runBench(cmd *cobra.Command, scenarios []bench.Scenario) error {
+	opts, err := benchOptions(cmd, scenarios)
+	if err != nil {
+		return err
+	}
+	fs := cmd.Flags()
+	asJSON, _ := fs.GetBool("json")
+	quiet, _ := fs.GetBool("quiet")
+	verbose, _ := fs.GetBool("verbose")
+	stderr := cmd.ErrOrStderr()
+	opts.Progress = bench.NewProgress(stderr, !quiet && isTerminal(stderr))
+	opts.Log = slog.New(slog.DiscardHandler)
+	if verbose {
+		opts.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	rep, runErr := bench.Run(cmd.Context(), scenarios, opts)
+	if rep != nil && (asJSON || len(rep.Results) > 0) {
+		out := cmd.OutOrStdout()
+		var werr error
+		if asJSON {
+			werr = rep.WriteJSON(out)
+		} else {
+			werr = rep.WriteTable(out)
+		}
+		if werr != nil {
+			return errors.Join(runErr, fmt.Errorf("write the report: %w", werr))
+		}
+	}
+	return runErr
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

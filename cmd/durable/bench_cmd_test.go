@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/durable-run/durable/bench"
+)
+
+func TestBenchListsEveryScenarioAndAll(t *testing.T) {
+	out, err := run(context.Background(), "bench", "--help")
+	require.NoError(t, err)
+	for _, s := range bench.Scenarios() {
+		require.Regexp(t, `\n\s+`+s.Name()+`\s`, out)
+	}
+	require.Regexp(t, `\n\s+all\s+Run every scenario in order: etcd, invoke`, out)
+}
+
+func TestBenchRejectsBadFlagsAsUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"etcd", "--nodes", "0"}, "--nodes must be between 1 and 16"},
+		{[]string{"etcd", "--nodes", "17"}, "--nodes must be between 1 and 16"},
+		{[]string{"invoke", "--partitions", "0"}, "--partitions must be between 1 and 65536"},
+		{[]string{"invoke", "--lease-ttl", "1500ms"}, "--lease-ttl 1.5s must be a whole number of seconds"},
+		{[]string{"all", "--duration", "-1s"}, "--duration -1s must not be negative"},
+		{[]string{"invoke", "--addr", "127.0.0.1:1", "--nodes", "2"}, "--nodes describes the embedded cluster"},
+		{[]string{"etcd", "--addr", "127.0.0.1:1"}, "the etcd scenario needs the given cluster's etcd: add --etcd"},
+		{[]string{"all", "--addr", "127.0.0.1:1"}, "add --etcd"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, err := run(context.Background(), append([]string{"bench"}, tc.args...)...)
+			require.ErrorContains(t, err, tc.want)
+			require.Equal(t, 2, exitCode(err))
+		})
+	}
+}
+
+// TestBenchEtcdShortJSON runs `durable bench etcd --short --json` for real
+// (in-process etcd with fsync, one node), with the phase length from the
+// environment, and reads the report back.
+func TestBenchEtcdShortJSON(t *testing.T) {
+	t.Setenv("DURABLE_DURATION", "200ms")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := run(ctx, "bench", "etcd", "--short", "--json", "--quiet", "--nodes", "1", "--partitions", "8")
+	require.NoError(t, err)
+	// Progress lines (stderr) and the report (stdout) share run's buffer:
+	// the report is the JSON object at the end.
+	i := strings.Index(out, "{\n")
+	require.GreaterOrEqual(t, i, 0, out)
+	var rep bench.Report
+	require.NoError(t, json.Unmarshal([]byte(out[i:]), &rep), out)
+	require.Equal(t, bench.ReportVersion, rep.Version)
+	require.Equal(t, 0.2, rep.Params.PhaseSeconds)
+	require.Equal(t, "short", rep.Params.Profile)
+	require.Equal(t, 1, rep.Params.Nodes)
+	require.True(t, rep.Params.EmbeddedEtcd)
+	var cases []string
+	for _, r := range rep.Results {
+		require.Equal(t, "etcd", r.Scenario)
+		require.Positive(t, r.Rate, r.Case)
+		cases = append(cases, r.Case)
+	}
+	require.Equal(t, []string{"put, 1 per txn", "put, 64 per txn", "put, 512 per txn", "get, linearizable"}, cases)
+	require.Contains(t, out, "etcd 1-put txn c=64 ", "a progress line per phase")
+}
