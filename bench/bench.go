@@ -236,6 +236,7 @@ func Run(ctx context.Context, scenarios []Scenario, opts Options) (*Report, erro
 	if err != nil {
 		return rep, rep.fail(err)
 	}
+	rep.step("setup", rep.Started)
 	if env.Cluster != nil {
 		rep.Params.Partitions = env.Cluster.cfg.Partitions
 	}
@@ -248,7 +249,9 @@ func Run(ctx context.Context, scenarios []Scenario, opts Options) (*Report, erro
 		if ctx.Err() != nil {
 			return rep, rep.fail(fmt.Errorf("stopped before %s: %w", s.Name(), context.Cause(ctx)))
 		}
+		start := time.Now()
 		rows, err := s.Run(ctx, env)
+		rep.step(s.Name(), start)
 		rep.Results = append(rep.Results, env.takeExtra()...)
 		rep.Results = append(rep.Results, rows...)
 		tidyCeilingRows(rep.Results)

@@ -27,12 +27,22 @@ type Report struct {
 	Finished time.Time `json:"finished"`
 	Machine  Machine   `json:"machine"`
 	Params   Params    `json:"params"`
+	// Timings say how long each step took: "setup" (starting or dialling
+	// the cluster), then each scenario, ceilings it measured on demand
+	// included.
+	Timings []Timing `json:"timings"`
 	// Results are the rows in the order they were measured; rows of one
 	// scenario share Result.Scenario.
 	Results []Result `json:"results"`
 	// Error says why the run stopped early; Results then hold what was
 	// measured before.
 	Error string `json:"error,omitempty"`
+}
+
+// Timing is how long one step of the run took.
+type Timing struct {
+	Step    string  `json:"step"`
+	Seconds float64 `json:"seconds"`
 }
 
 // Machine describes where the run happened.
@@ -42,6 +52,10 @@ type Machine struct {
 	CPUs      int    `json:"cpus"`
 	CPUModel  string `json:"cpu_model,omitempty"`
 	GoVersion string `json:"go_version"`
+	// LoadAverage is the 1, 5 and 15 minute load average when the run
+	// started (from /proc/loadavg; absent elsewhere): on a shared machine
+	// it says how much else was running.
+	LoadAverage []float64 `json:"load_average,omitempty"`
 }
 
 // Params are the run's parameters.
@@ -157,6 +171,11 @@ func newReport(opts Options, scenarios []Scenario) *Report {
 	return r
 }
 
+// step records that a step of the run started at start ended now.
+func (r *Report) step(name string, start time.Time) {
+	r.Timings = append(r.Timings, Timing{Step: name, Seconds: time.Since(start).Seconds()})
+}
+
 // fail records err as the reason the run stopped and returns it.
 func (r *Report) fail(err error) error {
 	r.Error = err.Error()
@@ -170,8 +189,27 @@ func (r *Report) fail(err error) error {
 func ThisMachine() Machine {
 	return Machine{
 		OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(),
-		CPUModel: cpuModel(), GoVersion: runtime.Version(),
+		CPUModel: cpuModel(), GoVersion: runtime.Version(), LoadAverage: loadAverage(),
 	}
+}
+
+// loadAverage reads /proc/loadavg, nil if it cannot.
+func loadAverage() []float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return nil
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return nil
+	}
+	out := make([]float64, 3)
+	for i := range out {
+		if out[i], err = strconv.ParseFloat(f[i], 64); err != nil {
+			return nil
+		}
+	}
+	return out
 }
 
 // cpuModel reads the first "model name" of /proc/cpuinfo, "" if there is
@@ -198,7 +236,11 @@ func (m Machine) String() string {
 	if m.CPUModel != "" {
 		s += " (" + m.CPUModel + ")"
 	}
-	return s + ", " + m.GoVersion
+	s += ", " + m.GoVersion
+	if len(m.LoadAverage) == 3 {
+		s += fmt.Sprintf("; load average %.2f %.2f %.2f at start", m.LoadAverage[0], m.LoadAverage[1], m.LoadAverage[2])
+	}
+	return s
 }
 
 // String is the parameters line.
@@ -236,7 +278,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(bw, "machine: %s\n", r.Machine)
 	fmt.Fprintf(bw, "run:     %s\n", r.Params)
 	if !r.Started.IsZero() && !r.Finished.IsZero() {
-		fmt.Fprintf(bw, "took:    %s\n", r.Finished.Sub(r.Started).Round(100*time.Millisecond))
+		fmt.Fprintf(bw, "took:    %s", r.Finished.Sub(r.Started).Round(100*time.Millisecond))
+		var steps []string
+		for _, t := range r.Timings {
+			steps = append(steps, fmt.Sprintf("%s %.1fs", t.Step, t.Seconds))
+		}
+		if len(steps) > 0 {
+			fmt.Fprintf(bw, " (%s)", strings.Join(steps, ", "))
+		}
+		fmt.Fprintln(bw)
 	}
 	var order []string
 	for _, res := range r.Results {

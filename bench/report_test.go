@@ -24,9 +24,11 @@ func sampleReport() *Report {
 	return &Report{
 		Version: ReportVersion, Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 		Finished: time.Date(2026, 1, 2, 3, 5, 5, 0, time.UTC),
-		Machine:  Machine{OS: "linux", Arch: "amd64", CPUs: 2, CPUModel: "AMD EPYC", GoVersion: "go1.26.8"},
+		Machine: Machine{OS: "linux", Arch: "amd64", CPUs: 2, CPUModel: "AMD EPYC", GoVersion: "go1.26.8",
+			LoadAverage: []float64{1.5, 0.25, 3}},
 		Params: Params{Profile: "short", PhaseSeconds: 1, WarmupSeconds: 0.25, Cluster: "embedded", Nodes: 3,
 			Partitions: 256, LeaseTTLSeconds: 3, EmbeddedEtcd: true, Scenarios: []string{"etcd", "invoke"}},
+		Timings: []Timing{{Step: "setup", Seconds: 2.04}, {Step: "etcd", Seconds: 5.5}, {Step: "invoke", Seconds: 14}},
 		Results: []Result{
 			{Scenario: "etcd", Case: "put, 1 per txn", Concurrency: 64, Count: 50000, Seconds: 5, Rate: 10000, Unit: "puts/s",
 				Latency: &Latency{P50: 5, P90: 9, P99: 13, Max: 20, Mean: 6}, Note: "best 1-put txn throughput"},
@@ -49,7 +51,7 @@ func TestReportJSONRoundTrip(t *testing.T) {
 	// The field names are the documented, stable ones.
 	var raw map[string]any
 	require.NoError(t, json.Unmarshal(buf.Bytes(), &raw))
-	for _, k := range []string{"version", "started", "finished", "machine", "params", "results"} {
+	for _, k := range []string{"version", "started", "finished", "machine", "params", "timings", "results"} {
 		require.Contains(t, raw, k)
 	}
 	row := raw["results"].([]any)[1].(map[string]any)
@@ -67,8 +69,9 @@ func TestWriteTableShowsEveryRowWithItsCeilingsAndTargets(t *testing.T) {
 	out := buf.String()
 	t.Log("\n" + out)
 	for _, want := range []string{
-		"machine: linux/amd64, 2 CPUs (AMD EPYC), go1.26.8",
+		"machine: linux/amd64, 2 CPUs (AMD EPYC), go1.26.8; load average 1.50 0.25 3.00 at start",
 		"embedded cluster: 3 nodes, 256 partitions, lease TTL 3s, in-process etcd (fsync on); profile short: 1s per phase after 0.25s warm-up",
+		"took:    1m0s (setup 2.0s, etcd 5.5s, invoke 14.0s)",
 		"\netcd\n", "\ninvoke\n",
 		"put, 1 per txn", "10,000 puts/s",
 		"get via owner", "123,456", "24,691 ops/s", "0.432", "1.50", "12.3", "251",

@@ -25,11 +25,13 @@ func newBenchCmd() *cobra.Command {
 			"--nodes in-process nodes serving the example classes) or against a given one (--addr, --etcd),\n" +
 			"and print a table (or --json) of throughput and latency percentiles, each beside the raw etcd\n" +
 			"ceiling measured in the same run. Progress goes to stderr. See docs/performance.md." + envHelp,
-		Args: cobra.NoArgs,
+		// Unknown scenarios are usage errors (exit 2), not cobra's plain
+		// "unknown command".
+		Args: cobra.ArbitraryArgs,
 	}
 	pf := cmd.PersistentFlags()
 	d := bench.DefaultClusterConfig()
-	pf.Bool("short", false, "quick profile: fewer cases, 1s phases; `bench all --short` takes under a minute")
+	pf.Bool("short", false, "quick profile: fewer cases, 1s phases; 'bench all --short' takes under a minute")
 	pf.Bool("json", false, "print the report as JSON instead of tables")
 	pf.Int("nodes", d.Nodes, "nodes of the embedded cluster (1-16)")
 	pf.Int("partitions", d.Partitions, "partitions of the embedded cluster")
@@ -51,6 +53,12 @@ func newBenchCmd() *cobra.Command {
 			RunE: func(cmd *cobra.Command, _ []string) error { return runBench(cmd, []bench.Scenario{s}) },
 		})
 		names = append(names, s.Name())
+	}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usageError{fmt.Errorf("unknown scenario %q: want %s or all", args[0], strings.Join(names, ", "))}
+		}
+		return cmd.Help()
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use: "all", Short: "Run every scenario in order: " + strings.Join(names, ", "), Args: cobra.NoArgs,

@@ -34,6 +34,7 @@ func TestBenchRejectsBadFlagsAsUsageErrors(t *testing.T) {
 		{[]string{"invoke", "--addr", "127.0.0.1:1", "--nodes", "2"}, "--nodes describes the embedded cluster"},
 		{[]string{"etcd", "--addr", "127.0.0.1:1"}, "the etcd scenario needs the given cluster's etcd: add --etcd"},
 		{[]string{"all", "--addr", "127.0.0.1:1"}, "add --etcd"},
+		{[]string{"nope"}, `unknown scenario "nope": want etcd, invoke or all`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			_, err := run(context.Background(), append([]string{"bench"}, tc.args...)...)
