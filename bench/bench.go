@@ -220,8 +220,9 @@ type Options struct {
 // Run runs scenarios in order and returns the report. After a failure it
 // returns the report of what was measured so far, with Report.Error set, and
 // the error. Everything it started (cluster, clients, keys under the ceiling
-// prefix) is stopped or removed before it returns.
-func Run(ctx context.Context, scenarios []Scenario, opts Options) (*Report, error) {
+// prefix) is stopped or removed before it returns; a failure to do so is
+// returned too.
+func Run(ctx context.Context, scenarios []Scenario, opts Options) (_ *Report, err error) {
 	if err := opts.Profile.Validate(); err != nil {
 		return nil, fmt.Errorf("bench: invalid profile: %w", err)
 	}
@@ -242,7 +243,7 @@ func Run(ctx context.Context, scenarios []Scenario, opts Options) (*Report, erro
 	}
 	defer func() {
 		if cerr := closeEnv(); cerr != nil {
-			opts.Log.Warn("bench teardown failed", "err", cerr)
+			err = errors.Join(err, fmt.Errorf("bench: teardown: %w", cerr))
 		}
 	}()
 	for _, s := range scenarios {

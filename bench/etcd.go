@@ -350,7 +350,8 @@ func (e *Env) measureCeiling(ctx context.Context, spec CeilingSpec) (Ceiling, er
 	return Ceiling{Spec: spec, Rate: row.Rate, Row: row}, nil
 }
 
-// preload writes every key, in Txns of up to 512 Puts.
+// preload writes every key, in Txns of up to 128 Puts (etcd's default
+// --max-txn-ops, so it works on any etcd).
 func (e *Env) preload(ctx context.Context, keys [][]string) error {
 	var ops []clientv3.Op
 	flush := func() error {
@@ -367,7 +368,7 @@ func (e *Env) preload(ctx context.Context, keys [][]string) error {
 	for _, ks := range keys {
 		for _, k := range ks {
 			ops = append(ops, clientv3.OpPut(k, ceilingValue))
-			if len(ops) == 512 {
+			if len(ops) == 128 {
 				if err := flush(); err != nil {
 					return err
 				}

@@ -48,7 +48,6 @@ const counterClass = "Counter"
 // Run implements Scenario.
 func (InvokeScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
 	levels := env.Profile.Levels([]int{16, 64}, []int{1, 16, 64, 256})
-	maxC := slices.Max(levels)
 	top, err := discover(ctx, env)
 	if err != nil {
 		return nil, err
@@ -61,21 +60,60 @@ func (InvokeScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
 
 	var rows []Result
 	for _, method := range []string{"get", "increment"} {
-		direct := make([]string, maxC)
-		for i := range direct {
-			direct[i] = fmt.Sprintf("bench-%s-%s-%d", env.RunID, method, i)
-		}
-		forwarded, err := top.forwardedObjects(env.RunID, method, maxC)
+		r, err := invokeMethod(ctx, env, top, ceil, method, levels)
+		rows = append(rows, r...)
 		if err != nil {
 			return rows, err
 		}
-		if err := warm(ctx, env, append(slices.Clone(direct), forwarded.names...)); err != nil {
+	}
+	return rows, nil
+}
+
+// invokeMethod measures one method: closed loops via the owner and
+// forwarded at every level, then the open loop at half the best rate.
+func invokeMethod(ctx context.Context, env *Env, top *topology, ceil *invokeCeilings, method string, levels []int) ([]Result, error) {
+	maxC := slices.Max(levels)
+	direct := make([]string, maxC)
+	for i := range direct {
+		direct[i] = fmt.Sprintf("bench-%s-%s-%d", env.RunID, method, i)
+	}
+	forwarded, err := top.forwardedObjects(env.RunID, method, maxC)
+	if err != nil {
+		return nil, err
+	}
+	if err := warm(ctx, env, append(slices.Clone(direct), forwarded.names...)); err != nil {
+		return nil, err
+	}
+	viaOwner := func(ctx context.Context, w int) error {
+		_, err := env.Client.Invoke(ctx, counterClass, client.ByName(direct[w]), method, nil)
+		return err
+	}
+
+	var rows []Result
+	best := -1
+	for _, c := range levels {
+		row, err := invokePhase(ctx, env, method, "owner", c, viaOwner)
+		if err != nil {
 			return rows, err
 		}
-		best := -1
+		ceil.place(&row, method, c)
+		rows = append(rows, row)
+		if best < 0 || row.Rate > rows[best].Rate {
+			best = len(rows) - 1
+		}
+	}
+	target := float64(targetWritesPerSec)
+	if method == "get" {
+		target = targetReadsPerSec
+	}
+	rows[best].Target, rows[best].Note = AtLeast(target, rows[best].Rate), "best via the owner"
+
+	if len(top.seeds) < 2 {
+		env.Progress.Linef("%-36s skipped: one node, nothing to forward", "invoke "+method+" via non-owner")
+	} else {
 		for _, c := range levels {
-			row, err := invokePhase(ctx, env, method, "owner", c, func(ctx context.Context, w int) error {
-				_, err := env.Client.Invoke(ctx, counterClass, client.ByName(direct[w]), method, nil)
+			row, err := invokePhase(ctx, env, method, "non-owner", c, func(ctx context.Context, w int) error {
+				_, err := forwarded.via[w].Invoke(ctx, counterClass, client.ByName(forwarded.names[w]), method, nil)
 				return err
 			})
 			if err != nil {
@@ -83,60 +121,29 @@ func (InvokeScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
 			}
 			ceil.place(&row, method, c)
 			rows = append(rows, row)
-			if best < 0 || row.Rate > rows[best].Rate {
-				best = len(rows) - 1
-			}
 		}
-		if best >= 0 {
-			if method == "get" {
-				rows[best].Target = AtLeast(targetReadsPerSec, rows[best].Rate)
-			} else {
-				rows[best].Target = AtLeast(targetWritesPerSec, rows[best].Rate)
-			}
-			rows[best].Note = "best via the owner"
-		}
-		if len(top.seeds) < 2 {
-			env.Progress.Linef("%-36s skipped: one node, nothing to forward", "invoke "+method+" forwarded")
-		} else {
-			for _, c := range levels {
-				row, err := invokePhase(ctx, env, method, "non-owner", c, func(ctx context.Context, w int) error {
-					_, err := forwarded.via[w].Invoke(ctx, counterClass, client.ByName(forwarded.names[w]), method, nil)
-					return err
-				})
-				if err != nil {
-					return rows, err
-				}
-				ceil.place(&row, method, c)
-				rows = append(rows, row)
-			}
-		}
-
-		// Open loop at half the best closed-loop rate via the owner, over
-		// as many objects as that best run had callers.
-		b := rows[best]
-		rate := b.Rate / 2
-		load := Load{
-			Name: fmt.Sprintf("invoke %s open loop %s/s", method, number(rate)), Concurrency: b.Concurrency,
-			Warmup: env.Profile.Warmup, Duration: env.Profile.Phase, Unit: "ops",
-			Op: func(ctx context.Context, w int) error {
-				_, err := env.Client.Invoke(ctx, counterClass, client.ByName(direct[w]), method, nil)
-				return err
-			},
-		}
-		out, err := load.Open(ctx, env.Progress, rate)
-		if err != nil {
-			return rows, err
-		}
-		row := Result{
-			Scenario: "invoke", Case: method + " open loop, ½ best rate", Count: out.Count, Errors: out.Errors,
-			Seconds: out.Elapsed.Seconds(), Rate: out.Rate(), Unit: "ops/s", Latency: out.Samples.Summary(),
-			Extra: map[string]float64{"offered_ops/s": rate, "objects": float64(b.Concurrency), "overrun_ms": ms(out.Overrun)},
-			Note:  "latency from the intended send time",
-		}
-		row.Target = P99AtMost(targetP99HalfLoad, row.Latency)
-		rows = append(rows, row)
 	}
-	return rows, nil
+
+	// Open loop at half the best closed-loop rate via the owner, over as
+	// many objects as that best run had callers.
+	b := rows[best]
+	rate := b.Rate / 2
+	load := Load{
+		Name: fmt.Sprintf("invoke %s open loop %s/s", method, number(rate)), Concurrency: b.Concurrency,
+		Warmup: env.Profile.Warmup, Duration: env.Profile.Phase, Unit: "ops", Op: viaOwner,
+	}
+	out, err := load.Open(ctx, env.Progress, rate)
+	if err != nil {
+		return rows, err
+	}
+	row := Result{
+		Scenario: "invoke", Case: method + " open loop, ½ best rate", Count: out.Count, Errors: out.Errors,
+		Seconds: out.Elapsed.Seconds(), Rate: out.Rate(), Unit: "ops/s", Latency: out.Samples.Summary(),
+		Extra: map[string]float64{"offered_ops/s": rate, "objects": float64(b.Concurrency), "overrun_ms": ms(out.Overrun)},
+		Note:  "latency from the intended send time",
+	}
+	row.Target = P99AtMost(targetP99HalfLoad, row.Latency)
+	return append(rows, row), nil
 }
 
 // invokePhase runs one closed-loop phase and returns its row.
