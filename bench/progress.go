@@ -76,7 +76,7 @@ func (p *Progress) newBar(name string, total int64, count bool) *Bar {
 	opts := []progressbar.Option{
 		progressbar.OptionSetWriter(lockedWriter{p}),
 		progressbar.OptionSetDescription(fmt.Sprintf("%-36s", name)),
-		progressbar.OptionSetWidth(30),
+		progressbar.OptionSetWidth(20),
 		progressbar.OptionSetPredictTime(false),
 		progressbar.OptionClearOnFinish(),
 		progressbar.OptionSetRenderBlankState(true),
