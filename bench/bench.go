@@ -81,6 +81,7 @@ func Scenarios() []Scenario {
 	return []Scenario{
 		EtcdScenario{},
 		InvokeScenario{},
+		AlarmsScenario{},
 	}
 }
 
@@ -109,6 +110,9 @@ type Profile struct {
 	Concurrency []int
 	// Batches, when set, replaces the batch shapes of the etcd ceiling.
 	Batches []Batch
+	// Alarms, when set, replaces the number of alarms of each alarm and
+	// failover case (tests use a few hundred).
+	Alarms int
 }
 
 // FullProfile is the default profile.
@@ -143,6 +147,9 @@ func (p Profile) Validate() error {
 	}
 	if p.Warmup < 0 {
 		errs = append(errs, fmt.Errorf("warm-up %s must not be negative", p.Warmup))
+	}
+	if p.Alarms < 0 {
+		errs = append(errs, fmt.Errorf("alarms %d must not be negative", p.Alarms))
 	}
 	for _, c := range p.Concurrency {
 		if c < 1 {

@@ -59,7 +59,7 @@ func requireSane(t *testing.T, r Result) {
 func TestEtcdAndInvokeTinyRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	rep, err := Run(ctx, Scenarios(), Options{Profile: tiny(), Cluster: tinyCluster(2)})
+	rep, err := Run(ctx, []Scenario{EtcdScenario{}, InvokeScenario{}}, Options{Profile: tiny(), Cluster: tinyCluster(2)})
 	require.NoError(t, err)
 	require.Empty(t, rep.Error)
 	require.Equal(t, []string{"etcd", "invoke"}, rep.Params.Scenarios)
@@ -73,8 +73,8 @@ func TestEtcdAndInvokeTinyRun(t *testing.T) {
 	}
 	for _, c := range []string{
 		"etcd/put, 1 per txn", "etcd/put, 8 per txn", "etcd/get, linearizable",
-		"invoke/get via owner", "invoke/get via non-owner", "invoke/get open loop, ½ best rate",
-		"invoke/increment via owner", "invoke/increment via non-owner", "invoke/increment open loop, ½ best rate",
+		"invoke/get via owner", "invoke/get via non-owner", "invoke/get open loop, ½ target rate",
+		"invoke/increment via owner", "invoke/increment via non-owner", "invoke/increment open loop, ½ target rate",
 	} {
 		require.Contains(t, byCase, c)
 	}
@@ -94,9 +94,9 @@ func TestEtcdAndInvokeTinyRun(t *testing.T) {
 	require.Equal(t, &Target{Metric: "rate", Op: ">=", Value: 20000, Met: byCase["invoke/get via owner"].Rate >= 20000},
 		byCase["invoke/get via owner"].Target)
 	require.Equal(t, 10000.0, byCase["invoke/increment via owner"].Target.Value)
-	open := byCase["invoke/increment open loop, ½ best rate"]
+	open := byCase["invoke/increment open loop, ½ target rate"]
 	require.Equal(t, "p99_ms", open.Target.Metric)
-	require.InDelta(t, byCase["invoke/increment via owner"].Rate/2, open.Extra["offered_ops/s"], 1e-9)
+	require.InDelta(t, float64(targetWritesPerSec)/2, open.Extra["offered_ops/s"], 1e-9)
 
 	resp, err := sharedEtcd.Client()
 	require.NoError(t, err)
@@ -104,6 +104,33 @@ func TestEtcdAndInvokeTinyRun(t *testing.T) {
 	left, err := resp.Get(ctx, "/durable-bench", clientv3.WithPrefix(), clientv3.WithCountOnly())
 	require.NoError(t, err)
 	require.Zero(t, left.Count, "the run's keys are gone")
+}
+
+// TestAlarmsTinyRun runs the alarms scenario end to end with a few hundred
+// alarms: every alarm fires once, not early, and the rows are sane.
+func TestAlarmsTinyRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	p := tiny()
+	p.Alarms = 300
+	rep, err := Run(ctx, []Scenario{AlarmsScenario{}}, Options{Profile: p, Cluster: tinyCluster(2)})
+	require.NoError(t, err)
+	byCase := map[string]Result{}
+	for _, r := range rep.Results {
+		byCase[r.Scenario+"/"+r.Case] = r
+	}
+	for _, c := range []string{"alarms/same instant", "alarms/spread, 20000/s for 15ms"} {
+		r, ok := byCase[c]
+		require.True(t, ok, "no row %q in %v", c, byCase)
+		requireSane(t, r)
+		require.EqualValues(t, 300, r.Count)
+		require.Zero(t, r.Extra["duplicate_runs"])
+		require.NotNil(t, r.Target)
+	}
+	mem := byCase["alarms/memory per pending alarm"]
+	require.EqualValues(t, 300, mem.Count)
+	require.Positive(t, mem.Rate, "the schedulers hold the pending alarms")
+	require.Equal(t, "bytes/alarm", mem.Unit)
 }
 
 // TestInvokeAloneMeasuresItsCeilings: without the etcd scenario before it,

@@ -101,6 +101,9 @@ func (s Space) AlarmsPrefix() string { return s.prefix + "alarm/" }
 // Alarm is the authoritative alarm record of an object.
 func (s Space) Alarm(p int, class, id string) string { return s.AlarmPrefix(p) + class + "/" + id }
 
+// DuesPrefix is the prefix of every partition's alarm index.
+func (s Space) DuesPrefix() string { return s.prefix + "due/" }
+
 // DuePrefix is the prefix of partition p's time-ordered alarm index.
 func (s Space) DuePrefix(p int) string { return s.prefix + "due/" + part(p) + "/" }
 

@@ -387,7 +387,7 @@ func (e *alarmEnv) activeObject(name string) *object {
 // waitHandlerLimitArmed waits until the running alarm handler's time limit
 // (a timer on the fake clock) is armed, so that advancing the clock counts
 // against it. The node's other timers while one object runs its alarm are
-// the scheduler's timer, the window ticker and the object's idle timer.
+// the scheduler's timer, the window ticker and the idle sweeper's ticker.
 func (e *alarmEnv) waitHandlerLimitArmed() {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -190,9 +190,10 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.committer.ctx = n.ctx
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go func() { defer n.wg.Done(); n.sched.run(n.ctx.Done()) }()
 	go func() { defer n.wg.Done(); n.windowLoop() }()
+	go func() { defer n.wg.Done(); n.evictLoop() }()
 
 	// The membership loop and the leader outlive ctx while draining: they
 	// must keep the lease alive, move the partitions away (a draining leader
@@ -337,9 +338,18 @@ func (n *Node) objectLocked(class Class, id durable.ID, p int) *object {
 	}
 	o := newObject(n, class, id, p)
 	n.objects[key] = o
+	return o
+}
+
+// wakeLocked starts o's goroutine if it is parked: the caller has just
+// given it something to do. Caller holds n.mu.
+func (n *Node) wakeLocked(o *object) {
+	if o.running {
+		return
+	}
+	o.running = true
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); o.run() }()
-	return o
 }
 
 // forget removes o from the map if it is still the active instance for its
@@ -406,6 +416,36 @@ func (n *Node) deliverAlarm(e alarmstore.Entry) bool {
 	o.delivered = true
 	o.signalAlarm()
 	return true
+}
+
+// sweepEvery is how often the node looks for idle objects: one ticker for
+// the node rather than a timer per object, which the runtime would have to
+// move in its timer heap after every event of every object.
+const sweepEvery = 250 * time.Millisecond
+
+// evictLoop asks idle objects to leave memory.
+func (n *Node) evictLoop() {
+	tick := n.cfg.Clock.NewTicker(sweepEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.Chan():
+		}
+		now := n.now()
+		n.mu.Lock()
+		for _, o := range n.objects {
+			if o.idle(now) {
+				select {
+				case o.evictSig <- struct{}{}:
+				default:
+				}
+				n.wakeLocked(o)
+			}
+		}
+		n.mu.Unlock()
+	}
 }
 
 // ActiveObjects returns the number of objects in memory.

@@ -56,6 +56,7 @@ type object struct {
 
 	mailbox  chan *call
 	alarmSig chan struct{}
+	evictSig chan struct{} // the node's sweeper found the object idle
 	stopCh   chan struct{}
 	stopOnce sync.Once
 	stopErr  error // set before stopCh is closed
@@ -63,7 +64,13 @@ type object struct {
 
 	// Owned by the run goroutine.
 	instance durable.Object
-	invoked  bool // an invocation ran since activation
+
+	invoked    atomic.Bool  // an invocation ran since activation
+	lastActive atomic.Int64 // end of the last event, Unix ns on the node's clock
+
+	// running: a goroutine runs the object's events (run); otherwise it is
+	// parked. Guarded by n.mu.
+	running bool
 
 	// delivered: the scheduler handed the object an alarm that it has not
 	// looked at yet; it releases the delivery when done. Guarded by n.mu.
@@ -100,31 +107,39 @@ type object struct {
 }
 
 func newObject(n *Node, class Class, id durable.ID, p int) *object {
-	return &object{
+	o := &object{
 		n: n, key: objKey{class: class.Name, id: id.String()}, class: class, id: id, p: p,
 		mailbox:  make(chan *call, n.cfg.QueueSize),
 		alarmSig: make(chan struct{}, 1),
+		evictSig: make(chan struct{}, 1),
 		stopCh:   make(chan struct{}),
 		done:     make(chan struct{}),
 		cache:    map[string]cacheEntry{},
 		stageCh:  make(chan struct{}),
 	}
+	o.touch()
+	return o
 }
 
+// signalAlarm asks the object to look at its alarm. Caller holds n.mu.
 func (o *object) signalAlarm() {
 	select {
 	case o.alarmSig <- struct{}{}:
 	default:
 	}
+	o.n.wakeLocked(o)
 }
 
-// stop asks the run goroutine to exit after the event in progress; queued
-// callers get cause.
+// stop asks the object to exit after the event in progress; queued callers
+// get cause. Caller must not hold n.mu.
 func (o *object) stop(cause error) {
 	o.stopOnce.Do(func() {
 		o.stopErr = cause
 		close(o.stopCh)
 	})
+	o.n.mu.Lock()
+	o.n.wakeLocked(o)
+	o.n.mu.Unlock()
 }
 
 func (o *object) stopAndWait(cause error) {
@@ -132,34 +147,59 @@ func (o *object) stopAndWait(cause error) {
 	<-o.done
 }
 
+// run handles the object's events while it has any, then parks: the
+// goroutine ends, and the next enqueuer starts another (wakeLocked). An
+// idle object holds no goroutine, so tens of thousands of them cost the
+// garbage collector no stacks to scan. It also ends, for good, when the
+// object stops or leaves memory.
 func (o *object) run() {
-	defer close(o.done)
-	clock := o.n.cfg.Clock
-	idle := clock.NewTimer(o.n.cfg.IdleTimeout)
-	defer idle.Stop()
 	for {
 		select {
 		case <-o.stopCh:
 			o.exit(o.stopErr)
+			close(o.done)
 			return
 		default:
 		}
 		select {
-		case <-o.stopCh:
-			o.exit(o.stopErr)
-			return
 		case c := <-o.mailbox:
-			o.invoked = true
+			o.invoked.Store(true)
 			o.handleCall(c)
+			o.touch()
+			continue
 		case <-o.alarmSig:
 			o.handleAlarm()
-		case <-idle.Chan():
+			o.touch()
+			continue
+		case <-o.evictSig:
 			if o.tryEvict() {
+				close(o.done)
 				return
 			}
+			continue
+		default:
 		}
-		idle.Reset(o.idleTimeout())
+		if o.park() {
+			return
+		}
 	}
+}
+
+// park ends the run goroutine if nothing waits. Enqueuers put their work in
+// and then wake the object under n.mu, so nothing is left behind.
+func (o *object) park() bool {
+	o.n.mu.Lock()
+	defer o.n.mu.Unlock()
+	select {
+	case <-o.stopCh:
+		return false
+	default:
+	}
+	if len(o.mailbox) > 0 || len(o.alarmSig) > 0 || len(o.evictSig) > 0 {
+		return false
+	}
+	o.running = false
+	return true
 }
 
 // alarmOnlyIdle is how long an object that has only run alarms since its
@@ -167,22 +207,28 @@ func (o *object) run() {
 // otherwise keep all of them for the whole idle timeout.
 const alarmOnlyIdle = time.Second
 
-func (o *object) idleTimeout() time.Duration {
-	if o.invoked {
-		return o.n.cfg.IdleTimeout
+// touch records the end of an event: the object's idle time starts.
+func (o *object) touch() { o.lastActive.Store(o.n.now().UnixNano()) }
+
+// idle reports whether the object has had no event for its idle timeout.
+func (o *object) idle(now time.Time) bool {
+	timeout := o.n.cfg.IdleTimeout
+	if !o.invoked.Load() {
+		timeout = min(timeout, alarmOnlyIdle)
 	}
-	return min(o.n.cfg.IdleTimeout, alarmOnlyIdle)
+	return now.UnixNano()-o.lastActive.Load() >= int64(timeout)
 }
 
-// tryEvict leaves the node's map if nothing is queued or pending. Enqueuers
-// hold n.mu, so nothing can arrive between the check and the removal.
+// tryEvict leaves the node's map if the object is idle and nothing is
+// queued or pending. Enqueuers hold n.mu, so nothing can arrive between the
+// check and the removal.
 func (o *object) tryEvict() bool {
 	o.n.mu.Lock()
 	defer o.n.mu.Unlock()
 	o.smu.Lock()
 	pending := o.pendingLocked()
 	o.smu.Unlock()
-	if pending || len(o.mailbox) > 0 || len(o.alarmSig) > 0 {
+	if pending || len(o.mailbox) > 0 || len(o.alarmSig) > 0 || !o.idle(o.n.now()) {
 		return false
 	}
 	o.n.forgetLocked(o)

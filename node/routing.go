@@ -164,6 +164,7 @@ func (n *Node) invokeLocal(ctx context.Context, class Class, id durable.ID, p in
 		n.mu.Unlock()
 		return Result{}, fmt.Errorf("%w: %d events already queued for %s/%s", durable.ErrOverloaded, n.cfg.QueueSize, class.Name, id)
 	}
+	n.wakeLocked(o)
 	n.mu.Unlock()
 	select {
 	case r := <-c.reply:

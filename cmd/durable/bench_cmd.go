@@ -6,10 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/durable-run/durable/bench"
@@ -41,6 +43,8 @@ func newBenchCmd() *cobra.Command {
 	pf.Duration("duration", 0, "measure each phase this long (default 5s, 1s with --short)")
 	pf.Bool("quiet", false, "no progress bars, only a line per phase")
 	pf.Bool("verbose", false, "show the nodes' and etcd's warnings on stderr")
+	pf.String("cpuprofile", "", "write a CPU profile of the whole run (embedded cluster included) to this file")
+	pf.String("memprofile", "", "write an allocation profile of the whole run to this file")
 
 	var names []string
 	for _, s := range bench.Scenarios() {
@@ -142,7 +146,14 @@ func runBench(cmd *cobra.Command, scenarios []bench.Scenario) error {
 	if verbose {
 		opts.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
+	stopProfiles, err := startProfiles(fs)
+	if err != nil {
+		return err
+	}
 	rep, runErr := bench.Run(cmd.Context(), scenarios, opts)
+	if err := stopProfiles(); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
 	if rep != nil && (asJSON || len(rep.Results) > 0) {
 		out := cmd.OutOrStdout()
 		var werr error
@@ -156,6 +167,41 @@ func runBench(cmd *cobra.Command, scenarios []bench.Scenario) error {
 		}
 	}
 	return runErr
+}
+
+// startProfiles starts the CPU profile and arranges the allocation profile
+// that --cpuprofile and --memprofile ask for; the returned function writes
+// them.
+func startProfiles(fs *pflag.FlagSet) (func() error, error) {
+	cpu, _ := fs.GetString("cpuprofile")
+	mem, _ := fs.GetString("memprofile")
+	var cpuFile *os.File
+	if cpu != "" {
+		f, err := os.Create(cpu)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--cpuprofile: %w", err)}
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("start the CPU profile: %w", err)
+		}
+		cpuFile = f
+	}
+	return func() error {
+		var errs []error
+		if cpuFile != nil {
+			pprof.StopCPUProfile()
+			errs = append(errs, cpuFile.Close())
+		}
+		if mem != "" {
+			f, err := os.Create(mem)
+			if err != nil {
+				return errors.Join(append(errs, fmt.Errorf("--memprofile: %w", err))...)
+			}
+			errs = append(errs, pprof.Lookup("allocs").WriteTo(f, 0), f.Close())
+		}
+		return errors.Join(errs...)
+	}, nil
 }
 
 // isTerminal reports whether w is a terminal.

@@ -1,0 +1,141 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/durable-run/durable"
+	"github.com/durable-run/durable/node"
+)
+
+// AlarmClass is the class the alarm and failover scenarios arm: method
+// "arm" (payload: the due time in Unix milliseconds) sets the object's
+// alarm; its Alarm handler reports the run to the process's FireLog, if one
+// is listening (an embedded cluster), and otherwise stores it under key
+// "fired", where method "result" reads it; "disarm" deletes the alarm (a given cluster, whose nodes
+// register the class with RegisterClasses).
+const AlarmClass = "BenchAlarm"
+
+// Fire is one run of a BenchAlarm alarm.
+type Fire struct {
+	Scheduled time.Time `json:"scheduled"`
+	Start     time.Time `json:"start"`
+	Node      string    `json:"node"`
+	Retry     int       `json:"retry"`
+}
+
+// FireLog collects the alarm runs of the objects a scenario expects, in
+// memory; the handler's cost is a map lookup under a lock.
+type FireLog struct {
+	mu    sync.Mutex
+	idx   map[durable.ID]int
+	first []Fire // by expected index; zero Start: not fired yet
+	runs  []int
+	fired int
+	extra int // runs of objects nobody expects
+}
+
+// processFires receives the runs of BenchAlarm handlers in this process.
+var processFires = &FireLog{idx: map[durable.ID]int{}}
+
+// expect starts a new measurement of the objects named names: their runs
+// are recorded from now on, earlier records are dropped.
+func (l *FireLog) expect(names []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.idx = make(map[durable.ID]int, len(names))
+	for i, n := range names {
+		l.idx[durable.IDFromName(AlarmClass, n)] = i
+	}
+	l.first = make([]Fire, len(names))
+	l.runs = make([]int, len(names))
+	l.fired, l.extra = 0, 0
+}
+
+func (l *FireLog) record(id durable.ID, f Fire) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i, ok := l.idx[id]
+	if !ok {
+		l.extra++
+		return
+	}
+	if l.runs[i] == 0 {
+		l.first[i] = f
+		l.fired++
+	}
+	l.runs[i]++
+}
+
+// count returns how many expected objects have fired.
+func (l *FireLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fired
+}
+
+// snapshot returns the first run of each expected object (zero Start: not
+// fired) and the number of runs beyond the first.
+func (l *FireLog) snapshot() ([]Fire, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	dups := 0
+	for _, r := range l.runs {
+		dups += max(r-1, 0)
+	}
+	return append([]Fire(nil), l.first...), dups
+}
+
+type alarmObject struct {
+	st    durable.State
+	log   *FireLog // nil: store runs in storage
+	clock func() time.Time
+}
+
+// RegisterClasses adds the bench's classes to reg, for nodes the bench
+// measures as a given cluster (`durable agent`, `durable dev`): their
+// alarm runs are stored in the objects, where the bench reads them back.
+func RegisterClasses(reg *node.Registry) error {
+	return registerAlarmClass(reg, nil)
+}
+
+func registerAlarmClass(reg *node.Registry, log *FireLog) error {
+	return node.RegisterClass(reg, AlarmClass, func(_ context.Context, st durable.State) (*alarmObject, error) {
+		return &alarmObject{st: st, log: log, clock: time.Now}, nil
+	})
+}
+
+func (o *alarmObject) Invoke(ctx context.Context, method string, payload []byte) ([]byte, error) {
+	switch method {
+	case "arm":
+		ms, err := strconv.ParseInt(string(payload), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("arm: payload %q is not a time in Unix milliseconds", payload)
+		}
+		return nil, o.st.Storage().SetAlarm(ctx, time.UnixMilli(ms))
+	case "disarm":
+		return nil, o.st.Storage().DeleteAlarm(ctx)
+	case "result":
+		v, _, err := o.st.Storage().Get(ctx, "fired")
+		return v, err
+	default:
+		return nil, fmt.Errorf("unknown method %q (want arm, disarm or result)", method)
+	}
+}
+
+func (o *alarmObject) Alarm(ctx context.Context, info durable.AlarmInfo) error {
+	f := Fire{Scheduled: info.ScheduledTime, Start: o.clock(), Retry: info.RetryCount}
+	if ei, ok := node.EventInfoFrom(ctx); ok {
+		f.Node = ei.Node
+	}
+	if o.log != nil {
+		o.log.record(o.st.ID(), f)
+		return nil
+	}
+	b, _ := json.Marshal(f)
+	return o.st.Storage().Put(ctx, "fired", b)
+}

@@ -1,0 +1,471 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/durable-run/durable/client"
+	"github.com/durable-run/durable/keyspace"
+	"github.com/durable-run/durable/node"
+)
+
+// AlarmsScenario measures alarms fired and committed:
+//
+//   - same instant: N objects each arm an alarm for one instant T; the rate
+//     is N over the time from T until the last alarm's completion (the
+//     deletion of its record, in the object's commit) is durable;
+//   - spread: alarms due at a steady rate (the target's 20,000/s) for a few
+//     seconds; lateness at that load;
+//   - memory (embedded cluster): the node heap per alarm held in the
+//     look-ahead window, after a restart loaded them from etcd.
+//
+// Lateness is the handler's start minus the scheduled time. Completion is
+// seen through an etcd watch of the alarms' index entries: their deletion
+// is the commit of the alarm's success. Targets (DESIGN §7): ≥ 20,000
+// alarms/s; lateness p50 ≤ 5 ms, p99 ≤ 50 ms at that load; ≤ 200 bytes of
+// heap per alarm in the window.
+type AlarmsScenario struct{}
+
+// Name implements Scenario.
+func (AlarmsScenario) Name() string { return "alarms" }
+
+// Description implements Describer.
+func (AlarmsScenario) Description() string {
+	return "alarms due at one instant and at a steady rate: fires/s committed, lateness, heap per pending alarm"
+}
+
+// Prepare implements Preparer: the nodes run BenchAlarm, reporting to this
+// process.
+func (AlarmsScenario) Prepare(reg *node.Registry, _ *node.Config) error {
+	return prepareAlarmClass(reg)
+}
+
+func prepareAlarmClass(reg *node.Registry) error {
+	if _, err := reg.Lookup(AlarmClass); err == nil {
+		return nil // another scenario registered it
+	}
+	return registerAlarmClass(reg, processFires)
+}
+
+// The DESIGN §7 alarm targets.
+const (
+	targetAlarmsPerSec  = 20000
+	targetLatenessP50   = 5  // ms
+	targetLatenessP99   = 50 // ms
+	targetBytesPerAlarm = 200
+)
+
+// Run implements Scenario.
+func (AlarmsScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
+	if env.Etcd == nil {
+		return nil, fmt.Errorf("the alarms scenario watches etcd for the alarms' commits: %w", ErrNoEtcd)
+	}
+	burst, rate, spread, pending := 100000, float64(targetAlarmsPerSec), 10*time.Second, 100000
+	switch {
+	case env.Profile.Alarms > 0:
+		burst, pending = env.Profile.Alarms, env.Profile.Alarms
+		spread = time.Duration(float64(time.Second) * float64(burst) / rate)
+	case env.Profile.Short:
+		burst, spread, pending = 20000, 2*time.Second, 20000
+	}
+	ceil, err := env.BestBatchedPut(ctx)
+	if err != nil && !errors.Is(err, ErrNoEtcd) {
+		return nil, err
+	}
+	var rows []Result
+	add := func(r Result) {
+		if ceil.Rate > 0 {
+			// A completion deletes the record and its index entry.
+			r.Ceiling(ceil.Spec.String()+" / 2 keys per alarm", ceil.Rate/2)
+		}
+		rows = append(rows, r)
+	}
+
+	r, err := alarmRun(ctx, env, "same instant", burst, 0)
+	if err != nil {
+		return rows, err
+	}
+	r.Target = AtLeast(targetAlarmsPerSec, r.Rate)
+	add(r)
+
+	n := int(rate * spread.Seconds())
+	r, err = alarmRun(ctx, env, fmt.Sprintf("spread, %.0f/s for %s", rate, spread), n, spread)
+	if err != nil {
+		return rows, err
+	}
+	r.Target = P99AtMost(targetLatenessP99, r.Latency)
+	if r.Latency != nil {
+		r.Note = fmt.Sprintf("p50 target %d ms: %s", targetLatenessP50, metOrMissed(r.Latency.P50 <= targetLatenessP50))
+	}
+	add(r)
+
+	if env.Cluster == nil {
+		env.Progress.Linef("%-36s skipped: needs the embedded cluster", "alarms memory")
+		return rows, nil
+	}
+	m, err := alarmMemory(ctx, env, pending)
+	if err != nil {
+		return rows, err
+	}
+	return append(rows, m), nil
+}
+
+func metOrMissed(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
+}
+
+// alarmRun arms n objects with alarms due from an instant T on, spread
+// evenly over spread (0: all at T), waits until every alarm's completion is
+// committed, and returns the row.
+func alarmRun(ctx context.Context, env *Env, label string, n int, spread time.Duration) (Result, error) {
+	row := Result{Scenario: "alarms", Case: label, Unit: "alarms/s"}
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("bench-%s-%s-%d", env.RunID, strings.Fields(label)[0], i)
+	}
+	due := func(t time.Time, i int) time.Time {
+		if spread <= 0 {
+			return t
+		}
+		return t.Add(time.Duration(int64(spread) * int64(i) / int64(n)))
+	}
+	T, armRate, err := armAlarms(ctx, env, label, names, due)
+	if err != nil {
+		return row, err
+	}
+	processFires.expect(names)
+	w := watchCommits(ctx, env)
+	defer w.stop()
+	last, err := w.wait(ctx, env, label, n, due(T, n-1).Add(time.Minute))
+	if err != nil {
+		return row, err
+	}
+	fires, dups, err := collectFires(ctx, env, names)
+	if err != nil {
+		return row, err
+	}
+	var lateness Samples
+	early := 0
+	for _, f := range fires {
+		d := f.Start.Sub(f.Scheduled)
+		if d < 0 {
+			early++
+		}
+		lateness.Add(d)
+	}
+	if early > 0 {
+		return row, fmt.Errorf("%s: %d alarms started before their time", label, early)
+	}
+	elapsed := last.Sub(T)
+	row.Count, row.Seconds = int64(n), elapsed.Seconds()
+	row.Rate = Rate(int64(n), elapsed)
+	row.Latency = lateness.Summary()
+	row.Extra = map[string]float64{"arm_invocations/s": armRate, "duplicate_runs": float64(dups)}
+	if spread > 0 {
+		row.Extra["offered_alarms/s"] = float64(n) / spread.Seconds()
+	}
+	env.Progress.Linef("%-36s %s alarms/s committed, lateness p50 %.1f ms p99 %.1f ms max %.1f ms",
+		"alarms "+label, thousands(row.Rate), row.Latency.P50, row.Latency.P99, row.Latency.Max)
+	return row, nil
+}
+
+// armAlarms sets the alarms of names, the i-th due at due(T, i), and returns
+// T and the rate of the arming invocations. T is chosen so that arming ends
+// before it: the first few thousand objects are armed far ahead to time the
+// arming, then everything is armed for T.
+func armAlarms(ctx context.Context, env *Env, label string, names []string, due func(time.Time, int) time.Time) (time.Time, float64, error) {
+	const lead = 2 * time.Second
+	probe := min(len(names), 2000)
+	far := time.Now().Add(time.Hour)
+	start := time.Now()
+	if err := each(ctx, env, "alarms "+label+": time arming", probe, 256, func(ctx context.Context, i int) error {
+		return arm(ctx, env, names[i], far)
+	}); err != nil {
+		return time.Time{}, 0, err
+	}
+	perArm := time.Since(start) / time.Duration(probe)
+	T := time.Now().Add(perArm*time.Duration(len(names))*3/2 + lead).Truncate(time.Millisecond)
+	start = time.Now()
+	if err := each(ctx, env, "alarms "+label+": arm", len(names), 256, func(ctx context.Context, i int) error {
+		return arm(ctx, env, names[i], due(T, i))
+	}); err != nil {
+		return time.Time{}, 0, err
+	}
+	rate := Rate(int64(len(names)), time.Since(start))
+	if late := time.Since(T); late > 0 {
+		return time.Time{}, 0, fmt.Errorf("%s: arming ended %s after the alarms' time; the numbers would mean nothing", label, late)
+	}
+	return T, rate, nil
+}
+
+func arm(ctx context.Context, env *Env, name string, t time.Time) error {
+	_, err := env.Client.Invoke(ctx, AlarmClass, client.ByName(name), "arm", []byte(strconv.FormatInt(t.UnixMilli(), 10)))
+	if err != nil {
+		return fmt.Errorf("arm %s: %w", name, err)
+	}
+	return nil
+}
+
+// each runs fn for 0 ≤ i < n with conc callers, showing progress; it stops
+// at the first error.
+func each(ctx context.Context, env *Env, label string, n, conc int, fn func(ctx context.Context, i int) error) error {
+	bar := env.Progress.Counted(label, int64(n))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var next, done atomic.Int64
+	var wg sync.WaitGroup
+	for range min(conc, n) {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) || ctx.Err() != nil {
+					return
+				}
+				octx, ocancel := context.WithTimeout(ctx, opTimeout)
+				err := fn(octx, int(i))
+				ocancel()
+				if err != nil {
+					cancel(err)
+					return
+				}
+				bar.Set(done.Add(1))
+			}
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		bar.Done("failed")
+		return err
+	}
+	bar.Done(fmt.Sprintf("%d done", n))
+	return nil
+}
+
+// commitWatch follows the commits of BenchAlarm alarm completions: each
+// deletes the alarm's index entry (due/<p>/<ms>/BenchAlarm/<id>), which an
+// etcd watch reports a moment after the Txn applied.
+type commitWatch struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	count int
+	last  time.Time
+	err   error
+}
+
+func watchCommits(ctx context.Context, env *Env) *commitWatch {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	w := &commitWatch{cancel: cancel, done: make(chan struct{})}
+	marker := "/" + AlarmClass + "/"
+	ch := env.Etcd.Watch(wctx, env.keys().DuesPrefix(), clientv3.WithPrefix(), clientv3.WithFilterPut())
+	go func() {
+		defer close(w.done)
+		for wr := range ch {
+			now := time.Now()
+			n := 0
+			for _, ev := range wr.Events {
+				if strings.Contains(string(ev.Kv.Key), marker) {
+					n++
+				}
+			}
+			w.mu.Lock()
+			if err := wr.Err(); err != nil && w.err == nil {
+				w.err = err
+			}
+			if n > 0 {
+				w.count += n
+				w.last = now
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+func (w *commitWatch) stop() {
+	w.cancel()
+	<-w.done
+}
+
+// wait returns the time of the n-th commit, showing progress; it gives up
+// at deadline.
+func (w *commitWatch) wait(ctx context.Context, env *Env, label string, n int, deadline time.Time) (time.Time, error) {
+	bar := env.Progress.Counted("alarms "+label+": fired and committed", int64(n))
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		w.mu.Lock()
+		count, last, err := w.count, w.last, w.err
+		w.mu.Unlock()
+		bar.Set(int64(count))
+		switch {
+		case err != nil:
+			bar.Done("failed")
+			return time.Time{}, fmt.Errorf("watch the alarms' commits: %w", err)
+		case count >= n:
+			bar.Done(fmt.Sprintf("%d committed", count))
+			return last, nil
+		case time.Now().After(deadline):
+			bar.Done("timed out")
+			return time.Time{}, fmt.Errorf("%s: only %d of %d alarms committed by %s (fired: %d)",
+				label, count, n, deadline.Format(time.TimeOnly), processFires.count())
+		}
+		select {
+		case <-ctx.Done():
+			bar.Done("stopped")
+			return time.Time{}, context.Cause(ctx)
+		case <-tick.C:
+		}
+	}
+}
+
+// collectFires returns the first run of each object and the number of
+// further runs: from this process's log on an embedded cluster, otherwise
+// read back from the objects.
+func collectFires(ctx context.Context, env *Env, names []string) ([]Fire, int, error) {
+	if env.Cluster != nil {
+		fires, dups := processFires.snapshot()
+		for i, f := range fires {
+			if f.Start.IsZero() {
+				return nil, 0, fmt.Errorf("the alarm of %s committed but its run was not seen", names[i])
+			}
+		}
+		return fires, dups, nil
+	}
+	fires := make([]Fire, len(names))
+	err := each(ctx, env, "alarms: read the runs back", len(names), 64, func(ctx context.Context, i int) error {
+		out, err := env.Client.Invoke(ctx, AlarmClass, client.ByName(names[i]), "result", nil)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(out.GetPayload(), &fires[i]); err != nil {
+			return fmt.Errorf("result of %s: %q: %w", names[i], out.GetPayload(), err)
+		}
+		return nil
+	})
+	return fires, 0, err
+}
+
+// alarmMemory measures the node heap per alarm in the look-ahead window:
+// pending alarms are armed, every node is restarted (so no object is in
+// memory and the windows are loaded from etcd), and the live heap allocated
+// by the nodes' schedulers is read from the allocation profile, recording
+// every allocation while the windows load. (The process's whole heap is no
+// measure: the in-process etcd's raft log and caches change by more than
+// that as the nodes restart.)
+func alarmMemory(ctx context.Context, env *Env, pending int) (Result, error) {
+	row := Result{Scenario: "alarms", Case: "memory per pending alarm", Unit: "bytes/alarm"}
+	c := env.Cluster
+	names := make([]string, pending)
+	for i := range names {
+		names[i] = fmt.Sprintf("bench-%s-pending-%d", env.RunID, i)
+	}
+	// Due well inside the window (60 s) and well after the measurement.
+	at := time.Now().Add(45 * time.Second)
+	if err := each(ctx, env, "alarms memory: arm", pending, 256, func(ctx context.Context, i int) error {
+		return arm(ctx, env, names[i], at)
+	}); err != nil {
+		return row, err
+	}
+	for i := range c.Size() {
+		if err := c.Kill(i); err != nil {
+			return row, err
+		}
+	}
+	rate := runtime.MemProfileRate
+	runtime.MemProfileRate = 1 // record every allocation from here on
+	defer func() { runtime.MemProfileRate = rate }()
+	for i := range c.Size() {
+		if err := c.Restart(ctx, i); err != nil {
+			return row, err
+		}
+	}
+	bar := env.Progress.Counted("alarms memory: reload the windows", int64(pending))
+	for {
+		held := 0
+		for i := range c.Size() {
+			if n := c.Node(i); n != nil {
+				held += n.ScheduledAlarms()
+			}
+		}
+		bar.Set(int64(held))
+		if held >= pending {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			bar.Done("stopped")
+			return row, context.Cause(ctx)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	sched := liveHeapOf("durable/node.(*scheduler)")
+	runtime.MemProfileRate = rate
+	bar.Done("loaded")
+	perAlarm := float64(sched) / float64(pending)
+	row.Count, row.Rate = int64(pending), perAlarm
+	row.Target = &Target{Metric: "rate", Op: "<=", Value: targetBytesPerAlarm, Met: perAlarm <= targetBytesPerAlarm}
+	row.Note = "live heap allocated by the nodes' alarm schedulers after a restart loaded the windows, per alarm"
+	row.Extra = map[string]float64{"scheduler_heap_MB": float64(sched) / (1 << 20)}
+	env.Progress.Linef("%-36s %.0f bytes per alarm in the window", "alarms memory", perAlarm)
+	// The alarms would fire during later scenarios: delete them.
+	return row, each(ctx, env, "alarms memory: disarm", pending, 256, func(ctx context.Context, i int) error {
+		_, err := env.Client.Invoke(ctx, AlarmClass, client.ByName(names[i]), "disarm", nil)
+		return err
+	})
+}
+
+// liveHeapOf returns the live bytes, as of a full collection, allocated by
+// calls through a function whose name contains fn. It is exact for what was
+// allocated while runtime.MemProfileRate was 1.
+func liveHeapOf(fn string) int64 {
+	runtime.GC()
+	var recs []runtime.MemProfileRecord
+	n, _ := runtime.MemProfile(nil, false)
+	for {
+		recs = make([]runtime.MemProfileRecord, n+64)
+		var ok bool
+		if n, ok = runtime.MemProfile(recs, false); ok {
+			recs = recs[:n]
+			break
+		}
+	}
+	var total int64
+	for _, r := range recs {
+		frames := runtime.CallersFrames(r.Stack())
+		for {
+			f, more := frames.Next()
+			if strings.Contains(f.Function, fn) {
+				total += r.InUseBytes()
+				break
+			}
+			if !more {
+				break
+			}
+		}
+	}
+	return total
+}
+
+// keys is the nodes' key space: the embedded cluster's, or the default
+// prefix of a given one.
+func (e *Env) keys() keyspace.Space {
+	if e.Cluster != nil {
+		return e.Cluster.Keys()
+	}
+	return keyspace.New(node.DefaultConfig().Prefix)
+}
