@@ -79,12 +79,13 @@ func encode(r Record) string {
 	return string(b)
 }
 
-func decode(p int, class, id string, v []byte) (Record, error) {
+// Decode parses the stored record of object class/id in partition p.
+func Decode(p int, class, id string, v []byte) (*Record, error) {
 	var j recordJSON
 	if err := json.Unmarshal(v, &j); err != nil {
-		return Record{}, fmt.Errorf("alarmstore: corrupt record %s/%s: %w", class, id, err)
+		return nil, fmt.Errorf("alarmstore: corrupt record %s/%s: %w", class, id, err)
 	}
-	return Record{
+	return &Record{
 		Class: class, ID: id, Name: j.Name, Partition: p,
 		Due: time.UnixMilli(j.DueMS), Scheduled: time.UnixMilli(j.ScheduleMS),
 		RetryCount: j.Retry, LastError: j.LastError,
@@ -135,11 +136,7 @@ func (s *Store) Get(ctx context.Context, p int, class, id string) (*Record, erro
 	if len(resp.Kvs) == 0 {
 		return nil, nil
 	}
-	rec, err := decode(p, class, id, resp.Kvs[0].Value)
-	if err != nil {
-		return nil, err
-	}
-	return &rec, nil
+	return Decode(p, class, id, resp.Kvs[0].Value)
 }
 
 // Entry is one index entry: an alarm of partition P said to be due at Due.
@@ -219,14 +216,14 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]Record, bool, error) 
 		if !ok || (f.Class != "" && parts[1] != f.Class) {
 			continue
 		}
-		rec, err := decode(p, parts[1], parts[2], kv.Value)
+		rec, err := Decode(p, parts[1], parts[2], kv.Value)
 		if err != nil {
 			return nil, false, err
 		}
 		if !f.DueBefore.IsZero() && !rec.Due.Before(f.DueBefore) {
 			continue
 		}
-		out = append(out, rec)
+		out = append(out, *rec)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].Due.Equal(out[j].Due) {

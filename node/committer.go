@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,40 +28,41 @@ import (
 // fails, the Else reads tell which partitions were lost: their requests fail
 // with ErrOwnershipLost and the partition is dropped; the others did not
 // apply (a Txn is all or nothing) and go back to the front of the queue.
-//
-// Batching is adaptive and adds no delay: a request is sent at once when
-// fewer than parallelism batches are in flight; otherwise it waits, and the
-// next batch to go takes everything queued, up to maxOps operations and
-// maxBytes bytes. A request larger than that alone is sent alone.
+// Batches form as the batcher says: no delay, up to maxOps operations and
+// maxBytes bytes (learned lower when etcd refuses a batch as too large).
 //
 // Requests never conflict inside a batch: the keys of two objects never
 // overlap, and an object has at most one request in the committer at a time
 // (see stage), so a batch never holds two writes of one key and an object's
-// commits apply in order.
-//
-// mu guards the queue and the limits; done callbacks run without it, on the
-// goroutine of the batch, and may submit new requests.
+// commits apply in order. Fences compare at most one key per request, so a
+// batch within maxOps operations also keeps its compares within etcd's
+// limit.
 type committer struct {
-	kv          clientv3.KV
-	keys        keyspace.Space
-	log         *slog.Logger
-	parallelism int
-	ctx         context.Context // the node's: cancelled at shutdown
-	timeout     time.Duration   // bounds one Txn
-	onLost      func(p int, token int64, err error)
+	batcher[*commitReq]
+	kv      clientv3.KV
+	keys    keyspace.Space
+	log     *slog.Logger
+	ctx     context.Context // the node's: cancelled at shutdown
+	timeout time.Duration   // bounds one Txn
+	onLost  func(p int, token int64, err error)
 	// before, in tests, runs for each request of a batch about to be sent;
 	// it may block (holding the batch) or fail the request as if etcd had.
 	before func(ops []clientv3.Op) error
 
-	mu       sync.Mutex
-	queue    []*commitReq
-	running  int // batches in flight (goroutines draining the queue)
-	maxOps   int
-	maxBytes int
-	stopped  bool
-	wg       sync.WaitGroup
-
 	stats commitStats
+}
+
+// newCommitter returns a committer; set ctx before submitting.
+func newCommitter(kv clientv3.KV, keys keyspace.Space, log *slog.Logger, parallelism, maxOps, maxBytes int,
+	timeout time.Duration, onLost func(p int, token int64, err error)) *committer {
+	c := &committer{kv: kv, keys: keys, log: log, timeout: timeout, onLost: onLost}
+	c.batcher = batcher[*commitReq]{
+		parallelism: parallelism, maxOps: maxOps, maxBytes: maxBytes,
+		size:   func(r *commitReq) (int, int) { return max(len(r.ops), 1), r.bytes },
+		send:   c.send,
+		refuse: func(r *commitReq) { r.done(fmt.Errorf("%w: node is stopping", durable.ErrUnavailable)) },
+	}
+	return c
 }
 
 // commitReq is one object's commit: ops fenced by (p, token).
@@ -104,104 +104,9 @@ func (n *Node) CommitStats() CommitStats {
 	}
 }
 
-// limits returns the current batch limits.
-func (c *committer) limits() (ops, bytes int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.maxOps, c.maxBytes
-}
-
 // opBytes estimates the request bytes of op: its key and value plus framing.
 func opBytes(op clientv3.Op) int {
 	return len(op.KeyBytes()) + len(op.RangeBytes()) + len(op.ValueBytes()) + 16
-}
-
-// submit queues r. Its done runs exactly once, on another goroutine.
-func (c *committer) submit(r *commitReq) {
-	c.mu.Lock()
-	if c.stopped {
-		c.mu.Unlock()
-		go r.done(fmt.Errorf("%w: node is stopping", durable.ErrUnavailable))
-		return
-	}
-	c.queue = append(c.queue, r)
-	start := c.running < c.parallelism
-	if start {
-		c.running++
-		c.wg.Add(1)
-	}
-	c.mu.Unlock()
-	if start {
-		go c.drain()
-	}
-}
-
-// stop fails what is still queued and waits for the batches in flight.
-func (c *committer) stop() {
-	c.mu.Lock()
-	c.stopped = true
-	c.mu.Unlock()
-	c.wg.Wait()
-}
-
-// drain sends batches until the queue is empty.
-func (c *committer) drain() {
-	defer c.wg.Done()
-	for {
-		c.mu.Lock()
-		batch := c.takeLocked()
-		if len(batch) == 0 {
-			c.running--
-			c.mu.Unlock()
-			return
-		}
-		stopped := c.stopped
-		c.mu.Unlock()
-		if stopped {
-			for _, r := range batch {
-				r.done(fmt.Errorf("%w: node is stopping", durable.ErrUnavailable))
-			}
-			continue
-		}
-		c.send(batch)
-	}
-}
-
-// takeLocked removes the next batch from the queue: at least one request,
-// then as many as fit the limits.
-func (c *committer) takeLocked() []*commitReq {
-	if len(c.queue) == 0 {
-		return nil
-	}
-	ops, bytes, n := 0, 0, 0
-	parts := map[int]struct{}{}
-	for _, r := range c.queue {
-		_, seen := parts[r.p]
-		np := len(parts)
-		if !seen {
-			np++
-		}
-		if n > 0 && (ops+len(r.ops) > c.maxOps || bytes+r.bytes > c.maxBytes || np > c.maxOps) {
-			break
-		}
-		ops += len(r.ops)
-		bytes += r.bytes
-		parts[r.p] = struct{}{}
-		n++
-	}
-	batch := make([]*commitReq, n)
-	copy(batch, c.queue)
-	clear(c.queue[:n])
-	c.queue = c.queue[n:]
-	if len(c.queue) == 0 {
-		c.queue = nil // let the backing array go
-	}
-	return batch
-}
-
-// requeueLocked puts rs back at the front of the queue.
-func (c *committer) requeueLocked(rs []*commitReq) {
-	c.queue = append(rs[:len(rs):len(rs)], c.queue...)
 }
 
 type fence struct {
@@ -299,9 +204,7 @@ func (c *committer) splitFenced(batch []*commitReq, fences []fence, resp *client
 	}
 	if len(retry) > 0 {
 		c.stats.retried.Add(int64(len(retry)))
-		c.mu.Lock()
-		c.requeueLocked(retry)
-		c.mu.Unlock()
+		c.requeue(retry)
 	}
 }
 
@@ -317,16 +220,10 @@ func (c *committer) refused(batch []*commitReq, nops, nbytes int, err error) {
 			len(r.ops), r.bytes, err))
 		return
 	}
-	c.mu.Lock()
-	if errors.Is(err, rpctypes.ErrTooManyOps) {
-		c.maxOps = max(1, nops/2)
-	} else {
-		c.maxBytes = max(1, nbytes/2)
-	}
+	maxOps, maxBytes := c.shrink(errors.Is(err, rpctypes.ErrTooManyOps), nops, nbytes)
 	c.log.Warn("etcd refused a commit batch as too large; batching less",
-		"err", err, "max_ops", c.maxOps, "max_bytes", c.maxBytes)
-	c.requeueLocked(batch)
-	c.mu.Unlock()
+		"err", err, "max_ops", maxOps, "max_bytes", maxBytes)
+	c.requeue(batch)
 }
 
 // tooLarge reports errors with which etcd (or the client, before sending)

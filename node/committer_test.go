@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/durable-run/durable"
@@ -31,15 +33,13 @@ type committerT struct {
 func newCommitterT(t *testing.T, client *clientv3.Client, parallelism, maxOps, maxBytes int) *committerT {
 	ct := &committerT{t: t, client: client, keys: keyspace.New(embedetcd.UniquePrefix(t))}
 	ctx, cancel := context.WithCancel(context.Background())
-	ct.c = &committer{
-		kv: client, keys: ct.keys, log: slog.New(slog.DiscardHandler), parallelism: parallelism,
-		ctx: ctx, timeout: 10 * time.Second, maxOps: maxOps, maxBytes: maxBytes,
-		onLost: func(p int, token int64, _ error) {
+	ct.c = newCommitter(client, ct.keys, slog.New(slog.DiscardHandler), parallelism, maxOps, maxBytes, 10*time.Second,
+		func(p int, token int64, _ error) {
 			ct.mu.Lock()
 			defer ct.mu.Unlock()
 			ct.lost = append(ct.lost, fence{p, token})
-		},
-	}
+		})
+	ct.c.ctx = ctx
 	t.Cleanup(func() { cancel(); ct.c.stop() })
 	return ct
 }
@@ -214,4 +214,39 @@ func TestCommitterAfterStop(t *testing.T) {
 	ct.c.submit(ct.req(0, tok, "late", 1, out))
 	require.ErrorIs(t, <-out, durable.ErrUnavailable)
 	require.Zero(t, ct.count(0, "late"))
+}
+
+func TestReaderBatchesPointReads(t *testing.T) {
+	client := newClient(t)
+	prefix := embedetcd.UniquePrefix(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := newReader(client, 1, 1000, 1<<20, 10*time.Second)
+	r.ctx = ctx
+	t.Cleanup(func() { cancel(); r.stop() })
+	for i := range 20 {
+		_, err := client.Put(ctx, fmt.Sprint(prefix, i), fmt.Sprint("v", i))
+		require.NoError(t, err)
+	}
+	// Hold the only batch slot, as in TestCommitterBatchesWhatQueuesBehindATxn.
+	hold, held := make(chan struct{}), make(chan struct{})
+	r.submit(&readReq{keys: []string{prefix + "0"}, done: func([]*mvccpb.KeyValue, error) { close(held); <-hold }})
+	<-held
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			kvs, err := r.get(ctx, fmt.Sprint(prefix, i), prefix+"absent")
+			if assert.NoError(t, err) && assert.Len(t, kvs, 2) && assert.NotNil(t, kvs[0]) {
+				assert.Equal(t, fmt.Sprint("v", i), string(kvs[0].Value))
+				assert.Nil(t, kvs[1], "a key that does not exist")
+			}
+		})
+	}
+	require.Eventually(t, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.queue) == 20
+	}, 10*time.Second, time.Millisecond)
+	close(hold)
+	wg.Wait()
+	require.EqualValues(t, 2, r.txns.Load(), "the queued reads were not sent as one Txn")
 }

@@ -67,13 +67,13 @@ func (o *object) loadRequests(ctx context.Context) error {
 	if o.reqsLoaded {
 		return nil
 	}
-	resp, err := o.n.client.Get(ctx, o.n.keys.Requests(o.p, o.key.class, o.key.id))
+	kvs, err := o.n.reader.get(ctx, o.n.keys.Requests(o.p, o.key.class, o.key.id))
 	if err != nil {
 		return &storageError{fmt.Errorf("read request ids: %w", err)}
 	}
 	o.reqs = nil
-	if len(resp.Kvs) > 0 {
-		if err := json.Unmarshal(resp.Kvs[0].Value, &o.reqs); err != nil {
+	if kvs[0] != nil {
+		if err := json.Unmarshal(kvs[0].Value, &o.reqs); err != nil {
 			o.n.log.Error("corrupt request ids ignored", "object", o.key.id, "err", err)
 			o.reqs = nil
 		}

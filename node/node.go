@@ -68,6 +68,7 @@ type Node struct {
 	sched  *scheduler
 
 	committer *committer // group commit; set up by New, started by Run
+	reader    *reader    // group read; likewise
 
 	// ctx lives from Run until shutdown; background work (commits, loads)
 	// uses it so a caller's cancellation never leaves a commit ambiguous.
@@ -131,12 +132,10 @@ func New(cfg Config, client *clientv3.Client, reg *Registry) (*Node, error) {
 		kick:    make(chan struct{}, 1),
 	}
 	n.sched = newScheduler(cfg.Clock, cfg.MaxRunningAlarms, n.deliverAlarm)
-	n.committer = &committer{
-		kv: client, keys: keys, log: n.log.With("component", "committer"),
-		parallelism: cfg.CommitParallelism, timeout: cfg.CommitTimeout,
-		maxOps: cfg.CommitMaxOps, maxBytes: cfg.CommitMaxBytes,
-		onLost: func(p int, token int64, err error) { go n.dropPartition(p, token, err) },
-	}
+	n.committer = newCommitter(client, keys, n.log.With("component", "committer"),
+		cfg.CommitParallelism, cfg.CommitMaxOps, cfg.CommitMaxBytes, cfg.CommitTimeout,
+		func(p int, token int64, err error) { go n.dropPartition(p, token, err) })
+	n.reader = newReader(client, cfg.CommitParallelism, cfg.CommitMaxOps, cfg.CommitMaxBytes, cfg.CommitTimeout)
 	return n, nil
 }
 
@@ -189,7 +188,7 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.committer.ctx = n.ctx
+	n.committer.ctx, n.reader.ctx = n.ctx, n.ctx
 	n.wg.Add(3)
 	go func() { defer n.wg.Done(); n.sched.run(n.ctx.Done()) }()
 	go func() { defer n.wg.Done(); n.windowLoop() }()
@@ -259,6 +258,7 @@ func (n *Node) shutdown(crashed bool) {
 	}
 	n.cancel()
 	n.committer.stop()
+	n.reader.stop()
 	n.wg.Wait()
 	n.log.Info("node stopped")
 }

@@ -184,11 +184,11 @@ func (h *storageHandle) getMany(ctx context.Context, keys []string) (map[string]
 	if len(misses) == 0 {
 		return out, nil
 	}
-	ops := make([]clientv3.Op, len(misses))
+	full := make([]string, len(misses))
 	for i, k := range misses {
-		ops[i] = clientv3.OpGet(h.dataKey(k))
+		full[i] = h.dataKey(k)
 	}
-	resp, err := o.n.client.Txn(ctx).Then(ops...).Commit()
+	kvs, err := o.n.reader.get(ctx, full...)
 	if err != nil {
 		return nil, &storageError{err}
 	}
@@ -203,13 +203,12 @@ func (h *storageHandle) getMany(ctx context.Context, keys []string) (map[string]
 	// No pending stage holds a missed key (only this event could have
 	// staged one since), so etcd's value is the committed one.
 	for i, k := range misses {
-		kvs := resp.Responses[i].GetResponseRange().Kvs
-		if len(kvs) == 0 {
+		if kvs[i] == nil {
 			o.cache[k] = cacheEntry{}
 			continue
 		}
-		o.cache[k] = cacheEntry{val: kvs[0].Value, ok: true}
-		out[k] = clone(kvs[0].Value)
+		o.cache[k] = cacheEntry{val: kvs[i].Value, ok: true}
+		out[k] = clone(kvs[i].Value)
 	}
 	return out, nil
 }
@@ -578,9 +577,15 @@ func (o *object) loadAlarm(ctx context.Context) (*alarmstore.Record, error) {
 	}
 	gen := o.gen
 	o.smu.Unlock()
-	rec, err := o.n.alarms.Get(ctx, o.p, o.key.class, o.key.id)
+	kvs, err := o.n.reader.get(ctx, o.n.keys.Alarm(o.p, o.key.class, o.key.id))
 	if err != nil {
 		return nil, &storageError{err}
+	}
+	var rec *alarmstore.Record
+	if kvs[0] != nil {
+		if rec, err = alarmstore.Decode(o.p, o.key.class, o.key.id, kvs[0].Value); err != nil {
+			return nil, &storageError{err}
+		}
 	}
 	o.smu.Lock()
 	defer o.smu.Unlock()
@@ -610,14 +615,14 @@ func (o *object) loadName(ctx context.Context) error {
 	if known {
 		return nil
 	}
-	resp, err := o.n.client.Get(ctx, o.n.keys.Object(o.p, o.key.class, o.key.id))
+	kvs, err := o.n.reader.get(ctx, o.n.keys.Object(o.p, o.key.class, o.key.id))
 	if err != nil {
 		return &storageError{err}
 	}
 	o.smu.Lock()
 	defer o.smu.Unlock()
-	if len(resp.Kvs) > 0 {
-		o.name, o.nameStored = string(resp.Kvs[0].Value), true
+	if kvs[0] != nil {
+		o.name, o.nameStored = string(kvs[0].Value), true
 	}
 	return nil
 }
