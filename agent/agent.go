@@ -38,6 +38,9 @@ type Config struct {
 	TLS *tls.Config
 	// DialTimeout bounds the first connection to etcd.
 	DialTimeout time.Duration
+	// DebugListen, when set, serves the process's profiles over HTTP there
+	// (see DebugServer) while the agent runs.
+	DebugListen string
 }
 
 // Validate checks the agent-level fields (the node's are checked by node.New).
@@ -66,6 +69,7 @@ type Agent struct {
 
 	health   *health.Server
 	stopOnce sync.Once
+	debug    *DebugServer // nil unless Config.DebugListen
 
 	runErr error
 	done   chan struct{}
@@ -96,13 +100,21 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 		client.Close()
 		return nil, err
 	}
+	var debug *DebugServer
+	if cfg.DebugListen != "" {
+		if debug, err = ServeDebug(cfg.DebugListen); err != nil {
+			lis.Close()
+			client.Close()
+			return nil, err
+		}
+	}
 	var opts []grpc.ServerOption
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
 	a := &Agent{
 		Node: n, addr: lis.Addr().String(), client: client, srv: grpc.NewServer(opts...), lis: lis,
-		log: n.Config().Logger.With("component", "agent"), done: make(chan struct{}),
+		log: n.Config().Logger.With("component", "agent"), done: make(chan struct{}), debug: debug,
 	}
 	a.health = n.Register(a.srv)
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -119,6 +131,9 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 		defer close(a.done)
 		defer client.Close()
 		defer cancel()
+		if debug != nil {
+			defer debug.Close()
+		}
 		// Serving flips on once the node owns partitions (or fails).
 		go func() {
 			if n.WaitReady(runCtx) == nil {
@@ -190,6 +205,14 @@ func Dial(ctx context.Context, endpoints []string, tlsCfg *tls.Config, timeout t
 
 // Addr returns the address the agent serves on.
 func (a *Agent) Addr() string { return a.addr }
+
+// DebugAddr returns the address of the profiles' HTTP server, "" when off.
+func (a *Agent) DebugAddr() string {
+	if a.debug == nil {
+		return ""
+	}
+	return a.debug.Addr()
+}
 
 // Wait blocks until the agent has stopped and returns why it stopped (nil
 // after a normal shutdown).

@@ -82,6 +82,7 @@ func Scenarios() []Scenario {
 		EtcdScenario{},
 		InvokeScenario{},
 		AlarmsScenario{},
+		FailoverScenario{},
 	}
 }
 

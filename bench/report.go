@@ -119,7 +119,8 @@ type CeilingRef struct {
 
 // Target is a DESIGN §7 target and whether the row met it.
 type Target struct {
-	// Metric is "rate" or "p99_ms".
+	// Metric is "rate" (the row's Rate, in its unit), "p99_ms", or
+	// "first_ms" (failover: the first alarm's start after the crash).
 	Metric string `json:"metric"`
 	// Op is ">=" or "<=".
 	Op    string  `json:"op"`
@@ -346,8 +347,11 @@ func (c CeilingRef) cell() string {
 
 func (t Target) cell(unit string) string {
 	what := fmt.Sprintf("%s %s", t.Op, rateCell(t.Value, unit))
-	if t.Metric == "p99_ms" {
+	switch t.Metric {
+	case "p99_ms":
 		what = fmt.Sprintf("p99 %s %s ms", t.Op, fmtMS(t.Value))
+	case "first_ms":
+		what = fmt.Sprintf("first %s %s ms", t.Op, fmtMS(t.Value))
 	}
 	verdict := "met"
 	if !t.Met {

@@ -344,7 +344,7 @@ func (n *Node) objectLocked(class Class, id durable.ID, p int) *object {
 // wakeLocked starts o's goroutine if it is parked: the caller has just
 // given it something to do. Caller holds n.mu.
 func (n *Node) wakeLocked(o *object) {
-	if o.running {
+	if o.running || o.gone {
 		return
 	}
 	o.running = true
@@ -352,9 +352,10 @@ func (n *Node) wakeLocked(o *object) {
 	go func() { defer n.wg.Done(); o.run() }()
 }
 
-// forget removes o from the map if it is still the active instance for its
-// key. Caller holds n.mu.
+// forgetLocked removes o from the map for good: it is never woken again.
+// Caller holds n.mu.
 func (n *Node) forgetLocked(o *object) {
+	o.gone = true
 	if cur, ok := n.objects[o.key]; ok && cur == o {
 		delete(n.objects, o.key)
 	}
@@ -436,12 +437,16 @@ func (n *Node) evictLoop() {
 		now := n.now()
 		n.mu.Lock()
 		for _, o := range n.objects {
-			if o.idle(now) {
+			switch {
+			case !o.idle(now):
+			case o.running:
+				// Busy with something else: it evicts itself when done.
 				select {
 				case o.evictSig <- struct{}{}:
 				default:
 				}
-				n.wakeLocked(o)
+			default:
+				o.evictParkedLocked()
 			}
 		}
 		n.mu.Unlock()

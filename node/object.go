@@ -69,8 +69,9 @@ type object struct {
 	lastActive atomic.Int64 // end of the last event, Unix ns on the node's clock
 
 	// running: a goroutine runs the object's events (run); otherwise it is
-	// parked. Guarded by n.mu.
-	running bool
+	// parked. gone: it left the node's map (evicted or exited) and never
+	// runs again. Guarded by n.mu.
+	running, gone bool
 
 	// delivered: the scheduler handed the object an alarm that it has not
 	// looked at yet; it releases the delivery when done. Guarded by n.mu.
@@ -220,16 +221,37 @@ func (o *object) idle(now time.Time) bool {
 }
 
 // tryEvict leaves the node's map if the object is idle and nothing is
-// queued or pending. Enqueuers hold n.mu, so nothing can arrive between the
-// check and the removal.
+// queued or pending, and reports whether it did; the run goroutine then
+// ends.
 func (o *object) tryEvict() bool {
 	o.n.mu.Lock()
 	defer o.n.mu.Unlock()
+	return o.evictLocked()
+}
+
+// evictParkedLocked evicts a parked object (no goroutine runs it, so the
+// caller may act for it) if it is idle and nothing is queued or pending.
+// Caller holds n.mu.
+func (o *object) evictParkedLocked() {
+	if o.evictLocked() {
+		close(o.done)
+	}
+}
+
+// evictLocked removes the object from the node's map and forgets its state
+// if nothing is queued or pending. Enqueuers hold n.mu, so nothing can
+// arrive between the check and the removal. Caller holds n.mu.
+func (o *object) evictLocked() bool {
 	o.smu.Lock()
 	pending := o.pendingLocked()
 	o.smu.Unlock()
 	if pending || len(o.mailbox) > 0 || len(o.alarmSig) > 0 || !o.idle(o.n.now()) {
 		return false
+	}
+	select {
+	case <-o.stopCh:
+		return false // exit fails the queued calls with the stop's cause
+	default:
 	}
 	o.n.forgetLocked(o)
 	o.forget()

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/durable-run/durable/agent"
+	"github.com/durable-run/durable/bench"
 	"github.com/durable-run/durable/examples"
 	"github.com/durable-run/durable/node"
 )
@@ -28,6 +29,11 @@ func nodeFlags(fs *pflag.FlagSet) {
 	fs.Duration("idle-timeout", d.IdleTimeout, "evict objects idle for this long")
 	fs.Duration("alarm-window", d.AlarmWindow, "look-ahead window of alarms held in memory")
 	fs.Int("queue-size", d.QueueSize, "events that may wait for one object before calls are refused")
+	fs.Int("commit-max-ops", d.CommitMaxOps, "most write operations group commit puts in one etcd Txn: etcd's --max-txn-ops (learned lower if etcd refuses)")
+	fs.Int("commit-max-bytes", d.CommitMaxBytes, "most bytes group commit puts in one etcd Txn: below etcd's --max-request-bytes")
+	fs.Int("commit-parallelism", d.CommitParallelism, "group-commit Txns in flight at once")
+	fs.Int("max-running-alarms", d.MaxRunningAlarms, "alarms handed to objects at once; more due alarms wait their turn")
+	fs.String("debug-listen", "", "serve the process's profiles (net/http/pprof) over HTTP at this address; off if empty")
 	fs.String("upstream", "http://127.0.0.1:4680", "URL the example classes deliver to (e.g. a durable sink)")
 }
 
@@ -42,6 +48,10 @@ func nodeConfig(fs *pflag.FlagSet) node.Config {
 	c.IdleTimeout, _ = fs.GetDuration("idle-timeout")
 	c.AlarmWindow, _ = fs.GetDuration("alarm-window")
 	c.QueueSize, _ = fs.GetInt("queue-size")
+	c.CommitMaxOps, _ = fs.GetInt("commit-max-ops")
+	c.CommitMaxBytes, _ = fs.GetInt("commit-max-bytes")
+	c.CommitParallelism, _ = fs.GetInt("commit-parallelism")
+	c.MaxRunningAlarms, _ = fs.GetInt("max-running-alarms")
 	return c
 }
 
@@ -49,6 +59,11 @@ func exampleRegistry(fs *pflag.FlagSet) (*node.Registry, error) {
 	upstream, _ := fs.GetString("upstream")
 	reg := node.NewRegistry()
 	if err := examples.Register(reg, examples.Config{Upstream: strings.TrimSuffix(upstream, "/")}); err != nil {
+		return nil, err
+	}
+	// The bench's alarm class, so `durable bench --addr` can measure this
+	// node's cluster.
+	if err := bench.RegisterClasses(reg); err != nil {
 		return nil, err
 	}
 	return reg, nil
@@ -74,6 +89,7 @@ func newAgentCmd() *cobra.Command {
 			cfg.Node.Advertise, _ = fs.GetString("advertise")
 			cfg.Etcd, _ = fs.GetStringSlice("etcd")
 			cfg.Listen, _ = fs.GetString("listen")
+			cfg.DebugListen, _ = fs.GetString("debug-listen")
 			if cfg.TLS, err = serverTLS(fs); err != nil {
 				return err
 			}
@@ -89,6 +105,9 @@ func newAgentCmd() *cobra.Command {
 				return err
 			}
 			log.Info("agent serving", "addr", a.Addr(), "node", cfg.Node.ID, "dc", cfg.Node.DC)
+			if d := a.DebugAddr(); d != "" {
+				log.Info("profiles served", "url", "http://"+d+"/debug/pprof/")
+			}
 			return a.Wait()
 		},
 	}

@@ -41,6 +41,7 @@ func newBenchCmd() *cobra.Command {
 	pf.String("addr", "", "measure a given cluster instead: its nodes' gRPC addresses, comma-separated")
 	pf.StringSlice("etcd", nil, "etcd endpoints: the given cluster's (for the ceilings), or, without --addr, an etcd to run the embedded nodes on")
 	pf.Duration("duration", 0, "measure each phase this long (default 5s, 1s with --short)")
+	pf.Int("alarms", 0, "alarms per case of the alarms and failover scenarios (default: the profile's)")
 	pf.Bool("quiet", false, "no progress bars, only a line per phase")
 	pf.Bool("verbose", false, "show the nodes' and etcd's warnings on stderr")
 	pf.String("cpuprofile", "", "write a CPU profile of the whole run (embedded cluster included) to this file")
@@ -82,6 +83,7 @@ func benchOptions(cmd *cobra.Command, scenarios []bench.Scenario) (bench.Options
 	addr, _ := fs.GetString("addr")
 	etcd, _ := fs.GetStringSlice("etcd")
 	duration, _ := fs.GetDuration("duration")
+	alarms, _ := fs.GetInt("alarms")
 
 	opts := bench.Options{Profile: bench.FullProfile(), Etcd: etcd}
 	if short {
@@ -94,6 +96,10 @@ func benchOptions(cmd *cobra.Command, scenarios []bench.Scenario) (bench.Options
 	case duration > 0:
 		opts.Profile.Phase = duration
 	}
+	if alarms < 0 {
+		errs = append(errs, fmt.Errorf("--alarms %d must not be negative", alarms))
+	}
+	opts.Profile.Alarms = alarms
 	for _, a := range strings.Split(addr, ",") {
 		if a = strings.TrimSpace(a); a != "" {
 			opts.Addrs = append(opts.Addrs, a)

@@ -77,6 +77,15 @@ func runDev(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
+	if addr, _ := fs.GetString("debug-listen"); addr != "" {
+		// One server for the process: profiles cover every node in it.
+		d, err := agent.ServeDebug(addr)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		log.Info("profiles served", "url", "http://"+d.Addr()+"/debug/pprof/")
+	}
 	count, _ := fs.GetInt("nodes")
 	dcs, _ := fs.GetStringSlice("dcs")
 	listen, _ := fs.GetString("listen")
