@@ -133,6 +133,26 @@ func TestAlarmsTinyRun(t *testing.T) {
 	require.Equal(t, "bytes/alarm", mem.Unit)
 }
 
+// TestFailoverTinyRun crashes one node of three holding a few hundred
+// overdue alarms: they all fire, on the survivors, after the crash.
+func TestFailoverTinyRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	p := tiny()
+	p.Alarms = 200
+	rep, err := Run(ctx, []Scenario{FailoverScenario{}}, Options{Profile: p, Cluster: tinyCluster(3)})
+	require.NoError(t, err)
+	require.Len(t, rep.Results, 1)
+	r := rep.Results[0]
+	requireSane(t, r)
+	require.EqualValues(t, 200, r.Count)
+	require.Equal(t, 400.0, r.Extra["stored_not_due"])
+	require.Zero(t, r.Extra["duplicate_runs"])
+	require.GreaterOrEqual(t, r.Extra["last_s"], r.Extra["first_s"])
+	require.Equal(t, "first_ms", r.Target.Metric)
+	require.Equal(t, 4000.0, r.Target.Value, "lease TTL 2s + 2s")
+}
+
 // TestInvokeAloneMeasuresItsCeilings: without the etcd scenario before it,
 // invoke measures the ceilings it needs itself, and they are reported as
 // etcd rows.
