@@ -70,13 +70,14 @@ func (AlarmsScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
 	if env.Etcd == nil {
 		return nil, fmt.Errorf("the alarms scenario watches etcd for the alarms' commits: %w", ErrNoEtcd)
 	}
-	burst, rate, spread, pending := 100000, float64(targetAlarmsPerSec), 10*time.Second, 100000
+	burst := burstSize(env.Profile)
+	rate, pending := float64(targetAlarmsPerSec), burst
+	spread := 10 * time.Second
 	switch {
 	case env.Profile.Alarms > 0:
-		burst, pending = env.Profile.Alarms, env.Profile.Alarms
 		spread = time.Duration(float64(time.Second) * float64(burst) / rate)
 	case env.Profile.Short:
-		burst, spread, pending = 20000, 2*time.Second, 20000
+		spread = 2 * time.Second
 	}
 	ceil, err := env.BestBatchedPut(ctx)
 	if err != nil && !errors.Is(err, ErrNoEtcd) {
@@ -118,6 +119,18 @@ func (AlarmsScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
 		return rows, err
 	}
 	return append(rows, m), nil
+}
+
+// burstSize is the number of alarms of the "same instant" case (and of the
+// peers' runs).
+func burstSize(p Profile) int {
+	switch {
+	case p.Alarms > 0:
+		return p.Alarms
+	case p.Short:
+		return 20000
+	}
+	return 100000
 }
 
 func metOrMissed(ok bool) string {

@@ -76,13 +76,15 @@ type Preparer interface {
 }
 
 // Scenarios returns every scenario, in the order `durable bench all` runs
-// them. Register a new scenario by adding it here.
+// them (an Optional one only when asked for). Register a new scenario by
+// adding it here.
 func Scenarios() []Scenario {
 	return []Scenario{
 		EtcdScenario{},
 		InvokeScenario{},
 		AlarmsScenario{},
 		FailoverScenario{},
+		PeersScenario{},
 	}
 }
 

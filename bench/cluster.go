@@ -152,6 +152,9 @@ func StartCluster(ctx context.Context, cfg ClusterConfig, preps ...Preparer) (c 
 	}
 	tmpl := node.DefaultConfig()
 	tmpl.Prefix, tmpl.Partitions, tmpl.LeaseTTL = cfg.Prefix, cfg.Partitions, cfg.LeaseTTL
+	// The embedded etcd takes up to 10240 operations per Txn (an external
+	// one may take fewer: the committer learns its limit from a refusal).
+	tmpl.CommitMaxOps = 1024
 	tmpl.Logger = cfg.Logger
 	for _, p := range preps {
 		if err := p.Prepare(c.reg, &tmpl); err != nil {

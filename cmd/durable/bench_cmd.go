@@ -42,6 +42,8 @@ func newBenchCmd() *cobra.Command {
 	pf.StringSlice("etcd", nil, "etcd endpoints: the given cluster's (for the ceilings), or, without --addr, an etcd to run the embedded nodes on")
 	pf.Duration("duration", 0, "measure each phase this long (default 5s, 1s with --short)")
 	pf.Int("alarms", 0, "alarms per case of the alarms and failover scenarios (default: the profile's)")
+	pf.Bool("peers", false, "with all: also run the peers scenario (asynq and River via bench/peers/run.sh)")
+	pf.String("peers-dir", "bench/peers", "the bench/peers directory of a checkout of this repository")
 	pf.Bool("quiet", false, "no progress bars, only a line per phase")
 	pf.Bool("verbose", false, "show the nodes' and etcd's warnings on stderr")
 	pf.String("cpuprofile", "", "write a CPU profile of the whole run (embedded cluster included) to this file")
@@ -65,9 +67,24 @@ func newBenchCmd() *cobra.Command {
 		}
 		return cmd.Help()
 	}
+	var always []string
+	for _, s := range bench.Scenarios() {
+		if _, ok := s.(bench.Optional); !ok {
+			always = append(always, s.Name())
+		}
+	}
 	cmd.AddCommand(&cobra.Command{
-		Use: "all", Short: "Run every scenario in order: " + strings.Join(names, ", "), Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runBench(cmd, bench.Scenarios()) },
+		Use: "all", Short: "Run every scenario in order: " + strings.Join(always, ", ") + " (and peers with --peers)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			peers, _ := cmd.Flags().GetBool("peers")
+			var run []bench.Scenario
+			for _, s := range bench.Scenarios() {
+				if _, ok := s.(bench.Optional); !ok || peers {
+					run = append(run, s)
+				}
+			}
+			return runBench(cmd, run)
+		},
 	})
 	return cmd
 }
@@ -143,6 +160,12 @@ func runBench(cmd *cobra.Command, scenarios []bench.Scenario) error {
 		return err
 	}
 	fs := cmd.Flags()
+	peersDir, _ := fs.GetString("peers-dir")
+	for i, s := range scenarios {
+		if _, ok := s.(bench.PeersScenario); ok {
+			scenarios[i] = bench.PeersScenario{Dir: peersDir}
+		}
+	}
 	asJSON, _ := fs.GetBool("json")
 	quiet, _ := fs.GetBool("quiet")
 	verbose, _ := fs.GetBool("verbose")

@@ -73,6 +73,12 @@ func runDev(cmd *cobra.Command, _ []string) error {
 		}
 	}
 
+	if !fs.Changed("commit-max-ops") {
+		// The embedded etcd takes up to DefaultMaxTxnOps operations per Txn.
+		if err := fs.Set("commit-max-ops", strconv.Itoa(devCommitMaxOps)); err != nil {
+			return err
+		}
+	}
 	reg, err := exampleRegistry(fs)
 	if err != nil {
 		return err
@@ -150,6 +156,11 @@ Ctrl-C stops everything.
 	}
 	return errors.Join(errs...)
 }
+
+// devCommitMaxOps is the group-commit batch limit of `durable dev`, the
+// docker-compose demo and the bench: their etcd accepts 10240 operations per
+// Txn, and larger batches gain little (see docs/performance.md).
+const devCommitMaxOps = 1024
 
 // devAddrs returns the gRPC addresses of count dev nodes: listen, then the
 // following ports (or free ports when listen's port is 0).
