@@ -28,7 +28,7 @@ import (
 // so they never replace a fresher entry pushed by a commit.
 //
 // Memory: an alarm in the window costs one heap item and one map slot, about
-// 150 bytes (see BenchmarkSchedulerMemory). Items are values (no pointer per
+// 126 bytes (BenchmarkSchedulerMemory). Items are values (no pointer per
 // alarm); an object's ID is kept as its 32 bytes and its class as an index
 // into the class names seen. A replaced or removed alarm leaves its item in
 // the heap until it comes up or the heap is compacted: the map says which
