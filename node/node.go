@@ -1,16 +1,20 @@
 // Package node runs durable objects: it activates objects of registered
 // classes, delivers their events one at a time, buffers their storage writes,
-// commits each event's writes in one fenced etcd transaction, schedules their
-// alarms, and serves the gRPC API.
+// commits them atomically with group commit, schedules their alarms, and
+// serves the gRPC API.
 //
 // Concurrency model:
-//   - Each active object is owned by one goroutine (object.run); every event of
-//     the object — invocation, alarm, eviction, reset — is handled there, so an
-//     object's fields need no lock. Callers enqueue work and wait for a reply.
+//   - An active object's events are handled by one goroutine at a time
+//     (object.run), which exists only while the object has work: it parks
+//     when the mailbox and alarm signal are empty, and whoever enqueues
+//     work wakes it (Node.wakeLocked, under Node.mu, where the object's
+//     running flag lives). Every event of the object — invocation, alarm,
+//     eviction, stop — is handled by that goroutine, so the object's own
+//     fields need no lock. Callers enqueue work and wait for a reply.
 //   - Node.mu guards the objects map and the partition table. Enqueueing into
 //     an object's mailbox happens under Node.mu and never blocks, which is what
 //     makes eviction race-free (an object leaves the map only when its mailbox
-//     is empty, checked under the same lock).
+//     is empty, checked under the same lock). One sweeper evicts idle objects.
 //   - An object does not wait for its commit: finished events are staged
 //     (stage.go) and go to the node's committer (committer.go), which
 //     batches the commits of many objects into one etcd Txn; a reply is
