@@ -77,7 +77,7 @@ func (AlarmsScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
 	case env.Profile.Alarms > 0:
 		spread = time.Duration(float64(time.Second) * float64(burst) / rate)
 	case env.Profile.Short:
-		spread = 2 * time.Second
+		spread, pending = time.Second, burst/2
 	}
 	ceil, err := env.BestBatchedPut(ctx)
 	if err != nil && !errors.Is(err, ErrNoEtcd) {
@@ -210,8 +210,13 @@ func armAlarms(ctx context.Context, env *Env, label string, names []string, due 
 		return time.Time{}, 0, err
 	}
 	perArm := time.Since(start) / time.Duration(probe)
-	// Arming slows down as objects pile up in memory: leave it room.
-	T := time.Now().Add(perArm*time.Duration(len(names))*5/2 + lead).Truncate(time.Millisecond)
+	// Arming slows down as objects pile up in memory: leave it room, the
+	// more so the more there are.
+	margin := time.Duration(3)
+	if len(names) > 50000 {
+		margin = 5
+	}
+	T := time.Now().Add(perArm*time.Duration(len(names))*margin/2 + lead).Truncate(time.Millisecond)
 	start = time.Now()
 	if err := each(ctx, env, "alarms "+label+": arm", len(names), 256, func(ctx context.Context, i int) error {
 		return arm(ctx, env, names[i], due(T, i))

@@ -130,6 +130,9 @@ func StartCluster(ctx context.Context, cfg ClusterConfig, preps ...Preparer) (c 
 	} else {
 		ecfg := embedetcd.DefaultConfig()
 		ecfg.UnsafeNoFsync = cfg.UnsafeNoFsync
+		// The failover scenario stores millions of alarms, and nothing is
+		// compacted within a run: room beyond etcd's default 2 GiB.
+		ecfg.QuotaBackendBytes = 8 << 30
 		if cfg.EtcdElectionTimeout > 0 {
 			ecfg.ElectionTimeout = cfg.EtcdElectionTimeout
 		}

@@ -129,6 +129,9 @@ type Config struct {
 	// a tenth of it. A fresh single member becomes ready after about one
 	// timeout, so tests use a short one. Zero: etcd's default, 1s.
 	ElectionTimeout time.Duration
+	// QuotaBackendBytes is the most the member's database may hold before
+	// etcd refuses writes (its NOSPACE alarm). Zero: etcd's default, 2 GiB.
+	QuotaBackendBytes int64
 	// UnsafeNoFsync disables fsync in etcd. Only for tests and throwaway
 	// dev clusters: a crash of the machine loses acknowledged writes.
 	UnsafeNoFsync bool
@@ -297,6 +300,7 @@ func startOnce(ctx context.Context, cfg Config, dir string, client, peer hostPor
 	ec.AutoCompactionMode = cfg.AutoCompactionMode
 	ec.AutoCompactionRetention = cfg.AutoCompactionRetention
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
+	ec.QuotaBackendBytes = cfg.QuotaBackendBytes
 	ec.Logger = "zap"
 	ec.LogLevel = zapLevelName(cfg.EtcdLogLevel.Level())
 	etcdLog := cfg.Logger.With(slog.String("origin", "etcd"))
