@@ -70,6 +70,13 @@ func (r *recorder) fail(err error) {
 	}
 }
 
+// failures returns the number of failed operations so far.
+func (r *recorder) failures() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.out.Errors
+}
+
 func (r *recorder) finished(t time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -122,12 +129,19 @@ func (l Load) Closed(ctx context.Context, pr *Progress) (*Outcome, error) {
 	end := from.Add(l.Duration)
 	bar := pr.Timed(l.Name, l.Warmup+l.Duration, func() string { return rec.status(l, from) })
 	var wg sync.WaitGroup
+	var extended atomic.Bool
 	for w := range l.Concurrency {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				t0 := time.Now()
 				if !t0.Before(end) {
-					return
+					// A phase measures at least one operation: on a slow
+					// machine one may outlast the window (bounded by
+					// opTimeout past it).
+					if rec.done.Load() > 0 || rec.failures() > 0 || t0.After(end.Add(opTimeout)) {
+						return
+					}
+					extended.Store(true)
 				}
 				octx, cancel := context.WithTimeout(ctx, opTimeout)
 				err := l.Op(octx, w)
@@ -153,6 +167,10 @@ func (l Load) Closed(ctx context.Context, pr *Progress) (*Outcome, error) {
 	}
 	wg.Wait()
 	out, err := rec.result(ctx, l, end)
+	if extended.Load() && out.Overrun > 0 {
+		// The window was stretched until an operation completed.
+		out.Elapsed, out.Overrun = out.Elapsed+out.Overrun, 0
+	}
 	bar.Done(summary(l.Unit, out, err))
 	return out, err
 }

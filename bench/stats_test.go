@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -64,4 +65,19 @@ func TestSummaryOfMergedSamples(t *testing.T) {
 func TestRate(t *testing.T) {
 	require.InDelta(t, 2000.0, Rate(1000, 500*time.Millisecond), 1e-9)
 	require.Zero(t, Rate(10, 0), "no time, no rate")
+}
+
+// TestClosedLoopMeasuresAnOperationSlowerThanItsWindow: on a slow machine an
+// operation may outlast the phase; the phase still measures one, over the
+// time it took, rather than failing.
+func TestClosedLoopMeasuresAnOperationSlowerThanItsWindow(t *testing.T) {
+	l := Load{Name: "slow", Concurrency: 1, Warmup: time.Millisecond, Duration: 10 * time.Millisecond, Unit: "ops",
+		Op: func(context.Context, int) error { time.Sleep(40 * time.Millisecond); return nil }}
+	out, err := l.Closed(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Count != 1 || out.Elapsed < 30*time.Millisecond {
+		t.Fatalf("count %d over %s, want 1 over the operation's time", out.Count, out.Elapsed)
+	}
 }
