@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,6 +74,27 @@ var PeerHTTPLeaks = []goleak.Option{
 // the members and the client endpoints of all of them.
 func TestCluster(tb testing.TB, n int) ([]*TestMember, []string) {
 	tb.Helper()
+	// Ports are picked free and bound a moment later; another process can
+	// take one in between. Then the whole cluster starts again on new ports.
+	for attempt := 1; ; attempt++ {
+		members, endpoints, err := startTestCluster(tb, n)
+		if err == nil {
+			tb.Cleanup(func() {
+				for _, m := range members {
+					_ = m.Server.Close()
+				}
+			})
+			return members, endpoints
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 5 {
+			tb.Fatalf("embedetcd: start test cluster: %v", err)
+		}
+	}
+}
+
+// startTestCluster starts n members; on failure it closes those that
+// started.
+func startTestCluster(tb testing.TB, n int) ([]*TestMember, []string, error) {
 	var members []*TestMember
 	var peers, endpoints []string
 	for i := 0; i < n; i++ {
@@ -91,24 +113,18 @@ func TestCluster(tb testing.TB, n int) ([]*TestMember, []string) {
 	var wg sync.WaitGroup
 	for i, m := range members {
 		m.Config.InitialCluster = strings.Join(peers, ",")
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m.Server, errs[i] = Start(context.Background(), m.Config)
-		}()
+		wg.Go(func() { m.Server, errs[i] = Start(context.Background(), m.Config) })
 	}
 	wg.Wait()
-	tb.Cleanup(func() {
+	if err := errors.Join(errs...); err != nil {
 		for _, m := range members {
 			if m.Server != nil {
 				_ = m.Server.Close()
 			}
 		}
-	})
-	if err := errors.Join(errs...); err != nil {
-		tb.Fatalf("embedetcd: start test cluster: %v", err)
+		return nil, nil, err
 	}
-	return members, endpoints
+	return members, endpoints, nil
 }
 
 // freeAddr returns a loopback address whose port was free a moment ago.
