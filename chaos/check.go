@@ -60,6 +60,9 @@ type Fault struct {
 	Name        string // e.g. "kill-node", "kill-leader", "pause-node"
 	Target      string
 	Start, Heal time.Time
+	// Frozen is the id of the node the fault froze (SIGSTOP, docker pause)
+	// from Start to Heal: it executed nothing meanwhile.
+	Frozen string `json:",omitempty"`
 }
 
 // History is everything a chaos run recorded.
@@ -220,27 +223,66 @@ func summarise(xs []lateSample) Lateness {
 	return Lateness{N: len(xs), P50: q(0.5), P99: q(0.99), Max: w.late(), WorstObject: w.object, WorstDue: w.due, WorstRan: w.ran}
 }
 
-// checkOverlap flags two events of one object whose runs overlap in time.
+// checkOverlap flags two events of one object that executed at the same
+// time. An event executes from its start to its end, except while its node
+// was frozen (a SIGSTOPped process runs nothing): a handler frozen mid-run
+// and resumed after another node took the object over overlaps that run
+// only if the two executed at once.
 func (r *Report) checkOverlap(h History) {
-	by := map[string][]examples.WitnessEvent{}
-	for _, ev := range h.Events {
-		by[ev.Object] = append(by[ev.Object], ev)
+	frozen := map[string][]Fault{}
+	for _, f := range h.Faults {
+		if f.Frozen != "" {
+			frozen[f.Frozen] = append(frozen[f.Frozen], f)
+		}
 	}
-	for obj, evs := range by {
-		sort.Slice(evs, func(i, j int) bool { return evs[i].Start.Before(evs[j].Start) })
-		end := evs[0]
-		for _, ev := range evs[1:] {
-			if ev.Start.Before(end.End) {
+	type piece struct {
+		start, end time.Time
+		ev         int
+	}
+	by := map[string][]piece{}
+	for i, ev := range h.Events {
+		for _, iv := range executing(ev.Start, ev.End, frozen[ev.Node]) {
+			by[ev.Object] = append(by[ev.Object], piece{iv[0], iv[1], i})
+		}
+	}
+	for obj, ps := range by {
+		sort.Slice(ps, func(i, j int) bool { return ps[i].start.Before(ps[j].start) })
+		last := ps[0]
+		for _, p := range ps[1:] {
+			if p.ev != last.ev && p.start.Before(last.end) {
+				ev, prev := h.Events[p.ev], h.Events[last.ev]
 				r.Violations = append(r.Violations, Violation{"overlap", obj,
 					fmt.Sprintf("%s on %s (token %d) started at %s while %s on %s (token %d) ran until %s",
-						ev.Kind, ev.Node, ev.Token, ev.Start.Format(time.RFC3339Nano),
-						end.Kind, end.Node, end.Token, end.End.Format(time.RFC3339Nano))})
+						ev.Kind, ev.Node, ev.Token, p.start.Format(time.RFC3339Nano),
+						prev.Kind, prev.Node, prev.Token, last.end.Format(time.RFC3339Nano))})
 			}
-			if ev.End.After(end.End) {
-				end = ev
+			if p.end.After(last.end) {
+				last = p
 			}
 		}
 	}
+}
+
+// executing returns [start, end] without the times its node was frozen.
+func executing(start, end time.Time, frozen []Fault) [][2]time.Time {
+	out := [][2]time.Time{{start, end}}
+	for _, f := range frozen {
+		var next [][2]time.Time
+		for _, iv := range out {
+			if !f.Start.Before(iv[1]) || !f.Heal.After(iv[0]) {
+				next = append(next, iv) // disjoint
+				continue
+			}
+			if iv[0].Before(f.Start) {
+				next = append(next, [2]time.Time{iv[0], f.Start})
+			}
+			if f.Heal.Before(iv[1]) {
+				next = append(next, [2]time.Time{f.Heal, iv[1]})
+			}
+		}
+		out = next
+	}
+	return out
 }
 
 type counterIn struct {

@@ -89,6 +89,40 @@ func TestCheckerFlagsEachViolation(t *testing.T) {
 	}
 }
 
+// TestOverlapExcludesTimeFrozen: an alarm handler frozen mid-run (its node
+// SIGSTOPped) and resumed after another node ran the alarm executed nothing
+// while frozen; it overlaps that run only if the two executed at once.
+func TestOverlapExcludesTimeFrozen(t *testing.T) {
+	zombie := alarmRun("a", 1000, 1001, 5001, "n1", false) // frozen 1002..5000
+	pause := Fault{Name: "pause-node", Target: "0", Frozen: "n1", Start: at(1002), Heal: at(5000)}
+	for _, tc := range []struct {
+		name       string
+		other      examples.WitnessEvent
+		violations int
+	}{
+		{"the other ran while it was frozen", alarmRun("a", 1000, 3000, 3100, "n2", false), 0},
+		{"the other still ran when it resumed", alarmRun("a", 1000, 3000, 5000, "n2", false), 0},
+		{"the other ran past its resume", alarmRun("a", 1000, 3000, 5001, "n2", false), 1},
+		{"the other ran before it froze", alarmRun("a", 1000, 1001, 1003, "n2", false), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := History{
+				Alarms: []AlarmSet{{Object: "a", Due: at(1000), Result: OK}},
+				Events: []examples.WitnessEvent{zombie, tc.other},
+				Faults: []Fault{pause},
+			}
+			r := Check(h, time.Second)
+			require.Len(t, r.Violations, tc.violations, r.String())
+			if tc.violations > 0 {
+				require.Equal(t, "overlap", r.Violations[0].Kind)
+			}
+			// Without the freeze on record, every case overlaps.
+			h.Faults[0].Frozen = ""
+			require.Len(t, Check(h, time.Second).Violations, 1)
+		})
+	}
+}
+
 func TestLatenessIsSplitByFaults(t *testing.T) {
 	h := History{
 		Alarms: []AlarmSet{

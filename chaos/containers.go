@@ -152,6 +152,7 @@ var _ Target = (*Compose)(nil)
 
 func (c *Compose) Nodes() int       { return len(c.nodes) }
 func (c *Compose) DC(i int) string  { return c.dcs[i] }
+func (c *Compose) ID(i int) string  { return c.nodes[i] }
 func (c *Compose) Kill(i int)       { c.docker("kill", c.container(c.nodes[i])) }
 func (c *Compose) Pause(i int)      { c.docker("pause", c.container(c.nodes[i])) }
 func (c *Compose) Resume(i int)     { c.docker("unpause", c.container(c.nodes[i])) }

@@ -12,10 +12,11 @@ import (
 type Target interface {
 	Nodes() int
 	DC(i int) string
-	Kill(i int)    // abrupt: SIGKILL
-	Restart(i int) // start node i again and wait until it is healthy
-	Pause(i int)   // SIGSTOP
-	Resume(i int)  // SIGCONT
+	ID(i int) string // node i's id, as its events report it
+	Kill(i int)      // abrupt: SIGKILL
+	Restart(i int)   // start node i again and wait until it is healthy
+	Pause(i int)     // SIGSTOP
+	Resume(i int)    // SIGCONT
 	Leader(dc string) int
 	EtcdMembers() int
 	StopEtcd(i int)
@@ -57,7 +58,9 @@ var Faults = map[string]FaultFunc{
 	"pause-node": func(t Target, rng *rand.Rand, tm Timing) (Fault, error) {
 		i := rng.IntN(t.Nodes())
 		// Beyond the lease: a zombie when it wakes.
-		return hold("pause-node", i, 2*tm.LeaseTTL, func() { t.Pause(i) }, func() { t.Resume(i) }), nil
+		f := hold("pause-node", i, 2*tm.LeaseTTL, func() { t.Pause(i) }, func() { t.Resume(i) })
+		f.Frozen = t.ID(i)
+		return f, nil
 	},
 	"kill-dc": func(t Target, rng *rand.Rand, tm Timing) (Fault, error) {
 		dc := t.DC(rng.IntN(t.Nodes()))

@@ -321,6 +321,7 @@ var _ Target = (*Procs)(nil)
 
 func (c *Procs) Nodes() int       { return len(c.Procs) }
 func (c *Procs) DC(i int) string  { return c.Procs[i].DC }
+func (c *Procs) ID(i int) string  { return c.Procs[i].ID }
 func (c *Procs) Restart(i int)    { c.Start(i); c.WaitHealthy(i) }
 func (c *Procs) EtcdMembers() int { return len(c.Etcd) }
 
