@@ -3,6 +3,8 @@ package durable
 import (
 	"context"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // Object is an instance of a user's class. Invoke handles one invocation; it is
@@ -58,6 +60,10 @@ type State interface {
 	// fn fails or runs longer than 30 s the object is reset: its instance is
 	// thrown away and callers waiting for it receive an error.
 	BlockConcurrencyWhile(ctx context.Context, fn func(ctx context.Context) error) error
+	// Clock is the runtime's clock, which alarms are scheduled on: read the
+	// time (and set timers) from it, so that tests that drive a fake clock
+	// drive the object too.
+	Clock() clockwork.Clock
 }
 
 // KV is one entry returned by Storage.List.

@@ -1,7 +1,10 @@
 // Package agent runs one durable node as a server: it connects to etcd,
-// starts the node's runtime, and serves the gRPC API (Objects, Admin, health,
-// reflection) on a listener until its context ends. `durable agent` and
-// `durable dev` are thin wrappers around it; tests start agents in-process.
+// wires the pieces of a node — its membership (placement.Member), its
+// leader campaign (leader.Leader), group commit and group read (commit),
+// the object runtime (node.Node) — serves the gRPC API (Objects, Admin,
+// health, reflection) on a listener, and runs their lifecycle until its
+// context ends: register, serve, drain, stop. `durable agent` and `durable
+// dev` are thin wrappers around it; tests start agents in-process.
 package agent
 
 import (
@@ -11,8 +14,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
-
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -21,8 +24,14 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 
+	"github.com/durable-run/durable/commit"
+	"github.com/durable-run/durable/keyspace"
+	"github.com/durable-run/durable/leader"
 	"github.com/durable-run/durable/node"
+	"github.com/durable-run/durable/placement"
+	durablev1 "github.com/durable-run/durable/proto/durable/v1"
 )
 
 // Config configures an agent.
@@ -58,14 +67,29 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// ErrCrash, as the cause of Start's context (context.WithCancelCause),
+// makes the agent stop as if its process had died: no drain, no release of
+// its partitions, no revocation of its lease, no resignation of its
+// leadership. Tests use it to simulate SIGKILL.
+var ErrCrash = errors.New("agent: simulated crash")
+
 // Agent is a running node with its gRPC server.
 type Agent struct {
+	// Node is the object runtime, Member its membership and Leader its
+	// campaign in its data center.
 	Node   *node.Node
-	addr   string
-	client *clientv3.Client
-	srv    *grpc.Server
-	lis    net.Listener
-	log    *slog.Logger
+	Member *placement.Member
+	Leader *leader.Leader
+
+	cfg       Config
+	meta      placement.Meta
+	keys      keyspace.Space
+	addr      string
+	client    *clientv3.Client
+	committer *commit.Committer
+	reader    *commit.Reader
+	srv       *grpc.Server
+	log       *slog.Logger
 
 	health   *health.Server
 	stopOnce sync.Once
@@ -75,12 +99,16 @@ type Agent struct {
 	done   chan struct{}
 }
 
-// Start connects to etcd, listens, and starts the node and its server in the
-// background. The returned agent serves until ctx ends or Stop is called;
-// Wait returns after everything has shut down.
+// Start connects to etcd, reads (or creates) the cluster's metadata,
+// listens, and starts the node and its server in the background. The
+// returned agent serves until ctx ends; Wait returns after everything has
+// shut down.
 func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("agent: invalid config: %w", err)
+	}
+	if err := cfg.Node.Validate(); err != nil {
+		return nil, fmt.Errorf("agent: invalid node config: %w", err)
 	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -89,22 +117,19 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 	if cfg.Node.Advertise == "" {
 		cfg.Node.Advertise = lis.Addr().String()
 	}
-	client, err := Dial(ctx, cfg.Etcd, cfg.EtcdTLS, cfg.DialTimeout)
-	if err != nil {
+	a := &Agent{cfg: cfg, keys: keyspace.New(cfg.Node.Prefix), addr: lis.Addr().String(), done: make(chan struct{})}
+	a.log = cfg.Node.Logger.With("component", "agent", "node", cfg.Node.ID)
+	if err := a.build(ctx, reg); err != nil {
 		lis.Close()
+		if a.client != nil {
+			a.client.Close()
+		}
 		return nil, err
 	}
-	n, err := node.New(cfg.Node, client, reg)
-	if err != nil {
-		lis.Close()
-		client.Close()
-		return nil, err
-	}
-	var debug *DebugServer
 	if cfg.DebugListen != "" {
-		if debug, err = ServeDebug(cfg.DebugListen); err != nil {
+		if a.debug, err = ServeDebug(cfg.DebugListen); err != nil {
 			lis.Close()
-			client.Close()
+			a.client.Close()
 			return nil, err
 		}
 	}
@@ -112,50 +137,133 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
-	a := &Agent{
-		Node: n, addr: lis.Addr().String(), client: client, srv: grpc.NewServer(opts...), lis: lis,
-		log: n.Config().Logger.With("component", "agent"), done: make(chan struct{}), debug: debug,
-	}
-	a.health = n.Register(a.srv)
+	a.srv = grpc.NewServer(opts...)
+	a.Node.Register(a.srv)
+	durablev1.RegisterAdminServer(a.srv, &adminServer{a: a})
+	a.health = health.NewServer()
+	healthpb.RegisterHealthServer(a.srv, a.health)
+	reflection.Register(a.srv)
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 
-	// Once the node has drained, the server stops taking calls and finishes
-	// those in flight while the node can still forward them.
-	n.OnDrained(a.stopServer)
-	runCtx, cancel := context.WithCancel(ctx)
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- a.srv.Serve(lis) }()
-	nodeDone := make(chan error, 1)
-	go func() { nodeDone <- n.Run(runCtx) }()
-	go func() {
-		defer close(a.done)
-		defer client.Close()
-		defer cancel()
-		if debug != nil {
-			defer debug.Close()
-		}
-		// Serving flips on once the node owns partitions (or fails).
-		go func() {
-			if n.WaitReady(runCtx) == nil {
-				a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-			}
-		}()
-		select {
-		case err := <-nodeDone:
-			a.runErr = err
-		case err := <-serveErr:
-			// nil: the node stopped the server itself after draining.
-			if err != nil {
-				a.runErr = fmt.Errorf("agent: grpc server: %w", err)
-				cancel()
-			}
-			if err := <-nodeDone; a.runErr == nil {
-				a.runErr = err
-			}
-		}
-		a.stopServer(errors.Is(context.Cause(runCtx), node.ErrCrash))
-	}()
+	go a.run(ctx, lis)
 	return a, nil
+}
+
+// build connects to etcd and wires the node's pieces.
+func (a *Agent) build(ctx context.Context, reg *node.Registry) error {
+	nc := a.cfg.Node
+	client, err := Dial(ctx, a.cfg.Etcd, a.cfg.EtcdTLS, a.cfg.DialTimeout)
+	if err != nil {
+		return err
+	}
+	a.client = client
+	homes := nc.HomeDCs
+	if len(homes) == 0 {
+		homes = []string{nc.DC}
+	}
+	meta, err := placement.EnsureCluster(ctx, client, a.keys, nc.Partitions, homes)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if len(nc.HomeDCs) > 0 && !slices.Equal(meta.HomeDCs, nc.HomeDCs) {
+		a.log.Warn("cluster home data centers differ from configuration; using the cluster's",
+			"cluster", meta.HomeDCs, "configured", nc.HomeDCs)
+	}
+	if meta.Partitions != nc.Partitions {
+		a.log.Warn("cluster partition count differs from configuration; using the cluster's",
+			"cluster", meta.Partitions, "configured", nc.Partitions)
+	}
+	a.meta = meta
+	a.Member = placement.NewMember(placement.MemberConfig{
+		ID: nc.ID, DC: nc.DC, Advertise: nc.Advertise, LeaseTTL: nc.LeaseTTL, CommitTimeout: nc.CommitTimeout,
+		Clock: nc.Clock, Logger: nc.Logger.With("node", nc.ID),
+	}, client, a.keys, meta)
+	commitCfg := commit.Config{
+		Parallelism: nc.CommitParallelism, MaxOps: nc.CommitMaxOps, MaxBytes: nc.CommitMaxBytes, Timeout: nc.CommitTimeout,
+		Logger: nc.Logger.With("component", "commit", "node", nc.ID), OnLost: a.Member.Lost, Hook: nc.CommitHook,
+	}
+	a.committer = commit.NewCommitter(client, a.keys, commitCfg)
+	a.reader = commit.NewReader(client, commitCfg)
+	a.Node, err = node.New(nc, reg, node.Deps{
+		KV: client, Commits: a.committer, Reads: a.reader, Membership: a.Member, Partitions: meta.Partitions,
+	})
+	if err != nil {
+		return err
+	}
+	a.Leader = leader.New(leader.Config{
+		Node: nc.ID, DC: nc.DC, Meta: meta, TTL: nc.LeaseTTL, Grace: nc.DCGrace, Stabilise: nc.Stabilise,
+		Gate: a.Member.Gate, Clock: nc.Clock, Logger: nc.Logger.With("node", nc.ID),
+	}, client, a.keys)
+	return nil
+}
+
+// run is the agent's lifecycle: register, serve until ctx ends (or the
+// server fails), then drain, stop the server, the membership and leader,
+// the node, release what is left and stop the commit path.
+func (a *Agent) run(ctx context.Context, lis net.Listener) {
+	defer close(a.done)
+	defer a.client.Close()
+	if a.debug != nil {
+		defer a.debug.Close()
+	}
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var serving sync.WaitGroup
+	failed := make(chan error, 1)
+	serving.Go(func() {
+		// nil: the agent stopped the server itself.
+		if err := a.srv.Serve(lis); err != nil {
+			failed <- fmt.Errorf("agent: grpc server: %w", err)
+			cancel(err)
+		}
+	})
+	defer serving.Wait() // after stopServer below
+
+	if err := a.Member.Register(runCtx); err != nil {
+		a.runErr = err
+		a.stopServer(true)
+		a.Node.Stop()
+		a.committer.Stop()
+		a.reader.Stop()
+		return
+	}
+	a.Node.Start()
+	// The membership and the leader outlive runCtx while draining: they
+	// must keep the lease alive, move the partitions away (a draining
+	// leader leads until it exits) and see the new owners claim.
+	mctx, stopMembership := context.WithCancelCause(context.Background())
+	var background sync.WaitGroup
+	background.Go(func() { a.Member.Run(mctx, a.Node) })
+	background.Go(func() { a.Leader.Run(mctx) })
+	background.Go(func() {
+		// Serving flips on once the node owns partitions.
+		if a.Member.WaitOwning(runCtx) == nil {
+			a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		}
+	})
+
+	<-runCtx.Done()
+	crashed := errors.Is(context.Cause(ctx), ErrCrash)
+	if !crashed {
+		a.Member.Drain()
+	}
+	// Once drained, the server stops taking calls and finishes those in
+	// flight while the node can still forward them.
+	a.stopServer(crashed)
+	cause := context.Canceled
+	if crashed {
+		cause = leader.ErrAbandon
+	}
+	stopMembership(cause)
+	background.Wait()
+	a.Node.Stop()
+	a.Member.Close(crashed)
+	a.committer.Stop()
+	a.reader.Stop()
+	select {
+	case a.runErr = <-failed:
+	default:
+	}
 }
 
 // gracefulStopLimit bounds how long a stopping server waits for calls in
@@ -206,6 +314,9 @@ func Dial(ctx context.Context, endpoints []string, tlsCfg *tls.Config, timeout t
 // Addr returns the address the agent serves on.
 func (a *Agent) Addr() string { return a.addr }
 
+// Config returns the agent's configuration, defaults applied.
+func (a *Agent) Config() Config { return a.cfg }
+
 // DebugAddr returns the address of the profiles' HTTP server, "" when off.
 func (a *Agent) DebugAddr() string {
 	if a.debug == nil {
@@ -213,6 +324,9 @@ func (a *Agent) DebugAddr() string {
 	}
 	return a.debug.Addr()
 }
+
+// Committer returns the node's group commit.
+func (a *Agent) Committer() *commit.Committer { return a.committer }
 
 // Wait blocks until the agent has stopped and returns why it stopped (nil
 // after a normal shutdown).

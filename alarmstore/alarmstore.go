@@ -1,20 +1,9 @@
-// Package alarmstore owns the etcd records of alarms: the authoritative record
-// per object (alarm/<p>/<class>/<id>), its time-ordered index
-// (due/<p>/<due-ms>/<class>/<id>) and the dead-letter list (dead/...).
-//
-// Invariant: the index entry of an alarm is written and deleted in the same
-// etcd transaction as its record, so for every record there is exactly one
-// index entry at its due time. The functions returning []clientv3.Op never
-// talk to etcd: the caller (node's committer) puts them into the object's
-// fenced commit Txn, which is what makes alarms atomic with storage writes.
-// Readers of the index must still compare it with the record before acting,
-// because a reader may hold an index entry read before a later commit.
-//
-// Store is safe for concurrent use; it holds no state besides its client.
 package alarmstore
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -23,13 +12,14 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/keyspace"
 )
 
 // Record is an object's pending alarm.
 type Record struct {
 	Class     string
-	ID        string
+	ID        durable.ID
 	Name      string
 	Partition int
 	// Due is when the alarm runs next: the scheduled time, or the time of
@@ -79,8 +69,20 @@ func encode(r Record) string {
 	return string(b)
 }
 
+// parseID decodes the hex form of an ID in one of our keys. The checksum is
+// not verified: the key was written by the runtime, and index reads happen
+// for every alarm on a failover.
+func parseID(s string) (durable.ID, bool) {
+	var id durable.ID
+	if len(s) != 2*len(id) {
+		return id, false
+	}
+	_, err := hex.Decode(id[:], []byte(s))
+	return id, err == nil
+}
+
 // Decode parses the stored record of object class/id in partition p.
-func Decode(p int, class, id string, v []byte) (*Record, error) {
+func Decode(p int, class string, id durable.ID, v []byte) (*Record, error) {
 	var j recordJSON
 	if err := json.Unmarshal(v, &j); err != nil {
 		return nil, fmt.Errorf("alarmstore: corrupt record %s/%s: %w", class, id, err)
@@ -95,22 +97,24 @@ func Decode(p int, class, id string, v []byte) (*Record, error) {
 // PutOps writes rec, replacing old (nil when the object had no alarm).
 func (s *Store) PutOps(old *Record, rec Record) []clientv3.Op {
 	ops := make([]clientv3.Op, 0, 3)
-	newDue := s.keys.Due(rec.Partition, rec.Due, rec.Class, rec.ID)
+	id := rec.ID.String()
+	newDue := s.keys.Due(rec.Partition, rec.Due, rec.Class, id)
 	if old != nil {
-		if oldDue := s.keys.Due(old.Partition, old.Due, old.Class, old.ID); oldDue != newDue {
+		if oldDue := s.keys.Due(old.Partition, old.Due, old.Class, old.ID.String()); oldDue != newDue {
 			ops = append(ops, clientv3.OpDelete(oldDue))
 		}
 	}
 	return append(ops,
-		clientv3.OpPut(s.keys.Alarm(rec.Partition, rec.Class, rec.ID), encode(rec)),
+		clientv3.OpPut(s.keys.Alarm(rec.Partition, rec.Class, id), encode(rec)),
 		clientv3.OpPut(newDue, ""))
 }
 
 // DeleteOps removes old and its index entry.
 func (s *Store) DeleteOps(old Record) []clientv3.Op {
+	id := old.ID.String()
 	return []clientv3.Op{
-		clientv3.OpDelete(s.keys.Alarm(old.Partition, old.Class, old.ID)),
-		clientv3.OpDelete(s.keys.Due(old.Partition, old.Due, old.Class, old.ID)),
+		clientv3.OpDelete(s.keys.Alarm(old.Partition, old.Class, id)),
+		clientv3.OpDelete(s.keys.Due(old.Partition, old.Due, old.Class, id)),
 	}
 }
 
@@ -124,12 +128,12 @@ func (s *Store) DeadLetterOp(old Record, t time.Time) clientv3.Op {
 		},
 		AbandonedMS: t.UnixMilli(),
 	})
-	return clientv3.OpPut(s.keys.Dead(old.Partition, old.Class, old.ID, old.Scheduled), string(b))
+	return clientv3.OpPut(s.keys.Dead(old.Partition, old.Class, old.ID.String(), old.Scheduled), string(b))
 }
 
 // Get reads an object's alarm; nil when it has none.
-func (s *Store) Get(ctx context.Context, p int, class, id string) (*Record, error) {
-	resp, err := s.kv.Get(ctx, s.keys.Alarm(p, class, id))
+func (s *Store) Get(ctx context.Context, p int, class string, id durable.ID) (*Record, error) {
+	resp, err := s.kv.Get(ctx, s.keys.Alarm(p, class, id.String()))
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +148,7 @@ type Entry struct {
 	Partition int
 	Due       time.Time
 	Class     string
-	ID        string
+	ID        durable.ID
 }
 
 // pageSize bounds one range read so a partition with many due alarms is read
@@ -168,9 +172,10 @@ func (s *Store) LoadWindow(ctx context.Context, p int, after, until time.Time, f
 			return err
 		}
 		for _, kv := range resp.Kvs {
-			due, class, id, ok := s.keys.ParseDue(p, string(kv.Key))
-			if !ok {
-				continue
+			due, class, hexID, ok := s.keys.ParseDue(p, string(kv.Key))
+			id, idOK := parseID(hexID)
+			if !ok || !idOK {
+				continue // not written by the runtime
 			}
 			fn(Entry{Partition: p, Due: due, Class: class, ID: id})
 		}
@@ -213,10 +218,11 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]Record, bool, error) 
 			continue
 		}
 		p, ok := keyspace.ParsePartitionKey(parts[0], "")
-		if !ok || (f.Class != "" && parts[1] != f.Class) {
+		id, idOK := parseID(parts[2])
+		if !ok || !idOK || (f.Class != "" && parts[1] != f.Class) {
 			continue
 		}
-		rec, err := Decode(p, parts[1], parts[2], kv.Value)
+		rec, err := Decode(p, parts[1], id, kv.Value)
 		if err != nil {
 			return nil, false, err
 		}
@@ -229,7 +235,7 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]Record, bool, error) 
 		if !out[i].Due.Equal(out[j].Due) {
 			return out[i].Due.Before(out[j].Due)
 		}
-		return out[i].ID < out[j].ID
+		return bytes.Compare(out[i].ID[:], out[j].ID[:]) < 0 // the order of their hex form
 	})
 	if f.Limit > 0 && len(out) > f.Limit {
 		return out[:f.Limit], true, nil
@@ -251,7 +257,8 @@ func (s *Store) ListDead(ctx context.Context, class string, limit int) ([]DeadLe
 			continue
 		}
 		p, ok := keyspace.ParsePartitionKey(parts[0], "")
-		if !ok || (class != "" && parts[1] != class) {
+		id, idOK := parseID(parts[2])
+		if !ok || !idOK || (class != "" && parts[1] != class) {
 			continue
 		}
 		var j deadJSON
@@ -260,7 +267,7 @@ func (s *Store) ListDead(ctx context.Context, class string, limit int) ([]DeadLe
 		}
 		out = append(out, DeadLetter{
 			Record: Record{
-				Class: parts[1], ID: parts[2], Name: j.Name, Partition: p,
+				Class: parts[1], ID: id, Name: j.Name, Partition: p,
 				Due: time.UnixMilli(j.DueMS), Scheduled: time.UnixMilli(j.ScheduleMS),
 				RetryCount: j.Retry, LastError: j.LastError,
 			},

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/embedetcd"
 	"github.com/durable-run/durable/keyspace"
 )
@@ -19,6 +20,9 @@ func setup(t *testing.T) (*Store, *clientv3.Client, keyspace.Space) {
 	keys := keyspace.New(embedetcd.UniquePrefix(t))
 	return New(c, keys), c, keys
 }
+
+// idOf is a test object's ID.
+func idOf(name string) durable.ID { return durable.IDFromName("C", name) }
 
 func apply(t *testing.T, c *clientv3.Client, ops []clientv3.Op) {
 	t.Helper()
@@ -36,9 +40,9 @@ func count(t *testing.T, c *clientv3.Client, prefix string) int64 {
 func TestPutReplaceDeleteKeepIndexInStep(t *testing.T) {
 	s, c, keys := setup(t)
 	ctx := context.Background()
-	r1 := Record{Class: "C", ID: "a", Name: "n", Partition: 3, Due: time.UnixMilli(1000), Scheduled: time.UnixMilli(1000)}
+	r1 := Record{Class: "C", ID: idOf("a"), Name: "n", Partition: 3, Due: time.UnixMilli(1000), Scheduled: time.UnixMilli(1000)}
 	apply(t, c, s.PutOps(nil, r1))
-	got, err := s.Get(ctx, 3, "C", "a")
+	got, err := s.Get(ctx, 3, "C", idOf("a"))
 	require.NoError(t, err)
 	require.Equal(t, r1, *got)
 	require.EqualValues(t, 1, count(t, c, keys.DuePrefix(3)))
@@ -46,15 +50,15 @@ func TestPutReplaceDeleteKeepIndexInStep(t *testing.T) {
 	r2 := r1
 	r2.Due, r2.RetryCount, r2.LastError = time.UnixMilli(5000), 2, "boom"
 	apply(t, c, s.PutOps(got, r2))
-	got, err = s.Get(ctx, 3, "C", "a")
+	got, err = s.Get(ctx, 3, "C", idOf("a"))
 	require.NoError(t, err)
 	require.Equal(t, r2, *got)
 	var entries []Entry
 	require.NoError(t, s.LoadWindow(ctx, 3, time.Time{}, time.UnixMilli(10_000), func(e Entry) { entries = append(entries, e) }))
-	require.Equal(t, []Entry{{Partition: 3, Due: time.UnixMilli(5000), Class: "C", ID: "a"}}, entries, "the old index entry must be gone")
+	require.Equal(t, []Entry{{Partition: 3, Due: time.UnixMilli(5000), Class: "C", ID: idOf("a")}}, entries, "the old index entry must be gone")
 
 	apply(t, c, s.DeleteOps(*got))
-	got, err = s.Get(ctx, 3, "C", "a")
+	got, err = s.Get(ctx, 3, "C", idOf("a"))
 	require.NoError(t, err)
 	require.Nil(t, got)
 	require.Zero(t, count(t, c, keys.DuePrefix(3)))
@@ -67,7 +71,7 @@ func TestLoadWindowBoundsAndPages(t *testing.T) {
 	var ops []clientv3.Op
 	for i := 0; i < n; i++ {
 		due := time.UnixMilli(int64(1000 + i))
-		ops = append(ops, s.PutOps(nil, Record{Class: "C", ID: fmt.Sprintf("%05d", i), Partition: 0, Due: due, Scheduled: due})...)
+		ops = append(ops, s.PutOps(nil, Record{Class: "C", ID: idOf(fmt.Sprintf("%05d", i)), Partition: 0, Due: due, Scheduled: due})...)
 		if len(ops) >= 1000 {
 			apply(t, c, ops)
 			ops = nil
@@ -75,7 +79,7 @@ func TestLoadWindowBoundsAndPages(t *testing.T) {
 	}
 	apply(t, c, ops)
 	// Another partition's alarms must not leak in.
-	apply(t, c, s.PutOps(nil, Record{Class: "C", ID: "other", Partition: 1, Due: time.UnixMilli(1500), Scheduled: time.UnixMilli(1500)}))
+	apply(t, c, s.PutOps(nil, Record{Class: "C", ID: idOf("other"), Partition: 1, Due: time.UnixMilli(1500), Scheduled: time.UnixMilli(1500)}))
 
 	var got []Entry
 	require.NoError(t, s.LoadWindow(ctx, 0, time.Time{}, time.UnixMilli(1000+n-1), func(e Entry) { got = append(got, e) }))
@@ -95,13 +99,13 @@ func TestListAndDeadLetters(t *testing.T) {
 	ctx := context.Background()
 	for i, class := range []string{"A", "B", "A"} {
 		due := time.UnixMilli(int64(3000 - i*1000))
-		apply(t, c, s.PutOps(nil, Record{Class: class, ID: fmt.Sprint(i), Partition: i, Due: due, Scheduled: due}))
+		apply(t, c, s.PutOps(nil, Record{Class: class, ID: idOf(fmt.Sprint(i)), Partition: i, Due: due, Scheduled: due}))
 	}
 	all, more, err := s.List(ctx, ListFilter{})
 	require.NoError(t, err)
 	require.False(t, more)
 	require.Len(t, all, 3)
-	require.Equal(t, "2", all[0].ID, "earliest first")
+	require.Equal(t, idOf("2"), all[0].ID, "earliest first")
 	onlyA, _, err := s.List(ctx, ListFilter{Class: "A"})
 	require.NoError(t, err)
 	require.Len(t, onlyA, 2)

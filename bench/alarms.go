@@ -14,6 +14,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/durable-run/durable/bench/benchclass"
 	"github.com/durable-run/durable/client"
 	"github.com/durable-run/durable/keyspace"
 	"github.com/durable-run/durable/node"
@@ -51,10 +52,10 @@ func (AlarmsScenario) Prepare(reg *node.Registry, _ *node.Config) error {
 }
 
 func prepareAlarmClass(reg *node.Registry) error {
-	if _, err := reg.Lookup(AlarmClass); err == nil {
+	if _, err := reg.Lookup(benchclass.AlarmClass); err == nil {
 		return nil // another scenario registered it
 	}
-	return registerAlarmClass(reg, processFires)
+	return benchclass.Register(reg, benchclass.Process)
 }
 
 // The DESIGN §7 alarm targets.
@@ -159,7 +160,7 @@ func alarmRun(ctx context.Context, env *Env, label string, n int, spread time.Du
 	if err != nil {
 		return row, err
 	}
-	processFires.expect(names)
+	benchclass.Process.Expect(names)
 	w := watchCommits(ctx, env)
 	defer w.stop()
 	last, err := w.wait(ctx, env, label, n, due(T, n-1).Add(time.Minute))
@@ -231,7 +232,7 @@ func armAlarms(ctx context.Context, env *Env, label string, names []string, due 
 }
 
 func arm(ctx context.Context, env *Env, name string, t time.Time) error {
-	_, err := env.Client.Invoke(ctx, AlarmClass, client.ByName(name), "arm", []byte(strconv.FormatInt(t.UnixMilli(), 10)))
+	_, err := env.Client.Invoke(ctx, benchclass.AlarmClass, client.ByName(name), "arm", []byte(strconv.FormatInt(t.UnixMilli(), 10)))
 	if err != nil {
 		return fmt.Errorf("arm %s: %w", name, err)
 	}
@@ -289,7 +290,7 @@ type commitWatch struct {
 func watchCommits(ctx context.Context, env *Env) *commitWatch {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	w := &commitWatch{cancel: cancel, done: make(chan struct{})}
-	marker := "/" + AlarmClass + "/"
+	marker := "/" + benchclass.AlarmClass + "/"
 	ch := env.Etcd.Watch(wctx, env.keys().DuesPrefix(), clientv3.WithPrefix(), clientv3.WithFilterPut())
 	go func() {
 		defer close(w.done)
@@ -341,7 +342,7 @@ func (w *commitWatch) wait(ctx context.Context, env *Env, label string, n int, d
 		case time.Now().After(deadline):
 			bar.Done("timed out")
 			return time.Time{}, fmt.Errorf("%s: only %d of %d alarms committed by %s (fired: %d)",
-				label, count, n, deadline.Format(time.TimeOnly), processFires.count())
+				label, count, n, deadline.Format(time.TimeOnly), benchclass.Process.Count())
 		}
 		select {
 		case <-ctx.Done():
@@ -355,9 +356,9 @@ func (w *commitWatch) wait(ctx context.Context, env *Env, label string, n int, d
 // collectFires returns the first run of each object and the number of
 // further runs: from this process's log on an embedded cluster, otherwise
 // read back from the objects.
-func collectFires(ctx context.Context, env *Env, names []string) ([]Fire, int, error) {
+func collectFires(ctx context.Context, env *Env, names []string) ([]benchclass.Fire, int, error) {
 	if env.Cluster != nil {
-		fires, dups := processFires.snapshot()
+		fires, dups := benchclass.Process.Snapshot()
 		for i, f := range fires {
 			if f.Start.IsZero() {
 				return nil, 0, fmt.Errorf("the alarm of %s committed but its run was not seen", names[i])
@@ -365,9 +366,9 @@ func collectFires(ctx context.Context, env *Env, names []string) ([]Fire, int, e
 		}
 		return fires, dups, nil
 	}
-	fires := make([]Fire, len(names))
+	fires := make([]benchclass.Fire, len(names))
 	err := each(ctx, env, "alarms: read the runs back", len(names), 64, func(ctx context.Context, i int) error {
-		out, err := env.Client.Invoke(ctx, AlarmClass, client.ByName(names[i]), "result", nil)
+		out, err := env.Client.Invoke(ctx, benchclass.AlarmClass, client.ByName(names[i]), "result", nil)
 		if err != nil {
 			return err
 		}
@@ -417,8 +418,8 @@ func alarmMemory(ctx context.Context, env *Env, pending int) (Result, error) {
 	for {
 		held := 0
 		for i := range c.Size() {
-			if n := c.Node(i); n != nil {
-				held += n.ScheduledAlarms()
+			if a := c.Agent(i); a != nil {
+				held += a.Node.ScheduledAlarms()
 			}
 		}
 		bar.Set(int64(held))
@@ -432,18 +433,18 @@ func alarmMemory(ctx context.Context, env *Env, pending int) (Result, error) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	sched := liveHeapOf("durable/node.(*scheduler)")
+	sched := liveHeapOf("durable/alarmstore.(*Schedule)")
 	runtime.MemProfileRate = rate
 	bar.Done("loaded")
 	perAlarm := float64(sched) / float64(pending)
 	row.Count, row.Rate = int64(pending), perAlarm
 	row.Target = &Target{Metric: "rate", Op: "<=", Value: targetBytesPerAlarm, Met: perAlarm <= targetBytesPerAlarm}
-	row.Note = "live heap allocated by the nodes' alarm schedulers after a restart loaded the windows, per alarm"
-	row.Extra = map[string]float64{"scheduler_heap_MB": float64(sched) / (1 << 20)}
+	row.Note = "live heap allocated by the nodes' alarm schedules after a restart loaded the windows, per alarm"
+	row.Extra = map[string]float64{"schedule_heap_MB": float64(sched) / (1 << 20)}
 	env.Progress.Linef("%-36s %.0f bytes per alarm in the window", "alarms memory", perAlarm)
 	// The alarms would fire during later scenarios: delete them.
 	return row, each(ctx, env, "alarms memory: disarm", pending, 256, func(ctx context.Context, i int) error {
-		_, err := env.Client.Invoke(ctx, AlarmClass, client.ByName(names[i]), "disarm", nil)
+		_, err := env.Client.Invoke(ctx, benchclass.AlarmClass, client.ByName(names[i]), "disarm", nil)
 		return err
 	})
 }

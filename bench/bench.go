@@ -88,16 +88,6 @@ func Scenarios() []Scenario {
 	}
 }
 
-// Lookup returns the scenario called name.
-func Lookup(name string) (Scenario, bool) {
-	for _, s := range Scenarios() {
-		if s.Name() == name {
-			return s, true
-		}
-	}
-	return nil, false
-}
-
 // Profile sets how long and how wide a run is.
 type Profile struct {
 	// Name is "full", "short" or anything a caller chooses.

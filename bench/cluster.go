@@ -14,7 +14,6 @@ import (
 	"github.com/durable-run/durable/embedetcd"
 	"github.com/durable-run/durable/examples"
 	"github.com/durable-run/durable/keyspace"
-	"github.com/durable-run/durable/leader"
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/placement"
 )
@@ -209,14 +208,11 @@ func (c *Cluster) Etcd() *clientv3.Client { return c.client }
 // Keys returns the nodes' key space.
 func (c *Cluster) Keys() keyspace.Space { return c.keys }
 
-// Node returns node i's runtime, nil while it is down.
-func (c *Cluster) Node(i int) *node.Node {
+// Agent returns node i, nil while it is down.
+func (c *Cluster) Agent(i int) *agent.Agent {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if a := c.members[i].agent; a != nil {
-		return a.Node
-	}
-	return nil
+	return c.members[i].agent
 }
 
 // Restart starts node i, which must be down (as at the start, or after
@@ -248,7 +244,7 @@ func (c *Cluster) Restart(ctx context.Context, i int) error {
 // Kill stops node i abruptly, as SIGKILL would: it keeps its partitions and
 // lease, which expire after the lease TTL. It returns once the node's
 // goroutines have ended; a node already down is left alone.
-func (c *Cluster) Kill(i int) error { return c.down(i, node.ErrCrash) }
+func (c *Cluster) Kill(i int) error { return c.down(i, agent.ErrCrash) }
 
 // Stop stops node i gracefully, as SIGTERM would: it hands its partitions
 // to the other nodes first.
@@ -298,7 +294,7 @@ func (c *Cluster) WaitSettled(ctx context.Context, owned func(int)) error {
 // settled reports whether placement has converged and how many partitions
 // are owned.
 func (c *Cluster) settled(ctx context.Context) (bool, int, error) {
-	v, err := leader.Read(ctx, c.client, c.keys, placement.Meta{})
+	v, err := placement.Read(ctx, c.client, c.keys, placement.Meta{})
 	if err != nil {
 		return false, 0, err
 	}
@@ -329,10 +325,10 @@ func (c *Cluster) settled(ctx context.Context) (bool, int, error) {
 	total := 0
 	for _, a := range running {
 		pc := a.Node.PartitionCount()
-		if pc == 0 || len(v.Owners) != pc || !a.Node.Settled() {
+		if len(v.Owners) != pc || !a.Member.Sees(v) || !a.Member.Settled() {
 			return false, len(v.Owners), nil
 		}
-		mine := a.Node.OwnedPartitions()
+		mine := a.Member.Owned()
 		for _, p := range mine {
 			if v.Owners[p].Node != a.Node.Config().ID {
 				return false, len(v.Owners), nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
+	"github.com/durable-run/durable/bench/benchclass"
 	"github.com/durable-run/durable/node"
 )
 
@@ -97,7 +98,7 @@ func failover(ctx context.Context, env *Env, fc failoverCase) (Result, error) {
 	if err != nil {
 		return row, err
 	}
-	victimID := c.Node(victim).Config().ID
+	victimID := c.Agent(victim).Node.Config().ID
 	tag := fmt.Sprintf("bench-%s-fo%d", env.RunID, fc.overdue+fc.stored)
 	count := c.cfg.Partitions
 	if fc.stored > 0 {
@@ -111,7 +112,7 @@ func failover(ctx context.Context, env *Env, fc failoverCase) (Result, error) {
 		return row, err
 	}
 
-	processFires.expect(names)
+	benchclass.Process.Expect(names)
 	crashed := time.Now()
 	if err := c.Kill(victim); err != nil {
 		return row, err
@@ -119,7 +120,7 @@ func failover(ctx context.Context, env *Env, fc failoverCase) (Result, error) {
 	ttl := c.cfg.LeaseTTL
 	deadline := crashed.Add(ttl + 2*time.Minute + time.Duration(fc.overdue)*time.Millisecond)
 	bar := env.Progress.Counted(fmt.Sprintf("failover: %s, fired elsewhere", fc.label), int64(fc.overdue))
-	for n := processFires.count(); n < fc.overdue; n = processFires.count() {
+	for n := benchclass.Process.Count(); n < fc.overdue; n = benchclass.Process.Count() {
 		bar.Set(int64(n))
 		if time.Now().After(deadline) {
 			bar.Done("timed out")
@@ -134,7 +135,7 @@ func failover(ctx context.Context, env *Env, fc failoverCase) (Result, error) {
 	}
 	bar.Done(fmt.Sprintf("%d fired", fc.overdue))
 
-	fires, dups := processFires.snapshot()
+	fires, dups := benchclass.Process.Snapshot()
 	var since Samples
 	first, last := time.Duration(1<<62), time.Duration(0)
 	for i, f := range fires {
@@ -169,12 +170,12 @@ func failover(ctx context.Context, env *Env, fc failoverCase) (Result, error) {
 // the partitions it owns.
 func pickVictim(ctx context.Context, c *Cluster) (int, map[int]bool, error) {
 	for i := range c.Size() {
-		n := c.Node(i)
-		if n == nil || n.LeaderTerm() != 0 {
+		a := c.Agent(i)
+		if a == nil || a.Leader.Term() != 0 {
 			continue
 		}
 		parts := map[int]bool{}
-		for _, p := range n.OwnedPartitions() {
+		for _, p := range a.Member.Owned() {
 			parts[p] = true
 		}
 		if len(parts) > 0 {
@@ -190,7 +191,7 @@ func namesIn(tag string, n int, parts map[int]bool, count int) []string {
 	names := make([]string, 0, n)
 	for k := 0; len(names) < n; k++ {
 		name := fmt.Sprintf("%s-%d", tag, k)
-		if parts[durable.IDFromName(AlarmClass, name).Partition(count)] {
+		if parts[durable.IDFromName(benchclass.AlarmClass, name).Partition(count)] {
 			names = append(names, name)
 		}
 	}
@@ -217,9 +218,9 @@ func storeAlarms(ctx context.Context, env *Env, label string, names []string, du
 				}
 				var ops []clientv3.Op
 				for _, name := range names[lo:min(lo+perTxn, len(names))] {
-					id := durable.IDFromName(AlarmClass, name)
+					id := durable.IDFromName(benchclass.AlarmClass, name)
 					ops = append(ops, store.PutOps(nil, alarmstore.Record{
-						Class: AlarmClass, ID: id.String(), Name: name, Partition: id.Partition(partitions),
+						Class: benchclass.AlarmClass, ID: id, Name: name, Partition: id.Partition(partitions),
 						Due: due, Scheduled: due,
 					})...)
 				}

@@ -154,9 +154,9 @@ func ownerOf(t testing.TB, c *nodetest.Cluster, class, name string) (partition, 
 		if !c.Running(i) {
 			continue
 		}
-		n := c.Node(i)
-		p := durable.IDFromName(class, name).Partition(n.PartitionCount())
-		for _, q := range n.OwnedPartitions() {
+		a := c.Agent(i)
+		p := durable.IDFromName(class, name).Partition(a.Node.PartitionCount())
+		for _, q := range a.Member.Owned() {
 			if q == p {
 				return p, i
 			}

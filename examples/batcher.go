@@ -58,7 +58,7 @@ func (b *Batcher) Invoke(ctx context.Context, method string, payload []byte) ([]
 		if _, ok, err := s.GetAlarm(ctx); err != nil {
 			return nil, err
 		} else if !ok {
-			if err := s.SetAlarm(ctx, b.cfg.now().Add(b.cfg.batchDelay())); err != nil {
+			if err := s.SetAlarm(ctx, b.state.Clock().Now().Add(b.cfg.batchDelay())); err != nil {
 				return nil, err
 			}
 		}

@@ -41,7 +41,7 @@ func newCleaner(cfg Config) func(context.Context, durable.State) (*Cleaner, erro
 			if err != nil || ok {
 				return err
 			}
-			return st.Storage().SetAlarm(ctx, cfg.now().Add(CleanInterval))
+			return st.Storage().SetAlarm(ctx, st.Clock().Now().Add(CleanInterval))
 		})
 		return c, err
 	}
@@ -60,7 +60,7 @@ func (c *Cleaner) Invoke(ctx context.Context, method string, payload []byte) ([]
 		if err := json.Unmarshal(payload, &req); err != nil {
 			return nil, fmt.Errorf("put: payload must be JSON {\"key\", \"value\"}: %w", err)
 		}
-		e := CleanerEntry{Value: req.Value, Timestamp: c.cfg.now().UTC()}
+		e := CleanerEntry{Value: req.Value, Timestamp: c.state.Clock().Now().UTC()}
 		if req.Timestamp != nil {
 			e.Timestamp = req.Timestamp.UTC()
 		}
@@ -83,7 +83,7 @@ func (c *Cleaner) Alarm(ctx context.Context, _ durable.AlarmInfo) error {
 	if err != nil {
 		return err
 	}
-	cutoff := c.cfg.now().Add(-MaxAge)
+	cutoff := c.state.Clock().Now().Add(-MaxAge)
 	var old []string
 	for _, kv := range entries {
 		var e CleanerEntry
@@ -98,5 +98,5 @@ func (c *Cleaner) Alarm(ctx context.Context, _ durable.AlarmInfo) error {
 		}
 		old = old[n:]
 	}
-	return s.SetAlarm(ctx, c.cfg.now().Add(CleanInterval))
+	return s.SetAlarm(ctx, c.state.Clock().Now().Add(CleanInterval))
 }

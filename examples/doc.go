@@ -24,9 +24,6 @@ type Config struct {
 	Upstream string
 	// HTTP sends deliveries; nil means a client with a 10 s timeout.
 	HTTP *http.Client
-	// Now is the clock for alarm times; nil means time.Now. Tests inject the
-	// node's fake clock.
-	Now func() time.Time
 	// BatchDelay is how long Batcher collects a batch; 0 means BatchDelay
 	// (10 s, as in Cloudflare's example).
 	BatchDelay time.Duration
@@ -37,13 +34,6 @@ func (c Config) batchDelay() time.Duration {
 		return c.BatchDelay
 	}
 	return BatchDelay
-}
-
-func (c Config) now() time.Time {
-	if c.Now != nil {
-		return c.Now()
-	}
-	return time.Now()
 }
 
 // post delivers body to the upstream with an idempotency key. Any non-2xx

@@ -74,23 +74,20 @@ func start(t *testing.T, u *upstream) *nodetest.Harness {
 			cfg.Jitter = func() float64 { return 0 }
 		},
 		Register: func(reg *node.Registry) error {
-			return Register(reg, Config{Upstream: u.srv.URL, Now: clock.Now})
+			return Register(reg, Config{Upstream: u.srv.URL})
 		},
 	})
 }
 
-// advanceUntil advances the fake clock in steps until cond holds; alarm
-// delivery happens on the node's goroutines, so each step waits a moment of
-// real time for them.
+// advanceUntil advances the fake clock in steps until cond holds; after
+// each step it waits until the node is quiet (whatever the step made due
+// has run, its deliveries included).
 func advanceUntil(t *testing.T, h *nodetest.Harness, step time.Duration, limit time.Duration, cond func() bool) {
 	t.Helper()
 	for elapsed := time.Duration(0); ; elapsed += step {
-		deadline := time.Now().Add(200 * time.Millisecond)
-		for time.Now().Before(deadline) {
-			if cond() {
-				return
-			}
-			time.Sleep(2 * time.Millisecond)
+		h.WaitQuiet()
+		if cond() {
+			return
 		}
 		if elapsed >= limit {
 			t.Fatalf("condition not reached within %s of fake time", limit)
@@ -126,7 +123,7 @@ func TestBatcherBatchesForTenSecondsThenDeliversOnce(t *testing.T) {
 	require.True(t, t0.Add(BatchDelay).Equal(due), "the second item must not move the alarm (due %s)", due)
 
 	h.Advance(BatchDelay - time.Millisecond)
-	time.Sleep(50 * time.Millisecond)
+	h.WaitQuiet()
 	require.Empty(t, u.deliveries(), "delivered before the batch delay")
 
 	advanceUntil(t, h, time.Millisecond, time.Second, func() bool { return len(u.deliveries()) == 1 })
@@ -209,7 +206,7 @@ func TestReminderDeliversAtItsTime(t *testing.T) {
 	require.JSONEq(t, `{"cancelled":true}`, string(h.MustInvoke("Reminder", "r2", "cancel", nil)))
 
 	h.Advance(89 * time.Second)
-	time.Sleep(50 * time.Millisecond)
+	h.WaitQuiet()
 	require.Empty(t, u.deliveries())
 	advanceUntil(t, h, time.Second, 5*time.Second, func() bool { return len(u.deliveries()) == 1 })
 	var d Delivery
@@ -219,7 +216,7 @@ func TestReminderDeliversAtItsTime(t *testing.T) {
 	require.True(t, d.Scheduled.Equal(at))
 	require.False(t, d.Fired.Before(at), "fired early")
 	h.WaitFor("reminder deleted", func() bool { return string(h.MustInvoke("Reminder", "r1", "get", nil)) == "null" })
-	time.Sleep(50 * time.Millisecond)
+	h.WaitQuiet()
 	require.Len(t, u.deliveries(), 1, "the cancelled reminder was delivered")
 
 	for _, bad := range []string{`nope`, `{"message":"m"}`, `{"message":"m","in":"soon"}`, `{"message":"m","in":"1s","at":"2030-01-01T00:00:00Z"}`} {

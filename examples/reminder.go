@@ -71,7 +71,7 @@ func (r *Reminder) Invoke(ctx context.Context, method string, payload []byte) ([
 			if err != nil {
 				return nil, fmt.Errorf("set: in: %w", err)
 			}
-			at = r.cfg.now().Add(d)
+			at = r.state.Clock().Now().Add(d)
 		default:
 			return nil, fmt.Errorf("set: \"at\" or \"in\" is required")
 		}
@@ -119,7 +119,7 @@ func (r *Reminder) Alarm(ctx context.Context, info durable.AlarmInfo) error {
 	}
 	d := Delivery{
 		Object: r.state.ID().String(), Name: r.state.Name(), Message: rec.Message,
-		Scheduled: info.ScheduledTime.UTC(), Fired: r.cfg.now().UTC(), Retry: info.RetryCount,
+		Scheduled: info.ScheduledTime.UTC(), Fired: r.state.Clock().Now().UTC(), Retry: info.RetryCount,
 	}
 	body, _ := json.Marshal(d)
 	key := fmt.Sprintf("%s/%d", d.Object, info.ScheduledTime.UnixMilli())

@@ -14,9 +14,9 @@ import (
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/embedetcd"
 	"github.com/durable-run/durable/keyspace"
-	"github.com/durable-run/durable/leader"
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/nodetest"
+	"github.com/durable-run/durable/placement"
 )
 
 var sharedEtcd *embedetcd.Server
@@ -52,7 +52,7 @@ func leaderIndex(t *testing.T, c *nodetest.Cluster, dc string) (int, int64) {
 			return false
 		}
 		for i, m := range c.Nodes {
-			if m.Config.ID == l.Node && c.Running(i) && c.Node(i).LeaderTerm() == l.Term {
+			if m.Config.ID == l.Node && c.Running(i) && c.Agent(i).Leader.Term() == l.Term {
 				idx, term = i, l.Term
 				return true
 			}
@@ -69,7 +69,7 @@ func checkOneLeaderPerDC(t *testing.T, c *nodetest.Cluster) {
 	leaders := c.Leaders()
 	believers := map[string][]string{}
 	for i, m := range c.Nodes {
-		if c.Running(i) && c.Node(i).LeaderTerm() > 0 {
+		if c.Running(i) && c.Agent(i).Leader.Term() > 0 {
 			believers[m.Config.DC] = append(believers[m.Config.DC], m.Config.ID)
 		}
 	}
@@ -318,22 +318,37 @@ func TestPausedLeaderDoesNotLeadAgain(t *testing.T) {
 			return false
 		}
 		for i, m := range c.Nodes {
-			if m.Config.ID == l.Node && i != old && c.Node(i).LeaderTerm() == l.Term {
+			if m.Config.ID == l.Node && i != old && c.Agent(i).Leader.Term() == l.Term {
 				next, newTerm = i, l.Term
 				return true
 			}
 		}
 		return false
 	})
+	// Its node lease (renewed on its own timer) expires too, so the node
+	// must register again once resumed and be given partitions anew.
+	keys := keyspace.New(c.Prefix)
+	c.WaitFor("the paused node's registration expired and the new leader moved its partitions", func() bool {
+		resp, err := c.Client.Get(context.Background(), keys.Node(c.Nodes[old].Config.ID))
+		require.NoError(t, err)
+		if len(resp.Kvs) > 0 {
+			return false
+		}
+		for _, a := range c.Assignments() {
+			if a.Node == c.Nodes[old].Config.ID {
+				return false
+			}
+		}
+		return true
+	})
 	resp, err := c.Client.Get(context.Background(), "rev-probe")
 	require.NoError(t, err)
 	resumedAt := resp.Header.Revision
 	c.Resume(old)
-	c.WaitFor("the old leader steps down", func() bool { return c.Node(old).LeaderTerm() == 0 })
+	c.WaitFor("the old leader steps down", func() bool { return c.Agent(old).Leader.Term() == 0 })
 	c.WaitSettled() // the paused node registers again and gets partitions back
 
 	// Every assignment write since the resume came from the new leader.
-	keys := keyspace.New(c.Prefix)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	now, err := c.Client.Get(ctx, "rev-probe")
@@ -346,7 +361,7 @@ func TestPausedLeaderDoesNotLeadAgain(t *testing.T) {
 			clientv3.WithMinModRev(rev), clientv3.WithMaxModRev(rev))
 		require.NoError(t, err)
 		for _, kv := range got.Kvs {
-			a, err := leader.ParseAssignment(kv.Value, kv.ModRevision)
+			a, err := placement.ParseAssignment(kv.Value, kv.ModRevision)
 			require.NoError(t, err)
 			require.Equal(t, newTerm, a.Term, "assignment of %s written under term %d by %s", kv.Key, a.Term, a.By)
 			require.Equal(t, c.Nodes[next].Config.ID, a.By)
@@ -355,7 +370,7 @@ func TestPausedLeaderDoesNotLeadAgain(t *testing.T) {
 	}
 	require.Positive(t, writes, "the resumed node got partitions back, so assignments were written")
 	t.Logf("%d assignment writes after the resume, all by %s (term %d)", writes, c.Nodes[next].Config.ID, newTerm)
-	require.NotEmpty(t, c.Node(old).OwnedPartitions(), "the resumed node was given partitions again")
+	require.NotEmpty(t, c.Agent(old).Member.Owned(), "the resumed node was given partitions again")
 	checkOneLeaderPerDC(t, c)
 }
 

@@ -3,7 +3,6 @@ package leader
 import (
 	"context"
 	"log/slog"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,35 +13,6 @@ import (
 	"github.com/durable-run/durable/keyspace"
 	"github.com/durable-run/durable/placement"
 )
-
-// freezer is a Gate that can be shut, as SIGSTOP would stop a process.
-type freezer struct{ frozen atomic.Pointer[chan struct{}] }
-
-func newFreezer() *freezer { return &freezer{} }
-
-func (f *freezer) freeze() {
-	ch := make(chan struct{})
-	f.frozen.Store(&ch)
-}
-
-func (f *freezer) thaw() {
-	if ch := f.frozen.Swap(nil); ch != nil {
-		close(*ch)
-	}
-}
-
-func (f *freezer) gate(ctx context.Context) error {
-	ch := f.frozen.Load()
-	if ch == nil {
-		return nil
-	}
-	select {
-	case <-*ch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
 
 // electionKey returns the current leader key of dc and its term.
 func electionKey(t *testing.T, cli *clientv3.Client, keys keyspace.Space, dc string) (string, int64) {
@@ -64,31 +34,35 @@ func TestDeposedLeaderCannotWrite(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	start := func(id string, f *freezer) *Leader {
+	start := func(id string, f *placement.Freezer) *Leader {
 		l := New(Config{
 			Node: id, DC: "a", Meta: meta, TTL: time.Second, Grace: time.Second, Stabilise: time.Second,
-			Gate: f.gate, Logger: slog.New(slog.DiscardHandler),
+			Gate: f.Gate, Logger: slog.New(slog.DiscardHandler),
 		}, cli, keys)
 		done := make(chan struct{})
 		go func() { defer close(done); l.Run(ctx) }()
 		t.Cleanup(func() { cancel(); <-done })
 		return l
 	}
-	f1, f2 := newFreezer(), newFreezer()
+	f1, f2 := &placement.Freezer{}, &placement.Freezer{}
 	l1 := start("n1", f1)
 	require.Eventually(t, func() bool { return l1.Term() > 0 }, 10*time.Second, 5*time.Millisecond)
 	l2 := start("n2", f2)
 	key1, term1 := electionKey(t, cli, keys, "a")
 	require.Equal(t, l1.Term(), term1)
-	time.Sleep(100 * time.Millisecond)
+	// Once n2 campaigns (its key is there, behind n1's), it waits.
+	require.Eventually(t, func() bool {
+		resp, err := cli.Get(context.Background(), keys.Election("a"), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		return err == nil && resp.Count == 2
+	}, 10*time.Second, 5*time.Millisecond, "the second campaigner never campaigned")
 	require.Zero(t, l2.Term(), "one leader at a time")
 
-	f1.freeze()
+	f1.Freeze()
 	require.Eventually(t, func() bool { return l2.Term() > 0 }, 10*time.Second, 5*time.Millisecond,
 		"the other campaigner is elected once the frozen leader's session expires")
 	_, term2 := electionKey(t, cli, keys, "a")
 	require.Greater(t, term2, term1)
-	f1.thaw()
+	f1.Thaw()
 	require.Eventually(t, func() bool { return l1.Term() == 0 }, 10*time.Second, 5*time.Millisecond,
 		"the thawed leader notices it lost")
 

@@ -23,7 +23,7 @@ import (
 	"sync"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
@@ -46,7 +46,12 @@ type Config struct {
 	MaxMoves  int           // balancing moves in flight at once (default 2)
 	// Gate blocks while the process is frozen (tests simulate SIGSTOP with
 	// it): keep-alives and writes wait on it. Nil means never frozen.
-	Gate   func(ctx context.Context) error
+	Gate func(ctx context.Context) error
+	// Clock is what the leader reads the time from for every decision
+	// (how long a data center has been down or up). Its rounds are also
+	// triggered by watches and a real-time ticker, which only makes it look
+	// again. The session's lease is etcd's and runs on real time.
+	Clock  clockwork.Clock
 	Logger *slog.Logger
 }
 
@@ -71,6 +76,9 @@ func New(cfg Config, client *clientv3.Client, keys keyspace.Space) *Leader {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
 	}
 	return &Leader{cfg: cfg, client: client, keys: keys, log: cfg.Logger.With("component", "leader", "dc", cfg.DC)}
 }
@@ -111,13 +119,18 @@ func (l *Leader) campaignAndLead(ctx context.Context) error {
 	if err := l.cfg.Gate(ctx); err != nil {
 		return err
 	}
+	// Every goroutine started here ends once cctx ends and is waited for
+	// before returning: the deferred calls run in reverse, so cancel comes
+	// first, then the waits.
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	// The session's lease is kept alive through the gate, so a frozen
 	// process loses its leadership exactly as a stopped one would.
 	cctx, ccancel := context.WithCancel(ctx)
 	defer ccancel()
 	cc := clientv3.NewCtxClient(cctx)
 	cc.KV, cc.Watcher = l.client.KV, l.client.Watcher
-	cc.Lease = gatedLease{Lease: l.client.Lease, gate: l.cfg.Gate, every: l.cfg.TTL / 3}
+	cc.Lease = &gatedLease{Lease: l.client.Lease, gate: l.cfg.Gate, every: l.cfg.TTL / 3, wg: &wg}
 	gctx, gcancel := context.WithTimeout(ctx, l.cfg.TTL)
 	lease, err := cc.Grant(gctx, int64(l.cfg.TTL/time.Second))
 	gcancel()
@@ -136,15 +149,15 @@ func (l *Leader) campaignAndLead(ctx context.Context) error {
 		}
 		_ = s.Close() // revokes the lease: the next leader need not wait for it
 	}()
-	lctx, cancel := context.WithCancelCause(ctx)
+	lctx, cancel := context.WithCancelCause(cctx)
 	defer cancel(nil)
-	go func() {
+	wg.Go(func() {
 		select {
 		case <-s.Done():
 			cancel(errors.New("session ended"))
 		case <-lctx.Done():
 		}
-	}()
+	})
 	e := concurrency.NewElection(s, l.keys.Election(l.cfg.DC))
 	if err := e.Campaign(lctx, l.cfg.Node); err != nil {
 		return fmt.Errorf("campaign: %w", err)
@@ -158,7 +171,7 @@ func (l *Leader) campaignAndLead(ctx context.Context) error {
 	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != e.Rev() {
 		return errors.New("elected, but the election key is gone")
 	}
-	go l.watchKey(lctx, cancel, e.Key(), resp.Header.Revision)
+	wg.Go(func() { l.watchKey(lctx, cancel, e.Key(), resp.Header.Revision) })
 
 	term := e.Rev()
 	l.setTerm(term)
@@ -198,8 +211,11 @@ func (l *Leader) lead(ctx context.Context, key string, term int64) {
 		l.client.Watch(wctx, l.keys.OwnerPrefix(), clientv3.WithPrefix()),
 	}
 	changed := make(chan struct{}, 1)
+	// The watch channels close once ctx ends; their readers are waited for.
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for _, w := range watches {
-		go func() {
+		wg.Go(func() {
 			for wr := range w {
 				if wr.Err() != nil {
 					return
@@ -209,7 +225,7 @@ func (l *Leader) lead(ctx context.Context, key string, term int64) {
 				default:
 				}
 			}
-		}()
+		})
 	}
 	tick := time.NewTicker(max(min(l.cfg.Grace, l.cfg.Stabilise, l.cfg.TTL)/4, 50*time.Millisecond))
 	defer tick.Stop()
@@ -239,11 +255,12 @@ func (l *Leader) lead(ctx context.Context, key string, term int64) {
 
 // round reads the cluster, updates the up/down clocks, plans and writes.
 func (l *Leader) round(ctx context.Context, key string, term int64, down, up map[string]time.Time) error {
-	v, err := Read(ctx, l.client, l.keys, l.cfg.Meta)
+	snap, err := placement.Read(ctx, l.client, l.keys, l.cfg.Meta)
 	if err != nil {
 		return err
 	}
-	now := time.Now()
+	v := View{Snapshot: snap}
+	now := l.cfg.Clock.Now()
 	live := map[string]bool{}
 	for _, ni := range v.Nodes {
 		if !ni.Draining {
@@ -301,7 +318,7 @@ func (l *Leader) write(ctx context.Context, key string, term int64, changes []Ch
 			k := l.keys.Assign(c.P)
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", c.Prev))
 			c.Next.By, c.Next.Term = l.cfg.Node, term
-			ops = append(ops, clientv3.OpPut(k, c.Next.encode()))
+			ops = append(ops, clientv3.OpPut(k, c.Next.Encode()))
 		}
 		resp, err := l.client.Txn(ctx).If(cmps...).Then(ops...).Else(clientv3.OpGet(key)).Commit()
 		if err != nil {
@@ -321,44 +338,6 @@ func (l *Leader) write(ctx context.Context, key string, term int64, changes []Ch
 		}
 	}
 	return nil
-}
-
-// Read loads the cluster as a leader plans on it, in one revision: live
-// nodes, assignments and owners.
-func Read(ctx context.Context, kv clientv3.KV, keys keyspace.Space, meta placement.Meta) (View, error) {
-	resp, err := kv.Txn(ctx).Then(
-		clientv3.OpGet(keys.NodesPrefix(), clientv3.WithPrefix()),
-		clientv3.OpGet(keys.AssignPrefix(), clientv3.WithPrefix()),
-		clientv3.OpGet(keys.OwnerPrefix(), clientv3.WithPrefix()),
-	).Commit()
-	if err != nil {
-		return View{}, fmt.Errorf("read cluster: %w", err)
-	}
-	v := View{
-		Meta: meta, Nodes: map[string]placement.NodeInfo{}, Assign: map[int]Assignment{}, Owners: map[int]placement.Owner{},
-		Revision: resp.Header.Revision,
-	}
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		id := strings.TrimPrefix(string(kv.Key), keys.NodesPrefix())
-		if ni, err := placement.ParseNode(id, kv.Value); err == nil {
-			v.Nodes[id] = ni
-		}
-	}
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		if p, ok := keyspace.ParsePartitionKey(string(kv.Key), keys.AssignPrefix()); ok {
-			a, err := ParseAssignment(kv.Value, kv.ModRevision)
-			if err != nil {
-				return View{}, err
-			}
-			v.Assign[p] = a
-		}
-	}
-	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
-		if p, ok := keyspace.ParsePartitionKey(string(kv.Key), keys.OwnerPrefix()); ok {
-			v.Owners[p] = placement.Owner{Node: string(kv.Value), Token: kv.CreateRevision}
-		}
-	}
-	return v, nil
 }
 
 // Info is a data center's current leader.
@@ -394,44 +373,27 @@ func Leaders(ctx context.Context, kv clientv3.KV, keys keyspace.Space) ([]Info, 
 	return out, nil
 }
 
-// gatedLease keeps leases alive with KeepAliveOnce every interval, waiting
-// on gate first, instead of the client's background keep-alive stream: a
-// frozen process then stops renewing, as a stopped one does.
+// gatedLease keeps the session's lease alive with placement.KeepAlive
+// instead of the client's background keep-alive stream: a frozen process
+// then stops renewing, as a stopped one does. Its goroutine ends with the
+// context the session passes (the campaign's) and is counted in wg.
 type gatedLease struct {
 	clientv3.Lease
 	gate  func(context.Context) error
 	every time.Duration
+	wg    *sync.WaitGroup
 }
 
-func (g gatedLease) KeepAlive(ctx context.Context, id clientv3.LeaseID) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+func (g *gatedLease) KeepAlive(ctx context.Context, id clientv3.LeaseID) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
 	ch := make(chan *clientv3.LeaseKeepAliveResponse, 1)
-	go func() {
+	g.wg.Go(func() {
 		defer close(ch)
-		t := time.NewTicker(g.every)
-		defer t.Stop()
-		for {
+		_ = placement.KeepAlive(ctx, g.Lease, id, g.every, g.gate, func(_ time.Time, ttl int64) {
 			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			if g.gate(ctx) != nil {
-				return
-			}
-			kctx, cancel := context.WithTimeout(ctx, g.every)
-			resp, err := g.Lease.KeepAliveOnce(kctx, id)
-			cancel()
-			switch {
-			case errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL <= 0):
-				return
-			case err != nil:
-				continue // etcd unreachable: try again; the lease may still live
-			}
-			select {
-			case ch <- resp:
+			case ch <- &clientv3.LeaseKeepAliveResponse{ID: id, TTL: ttl}:
 			default:
 			}
-		}
-	}()
+		}, func(error) {}) // etcd unreachable: try again; the lease may still live
+	})
 	return ch, nil
 }

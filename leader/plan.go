@@ -1,72 +1,28 @@
 package leader
 
 import (
-	"encoding/json"
-	"fmt"
 	"sort"
 	"time"
 
 	"github.com/durable-run/durable/placement"
 )
 
-// Assignment is the desired placement of one partition: the value of
-// assign/<p>. Only the leader of DC writes it while DC manages the partition;
-// handing it to another data center (adoption, failback) is a write that
-// changes DC.
-type Assignment struct {
-	// Home is the partition's home data center, fixed when the cluster was
-	// created.
-	Home string `json:"home"`
-	// DC is the data center whose leader manages the partition: Home, or
-	// the adopter while Home is down.
-	DC string `json:"dc"`
-	// Node is the node that should own the partition, "" for none yet.
-	Node string `json:"node,omitempty"`
-	// At is when this assignment was written (Unix milliseconds), By the
-	// leader that wrote it and Term that leader's election revision.
-	At   int64  `json:"at"`
-	By   string `json:"by,omitempty"`
-	Term int64  `json:"term,omitempty"`
-
-	// Rev is the mod revision the assignment was read at, 0 if absent; the
-	// write that replaces it compares it.
-	Rev int64 `json:"-"`
-}
-
-// Adopted reports whether the partition is managed away from home.
-func (a Assignment) Adopted() bool { return a.DC != a.Home }
-
-// ParseAssignment decodes the value of assign/<p> read at mod revision rev.
-func ParseAssignment(v []byte, rev int64) (Assignment, error) {
-	var a Assignment
-	if err := json.Unmarshal(v, &a); err != nil || a.Home == "" || a.DC == "" {
-		return Assignment{}, fmt.Errorf("leader: corrupt assignment %q", v)
-	}
-	a.Rev = rev
-	return a, nil
-}
-
-func (a Assignment) encode() string {
-	b, _ := json.Marshal(a)
-	return string(b)
-}
+// Assignment is the desired placement of one partition (placement owns
+// its record).
+type Assignment = placement.Assignment
 
 // View is what a leader knows when it plans: the cluster as read from etcd
 // in one revision, plus its own memory of how long each data center has been
 // up or down.
 type View struct {
+	placement.Snapshot
 	DC        string // the leader's data center
-	Meta      placement.Meta
-	Nodes     map[string]placement.NodeInfo // live registrations
-	Assign    map[int]Assignment
-	Owners    map[int]placement.Owner
 	Now       time.Time
 	DownSince map[string]time.Time // data centers without a live, non-draining node, since when
 	UpSince   map[string]time.Time // data centers with one, since when
 	Grace     time.Duration        // a data center down this long is adopted
 	Stabilise time.Duration        // an adopted partition goes home after its home is up this long
 	MaxMoves  int                  // balancing moves in flight at once per data center
-	Revision  int64                // the etcd revision Nodes, Assign and Owners were read at
 }
 
 // Change is one assignment the leader writes.

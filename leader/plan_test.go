@@ -16,8 +16,11 @@ var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 // (a trailing "!" marks a draining node), with partitions homed over homes.
 func cluster(dc string, partitions int, homes []string, nodes ...string) View {
 	v := View{
-		DC: dc, Meta: placement.Meta{Partitions: partitions, HomeDCs: homes},
-		Nodes: map[string]placement.NodeInfo{}, Assign: map[int]Assignment{}, Owners: map[int]placement.Owner{},
+		DC: dc,
+		Snapshot: placement.Snapshot{
+			Meta:  placement.Meta{Partitions: partitions, HomeDCs: homes},
+			Nodes: map[string]placement.NodeInfo{}, Assign: map[int]Assignment{}, Owners: map[int]placement.Owner{},
+		},
 		Now: t0, DownSince: map[string]time.Time{}, UpSince: map[string]time.Time{},
 		Grace: 10 * time.Second, Stabilise: 10 * time.Second, MaxMoves: 2,
 	}

@@ -1,10 +1,10 @@
-package node
+package node_test
 
 // Tests of the alarm rules of DESIGN.md section 1 ("Alarm API" and "Alarm
 // execution guarantees"), one rule per test function. Every test drives the
-// node's fake clock: it advances the clock and polls for the outcome. The only
-// real-time waits are the short settle windows of negative checks ("nothing
-// ran"), which cannot be proven by polling.
+// node's fake clock: it advances the clock and polls for the outcome. A
+// negative check ("nothing ran") waits until the node is quiet at the
+// clock's current time — anything due by then has run — and then counts.
 
 import (
 	"context"
@@ -23,15 +23,13 @@ import (
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
+	"github.com/durable-run/durable/node"
 )
 
 const (
 	probeClass   = "AlarmProbe" // implements durable.Alarmer
 	noAlarmClass = "NoAlarm"    // does not
 
-	// settle is how long a negative check waits for something that must not
-	// happen (an early run, a retry that must not exist).
-	settle = 150 * time.Millisecond
 )
 
 // alarmRun is one observed start of the Alarm handler.
@@ -221,62 +219,25 @@ func (o *plainObject) Invoke(ctx context.Context, method string, payload []byte)
 type alarmEnv struct {
 	*harness
 	probe *alarmProbe
-	hook  atomic.Pointer[func(ops []clientv3.Op) error]
 }
 
-func newAlarmEnv(t *testing.T, setup func(cfg *Config)) *alarmEnv {
+func newAlarmEnv(t *testing.T, setup func(cfg *node.Config)) *alarmEnv {
 	t.Helper()
 	probe := &alarmProbe{}
-	h := newHarness(t, func(cfg *Config, reg *Registry) {
+	h := newHarness(t, func(cfg *node.Config, reg *node.Registry) {
 		if setup != nil {
 			setup(cfg)
 		}
-		require.NoError(t, RegisterClass(reg, probeClass, func(_ context.Context, st durable.State) (*probeObject, error) {
+		require.NoError(t, node.RegisterClass(reg, probeClass, func(_ context.Context, st durable.State) (*probeObject, error) {
 			return &probeObject{st: st, p: probe}, nil
 		}))
-		require.NoError(t, RegisterClass(reg, noAlarmClass, func(_ context.Context, st durable.State) (*plainObject, error) {
+		require.NoError(t, node.RegisterClass(reg, noAlarmClass, func(_ context.Context, st durable.State) (*plainObject, error) {
 			return &plainObject{st: st, clock: probe.clock}, nil
 		}))
 	})
-	probe.clock = h.clock
-	e := &alarmEnv{harness: h, probe: probe}
-	return e.start()
+	probe.clock = h.Clock
+	return &alarmEnv{harness: h, probe: probe}
 }
-
-// start is harness.start, except that it installs the commit hook before the
-// node runs: a node that starts with overdue alarms commits at once, so the
-// field must not be written while it runs.
-func (e *alarmEnv) start() *alarmEnv {
-	h := e.harness
-	h.t.Helper()
-	n, err := New(h.cfg, h.client, h.reg)
-	require.NoError(h.t, err)
-	n.committer.before = e.runHook
-	h.n = n
-	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
-	h.done = make(chan error, 1)
-	go func() { h.done <- n.Run(ctx) }()
-	h.t.Cleanup(h.stop)
-	h.eventually(func() bool {
-		return n.PartitionCount() > 0 && len(n.OwnedPartitions()) == n.PartitionCount()
-	}, "node never owned its partitions")
-	return e
-}
-
-func (e *alarmEnv) restart() *alarmEnv {
-	e.stop()
-	return e.start()
-}
-
-func (e *alarmEnv) runHook(ops []clientv3.Op) error {
-	if f := e.hook.Load(); f != nil {
-		return (*f)(ops)
-	}
-	return nil
-}
-
-func (e *alarmEnv) setHook(f func(ops []clientv3.Op) error) { e.hook.Store(&f) }
 
 // set sets name's alarm to t and returns what GetAlarm reported in the same
 // event.
@@ -295,7 +256,7 @@ func (e *alarmEnv) read(name, key string) string {
 	return e.mustInvoke(probeClass, name, "read", key)
 }
 
-func (e *alarmEnv) now() time.Time { return e.clock.Now() }
+func (e *alarmEnv) now() time.Time { return e.Clock.Now() }
 
 // advanceTo moves the fake clock to t.
 func (e *alarmEnv) advanceTo(t time.Time) {
@@ -314,17 +275,18 @@ func (e *alarmEnv) waitRuns(n int) []alarmRun {
 	return runs
 }
 
-// requireRunsStay checks that the number of runs is n and stays n.
+// requireRunsStay checks that n alarm runs have started and no more: it
+// waits until the node is quiet at the clock's current time (anything due
+// by now has run) and counts.
 func (e *alarmEnv) requireRunsStay(n int, why string) {
 	e.t.Helper()
-	require.Equal(e.t, n, e.probe.count(), "runs: %s", why)
-	require.Never(e.t, func() bool { return e.probe.count() != n }, settle, 5*time.Millisecond,
-		"an alarm ran: %s (runs %+v)", why, e.probe.runList())
+	e.WaitQuiet()
+	require.Equal(e.t, n, e.probe.count(), "runs: %s (%+v)", why, e.probe.runList())
 }
 
-func (e *alarmEnv) objectID(name string) (int, string) {
+func (e *alarmEnv) objectID(name string) (int, durable.ID) {
 	id := durable.IDFromName(probeClass, name)
-	return id.Partition(e.n.PartitionCount()), id.String()
+	return id.Partition(e.n().PartitionCount()), id
 }
 
 // record reads name's alarm record from etcd (nil: none).
@@ -333,7 +295,7 @@ func (e *alarmEnv) record(name string) *alarmstore.Record {
 	p, id := e.objectID(name)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	rec, err := alarmstore.New(e.client, e.n.Keys()).Get(ctx, p, probeClass, id)
+	rec, err := alarmstore.New(e.Client, e.n().Keys()).Get(ctx, p, probeClass, id)
 	require.NoError(e.t, err)
 	return rec
 }
@@ -362,7 +324,7 @@ func (e *alarmEnv) keyCount(sub string) int64 {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := e.client.Get(ctx, e.cfg.Prefix+sub, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := e.Client.Get(ctx, e.cfg.Prefix+sub, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	require.NoError(e.t, err)
 	return resp.Count
 }
@@ -371,17 +333,15 @@ func (e *alarmEnv) deadLetters() []alarmstore.DeadLetter {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	dl, _, err := alarmstore.New(e.client, e.n.Keys()).ListDead(ctx, probeClass, 0)
+	dl, _, err := alarmstore.New(e.Client, e.n().Keys()).ListDead(ctx, probeClass, 0)
 	require.NoError(e.t, err)
 	return dl
 }
 
-// activeObject returns name's in-memory object, or nil.
-func (e *alarmEnv) activeObject(name string) *object {
-	_, id := e.objectID(name)
-	e.n.mu.Lock()
-	defer e.n.mu.Unlock()
-	return e.n.objects[objKey{class: probeClass, id: id}]
+// mailbox reports whether name is active, the calls queued for it and
+// whether an alarm waits for it.
+func (e *alarmEnv) mailbox(name string) (active bool, calls int, alarm bool) {
+	return e.n().Mailbox(probeClass, durable.IDFromName(probeClass, name))
 }
 
 // waitHandlerLimitArmed waits until the running alarm handler's time limit
@@ -392,7 +352,7 @@ func (e *alarmEnv) waitHandlerLimitArmed() {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	require.NoError(e.t, e.clock.BlockUntilContext(ctx, 4), "the handler's time limit was never armed")
+	require.NoError(e.t, e.Clock.BlockUntilContext(ctx, 4), "the handler's time limit was never armed")
 }
 
 func requireTime(t *testing.T, want time.Time, got string, msgAndArgs ...any) {
@@ -479,7 +439,7 @@ func TestAlarmDeleteRemovesItAndItNeverFires(t *testing.T) {
 	require.Nil(t, e.record("a"))
 	require.EqualValues(t, 0, e.keyCount("alarm/"))
 	require.EqualValues(t, 0, e.keyCount("due/"))
-	require.Zero(t, e.n.ScheduledAlarms(), "the deleted alarm must leave the heap")
+	require.Zero(t, e.n().ScheduledAlarms(), "the deleted alarm must leave the heap")
 	e.advanceTo(T.Add(time.Minute))
 	e.requireRunsStay(0, "a deleted alarm fired")
 
@@ -496,7 +456,7 @@ func TestAlarmSetZeroTimeIsInvalidArgument(t *testing.T) {
 
 func TestAlarmSetWithoutAlarmHandlerIsRefused(t *testing.T) {
 	e := newAlarmEnv(t, nil)
-	c, err := e.reg.Lookup(noAlarmClass)
+	c, err := e.Registry().Lookup(noAlarmClass)
 	require.NoError(t, err)
 	require.False(t, c.HasAlarm, "RegisterClass must see that the type has no Alarm method")
 	require.Equal(t, "no-handler", e.mustInvoke(noAlarmClass, "x", "set", ""))
@@ -513,10 +473,10 @@ func TestAlarmNeverRunsBeforeItsTime(t *testing.T) {
 	// A stale index entry (one read before a commit moved the alarm) may
 	// wake the object early; it must check the authoritative record.
 	p, id := e.objectID("a")
-	e.n.sched.retryAt(objKey{class: probeClass, id: id}, p, T.Add(-time.Millisecond))
+	e.n().Schedule().RetryAt(p, probeClass, id, T.Add(-time.Millisecond))
 	e.advanceTo(T.Add(-time.Millisecond))
 	e.requireRunsStay(0, "one millisecond early")
-	e.eventually(func() bool { return e.n.ScheduledAlarms() == 1 }, "the alarm waits in the heap")
+	e.eventually(func() bool { return e.n().ScheduledAlarms() == 1 }, "the alarm waits in the heap")
 	e.advance(time.Millisecond)
 	runs := e.waitRuns(1)
 	requireRun(t, runs[0], 0, T)
@@ -605,7 +565,7 @@ func (c *commitLog) withPut(key string) [][]opSummary {
 func TestAlarmSuccessDeletesAlarmAtomicallyWithHandlerWrites(t *testing.T) {
 	e := newAlarmEnv(t, nil)
 	var log commitLog
-	e.setHook(log.hook)
+	e.setCommitHook(log.hook)
 	e.probe.setScript(func(ctx context.Context, st durable.State, _ alarmRun, _ int) error {
 		return st.Storage().Put(ctx, "done", []byte("yes"))
 	})
@@ -622,13 +582,13 @@ func TestAlarmSuccessDeletesAlarmAtomicallyWithHandlerWrites(t *testing.T) {
 
 	// The handler's write and the alarm's deletion are one Txn.
 	p, id := e.objectID("a")
-	keys := e.n.Keys()
-	commits := log.withPut(keys.DataPrefix(p, probeClass, id) + "done")
+	keys := e.n().Keys()
+	commits := log.withPut(keys.DataPrefix(p, probeClass, id.String()) + "done")
 	require.Len(t, commits, 1)
 	var delAlarm, delDue bool
 	for _, op := range commits[0] {
-		delAlarm = delAlarm || (op.del && op.key == keys.Alarm(p, probeClass, id))
-		delDue = delDue || (op.del && op.key == keys.Due(p, T, probeClass, id))
+		delAlarm = delAlarm || (op.del && op.key == keys.Alarm(p, probeClass, id.String()))
+		delDue = delDue || (op.del && op.key == keys.Due(p, T, probeClass, id.String()))
 	}
 	require.True(t, delAlarm && delDue, "the commit of the handler's write must delete the alarm and its index entry: %+v", commits[0])
 	e.requireRunsStay(1, "a succeeded alarm ran again")
@@ -726,8 +686,8 @@ func TestAlarmGetAlarmInsideHandlerReportsNoneUnlessSet(t *testing.T) {
 
 func TestAlarmFailureRetriesWithExponentialBackoffAndStoredCount(t *testing.T) {
 	e := newAlarmEnv(t, nil)
-	const maxRetries = 6 // the rule; MaxAlarmRetries must agree
-	require.Equal(t, maxRetries, MaxAlarmRetries)
+	const maxRetries = 6 // the rule; alarmstore.MaxRetries must agree
+	require.Equal(t, maxRetries, alarmstore.MaxRetries)
 	e.probe.setScript(func(_ context.Context, _ durable.State, _ alarmRun, n int) error {
 		if n < maxRetries {
 			return fmt.Errorf("boom %d", n)
@@ -768,7 +728,7 @@ func TestAlarmFailureRetriesWithExponentialBackoffAndStoredCount(t *testing.T) {
 }
 
 func TestAlarmRetryJitterAddsAtMostAQuarter(t *testing.T) {
-	e := newAlarmEnv(t, func(cfg *Config) { cfg.Jitter = func() float64 { return 0.999 } })
+	e := newAlarmEnv(t, func(cfg *node.Config) { cfg.Jitter = func() float64 { return 0.999 } })
 	const failures = 3
 	e.probe.setScript(func(_ context.Context, _ durable.State, _ alarmRun, n int) error {
 		if n < failures {
@@ -1014,8 +974,8 @@ func TestAlarmSystemFailureIsRetriedWithoutCounting(t *testing.T) {
 	const injected = 2
 	var failed atomic.Int32
 	p, id := e.objectID("a")
-	alarmKey := e.n.Keys().Alarm(p, probeClass, id)
-	e.setHook(func(ops []clientv3.Op) error {
+	alarmKey := e.n().Keys().Alarm(p, probeClass, id.String())
+	e.setCommitHook(func(ops []clientv3.Op) error {
 		for _, op := range ops {
 			// The commit that follows a successful run deletes the alarm.
 			if op.IsDelete() && string(op.KeyBytes()) == alarmKey && failed.Load() < injected {
@@ -1037,7 +997,7 @@ func TestAlarmSystemFailureIsRetriedWithoutCounting(t *testing.T) {
 		e.eventually(func() bool { return failed.Load() == int32(i) }, "commit failure %d injected", i)
 		// The look again is scheduled relative to the clock when the
 		// failure is handled: wait for it before moving the clock.
-		e.eventually(func() bool { return e.n.ScheduledAlarms() == 1 }, "system retry scheduled")
+		e.eventually(func() bool { return e.n().ScheduledAlarms() == 1 }, "system retry scheduled")
 		rec := e.record("a")
 		require.Equal(t, 0, rec.RetryCount, "a system failure must not count")
 		require.True(t, rec.Due.Equal(T))
@@ -1088,8 +1048,8 @@ func TestAlarmRunsOneAtATimeWithInvocations(t *testing.T) {
 		invoked <- err
 	}()
 	e.eventually(func() bool {
-		o := e.activeObject("a")
-		return o != nil && len(o.mailbox) == 1
+		active, calls, _ := e.mailbox("a")
+		return active && calls == 1
 	}, "invocation queued behind the alarm")
 	require.Equal(t, []string{"alarm0-start"}, e.probe.eventList())
 	open1()
@@ -1107,8 +1067,8 @@ func TestAlarmRunsOneAtATimeWithInvocations(t *testing.T) {
 	e.eventually(func() bool { return e.probe.hasEvent("invoke-start") }, "invocation started")
 	e.advanceTo(T2)
 	e.eventually(func() bool {
-		o := e.activeObject("a")
-		return o != nil && len(o.alarmSig) == 1
+		active, _, alarm := e.mailbox("a")
+		return active && alarm
 	}, "alarm delivered to the busy object")
 	e.requireRunsStay(1, "the alarm ran during an invocation")
 	open2()
@@ -1163,14 +1123,14 @@ func TestAlarmPendingAlarmsFireAfterRestart(t *testing.T) {
 
 func TestAlarmBeyondLookAheadWindowFiresOnTime(t *testing.T) {
 	const window = 60 * time.Second
-	e := newAlarmEnv(t, func(cfg *Config) { cfg.AlarmWindow = window })
+	e := newAlarmEnv(t, func(cfg *node.Config) { cfg.AlarmWindow = window })
 	T := e.now().Add(10 * time.Minute)
 	e.set("a", T)
-	require.Zero(t, e.n.ScheduledAlarms(), "SetAlarm beyond the window must not enter the heap")
+	require.Zero(t, e.n().ScheduledAlarms(), "SetAlarm beyond the window must not enter the heap")
 	e.restart()
 	windowsAt := func(now time.Time) bool {
-		loaded := e.n.sched.loaded()
-		if len(loaded) != e.n.PartitionCount() {
+		loaded := e.n().Schedule().Windows()
+		if len(loaded) != e.n().PartitionCount() {
 			return false
 		}
 		for _, until := range loaded {
@@ -1181,7 +1141,7 @@ func TestAlarmBeyondLookAheadWindowFiresOnTime(t *testing.T) {
 		return true
 	}
 	e.eventually(func() bool { return windowsAt(e.now()) }, "windows loaded")
-	require.Zero(t, e.n.ScheduledAlarms(), "an alarm 10 minutes ahead must not be held in memory")
+	require.Zero(t, e.n().ScheduledAlarms(), "an alarm 10 minutes ahead must not be held in memory")
 
 	// The window loop extends every window/4.
 	for e.now().Add(window / 4).Before(T) {
@@ -1189,9 +1149,9 @@ func TestAlarmBeyondLookAheadWindowFiresOnTime(t *testing.T) {
 		now := e.now()
 		e.eventually(func() bool { return windowsAt(now) }, "windows extended at %s", now)
 		if now.Add(window).Before(T) {
-			require.Zero(t, e.n.ScheduledAlarms(), "held in memory before entering the window")
+			require.Zero(t, e.n().ScheduledAlarms(), "held in memory before entering the window")
 		} else {
-			e.eventually(func() bool { return e.n.ScheduledAlarms() == 1 }, "alarm loaded once inside the window")
+			e.eventually(func() bool { return e.n().ScheduledAlarms() == 1 }, "alarm loaded once inside the window")
 		}
 		require.Zero(t, e.probe.count())
 	}
@@ -1231,7 +1191,7 @@ func TestAlarmManyObjectsDueAtOnceEachFireOnce(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.EqualValues(t, objects, e.keyCount("alarm/"))
-	e.eventually(func() bool { return e.n.ScheduledAlarms() == objects }, "all alarms in the heap")
+	e.eventually(func() bool { return e.n().ScheduledAlarms() == objects }, "all alarms in the heap")
 
 	e.advanceTo(T.Add(-time.Millisecond))
 	e.requireRunsStay(0, "early")
@@ -1301,14 +1261,14 @@ func TestAlarmWritesAfterTheTimeLimitAreDiscarded(t *testing.T) {
 func TestAlarmSetByACommitOfUnknownOutcomeFires(t *testing.T) {
 	e := newAlarmEnv(t, nil)
 	p, id := e.objectID("a")
-	alarmKey := e.n.Keys().Alarm(p, probeClass, id)
+	alarmKey := e.n().Keys().Alarm(p, probeClass, id.String())
 	var lied atomic.Bool
-	e.setHook(func(ops []clientv3.Op) error {
+	e.setCommitHook(func(ops []clientv3.Op) error {
 		for _, op := range ops {
 			if op.IsPut() && string(op.KeyBytes()) == alarmKey && lied.CompareAndSwap(false, true) {
 				// Apply the commit, then report a failure, as a connection
 				// cut after etcd applied the Txn would.
-				_, err := e.client.Txn(context.Background()).Then(ops...).Commit()
+				_, err := e.Client.Txn(context.Background()).Then(ops...).Commit()
 				require.NoError(t, err)
 				return errors.New("injected: connection lost after the commit")
 			}
@@ -1319,43 +1279,12 @@ func TestAlarmSetByACommitOfUnknownOutcomeFires(t *testing.T) {
 	_, err := e.invoke(probeClass, "a", "set", fmtTime(T))
 	require.ErrorIs(t, err, durable.ErrCommitUnknown)
 	require.NotNil(t, e.record("a"), "the alarm did land")
-	e.eventually(func() bool { return e.n.ScheduledAlarms() == 1 }, "the alarm is looked at again")
+	e.eventually(func() bool { return e.n().ScheduledAlarms() == 1 }, "the alarm is looked at again")
 	e.advance(e.cfg.SystemRetryDelay)
-	e.eventually(func() bool { return e.n.ScheduledAlarms() == 1 }, "rescheduled at its time")
+	e.eventually(func() bool { return e.n().ScheduledAlarms() == 1 }, "rescheduled at its time")
 	e.advanceTo(T.Add(-time.Millisecond))
 	e.requireRunsStay(0, "before its time")
 	e.advance(time.Millisecond)
 	requireRun(t, e.waitRuns(1)[0], 0, T)
 	e.waitNoRecord("a")
-}
-
-// TestReclaimIgnoresAStaleWindow: a window left behind by an earlier tenure
-// of the partition (an extension that raced with the drop) must not stop
-// the next claim from loading the alarms it covers.
-func TestReclaimIgnoresAStaleWindow(t *testing.T) {
-	e := newAlarmEnv(t, nil)
-	T := e.now().Add(10 * time.Second)
-	e.set("a", T)
-	p, _ := e.objectID("a")
-	token := e.n.token(p)
-	require.NotZero(t, token)
-	e.n.sched.dropPartition(p)
-	e.n.sched.openWindow(p, e.now().Add(e.cfg.AlarmWindow), true) // stale and empty
-	require.Zero(t, e.n.ScheduledAlarms())
-	e.n.adopt(context.Background(), p, token)
-	require.Equal(t, 1, e.n.ScheduledAlarms(), "the claim loaded the alarm")
-	e.advanceTo(T)
-	requireRun(t, e.waitRuns(1)[0], 0, T)
-}
-
-// TestExtensionDoesNotReopenADroppedWindow: a window extension that runs
-// after the partition was dropped (the window loop raced the drop) leaves no
-// window behind.
-func TestExtensionDoesNotReopenADroppedWindow(t *testing.T) {
-	e := newAlarmEnv(t, nil)
-	p, _ := e.objectID("a")
-	e.n.sched.dropPartition(p)
-	require.NoError(t, e.n.loadWindow(context.Background(), p, false))
-	_, open := e.n.sched.loaded()[p]
-	require.False(t, open, "the extension re-opened the dropped window")
 }

@@ -64,7 +64,7 @@ func nodeIndex(t *testing.T, c *nodetest.Cluster, id string) int {
 // namesOwnedBy returns object names whose partitions node i owns.
 func namesOwnedBy(c *nodetest.Cluster, i, want int) []string {
 	owned := map[int]bool{}
-	for _, p := range c.Node(i).OwnedPartitions() {
+	for _, p := range c.Agent(i).Member.Owned() {
 		owned[p] = true
 	}
 	var out []string
@@ -125,15 +125,9 @@ func TestPausedNodeServesNoStaleReadAndCommitsNothing(t *testing.T) {
 	c.Pause(1)
 	// The others take the partitions once node 1's lease expires. (A call
 	// forwarded to the frozen node before the others notice would hang like
-	// one sent to a SIGSTOPped process, until its deadline.)
-	c.WaitFor("partitions moved off the paused node", func() bool {
-		for _, o := range c.Owners() {
-			if o.Node == paused {
-				return false
-			}
-		}
-		return c.Node(0).Settled() && c.Node(2).Settled()
-	})
+	// one sent to a SIGSTOPped process, until its deadline: wait until their
+	// views show the new owners.)
+	c.WaitViews(1)
 	for _, name := range names {
 		out, err := c.Invoke(0, "Probe", name, "visit", nil)
 		require.NoError(t, err)
@@ -220,13 +214,18 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 			}
 		}()
 	}
+	// Each step of the restart happens under calls that keep completing.
+	flowing := func() {
+		before := calls.Load()
+		c.WaitFor("calls complete", func() bool { return calls.Load() >= before+20 })
+	}
 	for i := range c.Nodes {
-		time.Sleep(300 * time.Millisecond)
+		flowing()
 		c.Stop(i)
 		c.Restart(i)
 		c.WaitSettled()
 	}
-	time.Sleep(300 * time.Millisecond)
+	flowing()
 	cancel()
 	wg.Wait()
 	require.Zero(t, failures.Load(), "failed calls out of %d", calls.Load())
@@ -305,7 +304,11 @@ func TestAdminDrainMovesEveryPartitionWithoutFailingCalls(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(200 * time.Millisecond)
+	flowing := func() {
+		before := calls.Load()
+		c.WaitFor("calls complete", func() bool { return calls.Load() >= before+20 })
+	}
+	flowing()
 	drained := c.Nodes[1].Config.ID
 	resp, err := c.Dial(1).Admin().Drain(context.Background(), &durablev1.DrainRequest{})
 	require.NoError(t, err)
@@ -316,13 +319,13 @@ func TestAdminDrainMovesEveryPartitionWithoutFailingCalls(t *testing.T) {
 	for p, o := range owners {
 		require.NotEqual(t, drained, o.Node, "partition %d still on the drained node", p)
 	}
-	time.Sleep(200 * time.Millisecond)
+	flowing()
 	cancel()
 	wg.Wait()
 	require.Positive(t, calls.Load())
 	// The drained node is still up and routes to the owners.
 	_, err = c.Invoke(1, "Probe", "after-drain", "visit", nil)
 	require.NoError(t, err)
-	require.Empty(t, c.Node(1).OwnedPartitions())
+	require.Empty(t, c.Agent(1).Member.Owned())
 	rec.CheckNoOverlap(t)
 }

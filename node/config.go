@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Config configures a Node. Start from DefaultConfig and call Validate (New
@@ -76,6 +77,11 @@ type Config struct {
 	Jitter func() float64
 	// Logger receives the node's logs.
 	Logger *slog.Logger
+
+	// CommitHook is for tests: it runs for each object commit about to be
+	// sent to etcd and may block it or fail it as etcd would (the commit
+	// then fails with ErrCommitUnknown). Nil in production.
+	CommitHook func(ops []clientv3.Op) error
 }
 
 // DefaultConfig returns a configuration with the documented defaults.

@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/durable-run/durable"
 )
 
@@ -62,49 +60,41 @@ func checkRequestID(id string) error {
 	return nil
 }
 
-// loadRequests reads the object's remembered requests once per activation.
-func (o *object) loadRequests(ctx context.Context) error {
-	if o.reqsLoaded {
-		return nil
-	}
-	kvs, err := o.n.reader.get(ctx, o.n.keys.Requests(o.p, o.key.class, o.key.id))
-	if err != nil {
-		return &storageError{fmt.Errorf("read request ids: %w", err)}
-	}
-	o.reqs = nil
-	if kvs[0] != nil {
-		if err := json.Unmarshal(kvs[0].Value, &o.reqs); err != nil {
-			o.n.log.Error("corrupt request ids ignored", "object", o.key.id, "err", err)
-			o.reqs = nil
+// seenRequest returns the remembered request id, reading the object's ring
+// from etcd once per activation.
+func (pl *pipeline) seenRequest(ctx context.Context, id string) (reqEntry, bool, error) {
+	pl.mu.Lock()
+	loaded, gen := pl.reqsLoaded, pl.gen
+	pl.mu.Unlock()
+	if !loaded {
+		kvs, err := pl.env.reads.Get(ctx, pl.env.keys.Requests(pl.p, pl.class, pl.idHex))
+		if err != nil {
+			return reqEntry{}, false, &storageError{fmt.Errorf("read request ids: %w", err)}
 		}
+		var ring []reqEntry
+		if kvs[0] != nil {
+			if err := json.Unmarshal(kvs[0].Value, &ring); err != nil {
+				pl.env.log.Error("corrupt request ids ignored", "object", pl.idHex, "err", err)
+				ring = nil
+			}
+		}
+		pl.mu.Lock()
+		if pl.gen != gen {
+			// A commit failed meanwhile: the ring may be outdated.
+			pl.mu.Unlock()
+			return reqEntry{}, false, fmt.Errorf("%w: while reading request ids", durable.ErrObjectReset)
+		}
+		pl.reqs, pl.reqsLoaded = ring, true
+		pl.mu.Unlock()
 	}
-	o.reqsLoaded = true
-	return nil
-}
-
-// seenRequest returns the remembered request id.
-func (o *object) seenRequest(id string) (reqEntry, bool) {
-	for _, e := range o.reqs {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	for _, e := range pl.reqs {
 		if e.ID == id {
-			return e, true
+			return e, true, nil
 		}
 	}
-	return reqEntry{}, false
-}
-
-// rememberOp is the op that adds id and its reply to the object's ring, and
-// the ring after it.
-func (o *object) rememberOp(id string, reply []byte) (clientv3.Op, []reqEntry) {
-	e := reqEntry{ID: id, Reply: reply}
-	if len(reply) > maxKeptReply {
-		e = reqEntry{ID: id, Dropped: true}
-	}
-	ring := append(append([]reqEntry(nil), o.reqs...), e)
-	if len(ring) > requestRing {
-		ring = ring[len(ring)-requestRing:]
-	}
-	b, _ := json.Marshal(ring)
-	return clientv3.OpPut(o.n.keys.Requests(o.p, o.key.class, o.key.id), string(b)), ring
+	return reqEntry{}, false, nil
 }
 
 // replayReply is the answer to a retry of a request already applied.

@@ -40,10 +40,15 @@ var errorTable = []errorRule{
 }
 
 // ToStatus converts an internal error into a gRPC status error with an
-// ErrorDetail. ownerAddr, when known, is attached for redirects.
+// ErrorDetail. ownerAddr, when known, is attached for redirects. A status
+// received from another node (FromStatus) is relayed as it came.
 func ToStatus(err error, ownerAddr string) error {
 	if err == nil {
 		return nil
+	}
+	var re *remoteError
+	if errors.As(err, &re) {
+		return re.st.Err()
 	}
 	if _, ok := status.FromError(err); ok && !isInternal(err) {
 		return err
@@ -66,6 +71,48 @@ func ToStatus(err error, ownerAddr string) error {
 		return status.Error(code, err.Error())
 	}
 	return st.Err()
+}
+
+// remoteError is an error status received from another node: it relays
+// the status unchanged and unwraps to the sentinel its reason names, so
+// callers test it with errors.Is like a local error.
+type remoteError struct {
+	st       *status.Status
+	sentinel error // nil when the reason names none
+}
+
+func (e *remoteError) Error() string              { return e.st.Message() }
+func (e *remoteError) GRPCStatus() *status.Status { return e.st }
+func (e *remoteError) Unwrap() error              { return e.sentinel }
+
+// FromStatus turns an error from a gRPC call to another node into an
+// error that errors.Is matches against the sentinel of its reason (the
+// inverse of the table). A bare Unavailable — the peer could not be
+// reached — is ErrUnavailable. Other errors are returned as they are.
+func FromStatus(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || err == nil {
+		return err
+	}
+	re := &remoteError{st: st}
+	for _, d := range st.Details() {
+		if ed, ok := d.(*durablev1.ErrorDetail); ok {
+			if ed.GetObjectError() {
+				return re
+			}
+			for _, r := range errorTable {
+				if r.reason == ed.GetReason() {
+					re.sentinel = r.target
+					return re
+				}
+			}
+			return re
+		}
+	}
+	if st.Code() == codes.Unavailable {
+		re.sentinel = durable.ErrUnavailable
+	}
+	return re
 }
 
 // isInternal reports whether err is one of ours rather than an already

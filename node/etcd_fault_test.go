@@ -69,7 +69,7 @@ func TestEtcdUnreachableAtStartFailsClearly(t *testing.T) {
 		t.Fatal("agent.Start hung on an unreachable etcd")
 	}
 	if r.a != nil {
-		r.a.Node.Thaw()
+		r.a.Member.Thaw()
 		_ = r.a.Wait()
 	}
 	require.Nil(t, r.a, "an agent started without etcd")

@@ -1,17 +1,19 @@
-package node
+package node_test
 
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jonboulle/clockwork"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
+	"github.com/durable-run/durable/commit"
 	"github.com/durable-run/durable/embedetcd"
+	"github.com/durable-run/durable/node"
+	"github.com/durable-run/durable/nodetest"
 )
 
 // One etcd serves every test of the package; each test works under its own
@@ -20,88 +22,80 @@ var testEtcd *embedetcd.Server
 
 func TestMain(m *testing.M) { embedetcd.Main(m, &testEtcd) }
 
-func newClient(t *testing.T) *clientv3.Client {
-	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: testEtcd.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// harness runs one node against the shared etcd with a fake clock.
+// harness is one node on the shared etcd, with a fake clock, 4 partitions,
+// no retry jitter and a commit hook the test can set at any time.
 type harness struct {
-	t      *testing.T
-	client *clientv3.Client
-	clock  *clockwork.FakeClock
-	cfg    Config
-	reg    *Registry
-	n      *Node
-	cancel context.CancelFunc
-	done   chan error
+	*nodetest.Harness
+	t    *testing.T
+	cfg  node.Config
+	hook atomic.Pointer[func(ops []clientv3.Op) error]
 }
 
-// newHarness builds (but does not start) a node with a fake clock, 4
-// partitions and a unique prefix. setup may change the config and register
+// newHarness starts a node; setup may change the config and register
 // classes.
-func newHarness(t *testing.T, setup func(cfg *Config, reg *Registry)) *harness {
+func newHarness(t *testing.T, setup func(cfg *node.Config, reg *node.Registry)) *harness {
 	t.Helper()
-	h := &harness{t: t, client: newClient(t), clock: clockwork.NewFakeClockAt(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)), reg: NewRegistry()}
-	h.cfg = DefaultConfig()
-	h.cfg.ID = "n1"
-	h.cfg.Prefix = embedetcd.UniquePrefix(t)
+	h := &harness{t: t}
+	h.cfg = node.DefaultConfig()
 	h.cfg.Partitions = 4
 	h.cfg.LeaseTTL = 2 * time.Second
-	h.cfg.Clock = h.clock
 	h.cfg.Jitter = func() float64 { return 0 }
-	if setup != nil {
-		setup(&h.cfg, h.reg)
-	}
+	h.cfg.CommitHook = h.runHook
+	h.Harness = nodetest.StartOne(t, nodetest.Options{
+		Etcd:  testEtcd,
+		Clock: nodetest.NewClock(),
+		Register: func(reg *node.Registry) error {
+			if setup != nil {
+				setup(&h.cfg, reg)
+			}
+			return nil
+		},
+		Config: func(cfg *node.Config) {
+			// The harness's settings over nodetest's, but the node's
+			// identity and cluster stay nodetest's.
+			mine := h.cfg
+			mine.ID, mine.DC, mine.Prefix, mine.HomeDCs = cfg.ID, cfg.DC, cfg.Prefix, cfg.HomeDCs
+			mine.DCGrace, mine.Stabilise, mine.Clock, mine.Logger = cfg.DCGrace, cfg.Stabilise, cfg.Clock, cfg.Logger
+			*cfg = mine
+		},
+	})
+	h.cfg = h.Harness.Config
 	return h
 }
 
-// start runs the node and waits until it owns every partition.
-func (h *harness) start() *harness {
+func (h *harness) runHook(ops []clientv3.Op) error {
+	if f := h.hook.Load(); f != nil && *f != nil {
+		return (*f)(ops)
+	}
+	return nil
+}
+
+// setCommitHook makes every commit of the node pass through fn (nil: none).
+func (h *harness) setCommitHook(fn func(ops []clientv3.Op) error) { h.hook.Store(&fn) }
+
+// commitStats returns the node's group commit counters.
+func (h *harness) commitStats() commit.Stats { return h.Agent(0).Committer().Stats() }
+
+// n is the running node.
+func (h *harness) n() *node.Node { return h.Node() }
+
+// restart stops the node gracefully and starts it again on the same etcd.
+func (h *harness) restart() { h.Restart() }
+
+// stop stops the node gracefully; start starts it again.
+func (h *harness) stop() { h.Stop(0) }
+
+func (h *harness) start() {
 	h.t.Helper()
-	n, err := New(h.cfg, h.client, h.reg)
-	require.NoError(h.t, err)
-	h.n = n
-	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
-	h.done = make(chan error, 1)
-	go func() { h.done <- n.Run(ctx) }()
-	h.t.Cleanup(h.stop)
-	require.Eventually(h.t, func() bool {
-		return n.PartitionCount() > 0 && len(n.OwnedPartitions()) == n.PartitionCount()
-	}, 10*time.Second, 5*time.Millisecond, "node never owned its partitions")
-	return h
-}
-
-// stop shuts the node down (idempotent).
-func (h *harness) stop() {
-	if h.cancel == nil {
-		return
-	}
-	h.cancel()
-	h.cancel = nil
-	select {
-	case err := <-h.done:
-		require.NoError(h.t, err)
-	case <-time.After(20 * time.Second):
-		h.t.Fatal("node did not stop")
-	}
-}
-
-// restart stops the node and starts a new one with the same config.
-func (h *harness) restart() *harness {
-	h.stop()
-	return h.start()
+	h.Cluster.Restart(0)
+	h.WaitSettled()
 }
 
 func (h *harness) invoke(class, name, method string, payload string) (string, error) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := h.n.Invoke(ctx, class, Ref{Name: name}, method, []byte(payload))
+	res, err := h.n().Invoke(ctx, class, node.Ref{Name: name}, method, []byte(payload))
 	return string(res.Payload), err
 }
 
@@ -113,7 +107,7 @@ func (h *harness) mustInvoke(class, name, method string, payload string) string 
 }
 
 // advance moves the fake clock forward.
-func (h *harness) advance(d time.Duration) { h.clock.Advance(d) }
+func (h *harness) advance(d time.Duration) { h.Advance(d) }
 
 // eventually polls cond with a deadline (real time; the fake clock drives
 // only the node's timers).

@@ -1,33 +1,46 @@
-// Package node runs durable objects: it activates objects of registered
-// classes, delivers their events one at a time, buffers their storage writes,
-// commits them atomically with group commit, schedules their alarms, and
-// serves the gRPC API.
+// Package node is the object runtime: it activates objects of registered
+// classes, delivers their events one at a time, buffers their storage
+// writes and stages them for group commit (pipelining, the output gate),
+// delivers their alarms and applies the alarm policy, remembers request ids
+// for exactly-once retries, routes invocations to the partition's owner, and
+// serves the Objects gRPC service with the one table of errors to gRPC
+// codes.
+//
+// It never decides which partitions it serves: placement's Member claims
+// them and calls the node's Serve, Quiesce and Drop (placement.Host). It
+// never talks to etcd for writes itself: commits go through package commit,
+// alarm records are built by alarmstore.
 //
 // Concurrency model:
 //   - An active object's events are handled by one goroutine at a time
 //     (object.run), which exists only while the object has work: it parks
 //     when the mailbox and alarm signal are empty, and whoever enqueues
-//     work wakes it (Node.wakeLocked, under Node.mu, where the object's
-//     running flag lives). Every event of the object — invocation, alarm,
-//     eviction, stop — is handled by that goroutine, so the object's own
-//     fields need no lock. Callers enqueue work and wait for a reply.
-//   - Node.mu guards the objects map and the partition table. Enqueueing into
-//     an object's mailbox happens under Node.mu and never blocks, which is what
-//     makes eviction race-free (an object leaves the map only when its mailbox
-//     is empty, checked under the same lock). One sweeper evicts idle objects.
-//   - An object does not wait for its commit: finished events are staged
-//     (stage.go) and go to the node's committer (committer.go), which
-//     batches the commits of many objects into one etcd Txn; a reply is
-//     released once the writes it rests on are durable.
-//   - The scheduler (one goroutine, one timer) owns the alarm heap.
-//   - The partition loop owns the etcd lease and partition claims.
+//     work wakes it (table.wakeLocked). Every event of the object —
+//     invocation, alarm, eviction, stop — is handled by that goroutine, so
+//     the object's own fields need no lock. Callers enqueue work and wait for
+//     a reply.
+//   - table.mu guards the objects map, the served partitions and each
+//     object's running/gone/delivered flags. Enqueueing into a mailbox
+//     happens under it and never blocks, which is what makes eviction and
+//     activation race-free: an object leaves the map only when its mailbox
+//     is empty, and is created only while its partition is served, both
+//     checked under the same lock.
+//   - pipeline.mu guards an object's storage state (the event's buffer, the
+//     pending commits, the committed cache); it is taken by the object's
+//     goroutine, the handler's goroutine (storage calls) and the
+//     committer's (a commit settling).
 //
-// Lock order: Node.mu before object.smu before committer.mu; Node.mu before
-// scheduler.mu. No lock is held across etcd calls.
+// Lock order: table.mu before pipeline.mu (eviction checks for pending
+// commits under both). peerConns.mu is a leaf. The node never holds either
+// lock while calling the schedule, the committer, the reader or the
+// member, and none of them calls back into the node holding a lock of its
+// own (Schedule calls deliverAlarm, the committer calls Done, the member
+// calls Serve/Quiesce/Drop, all unlocked). No lock of this package is held
+// across etcd calls or handler code.
 //
 // Invariant (fencing): every write reaches etcd in a Txn comparing the
 // partition's ownership token, taken when the event started. A failed compare
-// means the partition is lost; the node then drops it at once.
+// means the partition is lost; placement then drops it here at once.
 package node
 
 import (
@@ -35,111 +48,107 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
+	"github.com/durable-run/durable/commit"
 	"github.com/durable-run/durable/keyspace"
-	"github.com/durable-run/durable/leader"
-	"github.com/durable-run/durable/placement"
 )
 
-// objKey identifies an active object on this node.
-type objKey struct {
-	class string
-	id    string
+// Membership is what the node needs of its cluster membership
+// (placement.Member implements it).
+type Membership interface {
+	// LeaseValid reports whether the node's lease is certainly alive; past
+	// its local deadline no event may start.
+	LeaseValid() bool
+	// OwnerAddr is the address of p's owner if another node owns it, "".
+	OwnerAddr(p int) string
+	// Changed is closed at the next change of the cluster view.
+	Changed() <-chan struct{}
+	// Gate blocks while the process is frozen (tests).
+	Gate(ctx context.Context) error
 }
 
-// partition is this node's view of one partition it owns.
-type partition struct {
-	token   int64 // fencing token of this tenure
-	handoff bool  // being handed to another node: no new events start
+// Committer is the group commit the node stages its objects' writes to
+// (commit.Committer implements it).
+type Committer interface {
+	Submit(*commit.Request)
+	// Limits are the largest request the committer sends in one Txn.
+	Limits() (ops, bytes int)
+	// Idle reports whether nothing is queued or in flight.
+	Idle() bool
 }
 
-// Node runs objects. Create it with New, then Run it.
+// Reader is the group read of point keys (commit.Reader implements it).
+type Reader interface {
+	Get(ctx context.Context, keys ...string) ([]*mvccpb.KeyValue, error)
+}
+
+// Deps are what a node runs on; the agent wires them.
+type Deps struct {
+	// KV serves List's range reads, the node's only direct etcd reads.
+	KV clientv3.KV
+	// Commits and Reads are the node's group commit and group read.
+	Commits Committer
+	Reads   Reader
+	// Membership is the node's lease and view of the cluster.
+	Membership Membership
+	// Partitions is the cluster's partition count.
+	Partitions int
+}
+
+// Node runs objects. Create it with New, Start it, serve partitions through
+// it (placement.Host), and Stop it.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	client *clientv3.Client
-	keys   keyspace.Space
-	alarms *alarmstore.Store
-	reg    *Registry
-	sched  *scheduler
+	cfg        Config
+	log        *slog.Logger
+	reg        *Registry
+	keys       keyspace.Space
+	partitions int
+	member     Membership
+	sched      *alarmstore.Schedule
+	env        *env
+	tab        *table
+	peers      peerConns
 
-	committer *committer // group commit; set up by New, started by Run
-	reader    *reader    // group read; likewise
-
-	// ctx lives from Run until shutdown; background work (commits, loads)
+	// ctx lives from Start until Stop; background work (commits, loads)
 	// uses it so a caller's cancellation never leaves a commit ambiguous.
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-
-	partitionCount atomic.Int32 // fixed for the cluster once Run has read meta
-
-	loadMu []sync.Mutex // per partition: serializes its alarm-window loads; sized by Run
-
-	mu       sync.Mutex
-	objects  map[objKey]*object
-	owned    map[int]*partition
-	nodes    map[string]placement.NodeInfo // live registrations, from the watch
-	owners   map[int]placement.Owner       // owner keys, from the watch
-	assign   map[int]leader.Assignment     // desired placement, from the watch
-	changed  chan struct{}                 // closed and replaced whenever the above change
-	stopping bool
-	draining bool
-	lease    clientv3.LeaseID
-	kick     chan struct{} // asks the placement loop to reconcile now
-
-	lmu        sync.Mutex
-	validUntil time.Time // local lease deadline (monotonic); events stop past it
-
-	frozen atomic.Pointer[chan struct{}] // non-nil while Freeze is in effect
-
-	peers peerConns
-
-	leader *leader.Leader // campaigns in the node's DC; set by Run
-	meta   placement.Meta // set by Run
-
-	// onDrained, when set, runs after the drain and before the objects stop
-	// (see OnDrained).
-	onDrained func(crashed bool)
+	wg     sync.WaitGroup // the schedule, the sweeper and every object goroutine
 }
 
-// New returns a node over an etcd client. The client stays the caller's.
-func New(cfg Config, client *clientv3.Client, reg *Registry) (*Node, error) {
+// New returns a node; deps are the caller's and stay so.
+func New(cfg Config, reg *Registry, deps Deps) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("node: invalid config: %w", err)
 	}
-	if client == nil || reg == nil {
-		return nil, errors.New("node: etcd client and registry are required")
+	if reg == nil || deps.KV == nil || deps.Commits == nil || deps.Reads == nil || deps.Membership == nil || deps.Partitions < 1 {
+		return nil, errors.New("node: registry, etcd KV, committer, reader, membership and partition count are required")
 	}
 	keys := keyspace.New(cfg.Prefix)
 	n := &Node{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "node", "node", cfg.ID),
-		client:  client,
-		keys:    keys,
-		alarms:  alarmstore.New(client, keys),
-		reg:     reg,
-		objects: map[objKey]*object{},
-		owned:   map[int]*partition{},
-		nodes:   map[string]placement.NodeInfo{},
-		owners:  map[int]placement.Owner{},
-		assign:  map[int]leader.Assignment{},
-		changed: make(chan struct{}),
-		kick:    make(chan struct{}, 1),
+		cfg: cfg, log: cfg.Logger.With("component", "node", "node", cfg.ID), reg: reg, keys: keys,
+		partitions: deps.Partitions, member: deps.Membership,
 	}
-	n.sched = newScheduler(cfg.Clock, cfg.MaxRunningAlarms, n.deliverAlarm)
-	n.committer = newCommitter(client, keys, n.log.With("component", "committer"),
-		cfg.CommitParallelism, cfg.CommitMaxOps, cfg.CommitMaxBytes, cfg.CommitTimeout,
-		func(p int, token int64, err error) { go n.dropPartition(p, token, err) })
-	n.reader = newReader(client, cfg.CommitParallelism, cfg.CommitMaxOps, cfg.CommitMaxBytes, cfg.CommitTimeout)
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.tab = newTable(&n.wg)
+	records := alarmstore.New(deps.KV, keys)
+	n.sched = alarmstore.NewSchedule(records, alarmstore.ScheduleConfig{
+		Clock: cfg.Clock, Window: cfg.AlarmWindow, MaxRunning: cfg.MaxRunningAlarms, Partitions: deps.Partitions,
+		Logger: n.log.With("component", "schedule"),
+	}, n.deliverAlarm)
+	policy := alarmstore.DefaultPolicy(cfg.Jitter)
+	policy.SystemRetryDelay = cfg.SystemRetryDelay
+	n.env = &env{
+		node: cfg.ID, cfg: &n.cfg, policy: policy, clock: cfg.Clock, log: n.log, keys: keys, kv: deps.KV,
+		commits: deps.Commits, reads: deps.Reads, alarms: n.sched, records: records, ctx: n.ctx, tab: n.tab,
+	}
 	return n, nil
 }
 
@@ -152,245 +161,88 @@ func (n *Node) Registry() *Registry { return n.reg }
 // Keys returns the node's key space.
 func (n *Node) Keys() keyspace.Space { return n.keys }
 
-// ErrCrash, as the cause of Run's context (context.WithCancelCause), makes
-// the node stop as if its process had died: no drain, no release of its
-// partitions, no revocation of its lease. Tests use it to simulate SIGKILL.
-var ErrCrash = errors.New("node: simulated crash")
+// PartitionCount returns the cluster's partition count.
+func (n *Node) PartitionCount() int { return n.partitions }
 
-// Run registers the node, claims its partitions and serves objects until ctx
-// is cancelled; then it drains (hands its partitions to other nodes, if any),
-// stops every object, releases what is left and revokes its lease. It returns
-// an error if it could not start.
-func (n *Node) Run(ctx context.Context) error {
-	homes := n.cfg.HomeDCs
-	if len(homes) == 0 {
-		homes = []string{n.cfg.DC}
-	}
-	meta, err := placement.EnsureCluster(ctx, n.client, n.keys, n.cfg.Partitions, homes)
-	if err != nil {
-		return err
-	}
-	if len(n.cfg.HomeDCs) > 0 && !slices.Equal(meta.HomeDCs, n.cfg.HomeDCs) {
-		n.log.Warn("cluster home data centers differ from configuration; using the cluster's",
-			"cluster", meta.HomeDCs, "configured", n.cfg.HomeDCs)
-	}
-	// meta and leader are set before the partition count: readers that see
-	// a count see them.
-	n.meta = meta
-	n.leader = leader.New(leader.Config{
-		Node: n.cfg.ID, DC: n.cfg.DC, Meta: meta, TTL: n.cfg.LeaseTTL,
-		Grace: n.cfg.DCGrace, Stabilise: n.cfg.Stabilise, Gate: n.gate, Logger: n.cfg.Logger,
-	}, n.client, n.keys)
-	n.loadMu = make([]sync.Mutex, meta.Partitions)
-	n.partitionCount.Store(int32(meta.Partitions))
-	if meta.Partitions != n.cfg.Partitions {
-		n.log.Warn("cluster partition count differs from configuration; using the cluster's",
-			"cluster", meta.Partitions, "configured", n.cfg.Partitions)
-	}
-	lease, err := n.grantAndRegister(ctx)
-	if err != nil {
-		return err
-	}
-	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.committer.ctx, n.reader.ctx = n.ctx, n.ctx
-	n.wg.Add(3)
-	go func() { defer n.wg.Done(); n.sched.run(n.ctx.Done()) }()
-	go func() { defer n.wg.Done(); n.windowLoop() }()
-	go func() { defer n.wg.Done(); n.evictLoop() }()
+// partitionOf maps an object ID to its partition.
+func (n *Node) partitionOf(id durable.ID) int { return id.Partition(n.partitions) }
 
-	// The membership loop and the leader outlive ctx while draining: they
-	// must keep the lease alive, move the partitions away (a draining leader
-	// leads until it exits) and see the new owners claim.
-	mctx, stopMembership := context.WithCancelCause(context.Background())
-	var background sync.WaitGroup
-	background.Add(2)
-	go func() { defer background.Done(); n.runMembership(mctx, lease) }()
-	go func() { defer background.Done(); n.leader.Run(mctx) }()
-	<-ctx.Done()
-	crashed := errors.Is(context.Cause(ctx), ErrCrash)
-	if !crashed {
-		n.drain()
-	}
-	if n.onDrained != nil {
-		n.onDrained(crashed)
-	}
-	cause := context.Canceled
-	if crashed {
-		cause = leader.ErrAbandon
-	}
-	stopMembership(cause)
-	background.Wait()
-	n.shutdown(crashed)
-	return nil
+// now is the node's clock.
+func (n *Node) now() time.Time { return n.cfg.Clock.Now() }
+
+// Start starts the node's background work: the alarm schedule and the
+// sweeper of idle objects.
+func (n *Node) Start() {
+	n.wg.Go(func() { n.sched.Run(n.ctx) })
+	n.wg.Go(n.evictLoop)
 }
 
-// shutdown stops every object, releases the partitions and revokes the lease
-// (unless simulating a crash).
-func (n *Node) shutdown(crashed bool) {
-	n.mu.Lock()
-	n.stopping = true
-	objs := make([]*object, 0, len(n.objects))
-	for _, o := range n.objects {
-		objs = append(objs, o)
+// Stop stops every object (queued callers get ErrUnavailable; pending
+// commits settle first), the schedule and the sweeper, and closes the
+// connections to peers. Partitions are no longer served. Call it once,
+// after the member stopped claiming.
+func (n *Node) Stop() {
+	for _, o := range n.tab.stop() {
+		o.stopAndWait(fmt.Errorf("%w: node is stopping", durable.ErrUnavailable))
 	}
-	n.mu.Unlock()
-	for _, o := range objs {
-		o.stopAndWait(durable.ErrUnavailable)
-	}
-	// Release partitions so a successor need not wait for the lease to expire.
-	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.CommitTimeout)
-	defer cancel()
-	n.mu.Lock()
-	owned := n.owned
-	n.owned = map[int]*partition{}
-	lease := n.lease
-	n.mu.Unlock()
-	for p, part := range owned {
-		n.sched.dropPartition(p)
-		if crashed {
-			continue
-		}
-		if err := placement.Release(ctx, n.client, n.keys, p, part.token); err != nil {
-			n.log.Warn("release partition failed", "partition", p, "err", err)
-		}
-	}
-	n.peers.closeAll()
-	if lease != 0 && !crashed {
-		if _, err := n.client.Revoke(ctx, lease); err != nil {
-			n.log.Warn("revoke lease failed", "err", err)
-		}
+	for p := range n.partitions {
+		n.sched.Drop(p)
 	}
 	n.cancel()
-	n.committer.stop()
-	n.reader.stop()
 	n.wg.Wait()
+	n.peers.closeAll()
 	n.log.Info("node stopped")
 }
 
-// OnDrained sets fn to run when Run's context has ended and the node has
-// handed its partitions away, before its objects stop and its peer
-// connections close: the place to stop the gRPC server gracefully, so calls
-// in flight (forwarded to the new owners) finish. crashed reports a
-// simulated crash (ErrCrash). Call it before Run.
-func (n *Node) OnDrained(fn func(crashed bool)) { n.onDrained = fn }
-
-// PartitionCount returns the cluster's partition count (after Run started).
-func (n *Node) PartitionCount() int { return int(n.partitionCount.Load()) }
-
-// partitionOf maps an object ID to its partition.
-func (n *Node) partitionOf(id durable.ID) int { return id.Partition(n.PartitionCount()) }
-
-// token returns the fencing token of p, or 0 if this node does not own it.
-func (n *Node) token(p int) int64 {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if part, ok := n.owned[p]; ok {
-		return part.token
-	}
-	return 0
-}
-
-// changedLocked records a change of the partition table or the routing view
-// and wakes waiters. Caller holds n.mu.
-func (n *Node) changedLocked() {
-	close(n.changed)
-	n.changed = make(chan struct{})
-}
-
-// dropPartition forgets p after its ownership was lost (or released): every
-// object of p is stopped, failing its queued callers with cause, and its
-// alarms leave the heap.
-func (n *Node) dropPartition(p int, token int64, cause error) {
-	n.mu.Lock()
-	part, ok := n.owned[p]
-	if !ok || (token != 0 && part.token != token) {
-		n.mu.Unlock()
+// Serve makes p serve events under token and loads its alarm window,
+// retrying until it succeeds, p is dropped or ctx ends (placement.Host).
+func (n *Node) Serve(ctx context.Context, p int, token int64) {
+	if !n.tab.serve(p, token) {
 		return
 	}
-	delete(n.owned, p)
-	n.changedLocked()
-	objs := n.objectsOfLocked(p)
-	n.mu.Unlock()
-	n.sched.dropPartition(p)
-	for _, o := range objs {
-		o.stop(cause)
-	}
-	n.log.Warn("partition dropped", "partition", p, "token", part.token, "cause", cause)
-}
-
-// objectsOfLocked returns the active objects of partition p. Caller holds
-// n.mu.
-func (n *Node) objectsOfLocked(p int) []*object {
-	var objs []*object
-	for _, o := range n.objects {
-		if o.p == p {
-			objs = append(objs, o)
+	// The backoff paces etcd reads: real time, not the injected clock.
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		err := n.sched.Claim(ctx, p)
+		if err == nil || n.tab.token(p) != token || ctx.Err() != nil {
+			return
+		}
+		n.log.Warn("loading alarms failed; retrying", "partition", p, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
 		}
 	}
-	return objs
 }
 
-// objectLocked returns the active object for key, activating it; the caller
-// holds n.mu. It returns nil if the node is stopping or does not serve p.
-func (n *Node) objectLocked(class Class, id durable.ID, p int) *object {
-	key := objKey{class: class.Name, id: id.String()}
-	if o, ok := n.objects[key]; ok {
-		return o
+// Quiesce stops p for a handoff: no new events (callers wait and follow the
+// partition), its alarms leave the schedule, every object of p finishes the
+// event it is running and its commits settle (placement.Host).
+func (n *Node) Quiesce(p int) {
+	objs := n.tab.unserve(p, 0)
+	n.sched.Drop(p)
+	moved := fmt.Errorf("%w: partition %d moved to another node", durable.ErrOwnershipLost, p)
+	for _, o := range objs {
+		o.stopAndWait(moved)
 	}
-	if part := n.owned[p]; n.stopping || part == nil || part.handoff {
-		return nil
-	}
-	o := newObject(n, class, id, p)
-	n.objects[key] = o
-	return o
+	n.log.Debug("partition quiesced", "partition", p, "objects", len(objs))
 }
 
-// wakeLocked starts o's goroutine if it is parked: the caller has just
-// given it something to do. Caller holds n.mu.
-func (n *Node) wakeLocked(o *object) {
-	if o.running || o.gone {
-		return
-	}
-	o.running = true
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); o.run() }()
-}
-
-// forgetLocked removes o from the map for good: it is never woken again.
-// Caller holds n.mu.
-func (n *Node) forgetLocked(o *object) {
-	o.gone = true
-	if cur, ok := n.objects[o.key]; ok && cur == o {
-		delete(n.objects, o.key)
+// Drop forgets p at once after its tenure under token ended: every object
+// of p is stopped, failing its queued callers with cause (they follow the
+// partition: nothing of theirs committed), the contexts of the handlers
+// running are cancelled (nothing they do can commit), and p's alarms leave
+// the schedule (placement.Host).
+func (n *Node) Drop(p int, token int64, cause error) {
+	objs := n.tab.unserve(p, token)
+	n.sched.Drop(p)
+	for _, o := range objs {
+		o.abort(cause)
+		o.stop(cause)
 	}
 }
 
-// Ref addresses an object: by Name, or by ID in hex.
-type Ref struct {
-	Name string
-	ID   string
-}
-
-// resolve validates class and ref and returns the object's ID.
-func (n *Node) resolve(className string, ref Ref) (Class, durable.ID, error) {
-	class, err := n.reg.Lookup(className)
-	if err != nil {
-		return Class{}, durable.ID{}, err
-	}
-	switch {
-	case ref.Name != "" && ref.ID != "":
-		return Class{}, durable.ID{}, durable.Invalidf("give an object name or an id, not both")
-	case ref.ID != "":
-		id, err := durable.IDFromString(class.Name, ref.ID)
-		return class, id, err
-	case ref.Name != "":
-		return class, durable.IDFromName(class.Name, ref.Name), nil
-	default:
-		return Class{}, durable.ID{}, durable.Invalidf("object name or id is required")
-	}
-}
-
-// deliverAlarm is the scheduler's callback: it activates the object and asks
+// deliverAlarm is the schedule's callback: it activates the object and asks
 // it to look at its alarm, and reports whether the object took the delivery
 // (it then releases it when done). Past the local lease deadline the node
 // starts no event, alarms included: another node may own the partition by
@@ -398,8 +250,8 @@ func (n *Node) resolve(className string, ref Ref) (Class, durable.ID, error) {
 // later; if the partition is dropped meanwhile, its next owner loads the
 // alarm from etcd.
 func (n *Node) deliverAlarm(e alarmstore.Entry) bool {
-	if !n.leaseValid() {
-		n.sched.retryAt(objKey{class: e.Class, id: e.ID}, e.Partition, n.now().Add(n.cfg.SystemRetryDelay))
+	if !n.member.LeaseValid() {
+		n.sched.RetryAt(e.Partition, e.Class, e.ID, n.now().Add(n.cfg.SystemRetryDelay))
 		return false
 	}
 	class, err := n.reg.Lookup(e.Class)
@@ -407,20 +259,7 @@ func (n *Node) deliverAlarm(e alarmstore.Entry) bool {
 		n.log.Error("alarm of unregistered class left pending", "class", e.Class, "id", e.ID)
 		return false
 	}
-	id, err := durable.IDFromString(e.Class, e.ID)
-	if err != nil {
-		n.log.Error("alarm index entry with invalid id skipped", "class", e.Class, "id", e.ID, "err", err)
-		return false
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	o := n.objectLocked(class, id, e.Partition)
-	if o == nil || o.delivered {
-		return false
-	}
-	o.delivered = true
-	o.signalAlarm()
-	return true
+	return n.tab.deliver(n.env, class, e.ID, e.Partition)
 }
 
 // sweepEvery is how often the node looks for idle objects: one ticker for
@@ -438,72 +277,23 @@ func (n *Node) evictLoop() {
 			return
 		case <-tick.Chan():
 		}
-		now := n.now()
-		n.mu.Lock()
-		for _, o := range n.objects {
-			switch {
-			case !o.idle(now):
-			case o.running:
-				// Busy with something else: it evicts itself when done.
-				select {
-				case o.evictSig <- struct{}{}:
-				default:
-				}
-			default:
-				o.evictParkedLocked()
-			}
-		}
-		n.mu.Unlock()
+		n.tab.sweep(n.now())
 	}
 }
 
 // ActiveObjects returns the number of objects in memory.
-func (n *Node) ActiveObjects() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return len(n.objects)
-}
+func (n *Node) ActiveObjects() int { return n.tab.size() }
 
-// OwnedPartitions returns the partitions this node owns.
-func (n *Node) OwnedPartitions() []int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := make([]int, 0, len(n.owned))
-	for p := range n.owned {
-		out = append(out, p)
-	}
-	return out
-}
+// ServedPartitions returns the partitions the node serves.
+func (n *Node) ServedPartitions() []int { return n.tab.served() }
 
-// LeaderTerm returns the node's election revision while it leads its data
-// center, else 0.
-func (n *Node) LeaderTerm() int64 {
-	if n.PartitionCount() == 0 {
-		return 0
-	}
-	return n.leader.Term()
-}
+// ScheduledAlarms returns the number of alarms held in the look-ahead window.
+func (n *Node) ScheduledAlarms() int { return n.sched.Size() }
 
-// ScheduledAlarms returns the number of alarms held in the look-ahead heap.
-func (n *Node) ScheduledAlarms() int { return n.sched.size() }
-
-// now is the node's clock.
-func (n *Node) now() time.Time { return n.cfg.Clock.Now() }
-
-// WaitReady blocks until the node owns at least one partition or ctx ends.
-func (n *Node) WaitReady(ctx context.Context) error {
-	for {
-		n.mu.Lock()
-		ready := len(n.owned) > 0
-		wait := n.changed
-		n.mu.Unlock()
-		if ready {
-			return nil
-		}
-		select {
-		case <-wait:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+// Quiet reports whether the node has nothing to do at its clock's current
+// time: no alarm due and undelivered (see alarmstore.Schedule.Quiet), no
+// object running an event, no commit queued or in flight. Tests that move
+// a fake clock wait until it holds before checking that nothing ran.
+func (n *Node) Quiet() bool {
+	return n.sched.Quiet() && n.tab.quiet() && n.env.commits.Idle()
 }

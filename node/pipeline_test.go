@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/client"
+	"github.com/durable-run/durable/node"
 )
 
 // commitGate holds the commits of one object in the committer until it is
@@ -55,7 +56,7 @@ func (g *commitGate) release(err error) {
 }
 
 type reply struct {
-	res Result
+	res node.Result
 	err error
 }
 
@@ -99,7 +100,7 @@ func TestPipelining(t *testing.T) {
 		s := newStoreT(t, nil)
 		const obj = "pipe"
 		s.mustRun(obj, putK("0")) // active, cached
-		before := s.h.n.CommitStats()
+		before := s.h.commitStats()
 		g := s.gateCommits(obj)
 		first := s.invokeAsync(obj, putK("1"))
 		<-g.held
@@ -135,7 +136,7 @@ func TestPipelining(t *testing.T) {
 		require.Equal(t, "4", string(r.res.Payload))
 		require.Equal(t, map[string]string{"k": "4"}, s.etcdData(obj))
 		// The three writes behind the held one were merged into one commit.
-		after := s.h.n.CommitStats()
+		after := s.h.commitStats()
 		require.EqualValues(t, 2, after.Requests-before.Requests)
 	})
 
@@ -168,7 +169,7 @@ func TestPipelining(t *testing.T) {
 		for name, ch := range map[string]<-chan reply{"a later write": second, "a read of the failed writes": read} {
 			r := <-ch
 			require.ErrorIs(t, r.err, durable.ErrObjectReset, name)
-			require.True(t, client.Retryable(ToStatus(r.err, "")), "%s is safe to retry", name)
+			require.True(t, client.Retryable(node.ToStatus(r.err, "")), "%s is safe to retry", name)
 			require.Nil(t, r.res.Payload, name)
 		}
 		s.setCommitHook(nil)
@@ -181,7 +182,7 @@ func TestPipelining(t *testing.T) {
 	t.Run("AnAlarmRunsOnlyOnDurableState", func(t *testing.T) {
 		s := newStoreT(t, nil)
 		const obj = "pipe-alarm"
-		due := s.h.clock.Now().Add(time.Second)
+		due := s.h.Clock.Now().Add(time.Second)
 		s.mustRun(obj, func(ctx context.Context, o *tObj) ([]byte, error) {
 			return nil, o.S().SetAlarm(ctx, due)
 		})
@@ -206,7 +207,7 @@ func TestPipelining(t *testing.T) {
 		require.NoError(t, (<-first).err)
 		require.Equal(t, "1", <-saw)
 		s.h.eventually(func() bool {
-			resp, err := s.h.client.Get(context.Background(), s.alarmKey(obj))
+			resp, err := s.h.Client.Get(context.Background(), s.alarmKey(obj))
 			return err == nil && len(resp.Kvs) == 0
 		}, "the alarm's success never committed")
 	})
@@ -220,9 +221,9 @@ func TestPipelining(t *testing.T) {
 		call := func() <-chan reply {
 			ch := make(chan reply, 1)
 			go func() {
-				ctx, cancel := context.WithTimeout(WithRequestID(context.Background(), "rid-1"), 20*time.Second)
+				ctx, cancel := context.WithTimeout(node.WithRequestID(context.Background(), "rid-1"), 20*time.Second)
 				defer cancel()
-				res, err := s.h.n.Invoke(ctx, tClass, Ref{Name: obj}, method, nil)
+				res, err := s.h.n().Invoke(ctx, tClass, node.Ref{Name: obj}, method, nil)
 				ch <- reply{res, err}
 			}()
 			return ch
@@ -245,7 +246,7 @@ func TestPipelining(t *testing.T) {
 		s := newStoreT(t, nil)
 		const obj = "pipe-hot"
 		const n = 100 // within the object's queue (128)
-		before := s.h.n.CommitStats()
+		before := s.h.commitStats()
 		var wg sync.WaitGroup
 		seen := make([]bool, n+1)
 		var mu sync.Mutex
@@ -268,7 +269,7 @@ func TestPipelining(t *testing.T) {
 		}
 		wg.Wait()
 		require.Equal(t, map[string]string{"mem": strconv.Itoa(n)}, s.etcdData(obj))
-		st := s.h.n.CommitStats()
+		st := s.h.commitStats()
 		t.Logf("%d increments committed in %d requests, %d Txns", n, st.Requests-before.Requests, st.Txns-before.Txns)
 	})
 }
@@ -276,14 +277,14 @@ func TestPipelining(t *testing.T) {
 // TestGroupCommitAcrossObjects: the writes of objects committing at the
 // same time share a Txn, and each caller's reply waits for its own commit.
 func TestGroupCommitAcrossObjects(t *testing.T) {
-	s := newStoreT(t, func(cfg *Config) { cfg.CommitParallelism = 1 })
+	s := newStoreT(t, func(cfg *node.Config) { cfg.CommitParallelism = 1 })
 	const n = 32
 	objs := make([]string, n)
 	for i := range objs {
 		objs[i] = fmt.Sprint("many-", i)
 		s.mustRun(objs[i], putK("0"))
 	}
-	before := s.h.n.CommitStats()
+	before := s.h.commitStats()
 	// The first object's commit is held in the only batch slot; the others
 	// queue behind it and must go together once it is through.
 	g := s.gateCommits(objs[0])
@@ -292,12 +293,8 @@ func TestGroupCommitAcrossObjects(t *testing.T) {
 	for _, obj := range objs[1:] {
 		replies = append(replies, s.invokeAsync(obj, putK("1")))
 	}
-	c := s.h.n.committer
-	s.h.eventually(func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return len(c.queue) == n-1
-	}, "the commits never queued")
+	c := s.h.Agent(0).Committer()
+	s.h.eventually(func() bool { return c.Queued() == n-1 }, "the commits never queued")
 	for i, ch := range replies[1:] {
 		notYet(t, ch, fmt.Sprint("the reply of ", objs[i+1]))
 	}
@@ -309,7 +306,7 @@ func TestGroupCommitAcrossObjects(t *testing.T) {
 	for _, obj := range objs {
 		require.Equal(t, map[string]string{"k": "1"}, s.etcdData(obj))
 	}
-	st := s.h.n.CommitStats()
+	st := s.h.commitStats()
 	require.EqualValues(t, n, st.Requests-before.Requests)
 	require.EqualValues(t, 2, st.Txns-before.Txns, "the queued commits were not sent as one Txn")
 }

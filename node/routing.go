@@ -9,13 +9,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/durable-run/durable"
-	"github.com/durable-run/durable/client"
 	durablev1 "github.com/durable-run/durable/proto/durable/v1"
 )
 
@@ -25,6 +22,31 @@ const maxHops = 3
 
 // hopsHeader carries the number of forwards so far.
 const hopsHeader = "durable-hops"
+
+// Ref addresses an object: by Name, or by ID in hex.
+type Ref struct {
+	Name string
+	ID   string
+}
+
+// Resolve validates class and ref and returns the class and the object's ID.
+func (n *Node) Resolve(className string, ref Ref) (Class, durable.ID, error) {
+	class, err := n.reg.Lookup(className)
+	if err != nil {
+		return Class{}, durable.ID{}, err
+	}
+	switch {
+	case ref.Name != "" && ref.ID != "":
+		return Class{}, durable.ID{}, durable.Invalidf("give an object name or an id, not both")
+	case ref.ID != "":
+		id, err := durable.IDFromString(class.Name, ref.ID)
+		return class, id, err
+	case ref.Name != "":
+		return class, durable.IDFromName(class.Name, ref.Name), nil
+	default:
+		return Class{}, durable.ID{}, durable.Invalidf("object name or id is required")
+	}
+}
 
 // Result is the reply to an invocation.
 type Result struct {
@@ -46,23 +68,20 @@ func (n *Node) Invoke(ctx context.Context, className string, ref Ref, method str
 
 // route is where an invocation of partition p goes now.
 type route struct {
-	local   bool
-	addr    string        // the owner's address, when another node owns p
-	changed chan struct{} // closed when the view changes
+	local bool
+	addr  string // the owner's address, when another node owns p
+	// changed and viewChanged are closed when the served partitions or the
+	// cluster view change.
+	changed, viewChanged <-chan struct{}
 }
 
+// route looks p up. The channels are taken before the state they guard, so
+// a change after the look-up always closes one of them.
 func (n *Node) route(p int) route {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	r := route{changed: n.changed}
-	if part := n.owned[p]; part != nil && !part.handoff && !n.stopping {
-		r.local = true
-		return r
-	}
-	if o, ok := n.owners[p]; ok && o.Node != n.cfg.ID {
-		if ni, ok := n.nodes[o.Node]; ok {
-			r.addr = ni.Address
-		}
+	r := route{viewChanged: n.member.Changed()}
+	r.local, r.changed = n.tab.local(p)
+	if !r.local {
+		r.addr = n.member.OwnerAddr(p)
 	}
 	return r
 }
@@ -80,12 +99,9 @@ func (n *Node) invoke(ctx context.Context, hops int, className string, ref Ref, 
 	if method == "" {
 		return Result{}, durable.Invalidf("method is required")
 	}
-	class, id, err := n.resolve(className, ref)
+	class, id, err := n.Resolve(className, ref)
 	if err != nil {
 		return Result{}, err
-	}
-	if n.PartitionCount() == 0 {
-		return Result{}, fmt.Errorf("%w: node is starting", durable.ErrUnavailable)
 	}
 	p := n.partitionOf(id)
 	// Every call carries a request id, so that retries here (a forward
@@ -95,10 +111,10 @@ func (n *Node) invoke(ctx context.Context, hops int, className string, ref Ref, 
 		ctx = WithRequestID(ctx, NewRequestID())
 	}
 	for {
-		if err := n.gate(ctx); err != nil {
+		if err := n.member.Gate(ctx); err != nil {
 			return Result{}, err
 		}
-		if !n.leaseValid() {
+		if !n.member.LeaseValid() {
 			return Result{}, fmt.Errorf("%w: node %s cannot confirm its lease", durable.ErrUnavailable, n.cfg.ID)
 		}
 		r := n.route(p)
@@ -115,7 +131,10 @@ func (n *Node) invoke(ctx context.Context, hops int, className string, ref Ref, 
 			retry = true
 		case r.addr != "" && hops < maxHops:
 			res, err := n.forward(ctx, r.addr, hops+1, class.Name, ref, id, method, payload)
-			if err == nil || !retryableRemote(err) {
+			// The owner could not be reached or does not own p (any more):
+			// nothing was applied there, or the request id makes the
+			// retry return what was.
+			if !errors.Is(err, durable.ErrUnavailable) && !errors.Is(err, durable.ErrOwnershipLost) {
 				return res, err
 			}
 			retry = true
@@ -124,15 +143,15 @@ func (n *Node) invoke(ctx context.Context, hops int, className string, ref Ref, 
 		}
 		// Wait for the view to change (a new owner) or, after a failed
 		// attempt, briefly, since the view may already be current.
-		if err := waitView(ctx, r.changed, retry); err != nil {
+		if err := waitView(ctx, r, retry); err != nil {
 			return Result{}, fmt.Errorf("%w: partition %d has no reachable owner: %w", durable.ErrUnavailable, p, err)
 		}
 	}
 }
 
-// waitView waits until changed is closed or ctx ends; after a failed attempt
+// waitView waits until r's view changes or ctx ends; after a failed attempt
 // (retry) at most 20 ms, since the view may already be current.
-func waitView(ctx context.Context, changed <-chan struct{}, retry bool) error {
+func waitView(ctx context.Context, r route, retry bool) error {
 	var pause <-chan time.Time
 	if retry {
 		t := time.NewTimer(20 * time.Millisecond)
@@ -140,7 +159,8 @@ func waitView(ctx context.Context, changed <-chan struct{}, retry bool) error {
 		pause = t.C
 	}
 	select {
-	case <-changed:
+	case <-r.changed:
+	case <-r.viewChanged:
 	case <-pause:
 	case <-ctx.Done():
 		return ctx.Err()
@@ -151,21 +171,9 @@ func waitView(ctx context.Context, changed <-chan struct{}, retry bool) error {
 // invokeLocal runs the invocation on this node's object.
 func (n *Node) invokeLocal(ctx context.Context, class Class, id durable.ID, p int, name, method string, payload []byte) (Result, error) {
 	c := &call{ctx: ctx, method: method, payload: payload, name: name, rid: requestIDFrom(ctx), reply: make(chan callResult, 1)}
-	n.mu.Lock()
-	o := n.objectLocked(class, id, p)
-	if o == nil {
-		n.mu.Unlock()
-		return Result{}, fmt.Errorf("%w: partition %d is not served here", durable.ErrOwnershipLost, p)
+	if err := n.tab.enqueue(n.env, class, id, p, c); err != nil {
+		return Result{}, err
 	}
-	c.seq = o.arrivals.Add(1)
-	select {
-	case o.mailbox <- c:
-	default:
-		n.mu.Unlock()
-		return Result{}, fmt.Errorf("%w: %d events already queued for %s/%s", durable.ErrOverloaded, n.cfg.QueueSize, class.Name, id)
-	}
-	n.wakeLocked(o)
-	n.mu.Unlock()
 	select {
 	case r := <-c.reply:
 		return Result{Payload: r.payload, ID: id, Owner: n.cfg.Advertise}, r.err
@@ -190,25 +198,9 @@ func (n *Node) forward(ctx context.Context, addr string, hops int, class string,
 		Class: class, Object: obj, Method: method, Payload: payload, RequestId: requestIDFrom(ctx),
 	})
 	if err != nil {
-		return Result{}, err
+		return Result{}, FromStatus(err)
 	}
 	return Result{Payload: resp.GetPayload(), ID: id, Owner: resp.GetOwner()}, nil
-}
-
-// retryableRemote reports whether a forwarded call failed in a way that
-// means "try the partition's next owner": the peer was unreachable or said
-// it does not own the partition. An unreachable peer may have run the call
-// before the connection broke; its request id makes the retry return that
-// run's reply instead of running again.
-func retryableRemote(err error) bool {
-	if errors.Is(err, durable.ErrUnavailable) {
-		return true
-	}
-	d := client.Detail(err)
-	if d == nil {
-		return status.Code(err) == codes.Unavailable
-	}
-	return d.GetRetryable() && (d.GetReason() == "OWNERSHIP_LOST" || d.GetReason() == "UNAVAILABLE")
 }
 
 // hopsFrom reads the forward count of an incoming call.

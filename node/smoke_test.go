@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/durable-run/durable"
+	"github.com/durable-run/durable/node"
 )
 
 type counter struct{ st durable.State }
@@ -28,11 +29,11 @@ func (c *counter) Invoke(ctx context.Context, method string, payload []byte) ([]
 }
 
 func TestSmokeCounter(t *testing.T) {
-	h := newHarness(t, func(cfg *Config, reg *Registry) {
-		require.NoError(t, RegisterClass(reg, "C", func(_ context.Context, st durable.State) (*counter, error) {
+	h := newHarness(t, func(cfg *node.Config, reg *node.Registry) {
+		require.NoError(t, node.RegisterClass(reg, "C", func(_ context.Context, st durable.State) (*counter, error) {
 			return &counter{st: st}, nil
 		}))
-	}).start()
+	})
 	require.Equal(t, "1", h.mustInvoke("C", "a", "inc", ""))
 	require.Equal(t, "2", h.mustInvoke("C", "a", "inc", ""))
 	require.Equal(t, "1", h.mustInvoke("C", "b", "inc", ""))

@@ -7,43 +7,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
 	"github.com/durable-run/durable/keyspace"
 )
-
-// write is a buffered write: a value, or a deletion.
-type write struct {
-	val []byte
-	del bool
-}
-
-// eventTx buffers the writes of one event (storage and alarm). Guarded by the
-// object's smu.
-type eventTx struct {
-	gen     uint64
-	token   int64
-	inAlarm bool
-
-	writes  map[string]write // user key → buffered write
-	cleared bool             // DeleteAll ran: keys not in writes are gone
-
-	alarmTouched bool      // SetAlarm or DeleteAlarm ran
-	alarmDue     time.Time // the alarm set (zero: deleted)
-
-	broken error // BlockConcurrencyWhile or Sync failed: the event must fail
-}
-
-func (tx *eventTx) snapshot() *eventTx {
-	c := *tx
-	c.writes = make(map[string]write, len(tx.writes))
-	for k, v := range tx.writes {
-		c.writes[k] = v
-	}
-	return &c
-}
 
 // storageError marks an error of the storage layer itself (etcd unreachable,
 // a read cancelled), as opposed to the handler's own. Handlers usually return
@@ -62,30 +32,23 @@ type state struct {
 	h *storageHandle
 }
 
-func (s *state) ID() durable.ID { return s.o.id }
-func (s *state) Name() string {
-	s.o.smu.Lock()
-	defer s.o.smu.Unlock()
-	return s.o.name
-}
+func (s *state) ID() durable.ID           { return s.o.key.id }
+func (s *state) Name() string             { return s.o.pl.objectName() }
 func (s *state) Storage() durable.Storage { return s.h }
+func (s *state) Clock() clockwork.Clock   { return s.o.env.clock }
 
 func (s *state) BlockConcurrencyWhile(ctx context.Context, fn func(ctx context.Context) error) error {
 	o := s.o
 	// Events of an object already run one at a time; what this adds is the
 	// 30 s limit and the reset of the object when fn fails.
-	_, err, how := o.runHandler(ctx, o.n.cfg.BlockTimeout, func(ctx context.Context) ([]byte, error) {
+	_, err, how := o.runHandler(ctx, o.env.cfg.BlockTimeout, func(ctx context.Context) ([]byte, error) {
 		return nil, fn(ctx)
 	})
 	if how == outcomeOK {
 		return nil
 	}
 	broken := fmt.Errorf("%w: BlockConcurrencyWhile: %w", durable.ErrObjectReset, err)
-	o.smu.Lock()
-	if o.cur != nil && o.cur.gen == s.h.gen && o.cur.broken == nil {
-		o.cur.broken = broken
-	}
-	o.smu.Unlock()
+	o.pl.breakEvent(s.h.gen, broken)
 	return broken
 }
 
@@ -96,15 +59,28 @@ type storageHandle struct {
 }
 
 // txLocked returns the event in progress if the handle is still valid.
-// Caller holds o.smu.
+// Caller holds pipeline.mu.
 func (h *storageHandle) txLocked() (*eventTx, error) {
-	if h.o.gen != h.gen {
+	pl := &h.o.pl
+	if pl.gen != h.gen {
 		return nil, fmt.Errorf("%w: storage handle of a previous instance", durable.ErrObjectReset)
 	}
-	if h.o.cur == nil || h.o.cur.gen != h.gen {
+	if pl.cur == nil || pl.cur.gen != h.gen {
 		return nil, durable.ErrNotInEvent
 	}
-	return h.o.cur, nil
+	return pl.cur, nil
+}
+
+// lock takes the pipeline's lock and returns the event in progress.
+func (h *storageHandle) lock() (*pipeline, *eventTx, error) {
+	pl := &h.o.pl
+	pl.mu.Lock()
+	tx, err := h.txLocked()
+	if err != nil {
+		pl.mu.Unlock()
+		return nil, nil, err
+	}
+	return pl, tx, nil
 }
 
 func checkKey(key string) error {
@@ -136,10 +112,6 @@ func checkKeys(keys []string) error {
 	return nil
 }
 
-func (h *storageHandle) dataKey(key string) string {
-	return h.o.n.keys.DataPrefix(h.o.p, h.o.key.class, h.o.key.id) + key
-}
-
 func (h *storageHandle) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	if err := checkKey(key); err != nil {
 		return nil, false, err
@@ -159,20 +131,17 @@ func (h *storageHandle) GetMany(ctx context.Context, keys []string) (map[string]
 	return h.getMany(ctx, keys)
 }
 
-// getMany resolves keys from the event's writes, then the object's cache, then
-// etcd (one Txn for all misses).
+// getMany resolves keys from the event's writes, then the pending stages and
+// the committed cache, then etcd (one group read for all misses).
 func (h *storageHandle) getMany(ctx context.Context, keys []string) (map[string][]byte, error) {
-	o := h.o
-	out := make(map[string][]byte, len(keys))
-	var misses []string
-	o.smu.Lock()
-	tx, err := h.txLocked()
+	pl, tx, err := h.lock()
 	if err != nil {
-		o.smu.Unlock()
 		return nil, err
 	}
+	out := make(map[string][]byte, len(keys))
+	var misses []string
 	for _, k := range keys {
-		if v, ok, decided := o.lookupLocked(tx, k); decided {
+		if v, ok, decided := pl.lookupLocked(tx, k); decided {
 			if ok {
 				out[k] = clone(v)
 			}
@@ -180,64 +149,37 @@ func (h *storageHandle) getMany(ctx context.Context, keys []string) (map[string]
 		}
 		misses = append(misses, k)
 	}
-	o.smu.Unlock()
+	pl.mu.Unlock()
 	if len(misses) == 0 {
 		return out, nil
 	}
 	full := make([]string, len(misses))
 	for i, k := range misses {
-		full[i] = h.dataKey(k)
+		full[i] = pl.dataPre + k
 	}
-	kvs, err := o.n.reader.get(ctx, full...)
+	kvs, err := pl.env.reads.Get(ctx, full...)
 	if err != nil {
 		return nil, &storageError{err}
 	}
-	o.smu.Lock()
-	defer o.smu.Unlock()
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
 	if _, err := h.txLocked(); err != nil {
 		return nil, err
 	}
-	if len(o.cache)+len(misses) > maxCacheEntries {
-		o.cache = map[string]cacheEntry{}
+	if len(pl.cache)+len(misses) > maxCacheEntries {
+		pl.cache = map[string]cacheEntry{}
 	}
 	// No pending stage holds a missed key (only this event could have
 	// staged one since), so etcd's value is the committed one.
 	for i, k := range misses {
 		if kvs[i] == nil {
-			o.cache[k] = cacheEntry{}
+			pl.cache[k] = cacheEntry{}
 			continue
 		}
-		o.cache[k] = cacheEntry{val: kvs[i].Value, ok: true}
+		pl.cache[k] = cacheEntry{val: kvs[i].Value, ok: true}
 		out[k] = clone(kvs[i].Value)
 	}
 	return out, nil
-}
-
-// lookupLocked resolves key k from the event's buffer, the pending stages
-// (newest first) and the committed cache; decided is false when none of them
-// knows k and etcd must be read. Caller holds o.smu.
-func (o *object) lookupLocked(tx *eventTx, k string) (val []byte, ok, decided bool) {
-	if w, hit := tx.writes[k]; hit {
-		return w.val, !w.del, true
-	}
-	if tx.cleared {
-		return nil, false, true
-	}
-	for _, s := range [2]*stage{o.next, o.flight} {
-		if s == nil {
-			continue
-		}
-		if w, hit := s.writes[k]; hit {
-			return w.val, !w.del, true
-		}
-		if s.cleared {
-			return nil, false, true
-		}
-	}
-	if c, hit := o.cache[k]; hit {
-		return c.val, c.ok, true
-	}
-	return nil, false, false
 }
 
 func clone(b []byte) []byte {
@@ -263,12 +205,11 @@ func (h *storageHandle) PutMany(ctx context.Context, entries map[string][]byte) 
 			return err
 		}
 	}
-	h.o.smu.Lock()
-	defer h.o.smu.Unlock()
-	tx, err := h.txLocked()
+	pl, tx, err := h.lock()
 	if err != nil {
 		return err
 	}
+	defer pl.mu.Unlock()
 	for k, v := range entries {
 		tx.writes[k] = write{val: clone(v)}
 	}
@@ -295,12 +236,11 @@ func (h *storageHandle) deleteMany(ctx context.Context, keys []string) (int, err
 	if err != nil {
 		return 0, err
 	}
-	h.o.smu.Lock()
-	defer h.o.smu.Unlock()
-	tx, err := h.txLocked()
+	pl, tx, err := h.lock()
 	if err != nil {
 		return 0, err
 	}
+	defer pl.mu.Unlock()
 	n := 0
 	seen := map[string]bool{}
 	for _, k := range keys {
@@ -314,12 +254,11 @@ func (h *storageHandle) deleteMany(ctx context.Context, keys []string) (int, err
 }
 
 func (h *storageHandle) DeleteAll(ctx context.Context) error {
-	h.o.smu.Lock()
-	defer h.o.smu.Unlock()
-	tx, err := h.txLocked()
+	pl, tx, err := h.lock()
 	if err != nil {
 		return err
 	}
+	defer pl.mu.Unlock()
 	tx.cleared = true
 	tx.writes = map[string]write{}
 	return nil
@@ -365,14 +304,11 @@ func (h *storageHandle) List(ctx context.Context, opts durable.ListOptions) ([]d
 	if err != nil {
 		return nil, err
 	}
-	o := h.o
-	merged := map[string][]byte{}
-	o.smu.Lock()
-	tx, err := h.txLocked()
+	pl, tx, err := h.lock()
 	if err != nil {
-		o.smu.Unlock()
 		return nil, err
 	}
+	merged := map[string][]byte{}
 	// The layers over the committed state, oldest first: pending stages,
 	// then the event's buffer. A layer that cleared everything hides etcd
 	// and the layers below it.
@@ -381,7 +317,7 @@ func (h *storageHandle) List(ctx context.Context, opts durable.ListOptions) ([]d
 		cleared bool
 	}
 	layers := make([]layer, 0, 3)
-	for _, s := range [2]*stage{o.flight, o.next} {
+	for _, s := range [2]*stage{pl.flight, pl.next} {
 		if s != nil {
 			layers = append(layers, layer{s.writes, s.cleared})
 		}
@@ -409,10 +345,10 @@ func (h *storageHandle) List(ctx context.Context, opts durable.ListOptions) ([]d
 			hidden++
 		}
 	}
-	o.smu.Unlock()
+	pl.mu.Unlock()
 
 	if !cleared && (hi == "" || lo < hi) {
-		prefix := o.n.keys.DataPrefix(o.p, o.key.class, o.key.id)
+		prefix := pl.dataPre
 		end := keyspace.PrefixEnd(prefix)
 		if hi != "" {
 			end = prefix + hi
@@ -425,16 +361,16 @@ func (h *storageHandle) List(ctx context.Context, opts durable.ListOptions) ([]d
 		if opts.Reverse {
 			ropts = append(ropts, clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))
 		}
-		resp, err := o.n.client.Get(ctx, prefix+lo, ropts...)
+		resp, err := pl.env.kv.Get(ctx, prefix+lo, ropts...)
 		if err != nil {
 			return nil, &storageError{err}
 		}
 		for _, kv := range resp.Kvs {
 			merged[strings.TrimPrefix(string(kv.Key), prefix)] = kv.Value
 		}
-		o.smu.Lock()
+		pl.mu.Lock()
 		_, err = h.txLocked()
-		o.smu.Unlock()
+		pl.mu.Unlock()
 		if err != nil {
 			return nil, err
 		}
@@ -467,17 +403,15 @@ func (h *storageHandle) List(ctx context.Context, opts durable.ListOptions) ([]d
 }
 
 func (h *storageHandle) Transaction(ctx context.Context, fn func(tx durable.Storage) error) error {
-	h.o.smu.Lock()
-	tx, err := h.txLocked()
+	pl, tx, err := h.lock()
 	if err != nil {
-		h.o.smu.Unlock()
 		return err
 	}
 	saved := tx.snapshot()
-	h.o.smu.Unlock()
+	pl.mu.Unlock()
 	if err := fn(h); err != nil {
-		h.o.smu.Lock()
-		defer h.o.smu.Unlock()
+		pl.mu.Lock()
+		defer pl.mu.Unlock()
 		if cur, err2 := h.txLocked(); err2 == nil && cur == tx {
 			tx.writes, tx.cleared = saved.writes, saved.cleared
 			tx.alarmTouched, tx.alarmDue = saved.alarmTouched, saved.alarmDue
@@ -488,53 +422,47 @@ func (h *storageHandle) Transaction(ctx context.Context, fn func(tx durable.Stor
 }
 
 func (h *storageHandle) Sync(ctx context.Context) error {
-	o := h.o
-	o.smu.Lock()
-	tx, err := h.txLocked()
+	pl, tx, err := h.lock()
 	if err != nil {
-		o.smu.Unlock()
 		return err
 	}
 	// The writes so far leave the buffer for a stage of their own.
 	part := *tx
 	tx.writes, tx.cleared = map[string]write{}, false
-	alarm := alarmState{keep: true}
+	var alarm alarmChange
 	if tx.alarmTouched {
-		alarm = alarmState{record: o.freshRecordLocked(tx.alarmDue)}
+		alarm = alarmChange{set: true, record: pl.freshRecordLocked(tx.alarmDue)}
 	}
-	o.smu.Unlock()
-	if err := o.stageAndWait(eventCommit{tx: &part, alarm: alarm}); err != nil {
+	pl.mu.Unlock()
+	if err := pl.stageAndWait(eventCommit{tx: &part, alarm: alarm}); err != nil {
 		// The writes of the event are now in an unknown or failed state; the
 		// whole event must fail.
-		o.smu.Lock()
+		pl.mu.Lock()
 		if tx.broken == nil {
 			tx.broken = err
 		}
-		o.smu.Unlock()
+		pl.mu.Unlock()
 		return err
 	}
 	return nil
 }
 
 func (h *storageHandle) GetAlarm(ctx context.Context) (time.Time, bool, error) {
-	o := h.o
-	o.smu.Lock()
-	tx, err := h.txLocked()
+	pl, tx, err := h.lock()
 	if err != nil {
-		o.smu.Unlock()
 		return time.Time{}, false, err
 	}
 	switch {
 	case tx.alarmTouched:
 		due := tx.alarmDue
-		o.smu.Unlock()
+		pl.mu.Unlock()
 		return due, !due.IsZero(), nil
 	case tx.inAlarm:
-		o.smu.Unlock()
+		pl.mu.Unlock()
 		return time.Time{}, false, nil
 	}
-	o.smu.Unlock()
-	rec, err := o.loadAlarm(ctx)
+	pl.mu.Unlock()
+	rec, err := pl.loadAlarm(ctx)
 	if err != nil || rec == nil {
 		return time.Time{}, false, err
 	}
@@ -548,7 +476,7 @@ func (h *storageHandle) SetAlarm(ctx context.Context, t time.Time) error {
 	if !h.o.class.HasAlarm {
 		return fmt.Errorf("%w: %q", durable.ErrNoAlarmHandler, h.o.class.Name)
 	}
-	return h.touchAlarm(ceilMillis(t))
+	return h.touchAlarm(alarmstore.CeilMillis(t))
 }
 
 func (h *storageHandle) DeleteAlarm(ctx context.Context) error {
@@ -556,88 +484,11 @@ func (h *storageHandle) DeleteAlarm(ctx context.Context) error {
 }
 
 func (h *storageHandle) touchAlarm(due time.Time) error {
-	h.o.smu.Lock()
-	defer h.o.smu.Unlock()
-	tx, err := h.txLocked()
+	pl, tx, err := h.lock()
 	if err != nil {
 		return err
 	}
+	defer pl.mu.Unlock()
 	tx.alarmTouched, tx.alarmDue = true, due
 	return nil
-}
-
-// loadAlarm returns the object's alarm as its events see it: the last
-// staged change, else the committed record, read once per instance. The
-// record is authoritative while the node owns the partition.
-func (o *object) loadAlarm(ctx context.Context) (*alarmstore.Record, error) {
-	o.smu.Lock()
-	if rec, ok := o.knownAlarmLocked(); ok {
-		o.smu.Unlock()
-		return rec, nil
-	}
-	gen := o.gen
-	o.smu.Unlock()
-	kvs, err := o.n.reader.get(ctx, o.n.keys.Alarm(o.p, o.key.class, o.key.id))
-	if err != nil {
-		return nil, &storageError{err}
-	}
-	var rec *alarmstore.Record
-	if kvs[0] != nil {
-		if rec, err = alarmstore.Decode(o.p, o.key.class, o.key.id, kvs[0].Value); err != nil {
-			return nil, &storageError{err}
-		}
-	}
-	o.smu.Lock()
-	defer o.smu.Unlock()
-	if o.gen != gen {
-		return nil, fmt.Errorf("%w: while reading the alarm", durable.ErrObjectReset)
-	}
-	o.alarm, o.alarmLoaded = rec, true
-	return rec, nil
-}
-
-// knownAlarmLocked returns the alarm after the pending stages, if the
-// object knows it without reading etcd. Caller holds o.smu.
-func (o *object) knownAlarmLocked() (*alarmstore.Record, bool) {
-	for _, s := range [2]*stage{o.next, o.flight} {
-		if s != nil && s.alarmTouched {
-			return s.alarm, true
-		}
-	}
-	return o.alarm, o.alarmLoaded
-}
-
-// loadName reads the name the object was created under if it is not known.
-func (o *object) loadName(ctx context.Context) error {
-	o.smu.Lock()
-	known := o.name != "" || o.nameStored
-	o.smu.Unlock()
-	if known {
-		return nil
-	}
-	kvs, err := o.n.reader.get(ctx, o.n.keys.Object(o.p, o.key.class, o.key.id))
-	if err != nil {
-		return &storageError{err}
-	}
-	o.smu.Lock()
-	defer o.smu.Unlock()
-	if kvs[0] != nil {
-		o.name, o.nameStored = string(kvs[0].Value), true
-	}
-	return nil
-}
-
-// alarmOpsLocked returns the ops that turn the committed alarm into want.
-func (o *object) alarmOpsLocked(want *alarmstore.Record) []clientv3.Op {
-	have := o.alarm
-	switch {
-	case want == nil && have == nil:
-		return nil
-	case want == nil:
-		return o.n.alarms.DeleteOps(*have)
-	case have != nil && *have == *want:
-		return nil
-	default:
-		return o.n.alarms.PutOps(have, *want)
-	}
 }

@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"bytes"
@@ -22,6 +22,8 @@ import (
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/client"
+	"github.com/durable-run/durable/commit"
+	"github.com/durable-run/durable/node"
 )
 
 // ---------------------------------------------------------------------------
@@ -81,15 +83,15 @@ type storeT struct {
 	factoryRuns atomic.Int64
 }
 
-func newStoreT(t *testing.T, setup func(cfg *Config)) *storeT {
+func newStoreT(t *testing.T, setup func(cfg *node.Config)) *storeT {
 	t.Helper()
 	s := &storeT{t: t, fns: map[string]eventFn{}}
-	s.h = newHarness(t, func(cfg *Config, reg *Registry) {
+	s.h = newHarness(t, func(cfg *node.Config, reg *node.Registry) {
 		if setup != nil {
 			setup(cfg)
 		}
-		require.NoError(t, RegisterClass(reg, tClass, s.factory))
-	}).start()
+		require.NoError(t, node.RegisterClass(reg, tClass, s.factory))
+	})
 	return s
 }
 
@@ -131,12 +133,12 @@ func (s *storeT) unregister(method string) {
 
 // invoke runs fn as one invocation of object name and returns the node's
 // result. Safe to call from any goroutine.
-func (s *storeT) invoke(name string, fn eventFn) (Result, error) {
+func (s *storeT) invoke(name string, fn eventFn) (node.Result, error) {
 	method := s.register(fn)
 	defer s.unregister(method)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return s.h.n.Invoke(ctx, tClass, Ref{Name: name}, method, nil)
+	return s.h.n().Invoke(ctx, tClass, node.Ref{Name: name}, method, nil)
 }
 
 func (s *storeT) run(name string, fn eventFn) ([]byte, error) {
@@ -178,16 +180,16 @@ func inc(ctx context.Context, o *tObj) ([]byte, error) {
 
 func (s *storeT) id(name string) durable.ID { return durable.IDFromName(tClass, name) }
 
-func (s *storeT) part(name string) int { return s.id(name).Partition(s.h.n.PartitionCount()) }
+func (s *storeT) part(name string) int { return s.id(name).Partition(s.h.n().PartitionCount()) }
 
 func (s *storeT) dataPrefix(name string) string {
-	return s.h.n.Keys().DataPrefix(s.part(name), tClass, s.id(name).String())
+	return s.h.n().Keys().DataPrefix(s.part(name), tClass, s.id(name).String())
 }
 
 func (s *storeT) dataKey(name, key string) string { return s.dataPrefix(name) + key }
 
 func (s *storeT) alarmKey(name string) string {
-	return s.h.n.Keys().Alarm(s.part(name), tClass, s.id(name).String())
+	return s.h.n().Keys().Alarm(s.part(name), tClass, s.id(name).String())
 }
 
 func etcdCtx() (context.Context, context.CancelFunc) {
@@ -200,7 +202,7 @@ func (s *storeT) etcdData(name string) map[string]string {
 	ctx, cancel := etcdCtx()
 	defer cancel()
 	prefix := s.dataPrefix(name)
-	resp, err := s.h.client.Get(ctx, prefix, clientv3.WithPrefix())
+	resp, err := s.h.Client.Get(ctx, prefix, clientv3.WithPrefix())
 	require.NoError(s.t, err)
 	out := map[string]string{}
 	for _, kv := range resp.Kvs {
@@ -211,7 +213,7 @@ func (s *storeT) etcdData(name string) map[string]string {
 
 // etcdGet reads one raw etcd key; nil if absent. Usable from handlers.
 func (s *storeT) etcdGet(ctx context.Context, key string) (*clientv3.GetResponse, error) {
-	return s.h.client.Get(ctx, key)
+	return s.h.Client.Get(ctx, key)
 }
 
 // written returns every object-related key of the cluster (storage, object
@@ -222,7 +224,7 @@ func (s *storeT) written() map[string]int64 {
 	ctx, cancel := etcdCtx()
 	defer cancel()
 	prefix := s.h.cfg.Prefix
-	resp, err := s.h.client.Get(ctx, prefix, clientv3.WithPrefix())
+	resp, err := s.h.Client.Get(ctx, prefix, clientv3.WithPrefix())
 	require.NoError(s.t, err)
 	out := map[string]int64{}
 	for _, kv := range resp.Kvs {
@@ -239,14 +241,11 @@ func (s *storeT) written() map[string]int64 {
 // queued returns how many calls wait in the mailbox of object name (-1: not
 // active).
 func (s *storeT) queued(name string) int {
-	n := s.h.n
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	o := n.objects[objKey{class: tClass, id: s.id(name).String()}]
-	if o == nil {
+	active, calls, _ := s.h.n().Mailbox(tClass, s.id(name))
+	if !active {
 		return -1
 	}
-	return len(o.mailbox)
+	return calls
 }
 
 func bytesMap(kv map[string]string) map[string][]byte {
@@ -486,7 +485,7 @@ func TestStorageBasics(t *testing.T) {
 
 	t.Run("DeleteAllKeepsAlarm", func(t *testing.T) {
 		const obj = "deleteall-alarm"
-		at := s.h.clock.Now().Add(time.Hour)
+		at := s.h.Clock.Now().Add(time.Hour)
 		s.mustDo(obj, func(ctx context.Context, st durable.Storage) error {
 			assert.NoError(t, st.Put(ctx, "a", []byte("1")))
 			return st.SetAlarm(ctx, at)
@@ -601,7 +600,7 @@ func TestStorageBasics(t *testing.T) {
 // Storage used outside an event of its object fails, and a handle of an
 // evicted instance fails with ErrObjectReset.
 func TestStorageOutsideEvent(t *testing.T) {
-	s := newStoreT(t, func(cfg *Config) { cfg.IdleTimeout = 10 * time.Second })
+	s := newStoreT(t, func(cfg *node.Config) { cfg.IdleTimeout = 10 * time.Second })
 	var stash durable.Storage
 	s.mustDo("o", func(ctx context.Context, st durable.Storage) error {
 		stash = st
@@ -621,7 +620,7 @@ func TestStorageOutsideEvent(t *testing.T) {
 
 	s.h.eventually(func() bool {
 		s.h.advance(time.Second)
-		return s.h.n.ActiveObjects() == 0
+		return s.h.n().ActiveObjects() == 0
 	}, "object never evicted")
 	_, _, err = stash.Get(ctx, "k")
 	require.ErrorIs(t, err, durable.ErrObjectReset)
@@ -797,7 +796,7 @@ func TestStorageLimits(t *testing.T) {
 			assert.NoError(t, st.Put(ctx, "a", small))
 			assert.NoError(t, st.PutMany(ctx, map[string][]byte{"b": small, "c": small}))
 			_, _ = st.Delete(ctx, "pre")
-			assert.NoError(t, st.SetAlarm(ctx, s.h.clock.Now().Add(time.Hour)))
+			assert.NoError(t, st.SetAlarm(ctx, s.h.Clock.Now().Add(time.Hour)))
 			err := st.Put(ctx, "d", val128K1)
 			assert.ErrorIs(t, err, durable.ErrInvalidArgument)
 			return nil, err
@@ -1477,7 +1476,7 @@ func TestStorageTransaction(t *testing.T) {
 
 	t.Run("AlarmRolledBack", func(t *testing.T) {
 		const obj = "tx-alarm"
-		at := s.h.clock.Now().Add(time.Hour)
+		at := s.h.Clock.Now().Add(time.Hour)
 		s.mustDo(obj, func(ctx context.Context, st durable.Storage) error { return st.SetAlarm(ctx, at) })
 		ctx, cancel := etcdCtx()
 		defer cancel()
@@ -1562,7 +1561,7 @@ func TestStorageAtomicEvent(t *testing.T) {
 				assert.NoError(t, st.Transaction(ctx, func(tx durable.Storage) error {
 					return tx.Put(ctx, "tx", []byte("x"))
 				}))
-				assert.NoError(t, st.SetAlarm(ctx, s.h.clock.Now().Add(time.Hour)))
+				assert.NoError(t, st.SetAlarm(ctx, s.h.Clock.Now().Add(time.Hour)))
 				return []byte("never"), tc.fail()
 			})
 			require.Error(t, err)
@@ -1607,7 +1606,7 @@ func TestStorageAtomicEvent(t *testing.T) {
 // setCommitHook installs n.beforeCommit. The hook is read by object
 // goroutines without a lock: install and clear it only while no event can be
 // committing, and let a channel operation (the invocation) order it.
-func (s *storeT) setCommitHook(fn func(ops []clientv3.Op) error) { s.h.n.committer.before = fn }
+func (s *storeT) setCommitHook(fn func(ops []clientv3.Op) error) { s.h.setCommitHook(fn) }
 
 func TestStorageOutputGate(t *testing.T) {
 	errInjected := errors.New("injected commit failure")
@@ -1661,7 +1660,7 @@ func TestStorageOutputGate(t *testing.T) {
 
 		started, release := make(chan struct{}), make(chan struct{})
 		type reply struct {
-			res Result
+			res node.Result
 			err error
 		}
 		first := make(chan reply, 1)
@@ -1698,8 +1697,8 @@ func TestStorageOutputGate(t *testing.T) {
 			require.Error(t, r.err, "a call queued behind a failed commit succeeded")
 			require.ErrorIs(t, r.err, durable.ErrObjectReset)
 			require.NotErrorIs(t, r.err, durable.ErrCommitUnknown, "a call that never ran is not of unknown outcome")
-			require.Equal(t, "OBJECT_RESET", client.Detail(ToStatus(r.err, "")).GetReason())
-			require.True(t, client.Retryable(ToStatus(r.err, "")), "a call that never ran is safe to retry")
+			require.Equal(t, "OBJECT_RESET", client.Detail(node.ToStatus(r.err, "")).GetReason())
+			require.True(t, client.Retryable(node.ToStatus(r.err, "")), "a call that never ran is safe to retry")
 			require.Nil(t, r.res.Payload)
 		}
 		s.setCommitHook(nil)
@@ -1778,7 +1777,7 @@ func TestStorageFencing(t *testing.T) {
 			const obj = "fence"
 			require.Equal(t, "1", string(s.mustRun(obj, inc)))
 			p := s.part(obj)
-			old := s.h.n.token(p)
+			old := s.h.n().Token(p)
 			require.NotZero(t, old)
 			runs := s.factoryRuns.Load()
 			before := s.written()
@@ -1822,10 +1821,10 @@ func TestStorageFencing(t *testing.T) {
 			}()
 			<-started
 
-			_, err = s.h.client.Delete(ctx, s.h.n.Keys().Owner(p))
+			_, err = s.h.Client.Delete(ctx, s.h.n().Keys().Owner(p))
 			require.NoError(t, err)
-			s.h.eventually(func() bool { tok := s.h.n.token(p); return tok != 0 && tok != old }, "partition never re-claimed")
-			newTok := s.h.n.token(p)
+			s.h.eventually(func() bool { tok := s.h.n().Token(p); return tok != 0 && tok != old }, "partition never re-claimed")
+			newTok := s.h.n().Token(p)
 
 			close(release)
 			r := <-done
@@ -1863,22 +1862,58 @@ func TestStorageFencing(t *testing.T) {
 		})
 	}
 
+	t.Run("OwnerDeletedCancelsTheRunningHandler", func(t *testing.T) {
+		// A handler running when its tenure ends has its context cancelled
+		// with ErrOwnershipLost (nothing it does can commit); the call
+		// follows the partition and runs again on the next tenure.
+		s := newStoreT(t, nil)
+		const obj = "fence-abort"
+		s.mustRun(obj, inc) // active
+		p := s.part(obj)
+		old := s.h.n().Token(p)
+		started := make(chan struct{})
+		var first atomic.Bool
+		var cause error
+		res := make(chan error, 1)
+		go func() {
+			_, err := s.run(obj, func(ctx context.Context, o *tObj) ([]byte, error) {
+				if first.CompareAndSwap(false, true) {
+					close(started)
+					<-ctx.Done()
+					cause = context.Cause(ctx)
+					return nil, ctx.Err()
+				}
+				return inc(ctx, o)
+			})
+			res <- err
+		}()
+		<-started
+		ctx, cancel := etcdCtx()
+		defer cancel()
+		_, err := s.h.Client.Delete(ctx, s.h.n().Keys().Owner(p))
+		require.NoError(t, err)
+		require.NoError(t, <-res, "the call did not follow the partition")
+		require.ErrorIs(t, cause, durable.ErrOwnershipLost, "the handler's context was not cancelled by the loss")
+		require.NotEqual(t, old, s.h.n().Token(p))
+		require.Equal(t, map[string]string{"mem": "2"}, s.etcdData(obj), "the aborted run wrote nothing; the retry did")
+	})
+
 	t.Run("OwnerDeletedWhileIdle", func(t *testing.T) {
 		s := newStoreT(t, nil)
 		const obj = "fence-idle"
 		require.Equal(t, "1", string(s.mustRun(obj, inc)))
 		p := s.part(obj)
-		old := s.h.n.token(p)
+		old := s.h.n().Token(p)
 		runs := s.factoryRuns.Load()
-		require.Equal(t, 1, s.h.n.ActiveObjects())
+		require.Equal(t, 1, s.h.n().ActiveObjects())
 
 		ctx, cancel := etcdCtx()
 		defer cancel()
-		_, err := s.h.client.Delete(ctx, s.h.n.Keys().Owner(p))
+		_, err := s.h.Client.Delete(ctx, s.h.n().Keys().Owner(p))
 		require.NoError(t, err)
-		s.h.eventually(func() bool { tok := s.h.n.token(p); return tok != 0 && tok != old }, "partition never re-claimed")
-		newTok := s.h.n.token(p)
-		s.h.eventually(func() bool { return s.h.n.ActiveObjects() == 0 }, "object of the lost partition still active")
+		s.h.eventually(func() bool { tok := s.h.n().Token(p); return tok != 0 && tok != old }, "partition never re-claimed")
+		newTok := s.h.n().Token(p)
+		s.h.eventually(func() bool { return s.h.n().ActiveObjects() == 0 }, "object of the lost partition still active")
 
 		require.Equal(t, "2", string(s.mustRun(obj, inc)))
 		require.Equal(t, runs+1, s.factoryRuns.Load())
@@ -1889,33 +1924,33 @@ func TestStorageFencing(t *testing.T) {
 
 	t.Run("CommitWithStaleToken", func(t *testing.T) {
 		s := newStoreT(t, nil)
-		n := s.h.n
+		n, c := s.h.n(), s.h.Agent(0).Committer()
 		const p = 1
-		tok := n.token(p)
+		tok := n.Token(p)
 		require.NotZero(t, tok)
 		key := n.Keys().DataPrefix(p, tClass, "direct") + "k"
 		ctx, cancel := etcdCtx()
 		defer cancel()
 		for _, stale := range []int64{tok - 1, tok + 1, tok + 1000, 1} {
-			err := commitDirect(n, p, stale, []clientv3.Op{clientv3.OpPut(key, "stale")})
+			err := commitDirect(c, p, stale, []clientv3.Op{clientv3.OpPut(key, "stale")})
 			require.ErrorIs(t, err, durable.ErrOwnershipLost, "token %d", stale)
 			resp, err := s.etcdGet(ctx, key)
 			require.NoError(t, err)
 			require.Empty(t, resp.Kvs, "a commit under stale token %d was applied", stale)
 		}
 		// Another partition's token does not fence this one either.
-		other := n.token(2)
+		other := n.Token(2)
 		require.NotZero(t, other)
-		require.ErrorIs(t, commitDirect(n, p, other, []clientv3.Op{clientv3.OpPut(key, "stale")}), durable.ErrOwnershipLost)
+		require.ErrorIs(t, commitDirect(c, p, other, []clientv3.Op{clientv3.OpPut(key, "stale")}), durable.ErrOwnershipLost)
 
 		// The current token commits, and the stale attempts did not make
 		// the node give the partition up.
-		require.NoError(t, commitDirect(n, p, tok, []clientv3.Op{clientv3.OpPut(key, "fresh")}))
+		require.NoError(t, commitDirect(c, p, tok, []clientv3.Op{clientv3.OpPut(key, "fresh")}))
 		resp, err := s.etcdGet(ctx, key)
 		require.NoError(t, err)
 		require.Len(t, resp.Kvs, 1)
 		require.Equal(t, "fresh", string(resp.Kvs[0].Value))
-		require.Equal(t, tok, n.token(p))
+		require.Equal(t, tok, n.Token(p))
 	})
 }
 
@@ -2012,7 +2047,7 @@ func TestStorageSync(t *testing.T) {
 			assert.NoError(t, st.DeleteAll(ctx))
 			assert.NoError(t, st.Put(ctx, "z", []byte("3")))
 			assert.NoError(t, st.Sync(ctx))
-			resp, err := s.h.client.Get(ctx, s.dataPrefix(obj), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+			resp, err := s.h.Client.Get(ctx, s.dataPrefix(obj), clientv3.WithPrefix(), clientv3.WithKeysOnly())
 			if assert.NoError(t, err) && assert.Len(t, resp.Kvs, 1) {
 				assert.Equal(t, s.dataKey(obj, "z"), string(resp.Kvs[0].Key))
 			}
@@ -2029,7 +2064,7 @@ func TestStorageSync(t *testing.T) {
 
 	t.Run("Alarm", func(t *testing.T) {
 		const obj = "sync-alarm"
-		at := s.h.clock.Now().Add(time.Hour)
+		at := s.h.Clock.Now().Add(time.Hour)
 		s.mustDo(obj, func(ctx context.Context, st durable.Storage) error {
 			assert.NoError(t, st.SetAlarm(ctx, at))
 			assert.NoError(t, st.Sync(ctx))
@@ -2096,12 +2131,12 @@ func TestStorageSurvivesRestart(t *testing.T) {
 
 func TestStorageEviction(t *testing.T) {
 	const idle = 10 * time.Second
-	s := newStoreT(t, func(cfg *Config) { cfg.IdleTimeout = idle })
+	s := newStoreT(t, func(cfg *node.Config) { cfg.IdleTimeout = idle })
 	const obj = "evict"
 	require.Equal(t, "1", string(s.mustRun(obj, inc)))
 	s.put(obj, map[string]string{"k": "v"})
 	require.EqualValues(t, 1, s.factoryRuns.Load())
-	require.Equal(t, 1, s.h.n.ActiveObjects())
+	require.Equal(t, 1, s.h.n().ActiveObjects())
 
 	// Events keep the object alive: short of the idle timeout after the
 	// last one, it is still the same instance.
@@ -2113,13 +2148,13 @@ func TestStorageEviction(t *testing.T) {
 	// event on the object's goroutine, so keep advancing until it fires.)
 	s.h.eventually(func() bool {
 		s.h.advance(time.Second)
-		return s.h.n.ActiveObjects() == 0
+		return s.h.n().ActiveObjects() == 0
 	}, "object never evicted")
 
 	// The next call re-runs the factory; storage is intact.
 	require.Equal(t, "3", string(s.mustRun(obj, inc)))
 	require.EqualValues(t, 2, s.factoryRuns.Load())
-	require.Equal(t, 1, s.h.n.ActiveObjects())
+	require.Equal(t, 1, s.h.n().ActiveObjects())
 	s.mustDo(obj, func(ctx context.Context, st durable.Storage) error {
 		v, ok, err := st.Get(ctx, "k")
 		assert.NoError(t, err)
@@ -2130,10 +2165,10 @@ func TestStorageEviction(t *testing.T) {
 	require.Equal(t, map[string]string{"k": "v", "mem": "3"}, s.etcdData(obj))
 }
 
-// commitDirect sends ops fenced by (p, token) through n's group commit and
-// waits for the outcome.
-func commitDirect(n *Node, p int, token int64, ops []clientv3.Op) error {
+// commitDirect sends ops fenced by (p, token) through the node's group
+// commit and waits for the outcome.
+func commitDirect(c *commit.Committer, p int, token int64, ops []clientv3.Op) error {
 	res := make(chan error, 1)
-	n.committer.submit(&commitReq{p: p, token: token, ops: ops, done: func(err error) { res <- err }})
+	c.Submit(&commit.Request{Partition: p, Token: token, Ops: ops, Done: func(err error) { res <- err }})
 	return <-res
 }

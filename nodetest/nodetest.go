@@ -163,14 +163,17 @@ func (c *Cluster) EtcdEndpoints() []string {
 // Registry returns the registry every node uses.
 func (c *Cluster) Registry() *node.Registry { return c.reg }
 
-// Node returns node i, which must be running.
-func (c *Cluster) Node(i int) *node.Node {
+// Agent returns node i's agent, which must be running.
+func (c *Cluster) Agent(i int) *agent.Agent {
 	a := c.Nodes[i].Agent()
 	if a == nil {
 		c.t.Fatalf("nodetest: node %d is not running", i)
 	}
-	return a.Node
+	return a
 }
+
+// Node returns node i's object runtime; the node must be running.
+func (c *Cluster) Node(i int) *node.Node { return c.Agent(i).Node }
 
 // Addr returns node i's gRPC address.
 func (c *Cluster) Addr(i int) string {
@@ -201,7 +204,7 @@ func (c *Cluster) Restart(i int) {
 	m.mu.Lock()
 	m.agent, m.cancel, m.Listen = a, cancel, a.Addr()
 	m.mu.Unlock()
-	c.WaitFor(fmt.Sprintf("node %d registered", i), func() bool { return a.Node.PartitionCount() > 0 })
+	c.WaitFor(fmt.Sprintf("node %d registered", i), a.Member.LeaseValid)
 }
 
 func (c *Cluster) down(i int, cause error) {
@@ -213,7 +216,7 @@ func (c *Cluster) down(i int, cause error) {
 	if a == nil {
 		return
 	}
-	a.Node.Thaw()
+	a.Member.Thaw()
 	cancel(cause)
 	if err := a.Wait(); err != nil {
 		c.t.Errorf("nodetest: node %d stopped with error: %v", i, err)
@@ -226,13 +229,13 @@ func (c *Cluster) Stop(i int) { c.down(i, context.Canceled) }
 
 // Kill stops node i abruptly (as SIGKILL): it keeps its partitions and lease,
 // which expire after the lease TTL.
-func (c *Cluster) Kill(i int) { c.down(i, node.ErrCrash) }
+func (c *Cluster) Kill(i int) { c.down(i, agent.ErrCrash) }
 
 // Pause freezes node i (as SIGSTOP): no keep-alives, no new events.
-func (c *Cluster) Pause(i int) { c.Node(i).Freeze() }
+func (c *Cluster) Pause(i int) { c.Agent(i).Member.Freeze() }
 
 // Resume thaws node i (as SIGCONT).
-func (c *Cluster) Resume(i int) { c.Node(i).Thaw() }
+func (c *Cluster) Resume(i int) { c.Agent(i).Member.Thaw() }
 
 // StopAll stops every running node gracefully.
 func (c *Cluster) StopAll() {
@@ -254,11 +257,11 @@ func (c *Cluster) Owners() map[int]placement.Owner {
 }
 
 // Assignments reads the leaders' partition assignments from etcd.
-func (c *Cluster) Assignments() map[int]leader.Assignment {
+func (c *Cluster) Assignments() map[int]placement.Assignment {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	v, err := leader.Read(ctx, c.Client, c.keys(), placement.Meta{})
+	v, err := placement.Read(ctx, c.Client, c.keys(), placement.Meta{})
 	if err != nil {
 		c.t.Fatalf("nodetest: read assignments: %v", err)
 	}
@@ -281,10 +284,22 @@ func (c *Cluster) Leaders() map[string]leader.Info {
 	return out
 }
 
+// snapshot reads the cluster's placement from etcd in one revision.
+func (c *Cluster) snapshot() placement.Snapshot {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	snap, err := placement.Read(ctx, c.Client, c.keys(), placement.Meta{})
+	if err != nil {
+		c.t.Fatalf("nodetest: read placement: %v", err)
+	}
+	return snap
+}
+
 // balanced reports whether, in every data center with running nodes, the
 // partitions its leader manages are spread over its running nodes with
 // loads differing by at most one.
-func (c *Cluster) balanced() bool {
+func (c *Cluster) balanced(assign map[int]placement.Assignment) bool {
 	load := map[string]int{}
 	dcNodes := map[string][]string{}
 	for _, m := range c.Nodes {
@@ -293,7 +308,7 @@ func (c *Cluster) balanced() bool {
 			dcNodes[m.Config.DC] = append(dcNodes[m.Config.DC], m.Config.ID)
 		}
 	}
-	for _, a := range c.Assignments() {
+	for _, a := range assign {
 		load[a.Node]++
 	}
 	for _, ids := range dcNodes {
@@ -308,37 +323,65 @@ func (c *Cluster) balanced() bool {
 	return true
 }
 
-// WaitSettled waits until placement has converged: every partition is owned
-// by a running node that reports owning it, no running node owns a partition
-// it should not, every running node sees its partitions where its leader
-// assigned them, with no handoff under way, and each data center's leader
-// has balanced its partitions over its running nodes.
+// WaitSettled waits until placement has converged, as read from etcd in
+// one revision: every partition is owned, by the running node that reports
+// owning it; each data center's leader has balanced its partitions over its
+// running nodes; and every running node's view of the cluster is that
+// revision's (a view lags etcd by its watches' delivery, and a node acting
+// on a stale view routes to owners that are gone), with no handoff under
+// way.
 func (c *Cluster) WaitSettled() {
 	c.t.Helper()
 	c.WaitFor("placement settled on the running nodes", func() bool {
-		if !c.balanced() {
+		snap := c.snapshot()
+		if !c.balanced(snap.Assign) {
 			return false
 		}
-		owners := c.Owners()
 		total := 0
 		for i, m := range c.Nodes {
 			a := m.Agent()
 			if a == nil {
 				continue
 			}
-			pc := a.Node.PartitionCount()
-			if pc == 0 || len(owners) != pc || !a.Node.Settled() {
+			if len(snap.Owners) != a.Node.PartitionCount() || !a.Member.Sees(snap) || !a.Member.Settled() {
 				return false
 			}
-			mine := a.Node.OwnedPartitions()
+			mine := a.Member.Owned()
 			for _, p := range mine {
-				if owners[p].Node != c.Nodes[i].Config.ID {
+				if snap.Owners[p].Node != c.Nodes[i].Config.ID {
 					return false
 				}
 			}
 			total += len(mine)
 		}
-		return total == len(owners)
+		return total == len(snap.Owners)
+	})
+}
+
+// WaitViews waits until every partition is owned by a running node not in
+// skip, and those nodes see the cluster as etcd holds it.
+func (c *Cluster) WaitViews(skip ...int) {
+	c.t.Helper()
+	c.WaitFor("the nodes' views caught up with etcd", func() bool {
+		snap := c.snapshot()
+		partitions := 0
+		for i, m := range c.Nodes {
+			if a := m.Agent(); a != nil && !slices.Contains(skip, i) {
+				partitions = a.Node.PartitionCount()
+			}
+			if slices.Contains(skip, i) {
+				for _, o := range snap.Owners {
+					if o.Node == m.Config.ID {
+						return false
+					}
+				}
+				continue
+			}
+			if a := m.Agent(); a != nil && !a.Member.Sees(snap) {
+				return false
+			}
+		}
+		return partitions > 0 && len(snap.Owners) == partitions
 	})
 }
 
@@ -391,6 +434,23 @@ func (c *Cluster) WaitFor(what string, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// WaitQuiet waits until every running node has nothing to do at its
+// clock's current time (node.Node.Quiet): nothing due is left undelivered,
+// no event runs, no commit is in flight. After moving a fake clock, wait
+// for it before checking that something did not happen: anything the
+// advance made due has happened by then.
+func (c *Cluster) WaitQuiet() {
+	c.t.Helper()
+	c.WaitFor("the nodes are quiet", func() bool {
+		for _, m := range c.Nodes {
+			if a := m.Agent(); a != nil && !a.Node.Quiet() {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // NewClock returns a fake clock at a fixed, well-known instant.

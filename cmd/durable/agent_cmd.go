@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/durable-run/durable/agent"
-	"github.com/durable-run/durable/bench"
+	"github.com/durable-run/durable/bench/benchclass"
 	"github.com/durable-run/durable/examples"
 	"github.com/durable-run/durable/node"
 )
@@ -63,7 +63,7 @@ func exampleRegistry(fs *pflag.FlagSet) (*node.Registry, error) {
 	}
 	// The bench's alarm class, so `durable bench --addr` can measure this
 	// node's cluster.
-	if err := bench.RegisterClasses(reg); err != nil {
+	if err := benchclass.Register(reg, nil); err != nil {
 		return nil, err
 	}
 	return reg, nil

@@ -121,7 +121,7 @@ func runDev(cmd *cobra.Command, _ []string) error {
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	for _, a := range agents {
-		if err = a.Node.WaitReady(waitCtx); err != nil {
+		if err = a.Member.WaitOwning(waitCtx); err != nil {
 			break
 		}
 	}

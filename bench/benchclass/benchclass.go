@@ -1,4 +1,7 @@
-package bench
+// Package benchclass is the class `durable bench` measures alarms with,
+// apart from the bench so that a node can register it (`durable agent`,
+// `durable dev`) without linking the benchmark.
+package benchclass
 
 import (
 	"context"
@@ -14,10 +17,10 @@ import (
 
 // AlarmClass is the class the alarm and failover scenarios arm: method
 // "arm" (payload: the due time in Unix milliseconds) sets the object's
-// alarm; its Alarm handler reports the run to the process's FireLog, if one
-// is listening (an embedded cluster), and otherwise stores it under key
-// "fired", where method "result" reads it; "disarm" deletes the alarm (a given cluster, whose nodes
-// register the class with RegisterClasses).
+// alarm; its Alarm handler reports the run to a FireLog, if the nodes run in
+// the bench's process (an embedded cluster), and otherwise stores it under
+// key "fired", where method "result" reads it (a given cluster, whose nodes
+// register the class with Register(reg, nil)); "disarm" deletes the alarm.
 const AlarmClass = "BenchAlarm"
 
 // Fire is one run of a BenchAlarm alarm.
@@ -39,12 +42,12 @@ type FireLog struct {
 	extra int // runs of objects nobody expects
 }
 
-// processFires receives the runs of BenchAlarm handlers in this process.
-var processFires = &FireLog{idx: map[durable.ID]int{}}
+// Process receives the runs of BenchAlarm handlers in this process.
+var Process = &FireLog{idx: map[durable.ID]int{}}
 
-// expect starts a new measurement of the objects named names: their runs
+// Expect starts a new measurement of the objects named names: their runs
 // are recorded from now on, earlier records are dropped.
-func (l *FireLog) expect(names []string) {
+func (l *FireLog) Expect(names []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.idx = make(map[durable.ID]int, len(names))
@@ -71,16 +74,16 @@ func (l *FireLog) record(id durable.ID, f Fire) {
 	l.runs[i]++
 }
 
-// count returns how many expected objects have fired.
-func (l *FireLog) count() int {
+// Count returns how many expected objects have fired.
+func (l *FireLog) Count() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.fired
 }
 
-// snapshot returns the first run of each expected object (zero Start: not
+// Snapshot returns the first run of each expected object (zero Start: not
 // fired) and the number of runs beyond the first.
-func (l *FireLog) snapshot() ([]Fire, int) {
+func (l *FireLog) Snapshot() ([]Fire, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	dups := 0
@@ -96,14 +99,10 @@ type alarmObject struct {
 	clock func() time.Time
 }
 
-// RegisterClasses adds the bench's classes to reg, for nodes the bench
-// measures as a given cluster (`durable agent`, `durable dev`): their
-// alarm runs are stored in the objects, where the bench reads them back.
-func RegisterClasses(reg *node.Registry) error {
-	return registerAlarmClass(reg, nil)
-}
-
-func registerAlarmClass(reg *node.Registry, log *FireLog) error {
+// Register adds AlarmClass to reg. Its runs go to log; with a nil log
+// (nodes the bench measures as a given cluster: `durable agent`, `durable
+// dev`) they are stored in the objects, where the bench reads them back.
+func Register(reg *node.Registry, log *FireLog) error {
 	return node.RegisterClass(reg, AlarmClass, func(_ context.Context, st durable.State) (*alarmObject, error) {
 		return &alarmObject{st: st, log: log, clock: time.Now}, nil
 	})

@@ -1,4 +1,4 @@
-package node
+package commit
 
 import (
 	"context"
@@ -18,13 +18,21 @@ import (
 	"github.com/durable-run/durable/keyspace"
 )
 
+// One etcd serves every test of the package; each test works under its own
+// key prefix.
+var testEtcd *embedetcd.Server
+
+func TestMain(m *testing.M) { embedetcd.Main(m, &testEtcd) }
+
+func newClient(t *testing.T) *clientv3.Client { return embedetcd.TestClient(t, testEtcd) }
+
 // committerT is a committer on the shared etcd with owner keys it wrote
 // itself, so tests can hand out valid and stale fencing tokens.
 type committerT struct {
 	t      *testing.T
 	client *clientv3.Client
 	keys   keyspace.Space
-	c      *committer
+	c      *Committer
 
 	mu   sync.Mutex
 	lost []fence
@@ -32,15 +40,16 @@ type committerT struct {
 
 func newCommitterT(t *testing.T, client *clientv3.Client, parallelism, maxOps, maxBytes int) *committerT {
 	ct := &committerT{t: t, client: client, keys: keyspace.New(embedetcd.UniquePrefix(t))}
-	ctx, cancel := context.WithCancel(context.Background())
-	ct.c = newCommitter(client, ct.keys, slog.New(slog.DiscardHandler), parallelism, maxOps, maxBytes, 10*time.Second,
-		func(p int, token int64, _ error) {
+	ct.c = NewCommitter(client, ct.keys, Config{
+		Parallelism: parallelism, MaxOps: maxOps, MaxBytes: maxBytes, Timeout: 10 * time.Second,
+		Logger: slog.New(slog.DiscardHandler),
+		OnLost: func(p int, token int64, _ error) {
 			ct.mu.Lock()
 			defer ct.mu.Unlock()
 			ct.lost = append(ct.lost, fence{p, token})
-		})
-	ct.c.ctx = ctx
-	t.Cleanup(func() { cancel(); ct.c.stop() })
+		},
+	})
+	t.Cleanup(ct.c.Stop)
 	return ct
 }
 
@@ -53,12 +62,12 @@ func (ct *committerT) own(p int) int64 {
 }
 
 // req builds a request of n puts under partition p, reporting to out.
-func (ct *committerT) req(p int, token int64, name string, n int, out chan<- error) *commitReq {
-	r := &commitReq{p: p, token: token, done: func(err error) { out <- err }}
+func (ct *committerT) req(p int, token int64, name string, n int, out chan<- error) *Request {
+	r := &Request{Partition: p, Token: token, Done: func(err error) { out <- err }}
 	for i := range n {
 		op := clientv3.OpPut(ct.keys.DataPrefix(p, "C", name)+fmt.Sprint(i), name)
-		r.ops = append(r.ops, op)
-		r.bytes += opBytes(op)
+		r.Ops = append(r.Ops, op)
+		r.Bytes += OpBytes(op)
 	}
 	return r
 }
@@ -70,8 +79,8 @@ func (ct *committerT) holdSlot(p int, token int64) chan struct{} {
 	ct.t.Helper()
 	hold, held := make(chan struct{}), make(chan error, 1)
 	first := ct.req(p, token, "first", 1, nil)
-	first.done = func(err error) { held <- err; <-hold }
-	ct.c.submit(first)
+	first.Done = func(err error) { held <- err; <-hold }
+	ct.c.Submit(first)
 	require.NoError(ct.t, <-held)
 	return hold
 }
@@ -94,16 +103,16 @@ func TestCommitterBatchesWhatQueuesBehindATxn(t *testing.T) {
 	const n = 50
 	out := make(chan error, n)
 	for i := range n {
-		ct.c.submit(ct.req(0, tok, fmt.Sprint("o", i), 2, out))
+		ct.c.Submit(ct.req(0, tok, fmt.Sprint("o", i), 2, out))
 	}
 	close(hold)
 	for range n {
 		require.NoError(t, <-out)
 	}
-	st := &ct.c.stats
-	require.EqualValues(t, 2, st.txns.Load(), "the queued requests were not sent as one batch")
-	require.EqualValues(t, n+1, st.requests.Load())
-	require.EqualValues(t, 2*n+1, st.ops.Load())
+	st := ct.c.Stats()
+	require.EqualValues(t, 2, st.Txns, "the queued requests were not sent as one batch")
+	require.EqualValues(t, n+1, st.Requests)
+	require.EqualValues(t, 2*n+1, st.Ops)
 	for i := range n {
 		require.Equal(t, 2, ct.count(0, fmt.Sprint("o", i)))
 	}
@@ -127,15 +136,15 @@ func TestCommitterBatchLimits(t *testing.T) {
 			per := 0
 			for i := range 12 {
 				r := ct.req(0, tok, fmt.Sprintf("o%02d", i), 3, out)
-				per = tc.perBatch(r.bytes)
-				ct.c.submit(r)
+				per = tc.perBatch(r.Bytes)
+				ct.c.Submit(r)
 			}
 			require.Less(t, per, 12, "the limit does not bind")
 			close(hold)
 			for range 12 {
 				require.NoError(t, <-out)
 			}
-			require.EqualValues(t, 1+(12+per-1)/per, ct.c.stats.txns.Load())
+			require.EqualValues(t, 1+(12+per-1)/per, ct.c.Stats().Txns)
 		})
 	}
 }
@@ -149,8 +158,8 @@ func TestCommitterSplitsABatchWhoseFenceFailed(t *testing.T) {
 
 	okOut, lostOut := make(chan error, 10), make(chan error, 10)
 	for i := range 10 {
-		ct.c.submit(ct.req(1, good, fmt.Sprint("ok", i), 1, okOut))
-		ct.c.submit(ct.req(2, stale, fmt.Sprint("lost", i), 1, lostOut))
+		ct.c.Submit(ct.req(1, good, fmt.Sprint("ok", i), 1, okOut))
+		ct.c.Submit(ct.req(2, stale, fmt.Sprint("lost", i), 1, lostOut))
 	}
 	close(hold)
 	for range 10 {
@@ -162,7 +171,7 @@ func TestCommitterSplitsABatchWhoseFenceFailed(t *testing.T) {
 		require.Zero(t, ct.count(2, fmt.Sprint("lost", i)), "a write under a stale token applied")
 	}
 	require.Equal(t, []fence{{2, stale}}, ct.lost, "the lost partition was reported once")
-	require.EqualValues(t, 10, ct.c.stats.retried.Load())
+	require.EqualValues(t, 10, ct.c.Stats().Retried)
 }
 
 func TestCommitterLearnsEtcdsLimits(t *testing.T) {
@@ -185,11 +194,11 @@ func TestCommitterLearnsEtcdsLimits(t *testing.T) {
 
 	out := make(chan error, 10)
 	for i := range 10 {
-		ct.c.submit(ct.req(0, tok, fmt.Sprint("o", i), 5, out))
+		ct.c.Submit(ct.req(0, tok, fmt.Sprint("o", i), 5, out))
 	}
 	// A request that could never fit fails on its own, with a clear error.
 	tooBig := make(chan error, 1)
-	ct.c.submit(ct.req(0, tok, "big", 20, tooBig))
+	ct.c.Submit(ct.req(0, tok, "big", 20, tooBig))
 	close(hold)
 	for range 10 {
 		require.NoError(t, <-out)
@@ -201,17 +210,17 @@ func TestCommitterLearnsEtcdsLimits(t *testing.T) {
 		require.Equal(t, 5, ct.count(0, fmt.Sprint("o", i)))
 	}
 	require.Zero(t, ct.count(0, "big"))
-	ops, _ := ct.c.limits()
+	ops, _ := ct.c.Limits()
 	require.Less(t, ops, 50, "the committer did not learn to batch less")
-	require.Positive(t, ct.c.stats.refused.Load())
+	require.Positive(t, ct.c.Stats().Refused)
 }
 
 func TestCommitterAfterStop(t *testing.T) {
 	ct := newCommitterT(t, newClient(t), 2, 1000, 1<<20)
 	tok := ct.own(0)
-	ct.c.stop()
+	ct.c.Stop()
 	out := make(chan error, 1)
-	ct.c.submit(ct.req(0, tok, "late", 1, out))
+	ct.c.Submit(ct.req(0, tok, "late", 1, out))
 	require.ErrorIs(t, <-out, durable.ErrUnavailable)
 	require.Zero(t, ct.count(0, "late"))
 }
@@ -219,10 +228,9 @@ func TestCommitterAfterStop(t *testing.T) {
 func TestReaderBatchesPointReads(t *testing.T) {
 	client := newClient(t)
 	prefix := embedetcd.UniquePrefix(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	r := newReader(client, 1, 1000, 1<<20, 10*time.Second)
-	r.ctx = ctx
-	t.Cleanup(func() { cancel(); r.stop() })
+	ctx := context.Background()
+	r := NewReader(client, Config{Parallelism: 1, MaxOps: 1000, MaxBytes: 1 << 20})
+	t.Cleanup(r.Stop)
 	for i := range 20 {
 		_, err := client.Put(ctx, fmt.Sprint(prefix, i), fmt.Sprint("v", i))
 		require.NoError(t, err)
@@ -234,7 +242,7 @@ func TestReaderBatchesPointReads(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 20 {
 		wg.Go(func() {
-			kvs, err := r.get(ctx, fmt.Sprint(prefix, i), prefix+"absent")
+			kvs, err := r.Get(ctx, fmt.Sprint(prefix, i), prefix+"absent")
 			if assert.NoError(t, err) && assert.Len(t, kvs, 2) && assert.NotNil(t, kvs[0]) {
 				assert.Equal(t, fmt.Sprint("v", i), string(kvs[0].Value))
 				assert.Nil(t, kvs[1], "a key that does not exist")
@@ -248,5 +256,5 @@ func TestReaderBatchesPointReads(t *testing.T) {
 	}, 10*time.Second, time.Millisecond)
 	close(hold)
 	wg.Wait()
-	require.EqualValues(t, 2, r.txns.Load(), "the queued reads were not sent as one Txn")
+	require.EqualValues(t, 2, r.Txns(), "the queued reads were not sent as one Txn")
 }

@@ -1,10 +1,9 @@
-package node
+package commit
 
 import (
 	"context"
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -12,18 +11,19 @@ import (
 	"github.com/durable-run/durable"
 )
 
-// reader is the node's group read: the point reads of many objects — an
-// alarm record, a name, request ids, storage keys missing from the cache —
-// go out together, one Txn of Gets per batch. Such a Txn is a linearizable
-// read like a lone Get (etcd serves it after a read index, without a raft
-// entry); batching saves the round trips when thousands of objects activate
-// at once, as after a failover.
-type reader struct {
+// Reader is group read: the point reads of many objects — an alarm record,
+// a name, request ids, storage keys missing from a cache — go out together,
+// one Txn of Gets per batch. Such a Txn is a linearizable read like a lone
+// Get (etcd serves it after a read index, without a raft entry); batching
+// saves the round trips when thousands of objects activate at once, as after
+// a failover.
+type Reader struct {
 	batcher[*readReq]
-	kv      clientv3.KV
-	ctx     context.Context // the node's: cancelled at shutdown
-	timeout time.Duration
-	txns    atomic.Int64 // Txns sent
+	kv     clientv3.KV
+	cfg    Config
+	ctx    context.Context // cancelled by Stop
+	cancel context.CancelFunc
+	txns   atomic.Int64 // Txns sent
 }
 
 // readReq is one caller's keys; done gets their values (nil: absent).
@@ -32,10 +32,14 @@ type readReq struct {
 	done func(kvs []*mvccpb.KeyValue, err error)
 }
 
-func newReader(kv clientv3.KV, parallelism, maxOps, maxBytes int, timeout time.Duration) *reader {
-	r := &reader{kv: kv, timeout: timeout}
+// NewReader returns a reader over kv (OnLost and Hook are not used); Stop
+// it when done.
+func NewReader(kv clientv3.KV, cfg Config) *Reader {
+	cfg.defaults()
+	r := &Reader{kv: kv, cfg: cfg}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.batcher = batcher[*readReq]{
-		parallelism: parallelism, maxOps: maxOps, maxBytes: maxBytes,
+		parallelism: cfg.Parallelism, maxOps: cfg.MaxOps, maxBytes: cfg.MaxBytes,
 		size: func(q *readReq) (int, int) {
 			b := 0
 			for _, k := range q.keys {
@@ -49,9 +53,9 @@ func newReader(kv clientv3.KV, parallelism, maxOps, maxBytes int, timeout time.D
 	return r
 }
 
-// get reads keys, linearizably. Cancelling ctx abandons the wait, not the
-// read.
-func (r *reader) get(ctx context.Context, keys ...string) ([]*mvccpb.KeyValue, error) {
+// Get reads keys, linearizably; the value of an absent key is nil.
+// Cancelling ctx abandons the wait, not the read.
+func (r *Reader) Get(ctx context.Context, keys ...string) ([]*mvccpb.KeyValue, error) {
 	type result struct {
 		kvs []*mvccpb.KeyValue
 		err error
@@ -66,15 +70,25 @@ func (r *reader) get(ctx context.Context, keys ...string) ([]*mvccpb.KeyValue, e
 	}
 }
 
+// Stop fails later reads with ErrUnavailable, cancels those in flight and
+// waits for them.
+func (r *Reader) Stop() {
+	r.cancel()
+	r.stop()
+}
+
+// Txns returns the number of Txns sent.
+func (r *Reader) Txns() int64 { return r.txns.Load() }
+
 // send runs one batch as one Txn.
-func (r *reader) send(batch []*readReq) {
+func (r *Reader) send(batch []*readReq) {
 	var ops []clientv3.Op
 	for _, q := range batch {
 		for _, k := range q.keys {
 			ops = append(ops, clientv3.OpGet(k))
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.ctx, r.timeout)
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.Timeout)
 	resp, err := r.kv.Txn(ctx).Then(ops...).Commit()
 	cancel()
 	r.txns.Add(1)

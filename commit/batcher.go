@@ -1,4 +1,4 @@
-package node
+package commit
 
 import (
 	"sync"
@@ -56,7 +56,9 @@ func (b *batcher[T]) submit(x T) {
 	b.mu.Lock()
 	if b.stopped {
 		b.mu.Unlock()
-		go b.refuse(x)
+		// Settled on the caller's goroutine: done callbacks never hold a
+		// lock their submitter holds (see the package comment).
+		b.refuse(x)
 		return
 	}
 	b.queue = append(b.queue, x)
@@ -86,6 +88,20 @@ func (b *batcher[T]) stop() {
 	b.stopped = true
 	b.mu.Unlock()
 	b.wg.Wait()
+}
+
+// queued returns the length of the queue.
+func (b *batcher[T]) queued() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.queue)
+}
+
+// idle reports whether nothing is queued or in flight.
+func (b *batcher[T]) idle() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.queue) == 0 && b.running == 0
 }
 
 // drain sends batches until the queue is empty.

@@ -1,0 +1,181 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/durable-run/durable"
+	"github.com/durable-run/durable/alarmstore"
+	"github.com/durable-run/durable/leader"
+	"github.com/durable-run/durable/node"
+	"github.com/durable-run/durable/placement"
+	durablev1 "github.com/durable-run/durable/proto/durable/v1"
+)
+
+// adminServer serves durable.v1.Admin: alarms, dead letters, the cluster's
+// status and drain. It reads etcd directly; errors go through the node's
+// one table.
+type adminServer struct {
+	durablev1.UnimplementedAdminServer
+	a *Agent
+}
+
+func (s *adminServer) alarms() *alarmstore.Store { return alarmstore.New(s.a.client, s.a.keys) }
+
+// storageErr marks an etcd failure: unavailable, safe to retry.
+func storageErr(err error) error { return fmt.Errorf("%w: %w", durable.ErrUnavailable, err) }
+
+func alarmProto(r alarmstore.Record) *durablev1.Alarm {
+	return &durablev1.Alarm{
+		Class: r.Class, Id: r.ID.String(), Name: r.Name, Partition: int32(r.Partition),
+		DueUnixMs: r.Due.UnixMilli(), ScheduledUnixMs: r.Scheduled.UnixMilli(),
+		RetryCount: int32(r.RetryCount), LastError: r.LastError,
+	}
+}
+
+func (s *adminServer) GetAlarm(ctx context.Context, req *durablev1.GetAlarmRequest) (*durablev1.GetAlarmResponse, error) {
+	class, id, err := s.a.Node.Resolve(req.GetClass(), node.RefOf(req.GetObject()))
+	if err != nil {
+		return nil, node.ToStatus(err, "")
+	}
+	rec, err := s.alarms().Get(ctx, id.Partition(s.a.meta.Partitions), class.Name, id)
+	if err != nil {
+		return nil, node.ToStatus(storageErr(err), "")
+	}
+	if rec == nil {
+		return &durablev1.GetAlarmResponse{}, nil
+	}
+	return &durablev1.GetAlarmResponse{Alarm: alarmProto(*rec)}, nil
+}
+
+func clampLimit(l int32, def, most int) int {
+	switch {
+	case l <= 0:
+		return def
+	case int(l) > most:
+		return most
+	}
+	return int(l)
+}
+
+func (s *adminServer) ListAlarms(ctx context.Context, req *durablev1.ListAlarmsRequest) (*durablev1.ListAlarmsResponse, error) {
+	f := alarmstore.ListFilter{Class: req.GetClass(), Limit: clampLimit(req.GetLimit(), 100, 10000)}
+	if ms := req.GetDueBeforeUnixMs(); ms > 0 {
+		f.DueBefore = time.UnixMilli(ms)
+	}
+	recs, more, err := s.alarms().List(ctx, f)
+	if err != nil {
+		return nil, node.ToStatus(storageErr(err), "")
+	}
+	out := &durablev1.ListAlarmsResponse{Truncated: more}
+	for _, r := range recs {
+		out.Alarms = append(out.Alarms, alarmProto(r))
+	}
+	return out, nil
+}
+
+func (s *adminServer) ListDeadLetters(ctx context.Context, req *durablev1.ListDeadLettersRequest) (*durablev1.ListDeadLettersResponse, error) {
+	dls, more, err := s.alarms().ListDead(ctx, req.GetClass(), clampLimit(req.GetLimit(), 100, 10000))
+	if err != nil {
+		return nil, node.ToStatus(storageErr(err), "")
+	}
+	out := &durablev1.ListDeadLettersResponse{Truncated: more}
+	for _, d := range dls {
+		out.DeadLetters = append(out.DeadLetters, &durablev1.DeadLetter{
+			Alarm: alarmProto(d.Record), AbandonedUnixMs: d.Abandoned.UnixMilli(),
+		})
+	}
+	return out, nil
+}
+
+func (s *adminServer) Status(ctx context.Context, _ *durablev1.StatusRequest) (*durablev1.StatusResponse, error) {
+	st, err := s.a.Status(ctx)
+	if err != nil {
+		return nil, node.ToStatus(storageErr(err), "")
+	}
+	return st, nil
+}
+
+func (s *adminServer) Drain(context.Context, *durablev1.DrainRequest) (*durablev1.DrainResponse, error) {
+	s.a.Member.Drain()
+	out := &durablev1.DrainResponse{Node: s.a.cfg.Node.ID}
+	for _, p := range s.a.Member.Owned() {
+		out.Remaining = append(out.Remaining, int32(p))
+	}
+	slices.Sort(out.Remaining)
+	return out, nil
+}
+
+// Status describes the cluster as seen from etcd, plus this node's counters.
+func (a *Agent) Status(ctx context.Context) (*durablev1.StatusResponse, error) {
+	v, err := placement.Read(ctx, a.client, a.keys, a.meta)
+	if err != nil {
+		return nil, err
+	}
+	leaders, err := leader.Leaders(ctx, a.client, a.keys)
+	if err != nil {
+		return nil, err
+	}
+	alarms := alarmstore.New(a.client, a.keys)
+	out := &durablev1.StatusResponse{
+		ClusterPrefix: a.keys.Prefix(), PartitionCount: int32(a.meta.Partitions), AnsweredBy: a.cfg.Node.ID,
+	}
+	byNode := map[string]*durablev1.NodeStatus{}
+	byDC := map[string]*durablev1.DataCenterStatus{}
+	dc := func(name string) *durablev1.DataCenterStatus {
+		if byDC[name] == nil {
+			byDC[name] = &durablev1.DataCenterStatus{Dc: name}
+			out.DataCenters = append(out.DataCenters, byDC[name])
+		}
+		return byDC[name]
+	}
+	for _, name := range a.meta.HomeDCs {
+		dc(name)
+	}
+	for _, l := range leaders {
+		d := dc(l.DC)
+		d.Leader, d.Term = l.Node, l.Term
+	}
+	for _, ni := range v.Nodes {
+		ns := &durablev1.NodeStatus{Id: ni.ID, Dc: ni.DC, Address: ni.Address, Draining: ni.Draining}
+		if ni.ID == a.cfg.Node.ID {
+			ns.ActiveObjects = int64(a.Node.ActiveObjects())
+		}
+		byNode[ni.ID] = ns
+		out.Nodes = append(out.Nodes, ns)
+		dc(ni.DC).LiveNodes++
+	}
+	for p := range a.meta.Partitions {
+		count, err := alarms.CountPending(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		ps := &durablev1.PartitionStatus{Partition: int32(p), PendingAlarms: count, HomeDc: a.meta.Home(p)}
+		if o, ok := v.Owners[p]; ok {
+			ps.Owner, ps.Token = o.Node, o.Token
+			if ns := byNode[o.Node]; ns != nil {
+				ns.Partitions = append(ns.Partitions, int32(p))
+			}
+		}
+		if as, ok := v.Assign[p]; ok {
+			ps.HomeDc, ps.ManagedByDc, ps.AssignedNode = as.Home, as.DC, as.Node
+			d := dc(as.DC)
+			d.Partitions++
+			if as.Adopted() {
+				d.Adopted++
+			}
+			d.LastReassignmentUnixMs = max(d.LastReassignmentUnixMs, as.At)
+		}
+		out.PendingAlarms += count
+		out.Partitions = append(out.Partitions, ps)
+	}
+	sort.Slice(out.Nodes, func(i, j int) bool { return out.Nodes[i].Id < out.Nodes[j].Id })
+	sort.Slice(out.DataCenters, func(i, j int) bool { return out.DataCenters[i].Dc < out.DataCenters[j].Dc })
+	if out.DeadLetters, err = alarms.CountDead(ctx); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

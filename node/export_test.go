@@ -1,0 +1,27 @@
+package node
+
+import (
+	"github.com/durable-run/durable"
+	"github.com/durable-run/durable/alarmstore"
+)
+
+// Test-only access to the node's internals, for the external tests of this
+// package (which run on the shared nodetest harness).
+
+// Token returns the fencing token p is served under, 0 if it is not.
+func (n *Node) Token(p int) int64 { return n.tab.token(p) }
+
+// Schedule returns the node's alarm schedule.
+func (n *Node) Schedule() *alarmstore.Schedule { return n.sched }
+
+// Mailbox reports whether an object is active here, how many calls wait in
+// its mailbox and whether an alarm waits for it.
+func (n *Node) Mailbox(class string, id durable.ID) (active bool, calls int, alarm bool) {
+	n.tab.mu.Lock()
+	defer n.tab.mu.Unlock()
+	o := n.tab.objects[objKey{class: class, id: id}]
+	if o == nil {
+		return false, 0, false
+	}
+	return true, len(o.mailbox), len(o.alarmSig) > 0
+}

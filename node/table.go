@@ -1,0 +1,226 @@
+package node
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/durable-run/durable"
+)
+
+// objKey identifies an active object on this node.
+type objKey struct {
+	class string
+	id    durable.ID
+}
+
+// table is the node's active objects and the partitions it serves. Its
+// lock makes activation and eviction race-free: an object is created only
+// while its partition is served, and leaves the map only when nothing is
+// queued for it, both checked under mu, where enqueueing happens too.
+type table struct {
+	mu       sync.Mutex
+	objects  map[objKey]*object
+	serving  map[int]int64 // served partitions → fencing token of the tenure
+	stopping bool
+	changed  chan struct{} // closed and replaced whenever serving changes
+	wg       *sync.WaitGroup
+}
+
+func newTable(wg *sync.WaitGroup) *table {
+	return &table{objects: map[objKey]*object{}, serving: map[int]int64{}, changed: make(chan struct{}), wg: wg}
+}
+
+func (t *table) changedLocked() {
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+// serve starts serving p under token; false if the node is stopping.
+func (t *table) serve(p int, token int64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopping {
+		return false
+	}
+	t.serving[p] = token
+	t.changedLocked()
+	return true
+}
+
+// unserve stops serving p (if served under token; 0: any token) and returns
+// its active objects, which the caller stops.
+func (t *table) unserve(p int, token int64) []*object {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if cur, ok := t.serving[p]; !ok || token != 0 && cur != token {
+		return nil
+	}
+	delete(t.serving, p)
+	t.changedLocked()
+	var objs []*object
+	for _, o := range t.objects {
+		if o.p == p {
+			objs = append(objs, o)
+		}
+	}
+	return objs
+}
+
+// token returns the fencing token p is served under, 0 if it is not.
+func (t *table) token(p int) int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.serving[p]
+}
+
+// local reports whether p is served here, and a channel closed at the next
+// change of the served partitions.
+func (t *table) local(p int) (bool, <-chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.serving[p]
+	return ok && !t.stopping, t.changed
+}
+
+// objectLocked returns the active object for (class, id), activating it; it
+// returns nil if the node is stopping or does not serve p. Caller holds mu.
+func (t *table) objectLocked(e *env, class Class, id durable.ID, p int) *object {
+	key := objKey{class: class.Name, id: id}
+	if o, ok := t.objects[key]; ok {
+		return o
+	}
+	if _, ok := t.serving[p]; t.stopping || !ok {
+		return nil
+	}
+	o := newObject(e, key, class, p)
+	t.objects[key] = o
+	return o
+}
+
+// enqueue puts c in the mailbox of its object, activating and waking it.
+func (t *table) enqueue(e *env, class Class, id durable.ID, p int, c *call) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	o := t.objectLocked(e, class, id, p)
+	if o == nil {
+		return fmt.Errorf("%w: partition %d is not served here", durable.ErrOwnershipLost, p)
+	}
+	c.seq = o.pl.arrivals.Add(1)
+	select {
+	case o.mailbox <- c:
+	default:
+		return fmt.Errorf("%w: %d events already queued for %s/%s", durable.ErrOverloaded, cap(o.mailbox), class.Name, id)
+	}
+	t.wakeLocked(o)
+	return nil
+}
+
+// deliver hands an alarm to its object (activating it) unless the object
+// already holds one, and reports whether it did.
+func (t *table) deliver(e *env, class Class, id durable.ID, p int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	o := t.objectLocked(e, class, id, p)
+	if o == nil || o.delivered {
+		return false
+	}
+	o.delivered = true
+	select {
+	case o.alarmSig <- struct{}{}:
+	default:
+	}
+	t.wakeLocked(o)
+	return true
+}
+
+// wakeLocked starts o's goroutine if it is parked: the caller has just
+// given it something to do. Caller holds mu.
+func (t *table) wakeLocked(o *object) {
+	if o.running || o.gone {
+		return
+	}
+	o.running = true
+	t.wg.Go(o.run)
+}
+
+// wake is wakeLocked for a caller without mu.
+func (t *table) wake(o *object) {
+	t.mu.Lock()
+	t.wakeLocked(o)
+	t.mu.Unlock()
+}
+
+// forgetLocked removes o from the map for good: it is never woken again.
+// Caller holds mu.
+func (t *table) forgetLocked(o *object) {
+	o.gone = true
+	if cur, ok := t.objects[o.key]; ok && cur == o {
+		delete(t.objects, o.key)
+	}
+}
+
+// sweep asks idle objects to leave memory: a parked one is evicted in
+// place, a busy one evicts itself when done.
+func (t *table) sweep(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, o := range t.objects {
+		switch {
+		case !o.idle(now):
+		case o.running:
+			select {
+			case o.evictSig <- struct{}{}:
+			default:
+			}
+		default:
+			o.evictParkedLocked()
+		}
+	}
+}
+
+// stop marks the node stopping (nothing is activated or served from now
+// on) and returns every active object, which the caller stops.
+func (t *table) stop() []*object {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stopping = true
+	clear(t.serving)
+	t.changedLocked()
+	objs := make([]*object, 0, len(t.objects))
+	for _, o := range t.objects {
+		objs = append(objs, o)
+	}
+	return objs
+}
+
+func (t *table) size() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.objects)
+}
+
+func (t *table) served() []int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]int, 0, len(t.serving))
+	for p := range t.serving {
+		out = append(out, p)
+	}
+	return out
+}
+
+// quiet reports whether every object is parked or waits only on a handler
+// that nothing will interrupt (see handlerWait.idle).
+func (t *table) quiet() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, o := range t.objects {
+		if o.running {
+			if w := o.wait.Load(); w == nil || !w.idle() {
+				return false
+			}
+		}
+	}
+	return true
+}
