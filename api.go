@@ -12,7 +12,8 @@ import (
 //
 // An error returned by Invoke is the object's own error: the caller receives it
 // as such (gRPC code Unknown, marked as an object error) and every write the
-// invocation made is discarded.
+// invocation made is discarded — except what an earlier Storage.Sync of the
+// invocation already made durable, which stands.
 type Object interface {
 	Invoke(ctx context.Context, method string, payload []byte) ([]byte, error)
 }
@@ -26,7 +27,8 @@ type Object interface {
 // (error, panic or the 15-minute limit) the handler's storage writes are
 // discarded and the alarm is retried with exponential backoff (2 s … 64 s plus
 // up to 25 % jitter, at most 6 retries), unless the handler set or deleted the
-// alarm before failing: then that change stands and there is no retry.
+// alarm before failing: then that change stands and there is no retry. Writes
+// an earlier Storage.Sync of the run made durable stand: the retry sees them.
 type Alarmer interface {
 	Alarm(ctx context.Context, info AlarmInfo) error
 }
@@ -105,12 +107,21 @@ type Storage interface {
 	// DeleteMany returns how many of the keys existed.
 	DeleteMany(ctx context.Context, keys []string) (int, error)
 	List(ctx context.Context, opts ListOptions) ([]KV, error)
-	// DeleteAll deletes every key of the object (not its alarm).
+	// DeleteAll deletes every key of the object and its alarm (as
+	// Cloudflare's deleteAll does since 2026-02-24). Inside the Alarm
+	// handler it deletes the alarm too: the run is then not retried if it
+	// fails (delete-then-fail).
 	DeleteAll(ctx context.Context) error
-	// Transaction runs fn; if fn returns an error, every write fn made is
-	// rolled back and the error is returned.
+	// Transaction runs fn; if fn returns an error, every write fn made —
+	// storage and alarm, nested transactions included — is rolled back and
+	// the error is returned. It is all-or-nothing: Sync inside it is
+	// refused with ErrSyncInTransaction.
 	Transaction(ctx context.Context, fn func(tx Storage) error) error
-	// Sync returns once every earlier write of the object is durable.
+	// Sync returns once every earlier write of the object is durable. What
+	// it made durable stands even if the event fails afterwards (an event's
+	// failure otherwise discards its writes); later writes of the event are
+	// committed with the event, or discarded if it fails. Inside
+	// Transaction it fails with ErrSyncInTransaction and writes nothing.
 	Sync(ctx context.Context) error
 
 	// GetAlarm reports the alarm's time. Inside the Alarm handler it reports

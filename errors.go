@@ -33,6 +33,10 @@ var (
 	ErrNoAlarmHandler = errors.New("durable: class has no alarm handler")
 	// ErrNotInEvent: storage was used outside the object's own events.
 	ErrNotInEvent = errors.New("durable: storage used outside an event of its object")
+	// ErrSyncInTransaction: Storage.Sync was called inside
+	// Storage.Transaction, which must stay all-or-nothing. Nothing was
+	// written. It is an ErrInvalidArgument.
+	ErrSyncInTransaction = fmt.Errorf("%w: Sync inside a Transaction (a transaction is all-or-nothing)", ErrInvalidArgument)
 )
 
 // ObjectError is an error returned (or a panic raised) by a user's handler. It

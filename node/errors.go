@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/durable-run/durable"
-	"github.com/durable-run/durable/placement"
 	durablev1 "github.com/durable-run/durable/proto/durable/v1"
 )
 
@@ -23,13 +22,13 @@ type errorRule struct {
 // errorTable is the one place internal errors become gRPC statuses. The first
 // matching rule wins; ObjectError is matched before it.
 var errorTable = []errorRule{
+	{durable.ErrSyncInTransaction, codes.InvalidArgument, "SYNC_IN_TRANSACTION", false},
 	{durable.ErrInvalidArgument, codes.InvalidArgument, "INVALID_ARGUMENT", false},
 	{durable.ErrUnknownClass, codes.NotFound, "UNKNOWN_CLASS", false},
 	{durable.ErrNoAlarmHandler, codes.FailedPrecondition, "NO_ALARM_HANDLER", false},
 	{durable.ErrOverloaded, codes.ResourceExhausted, "OVERLOADED", false},
 	{durable.ErrOwnershipLost, codes.Unavailable, "OWNERSHIP_LOST", true},
 	{durable.ErrUnavailable, codes.Unavailable, "UNAVAILABLE", true},
-	{placement.ErrNodeIDInUse, codes.AlreadyExists, "NODE_ID_IN_USE", false},
 	// The commit may have applied: retrying could apply it twice.
 	{durable.ErrCommitUnknown, codes.Unknown, "COMMIT_UNKNOWN", false},
 	// A reset before the commit: nothing of the call was applied.

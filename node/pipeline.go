@@ -114,6 +114,8 @@ type eventTx struct {
 	alarmTouched bool      // SetAlarm or DeleteAlarm ran
 	alarmDue     time.Time // the alarm set (zero: deleted)
 
+	inTransaction int // Transactions open now (nested ones count)
+
 	broken error // BlockConcurrencyWhile or Sync failed: the event must fail
 }
 

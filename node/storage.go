@@ -261,6 +261,9 @@ func (h *storageHandle) DeleteAll(ctx context.Context) error {
 	defer pl.mu.Unlock()
 	tx.cleared = true
 	tx.writes = map[string]write{}
+	if h.o.class.HasAlarm { // a class without a handler has no alarm
+		tx.alarmTouched, tx.alarmDue = true, time.Time{}
+	}
 	return nil
 }
 
@@ -408,10 +411,13 @@ func (h *storageHandle) Transaction(ctx context.Context, fn func(tx durable.Stor
 		return err
 	}
 	saved := tx.snapshot()
+	tx.inTransaction++
 	pl.mu.Unlock()
-	if err := fn(h); err != nil {
-		pl.mu.Lock()
-		defer pl.mu.Unlock()
+	err = fn(h)
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	tx.inTransaction--
+	if err != nil {
 		if cur, err2 := h.txLocked(); err2 == nil && cur == tx {
 			tx.writes, tx.cleared = saved.writes, saved.cleared
 			tx.alarmTouched, tx.alarmDue = saved.alarmTouched, saved.alarmDue
@@ -425,6 +431,12 @@ func (h *storageHandle) Sync(ctx context.Context) error {
 	pl, tx, err := h.lock()
 	if err != nil {
 		return err
+	}
+	if tx.inTransaction > 0 {
+		// What Sync makes durable stands whatever follows: inside a
+		// transaction that would break its all-or-nothing.
+		pl.mu.Unlock()
+		return durable.ErrSyncInTransaction
 	}
 	// The writes so far leave the buffer for a stage of their own.
 	part := *tx

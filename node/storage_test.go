@@ -19,6 +19,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/client"
@@ -483,7 +485,10 @@ func TestStorageBasics(t *testing.T) {
 		})
 	})
 
-	t.Run("DeleteAllKeepsAlarm", func(t *testing.T) {
+	t.Run("DeleteAllDeletesTheAlarm", func(t *testing.T) {
+		// DESIGN §1: DeleteAll deletes every key and the alarm (Cloudflare's
+		// deleteAll since 2026-02-24); an alarm set after it in the same
+		// event stands.
 		const obj = "deleteall-alarm"
 		at := s.h.Clock.Now().Add(time.Hour)
 		s.mustDo(obj, func(ctx context.Context, st durable.Storage) error {
@@ -492,10 +497,9 @@ func TestStorageBasics(t *testing.T) {
 		})
 		s.mustDo(obj, func(ctx context.Context, st durable.Storage) error {
 			assert.NoError(t, st.DeleteAll(ctx))
-			got, ok, err := st.GetAlarm(ctx)
+			_, ok, err := st.GetAlarm(ctx)
 			assert.NoError(t, err)
-			assert.True(t, ok)
-			assert.True(t, got.Equal(at), "alarm %v, want %v", got, at)
+			assert.False(t, ok, "the alarm survived DeleteAll in the event")
 			return nil
 		})
 		assert.Empty(t, s.etcdData(obj))
@@ -503,7 +507,20 @@ func TestStorageBasics(t *testing.T) {
 		defer cancel()
 		resp, err := s.etcdGet(ctx, s.alarmKey(obj))
 		require.NoError(t, err)
-		require.Len(t, resp.Kvs, 1, "DeleteAll removed the alarm")
+		require.Empty(t, resp.Kvs, "DeleteAll kept the alarm")
+
+		later := at.Add(time.Hour)
+		s.mustDo(obj, func(ctx context.Context, st durable.Storage) error {
+			assert.NoError(t, st.SetAlarm(ctx, at))
+			assert.NoError(t, st.DeleteAll(ctx))
+			return st.SetAlarm(ctx, later)
+		})
+		s.mustDo(obj, func(ctx context.Context, st durable.Storage) error {
+			got, ok, err := st.GetAlarm(ctx)
+			assert.NoError(t, err)
+			assert.True(t, ok && got.Equal(later), "alarm %v, want %v", got, later)
+			return nil
+		})
 	})
 
 	t.Run("DeleteAllOnlyThisObject", func(t *testing.T) {
@@ -1356,6 +1373,64 @@ func TestStorageTransaction(t *testing.T) {
 	s := newStoreT(t, nil)
 	errBoom := errors.New("boom")
 
+	t.Run("SyncInsideIsRefusedAndWritesNothing", func(t *testing.T) {
+		// Issue: Sync inside a failed Transaction committed the
+		// transaction's writes, DeleteAll included.
+		const obj = "tx-sync"
+		before := s.h.Clock.Now().Add(time.Hour)
+		s.mustDo(obj, func(ctx context.Context, st durable.Storage) error {
+			assert.NoError(t, st.Put(ctx, "k", []byte("old")))
+			return st.SetAlarm(ctx, before)
+		})
+		unchanged := func(ctx context.Context, st durable.Storage, when string) {
+			m, err := st.GetMany(ctx, []string{"k", "x"})
+			assert.NoError(t, err)
+			assert.Equal(t, map[string]string{"k": "old"}, stringMap(m), when)
+			at, ok, err := st.GetAlarm(ctx)
+			assert.NoError(t, err)
+			assert.True(t, ok && at.Equal(before), "%s: alarm %v, want %v", when, at, before)
+		}
+		var syncErr, nestedErr error
+		s.mustDo(obj, func(ctx context.Context, st durable.Storage) error {
+			err := st.Transaction(ctx, func(tx durable.Storage) error {
+				assert.NoError(t, tx.Put(ctx, "k", []byte("new")))
+				assert.NoError(t, tx.Put(ctx, "x", []byte("1")))
+				assert.NoError(t, tx.SetAlarm(ctx, before.Add(time.Hour)))
+				assert.NoError(t, tx.DeleteAll(ctx))
+				syncErr = tx.Sync(ctx)
+				nestedErr = tx.Transaction(ctx, func(inner durable.Storage) error { return inner.Sync(ctx) })
+				return errBoom
+			})
+			assert.ErrorIs(t, err, errBoom)
+			unchanged(ctx, st, "in the same event")
+			return nil
+		})
+		require.ErrorIs(t, syncErr, durable.ErrSyncInTransaction)
+		require.ErrorIs(t, syncErr, durable.ErrInvalidArgument)
+		require.ErrorIs(t, nestedErr, durable.ErrSyncInTransaction, "Sync in a nested transaction")
+		st, ok := status.FromError(node.ToStatus(syncErr, ""))
+		require.True(t, ok)
+		require.Equal(t, codes.InvalidArgument, st.Code())
+		require.Equal(t, "SYNC_IN_TRANSACTION", client.Detail(st.Err()).GetReason())
+
+		require.Equal(t, map[string]string{"k": "old"}, s.etcdData(obj), "in etcd")
+		s.mustDo(obj, func(ctx context.Context, st durable.Storage) error {
+			unchanged(ctx, st, "in the next event")
+			return nil
+		})
+		s.h.restart()
+		s.mustDo(obj, func(ctx context.Context, st durable.Storage) error { unchanged(ctx, st, "after a restart"); return nil })
+	})
+
+	t.Run("SyncAfterATransactionCommitsIt", func(t *testing.T) {
+		const obj = "tx-then-sync"
+		s.mustDo(obj, func(ctx context.Context, st durable.Storage) error {
+			assert.NoError(t, st.Transaction(ctx, func(tx durable.Storage) error { return tx.Put(ctx, "k", []byte("v")) }))
+			return st.Sync(ctx)
+		})
+		require.Equal(t, map[string]string{"k": "v"}, s.etcdData(obj))
+	})
+
 	t.Run("RolledBackOnError", func(t *testing.T) {
 		const obj = "tx-rollback"
 		s.put(obj, map[string]string{"c": "committed", "d": "committed"})
@@ -2038,6 +2113,35 @@ func TestStorageSync(t *testing.T) {
 			assert.Equal(t, map[string]string{"synced": "1"}, stringMap(m))
 			return nil
 		})
+	})
+
+	t.Run("SyncedWritesOfAFailedAlarmRunStandForItsRetry", func(t *testing.T) {
+		const obj = "sync-alarm-fail"
+		var runs atomic.Int32
+		retrySaw := make(chan map[string]string, 1)
+		s.mu.Lock()
+		s.onAlarm = func(ctx context.Context, o *tObj) error {
+			if runs.Add(1) == 1 {
+				assert.NoError(t, o.S().Put(ctx, "a", []byte("synced")))
+				assert.NoError(t, o.S().Sync(ctx))
+				assert.NoError(t, o.S().Put(ctx, "b", []byte("lost")))
+				return errors.New("fail after sync")
+			}
+			m, err := o.S().GetMany(ctx, []string{"a", "b"})
+			assert.NoError(t, err)
+			retrySaw <- stringMap(m)
+			return nil
+		}
+		s.mu.Unlock()
+		t.Cleanup(func() { s.mu.Lock(); s.onAlarm = nil; s.mu.Unlock() })
+		due := s.h.Clock.Now().Add(time.Second)
+		s.mustDo(obj, func(ctx context.Context, st durable.Storage) error { return st.SetAlarm(ctx, due) })
+		s.h.advance(time.Second)
+		s.h.eventually(func() bool { return runs.Load() == 1 && len(s.etcdData(obj)) == 1 }, "the first run never synced")
+		s.h.WaitQuiet()
+		require.Equal(t, map[string]string{"a": "synced"}, s.etcdData(obj))
+		s.h.advance(2 * time.Second) // the first retry (no jitter)
+		require.Equal(t, map[string]string{"a": "synced"}, <-retrySaw, "the retry sees the synced write, not the later one")
 	})
 
 	t.Run("AfterDeleteAll", func(t *testing.T) {
