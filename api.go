@@ -137,6 +137,8 @@ type Storage interface {
 // Storage limits. Calls exceeding them fail with ErrInvalidArgument before
 // anything is written.
 const (
+	// MaxNameBytes bounds an object's name.
+	MaxNameBytes  = 2048
 	MaxKeyBytes   = 2048
 	MaxValueBytes = 128 * 1024
 	MaxKeysPerOp  = 128

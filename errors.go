@@ -33,6 +33,14 @@ var (
 	ErrNoAlarmHandler = errors.New("durable: class has no alarm handler")
 	// ErrNotInEvent: storage was used outside the object's own events.
 	ErrNotInEvent = errors.New("durable: storage used outside an event of its object")
+	// ErrStorageFull: etcd refused the write because its database is full
+	// (NOSPACE); nothing was written. Reads keep working. Retry once an
+	// operator has freed space (compact, defragment, raise the quota).
+	ErrStorageFull = errors.New("durable: storage full")
+	// ErrRequestIDReused: a request id already recorded for another call
+	// (another method or payload) was sent again; nothing ran. It is an
+	// ErrInvalidArgument.
+	ErrRequestIDReused = fmt.Errorf("%w: request id reused with another call", ErrInvalidArgument)
 	// ErrSyncInTransaction: Storage.Sync was called inside
 	// Storage.Transaction, which must stay all-or-nothing. Nothing was
 	// written. It is an ErrInvalidArgument.

@@ -2,10 +2,13 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
@@ -62,31 +65,72 @@ func clampLimit(l int32, def, most int) int {
 }
 
 func (s *adminServer) ListAlarms(ctx context.Context, req *durablev1.ListAlarmsRequest) (*durablev1.ListAlarmsResponse, error) {
-	f := alarmstore.ListFilter{Class: req.GetClass(), Limit: clampLimit(req.GetLimit(), 100, 10000)}
+	f := alarmstore.ListFilter{
+		Class: req.GetClass(), Limit: clampLimit(req.GetLimit(), 100, 10000),
+		Partitions: s.a.meta.Partitions, After: req.GetPageToken(),
+	}
 	if ms := req.GetDueBeforeUnixMs(); ms > 0 {
 		f.DueBefore = time.UnixMilli(ms)
 	}
-	recs, more, err := s.alarms().List(ctx, f)
+	recs, next, err := s.alarms().List(ctx, f)
 	if err != nil {
-		return nil, node.ToStatus(storageErr(err), "")
+		return nil, node.ToStatus(listErr(err), "")
 	}
-	out := &durablev1.ListAlarmsResponse{Truncated: more}
+	out := &durablev1.ListAlarmsResponse{Truncated: next != "", NextPageToken: next}
 	for _, r := range recs {
 		out.Alarms = append(out.Alarms, alarmProto(r))
 	}
 	return out, nil
 }
 
-func (s *adminServer) ListDeadLetters(ctx context.Context, req *durablev1.ListDeadLettersRequest) (*durablev1.ListDeadLettersResponse, error) {
-	dls, more, err := s.alarms().ListDead(ctx, req.GetClass(), clampLimit(req.GetLimit(), 100, 10000))
-	if err != nil {
-		return nil, node.ToStatus(storageErr(err), "")
+// listErr keeps a bad page token's identity; anything else is etcd's.
+func listErr(err error) error {
+	if errors.Is(err, durable.ErrInvalidArgument) {
+		return err
 	}
-	out := &durablev1.ListDeadLettersResponse{Truncated: more}
+	return storageErr(err)
+}
+
+func (s *adminServer) ListDeadLetters(ctx context.Context, req *durablev1.ListDeadLettersRequest) (*durablev1.ListDeadLettersResponse, error) {
+	dls, next, err := s.alarms().ListDead(ctx, alarmstore.DeadFilter{
+		Class: req.GetClass(), Limit: clampLimit(req.GetLimit(), 100, 10000),
+		Partitions: s.a.meta.Partitions, After: req.GetPageToken(),
+	})
+	if err != nil {
+		return nil, node.ToStatus(listErr(err), "")
+	}
+	out := &durablev1.ListDeadLettersResponse{Truncated: next != "", NextPageToken: next}
 	for _, d := range dls {
 		out.DeadLetters = append(out.DeadLetters, &durablev1.DeadLetter{
 			Alarm: alarmProto(d.Record), AbandonedUnixMs: d.Abandoned.UnixMilli(),
 		})
+	}
+	return out, nil
+}
+
+func (s *adminServer) Locate(ctx context.Context, req *durablev1.LocateRequest) (*durablev1.LocateResponse, error) {
+	class, id, err := s.a.Node.Resolve(req.GetClass(), node.RefOf(req.GetObject()))
+	if err != nil {
+		return nil, node.ToStatus(err, "")
+	}
+	p := id.Partition(s.a.meta.Partitions)
+	v, err := placement.Read(ctx, s.a.client, s.a.keys, s.a.meta)
+	if err != nil {
+		return nil, node.ToStatus(storageErr(err), "")
+	}
+	out := &durablev1.LocateResponse{Id: id.String(), Partition: int32(p), HomeDc: s.a.meta.Home(p)}
+	if o, ok := v.Owners[p]; ok {
+		out.Owner, out.Token, out.OwnerAddress = o.Node, o.Token, v.Nodes[o.Node].Address
+	}
+	if as, ok := v.Assign[p]; ok {
+		out.AssignedNode, out.ManagedByDc, out.HomeDc = as.Node, as.DC, as.Home
+	}
+	rec, err := s.alarms().Get(ctx, p, class.Name, id)
+	if err != nil {
+		return nil, node.ToStatus(storageErr(err), "")
+	}
+	if rec != nil {
+		out.PendingAlarm = alarmProto(*rec)
 	}
 	return out, nil
 }
@@ -109,19 +153,28 @@ func (s *adminServer) Drain(context.Context, *durablev1.DrainRequest) (*durablev
 	return out, nil
 }
 
-// Status describes the cluster as seen from etcd, plus this node's counters.
+// Status describes the cluster as seen from etcd, plus this node's own
+// figures. Its reads run side by side, a few round trips in all, so it
+// answers quickly during a failover too.
 func (a *Agent) Status(ctx context.Context) (*durablev1.StatusResponse, error) {
-	v, err := placement.Read(ctx, a.client, a.keys, a.meta)
-	if err != nil {
-		return nil, err
-	}
-	leaders, err := leader.Leaders(ctx, a.client, a.keys)
-	if err != nil {
-		return nil, err
-	}
+	var (
+		v       placement.Snapshot
+		leaders []leader.Info
+		pending []int64
+		dead    int64
+	)
 	alarms := alarmstore.New(a.client, a.keys)
+	var g errgroup.Group
+	g.Go(func() (err error) { v, err = placement.Read(ctx, a.client, a.keys, a.meta); return })
+	g.Go(func() (err error) { leaders, err = leader.Leaders(ctx, a.client, a.keys); return })
+	g.Go(func() (err error) { pending, err = alarms.CountPending(ctx, a.meta.Partitions); return })
+	g.Go(func() (err error) { dead, err = alarms.CountDead(ctx); return })
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
 	out := &durablev1.StatusResponse{
 		ClusterPrefix: a.keys.Prefix(), PartitionCount: int32(a.meta.Partitions), AnsweredBy: a.cfg.Node.ID,
+		DeadLetters: dead,
 	}
 	byNode := map[string]*durablev1.NodeStatus{}
 	byDC := map[string]*durablev1.DataCenterStatus{}
@@ -142,18 +195,14 @@ func (a *Agent) Status(ctx context.Context) (*durablev1.StatusResponse, error) {
 	for _, ni := range v.Nodes {
 		ns := &durablev1.NodeStatus{Id: ni.ID, Dc: ni.DC, Address: ni.Address, Draining: ni.Draining}
 		if ni.ID == a.cfg.Node.ID {
-			ns.ActiveObjects = int64(a.Node.ActiveObjects())
+			a.fillOwnStatus(ns)
 		}
 		byNode[ni.ID] = ns
 		out.Nodes = append(out.Nodes, ns)
 		dc(ni.DC).LiveNodes++
 	}
 	for p := range a.meta.Partitions {
-		count, err := alarms.CountPending(ctx, p)
-		if err != nil {
-			return nil, err
-		}
-		ps := &durablev1.PartitionStatus{Partition: int32(p), PendingAlarms: count, HomeDc: a.meta.Home(p)}
+		ps := &durablev1.PartitionStatus{Partition: int32(p), PendingAlarms: pending[p], HomeDc: a.meta.Home(p)}
 		if o, ok := v.Owners[p]; ok {
 			ps.Owner, ps.Token = o.Node, o.Token
 			if ns := byNode[o.Node]; ns != nil {
@@ -169,13 +218,22 @@ func (a *Agent) Status(ctx context.Context) (*durablev1.StatusResponse, error) {
 			}
 			d.LastReassignmentUnixMs = max(d.LastReassignmentUnixMs, as.At)
 		}
-		out.PendingAlarms += count
+		out.PendingAlarms += pending[p]
 		out.Partitions = append(out.Partitions, ps)
 	}
 	sort.Slice(out.Nodes, func(i, j int) bool { return out.Nodes[i].Id < out.Nodes[j].Id })
 	sort.Slice(out.DataCenters, func(i, j int) bool { return out.DataCenters[i].Dc < out.DataCenters[j].Dc })
-	if out.DeadLetters, err = alarms.CountDead(ctx); err != nil {
-		return nil, err
-	}
 	return out, nil
+}
+
+// fillOwnStatus adds what only this node knows of itself.
+func (a *Agent) fillOwnStatus(ns *durablev1.NodeStatus) {
+	h := a.Member.Health()
+	adm := a.Node.Admission()
+	ns.ActiveObjects = int64(a.Node.ActiveObjects())
+	ns.LeaseValid = h.Registered && h.Margin > 0
+	ns.LeaseMarginMs = h.Margin.Milliseconds()
+	ns.KeepaliveLatencyMs = float64(h.KeepAlive.Microseconds()) / 1000
+	ns.CallsInFlight, ns.CallLimit, ns.Refused = int64(adm.InFlight), int64(adm.Limit), adm.Refused
+	ns.LeaseLosses, ns.PartitionsLost = h.LeaseLosses, h.PartitionsLost
 }

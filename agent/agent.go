@@ -16,6 +16,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -86,12 +87,14 @@ type Agent struct {
 	keys      keyspace.Space
 	addr      string
 	client    *clientv3.Client
+	leases    *clientv3.Client // the lease's own connection
 	committer *commit.Committer
 	reader    *commit.Reader
 	srv       *grpc.Server
 	log       *slog.Logger
 
 	health   *health.Server
+	serving  atomic.Bool // what the health service says of ""
 	stopOnce sync.Once
 	debug    *DebugServer // nil unless Config.DebugListen
 
@@ -121,15 +124,13 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 	a.log = cfg.Node.Logger.With("component", "agent", "node", cfg.Node.ID)
 	if err := a.build(ctx, reg); err != nil {
 		lis.Close()
-		if a.client != nil {
-			a.client.Close()
-		}
+		a.closeClients()
 		return nil, err
 	}
 	if cfg.DebugListen != "" {
 		if a.debug, err = ServeDebug(cfg.DebugListen); err != nil {
 			lis.Close()
-			a.client.Close()
+			a.closeClients()
 			return nil, err
 		}
 	}
@@ -144,6 +145,8 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 	healthpb.RegisterHealthServer(a.srv, a.health)
 	reflection.Register(a.srv)
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	a.health.SetServingStatus(ObjectsService, healthpb.HealthCheckResponse_NOT_SERVING)
+	a.health.SetServingStatus(AdminService, healthpb.HealthCheckResponse_SERVING)
 
 	go a.run(ctx, lis)
 	return a, nil
@@ -157,6 +160,11 @@ func (a *Agent) build(ctx context.Context, reg *node.Registry) error {
 		return err
 	}
 	a.client = client
+	// The lease is renewed over a connection of its own: renewals must not
+	// queue behind the node's commits and reads.
+	if a.leases, err = Dial(ctx, a.cfg.Etcd, a.cfg.EtcdTLS, a.cfg.DialTimeout); err != nil {
+		return err
+	}
 	homes := nc.HomeDCs
 	if len(homes) == 0 {
 		homes = []string{nc.DC}
@@ -176,7 +184,7 @@ func (a *Agent) build(ctx context.Context, reg *node.Registry) error {
 	a.meta = meta
 	a.Member = placement.NewMember(placement.MemberConfig{
 		ID: nc.ID, DC: nc.DC, Advertise: nc.Advertise, LeaseTTL: nc.LeaseTTL, CommitTimeout: nc.CommitTimeout,
-		Clock: nc.Clock, Logger: nc.Logger.With("node", nc.ID),
+		Clock: nc.Clock, Logger: nc.Logger.With("node", nc.ID), Leases: a.leases,
 	}, client, a.keys, meta)
 	commitCfg := commit.Config{
 		Parallelism: nc.CommitParallelism, MaxOps: nc.CommitMaxOps, MaxBytes: nc.CommitMaxBytes, Timeout: nc.CommitTimeout,
@@ -202,19 +210,25 @@ func (a *Agent) build(ctx context.Context, reg *node.Registry) error {
 // the node, release what is left and stop the commit path.
 func (a *Agent) run(ctx context.Context, lis net.Listener) {
 	defer close(a.done)
-	defer a.client.Close()
+	defer a.closeClients()
 	if a.debug != nil {
 		defer a.debug.Close()
 	}
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var serving sync.WaitGroup
-	failed := make(chan error, 1)
+	failed := make(chan error, 2)
+	fail := func(err error) {
+		select {
+		case failed <- err:
+		default:
+		}
+		cancel(err)
+	}
 	serving.Go(func() {
 		// nil: the agent stopped the server itself.
 		if err := a.srv.Serve(lis); err != nil {
-			failed <- fmt.Errorf("agent: grpc server: %w", err)
-			cancel(err)
+			fail(fmt.Errorf("agent: grpc server: %w", err))
 		}
 	})
 	defer serving.Wait() // after stopServer below
@@ -233,14 +247,15 @@ func (a *Agent) run(ctx context.Context, lis net.Listener) {
 	// leader leads until it exits) and see the new owners claim.
 	mctx, stopMembership := context.WithCancelCause(context.Background())
 	var background sync.WaitGroup
-	background.Go(func() { a.Member.Run(mctx, a.Node) })
-	background.Go(func() { a.Leader.Run(mctx) })
 	background.Go(func() {
-		// Serving flips on once the node owns partitions.
-		if a.Member.WaitOwning(runCtx) == nil {
-			a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		// It returns an error only when the node can no longer be a member
+		// (another live process took its id): the agent stops.
+		if err := a.Member.Run(mctx, a.Node); err != nil {
+			fail(fmt.Errorf("agent: %w", err))
 		}
 	})
+	background.Go(func() { a.Leader.Run(mctx) })
+	background.Go(func() { a.reportHealth(runCtx) })
 
 	<-runCtx.Done()
 	crashed := errors.Is(context.Cause(ctx), ErrCrash)
@@ -263,6 +278,54 @@ func (a *Agent) run(ctx context.Context, lis net.Listener) {
 	select {
 	case a.runErr = <-failed:
 	default:
+	}
+}
+
+// Health service names, besides "" (the whole node).
+const (
+	ObjectsService = "durable.v1.Objects"
+	AdminService   = "durable.v1.Admin"
+)
+
+// healthEvery is how often the health service is brought up to date.
+const healthEvery = 200 * time.Millisecond
+
+// reportHealth keeps the health service true until ctx ends: "" is
+// SERVING while the node is registered and can confirm its lease, once it
+// has owned partitions since it started; durable.v1.Objects also requires
+// that it is not draining (a balancer should stop sending it calls).
+func (a *Agent) reportHealth(ctx context.Context) {
+	t := time.NewTicker(healthEvery)
+	defer t.Stop()
+	ready := false
+	set := func(service string, ok bool) {
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if ok {
+			st = healthpb.HealthCheckResponse_SERVING
+		}
+		a.health.SetServingStatus(service, st)
+	}
+	for {
+		h := a.Member.Health()
+		ready = ready || len(a.Member.Owned()) > 0
+		up := ready && h.Registered && h.Margin > 0
+		a.serving.Store(up)
+		set("", up)
+		set(ObjectsService, up && !h.Draining)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-a.Member.Changed():
+		}
+	}
+}
+
+func (a *Agent) closeClients() {
+	for _, c := range []*clientv3.Client{a.client, a.leases} {
+		if c != nil {
+			_ = c.Close()
+		}
 	}
 }
 
@@ -310,6 +373,9 @@ func Dial(ctx context.Context, endpoints []string, tlsCfg *tls.Config, timeout t
 	}
 	return client, nil
 }
+
+// Serving reports what the health service last said of the node.
+func (a *Agent) Serving() bool { return a.serving.Load() }
 
 // Addr returns the address the agent serves on.
 func (a *Agent) Addr() string { return a.addr }

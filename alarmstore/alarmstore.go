@@ -1,13 +1,10 @@
 package alarmstore
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"sort"
-	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -185,100 +182,6 @@ func (s *Store) LoadWindow(ctx context.Context, p int, after, until time.Time, f
 		start = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
 	return nil
-}
-
-// CountPending returns the number of alarms of partition p.
-func (s *Store) CountPending(ctx context.Context, p int) (int64, error) {
-	resp, err := s.kv.Get(ctx, s.keys.AlarmPrefix(p), clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		return 0, err
-	}
-	return resp.Count, nil
-}
-
-// ListFilter selects alarms for List.
-type ListFilter struct {
-	Class     string
-	DueBefore time.Time // zero: no bound
-	Limit     int
-}
-
-// List returns pending alarms across all partitions ordered by due time, and
-// whether more matched than Limit.
-func (s *Store) List(ctx context.Context, f ListFilter) ([]Record, bool, error) {
-	resp, err := s.kv.Get(ctx, s.keys.AlarmsPrefix(), clientv3.WithPrefix())
-	if err != nil {
-		return nil, false, err
-	}
-	var out []Record
-	for _, kv := range resp.Kvs {
-		rest := strings.TrimPrefix(string(kv.Key), s.keys.AlarmsPrefix())
-		parts := strings.SplitN(rest, "/", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		p, ok := keyspace.ParsePartitionKey(parts[0], "")
-		id, idOK := parseID(parts[2])
-		if !ok || !idOK || (f.Class != "" && parts[1] != f.Class) {
-			continue
-		}
-		rec, err := Decode(p, parts[1], id, kv.Value)
-		if err != nil {
-			return nil, false, err
-		}
-		if !f.DueBefore.IsZero() && !rec.Due.Before(f.DueBefore) {
-			continue
-		}
-		out = append(out, *rec)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].Due.Equal(out[j].Due) {
-			return out[i].Due.Before(out[j].Due)
-		}
-		return bytes.Compare(out[i].ID[:], out[j].ID[:]) < 0 // the order of their hex form
-	})
-	if f.Limit > 0 && len(out) > f.Limit {
-		return out[:f.Limit], true, nil
-	}
-	return out, false, nil
-}
-
-// ListDead returns dead letters, oldest abandonment first.
-func (s *Store) ListDead(ctx context.Context, class string, limit int) ([]DeadLetter, bool, error) {
-	resp, err := s.kv.Get(ctx, s.keys.DeadAll(), clientv3.WithPrefix())
-	if err != nil {
-		return nil, false, err
-	}
-	var out []DeadLetter
-	for _, kv := range resp.Kvs {
-		rest := strings.TrimPrefix(string(kv.Key), s.keys.DeadAll())
-		parts := strings.SplitN(rest, "/", 4)
-		if len(parts) != 4 {
-			continue
-		}
-		p, ok := keyspace.ParsePartitionKey(parts[0], "")
-		id, idOK := parseID(parts[2])
-		if !ok || !idOK || (class != "" && parts[1] != class) {
-			continue
-		}
-		var j deadJSON
-		if err := json.Unmarshal(kv.Value, &j); err != nil {
-			return nil, false, fmt.Errorf("alarmstore: corrupt dead letter %s: %w", kv.Key, err)
-		}
-		out = append(out, DeadLetter{
-			Record: Record{
-				Class: parts[1], ID: id, Name: j.Name, Partition: p,
-				Due: time.UnixMilli(j.DueMS), Scheduled: time.UnixMilli(j.ScheduleMS),
-				RetryCount: j.Retry, LastError: j.LastError,
-			},
-			Abandoned: time.UnixMilli(j.AbandonedMS),
-		})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Abandoned.Before(out[j].Abandoned) })
-	if limit > 0 && len(out) > limit {
-		return out[:limit], true, nil
-	}
-	return out, false, nil
 }
 
 // CountDead returns the number of dead letters.

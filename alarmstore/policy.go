@@ -16,8 +16,10 @@ type Policy struct {
 	// of it (0.25: up to 25 %).
 	MaxJitter float64
 	// SystemRetryDelay is how long a run that failed in the system waits
-	// before it runs again.
-	SystemRetryDelay time.Duration
+	// before it runs again; it doubles with each consecutive system
+	// failure of the object, up to MaxSystemRetryDelay (etcd full or
+	// unreachable must not be hammered every second).
+	SystemRetryDelay, MaxSystemRetryDelay time.Duration
 	// Jitter returns a float in [0, 1); nil means no jitter.
 	Jitter func() float64
 }
@@ -27,7 +29,8 @@ const MaxRetries = 6
 
 // DefaultPolicy returns the contract's policy with jitter from jitter.
 func DefaultPolicy(jitter func() float64) Policy {
-	return Policy{MaxRetries: MaxRetries, BaseDelay: 2 * time.Second, MaxJitter: 0.25, SystemRetryDelay: time.Second, Jitter: jitter}
+	return Policy{MaxRetries: MaxRetries, BaseDelay: 2 * time.Second, MaxJitter: 0.25,
+		SystemRetryDelay: time.Second, MaxSystemRetryDelay: 30 * time.Second, Jitter: jitter}
 }
 
 // Outcome is how one run of an alarm ended.
@@ -44,6 +47,9 @@ type Outcome struct {
 	Replacement *Record
 	// Err is the failure, recorded as the alarm's last error.
 	Err error
+	// SystemFailures is the number of system failures of the object in a
+	// row before this run.
+	SystemFailures int
 }
 
 // Action is what happens to an alarm after a run.
@@ -94,7 +100,7 @@ func (p Policy) Next(rec Record, o Outcome, now time.Time) Decision {
 		return Decision{Action: Delete, CommitWrites: true}
 	case o.System:
 		// Not the handler's failure: it does not count against the retries.
-		return Decision{Action: RunAgain, At: now.Add(p.SystemRetryDelay)}
+		return Decision{Action: RunAgain, At: now.Add(p.SystemBackoff(o.SystemFailures))}
 	case o.Touched:
 		// Set-then-fail and delete-then-fail: the change stands, no retry.
 		return Decision{Action: Replace, Next: o.Replacement}
@@ -119,6 +125,27 @@ func (p Policy) Backoff(retry int) time.Duration {
 		j = p.Jitter()
 	}
 	return base + time.Duration(float64(base)*p.MaxJitter*j)
+}
+
+// SystemBackoff returns the wait after the (failures+1)-th system failure
+// in a row: SystemRetryDelay · 2^failures, at most MaxSystemRetryDelay,
+// plus up to MaxJitter of it.
+func (p Policy) SystemBackoff(failures int) time.Duration {
+	d := p.SystemRetryDelay
+	for range min(failures, 30) {
+		if d >= p.MaxSystemRetryDelay {
+			break
+		}
+		d *= 2
+	}
+	if p.MaxSystemRetryDelay > 0 {
+		d = min(d, p.MaxSystemRetryDelay)
+	}
+	j := 0.0
+	if p.Jitter != nil {
+		j = p.Jitter()
+	}
+	return d + time.Duration(float64(d)*p.MaxJitter*j)
 }
 
 // CeilMillis rounds t up to a whole millisecond: alarm times are stored in

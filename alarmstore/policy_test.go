@@ -78,3 +78,14 @@ func TestPolicySystemFailuresDoNotCountAgainstTheRetries(t *testing.T) {
 	d := p.Next(pending(MaxRetries), Outcome{Failed: true, System: true, Err: boom}, t0)
 	require.Equal(t, Decision{Action: RunAgain, At: t0.Add(p.SystemRetryDelay)}, d)
 }
+
+func TestPolicySystemRetriesBackOffToThirtySeconds(t *testing.T) {
+	p := DefaultPolicy(nil)
+	for failures, want := range []time.Duration{1, 2, 4, 8, 16, 30, 30} {
+		d := p.Next(pending(0), Outcome{Failed: true, System: true, Err: boom, SystemFailures: failures}, t0)
+		require.Equal(t, t0.Add(want*time.Second), d.At, "after %d system failures", failures)
+	}
+	require.Equal(t, 30*time.Second, p.SystemBackoff(1000), "no overflow")
+	jittered := DefaultPolicy(func() float64 { return 0.5 })
+	require.Equal(t, 2*time.Second+250*time.Millisecond, jittered.SystemBackoff(1))
+}

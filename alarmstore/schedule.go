@@ -377,6 +377,18 @@ func (s *Schedule) Size() int {
 	return len(s.byKey)
 }
 
+// SetMaxRunning changes the bound on deliveries not yet released (at least
+// 1); a lower bound lets the deliveries out already finish.
+func (s *Schedule) SetMaxRunning(n int) {
+	s.mu.Lock()
+	grew := n > s.cfg.MaxRunning
+	s.cfg.MaxRunning = max(n, 1)
+	s.mu.Unlock()
+	if grew {
+		s.poke()
+	}
+}
+
 // Release ends a delivery: the object is done with the alarm it was handed.
 func (s *Schedule) Release() {
 	s.mu.Lock()

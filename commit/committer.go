@@ -88,8 +88,11 @@ type Committer struct {
 	ctx    context.Context // cancelled by Stop
 	cancel context.CancelFunc
 
+	full warnOnce // NOSPACE, logged once per interval
+
 	stats struct {
 		txns, requests, ops, retried, refused atomic.Int64
+		latencyNS                             atomic.Int64 // moving average of a Txn's round trip
 	}
 }
 
@@ -139,6 +142,24 @@ func (c *Committer) Stop() {
 	c.cancel()
 	c.stop()
 }
+
+// observe folds one Txn's round trip into the moving average (weight 1/8).
+func (c *Committer) observe(d time.Duration) {
+	for {
+		old := c.stats.latencyNS.Load()
+		next := int64(d)
+		if old > 0 {
+			next = old + (int64(d)-old)/8
+		}
+		if c.stats.latencyNS.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+// Latency is the moving average of a commit Txn's round trip: what the
+// node's admission control watches.
+func (c *Committer) Latency() time.Duration { return time.Duration(c.stats.latencyNS.Load()) }
 
 // Stats is a snapshot of a committer's counters.
 type Stats struct {
@@ -212,12 +233,21 @@ func (c *Committer) send(batch []*Request) {
 		ops = append(ops, r.Ops...)
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.Timeout)
+	sent := time.Now()
 	resp, err := c.kv.Txn(ctx).If(cmps...).Then(ops...).Else(reads...).Commit()
 	cancel()
+	c.observe(time.Since(sent))
 	c.stats.txns.Add(1)
 	switch {
 	case err != nil && tooLarge(err):
 		c.refused(batch, nops, nbytes, err)
+	case errors.Is(err, rpctypes.ErrNoSpace):
+		// etcd's quota alarm: nothing was applied, and nothing will be
+		// until an operator frees space.
+		c.full.warn(c.cfg.Logger, "etcd is full (NOSPACE): writes are refused until space is freed (compact, defragment, raise --quota-backend-bytes)", err)
+		for _, r := range batch {
+			r.Done(fmt.Errorf("%w: %w", durable.ErrStorageFull, err))
+		}
 	case err != nil:
 		// The Txn may or may not have applied.
 		for _, r := range batch {
@@ -284,6 +314,18 @@ func (c *Committer) refused(batch []*Request, nops, nbytes int, err error) {
 	c.cfg.Logger.Warn("etcd refused a commit batch as too large; batching less",
 		"err", err, "max_ops", maxOps, "max_bytes", maxBytes)
 	c.requeue(batch)
+}
+
+// warnOnce logs a warning at most once per warnEvery.
+type warnOnce struct{ last atomic.Int64 }
+
+const warnEvery = 10 * time.Second
+
+func (w *warnOnce) warn(log *slog.Logger, msg string, err error) {
+	now := time.Now().UnixNano()
+	if last := w.last.Load(); now-last >= int64(warnEvery) && w.last.CompareAndSwap(last, now) {
+		log.Warn(msg, "err", err)
+	}
 }
 
 // tooLarge reports errors with which etcd (or the client, before sending)

@@ -388,7 +388,7 @@ func (g *gatedLease) KeepAlive(ctx context.Context, id clientv3.LeaseID) (<-chan
 	ch := make(chan *clientv3.LeaseKeepAliveResponse, 1)
 	g.wg.Go(func() {
 		defer close(ch)
-		_ = placement.KeepAlive(ctx, g.Lease, id, g.every, g.gate, func(_ time.Time, ttl int64) {
+		_ = placement.KeepAlive(ctx, g.Lease, id, g.every, g.gate, func(_ time.Time, ttl int64, _ time.Duration) {
 			select {
 			case ch <- &clientv3.LeaseKeepAliveResponse{ID: id, TTL: ttl}:
 			default:

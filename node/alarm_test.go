@@ -333,7 +333,7 @@ func (e *alarmEnv) deadLetters() []alarmstore.DeadLetter {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	dl, _, err := alarmstore.New(e.Client, e.n().Keys()).ListDead(ctx, probeClass, 0)
+	dl, _, err := alarmstore.New(e.Client, e.n().Keys()).ListDead(ctx, alarmstore.DeadFilter{Class: probeClass, Limit: 1000, Partitions: e.n().PartitionCount()})
 	require.NoError(e.t, err)
 	return dl
 }
@@ -1002,7 +1002,9 @@ func TestAlarmSystemFailureIsRetriedWithoutCounting(t *testing.T) {
 		require.Equal(t, 0, rec.RetryCount, "a system failure must not count")
 		require.True(t, rec.Due.Equal(T))
 		require.Empty(t, rec.LastError)
-		e.advance(e.cfg.SystemRetryDelay - time.Millisecond)
+		// System retries back off: 1 s, then 2 s (no jitter here).
+		delay := e.cfg.SystemRetryDelay << (i - 1)
+		e.advance(delay - time.Millisecond)
 		e.requireRunsStay(i, "before the system retry delay")
 		e.advance(time.Millisecond)
 	}

@@ -60,6 +60,30 @@ type Config struct {
 	// CommitParallelism is the number of group-commit transactions in
 	// flight at once.
 	CommitParallelism int
+	// MaxCalls bounds the invocations running or queued on the node at
+	// once; admission control lowers the bound (down to MinCalls) while
+	// the node's lease renewals or commits slow down, and raises it back.
+	// Calls past it are refused as overloaded, with a retry-after.
+	MaxCalls, MinCalls int
+	// MaxActiveObjects bounds the objects in memory; activations past it
+	// are refused (alarms wait).
+	MaxActiveObjects int
+	// MaxActivationRate bounds new activations per second at full
+	// admission; it shrinks with the call bound.
+	MaxActivationRate float64
+	// CommitLatencyTarget is the commit round trip above which admission
+	// control counts the node as under pressure.
+	CommitLatencyTarget time.Duration
+	// MaxReplyBytes bounds an invocation's reply: a larger one fails the
+	// invocation before its writes commit (a reply the caller's connection
+	// cannot take must not leave an applied write behind).
+	MaxReplyBytes int
+	// ForwardTimeout, when positive, bounds one forward to another node.
+	// Off by default: a forward already ends when the partition's owner
+	// changes (a dead or frozen owner loses it within a lease TTL), and
+	// cutting a slow but live owner's call short would run its handler
+	// again on the retry.
+	ForwardTimeout time.Duration
 	// MaxRunningAlarms bounds the alarms handed to objects at once; more
 	// due alarms wait in the heap.
 	MaxRunningAlarms int
@@ -103,6 +127,12 @@ func DefaultConfig() Config {
 		CommitParallelism:   4,
 		AlarmHandlerTimeout: 15 * time.Minute,
 		MaxRunningAlarms:    4096,
+		MaxCalls:            4096,
+		MinCalls:            64,
+		MaxActiveObjects:    200000,
+		MaxActivationRate:   20000,
+		CommitLatencyTarget: 250 * time.Millisecond,
+		MaxReplyBytes:       4<<20 - 64<<10,
 		BlockTimeout:        30 * time.Second,
 		SystemRetryDelay:    time.Second,
 	}
@@ -157,6 +187,21 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxRunningAlarms < 1 {
 		bad("max running alarms %d must be at least 1", c.MaxRunningAlarms)
+	}
+	if c.MinCalls < 1 || c.MaxCalls < c.MinCalls {
+		bad("call bounds [%d, %d] must satisfy 1 <= min <= max", c.MinCalls, c.MaxCalls)
+	}
+	if c.MaxActiveObjects < 1 {
+		bad("max active objects %d must be at least 1", c.MaxActiveObjects)
+	}
+	if c.MaxActivationRate < 1 {
+		bad("max activation rate %g must be at least 1/s", c.MaxActivationRate)
+	}
+	if c.CommitLatencyTarget <= 0 {
+		bad("commit latency target %s must be positive", c.CommitLatencyTarget)
+	}
+	if c.MaxReplyBytes < 1024 {
+		bad("max reply bytes %d must be at least 1024", c.MaxReplyBytes)
 	}
 	if c.QueueSize < 1 {
 		bad("queue size %d must be at least 1", c.QueueSize)

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -31,6 +32,19 @@ type reqEntry struct {
 	ID      string `json:"id"`
 	Reply   []byte `json:"reply,omitempty"`
 	Dropped bool   `json:"dropped,omitempty"` // the reply was too large to keep
+	// Digest identifies the call (method and payload): a retry must be the
+	// same call. Empty in rings written before it existed.
+	Digest string `json:"digest,omitempty"`
+}
+
+// callDigest is what reqEntry.Digest holds for a call: 8 bytes of SHA-256
+// over its method and payload.
+func callDigest(method string, payload []byte) string {
+	h := sha256.New()
+	h.Write([]byte(method))
+	h.Write([]byte{0})
+	h.Write(payload)
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
 type requestIDKey struct{}
@@ -97,8 +111,12 @@ func (pl *pipeline) seenRequest(ctx context.Context, id string) (reqEntry, bool,
 	return reqEntry{}, false, nil
 }
 
-// replayReply is the answer to a retry of a request already applied.
-func replayReply(e reqEntry) ([]byte, error) {
+// replayReply is the answer to a retry, with digest, of a request already
+// applied.
+func replayReply(e reqEntry, digest string) ([]byte, error) {
+	if e.Digest != "" && e.Digest != digest {
+		return nil, fmt.Errorf("%w: request %s was recorded for another method or payload; nothing ran", durable.ErrRequestIDReused, truncate(e.ID))
+	}
 	if e.Dropped {
 		return nil, fmt.Errorf("%w: request %s was already applied; its reply was too large to keep", durable.ErrCommitUnknown, e.ID)
 	}

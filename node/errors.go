@@ -3,6 +3,9 @@ package node
 import (
 	"context"
 	"errors"
+	"strings"
+	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -23,10 +26,12 @@ type errorRule struct {
 // matching rule wins; ObjectError is matched before it.
 var errorTable = []errorRule{
 	{durable.ErrSyncInTransaction, codes.InvalidArgument, "SYNC_IN_TRANSACTION", false},
+	{durable.ErrRequestIDReused, codes.InvalidArgument, "REQUEST_ID_REUSED", false},
 	{durable.ErrInvalidArgument, codes.InvalidArgument, "INVALID_ARGUMENT", false},
 	{durable.ErrUnknownClass, codes.NotFound, "UNKNOWN_CLASS", false},
 	{durable.ErrNoAlarmHandler, codes.FailedPrecondition, "NO_ALARM_HANDLER", false},
 	{durable.ErrOverloaded, codes.ResourceExhausted, "OVERLOADED", false},
+	{durable.ErrStorageFull, codes.ResourceExhausted, "STORAGE_FULL", false},
 	{durable.ErrOwnershipLost, codes.Unavailable, "OWNERSHIP_LOST", true},
 	{durable.ErrUnavailable, codes.Unavailable, "UNAVAILABLE", true},
 	// The commit may have applied: retrying could apply it twice.
@@ -65,11 +70,56 @@ func ToStatus(err error, ownerAddr string) error {
 		}
 	}
 	detail.OwnerAddress = ownerAddr
-	st, derr := status.New(code, err.Error()).WithDetails(detail)
+	var ra *retryAfterError
+	switch {
+	case errors.As(err, &ra):
+		detail.RetryAfterMs = ra.after.Milliseconds()
+	case errors.Is(err, durable.ErrStorageFull):
+		detail.RetryAfterMs = storageFullRetryAfter.Milliseconds()
+	}
+	msg := statusMessage(err)
+	st, derr := status.New(code, msg).WithDetails(detail)
 	if derr != nil {
-		return status.Error(code, err.Error())
+		return status.Error(code, msg)
 	}
 	return st.Err()
+}
+
+// maxMessageBytes caps a status message: errors may quote user input
+// (keys, names, a handler's own message).
+const maxMessageBytes = 1024
+
+// statusMessage is err's text as a status can carry it: valid UTF-8 (a
+// status with invalid UTF-8 cannot be marshalled, and its detail would be
+// lost) and at most maxMessageBytes.
+func statusMessage(err error) string {
+	msg := strings.ToValidUTF8(err.Error(), "\uFFFD")
+	if len(msg) <= maxMessageBytes {
+		return msg
+	}
+	cut := maxMessageBytes
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + "…"
+}
+
+// storageFullRetryAfter is the wait a caller is told when etcd is full: an
+// operator has to act before any write can succeed.
+const storageFullRetryAfter = 10 * time.Second
+
+// retryAfterError says when the caller should try again.
+type retryAfterError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryAfterError) Error() string { return e.err.Error() }
+func (e *retryAfterError) Unwrap() error { return e.err }
+
+// withRetryAfter attaches a retry-after to err (carried in ErrorDetail).
+func withRetryAfter(err error, after time.Duration) error {
+	return &retryAfterError{err: err, after: after}
 }
 
 // remoteError is an error status received from another node: it relays

@@ -72,6 +72,9 @@ type Membership interface {
 	Changed() <-chan struct{}
 	// Gate blocks while the process is frozen (tests).
 	Gate(ctx context.Context) error
+	// LeaseTiming is how long until the local lease deadline, the round
+	// trip of the last renewal and the lease's TTL (admission control).
+	LeaseTiming() (margin, keepAlive, ttl time.Duration)
 }
 
 // Committer is the group commit the node stages its objects' writes to
@@ -82,6 +85,8 @@ type Committer interface {
 	Limits() (ops, bytes int)
 	// Idle reports whether nothing is queued or in flight.
 	Idle() bool
+	// Latency is the moving average of a commit Txn's round trip.
+	Latency() time.Duration
 }
 
 // Reader is the group read of point keys (commit.Reader implements it).
@@ -114,6 +119,7 @@ type Node struct {
 	sched      *alarmstore.Schedule
 	env        *env
 	tab        *table
+	adm        *admission
 	peers      peerConns
 
 	// ctx lives from Start until Stop; background work (commits, loads)
@@ -137,7 +143,8 @@ func New(cfg Config, reg *Registry, deps Deps) (*Node, error) {
 		partitions: deps.Partitions, member: deps.Membership,
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.tab = newTable(&n.wg)
+	n.adm = newAdmission(&n.cfg)
+	n.tab = newTable(&n.wg, n.adm)
 	records := alarmstore.New(deps.KV, keys)
 	n.sched = alarmstore.NewSchedule(records, alarmstore.ScheduleConfig{
 		Clock: cfg.Clock, Window: cfg.AlarmWindow, MaxRunning: cfg.MaxRunningAlarms, Partitions: deps.Partitions,
@@ -175,7 +182,35 @@ func (n *Node) now() time.Time { return n.cfg.Clock.Now() }
 func (n *Node) Start() {
 	n.wg.Go(func() { n.sched.Run(n.ctx) })
 	n.wg.Go(n.evictLoop)
+	n.wg.Go(n.admissionLoop)
 }
+
+// admissionTick is how often admission control looks at the node's
+// pressure. It runs on real time: it reacts to real load.
+const admissionTick = 100 * time.Millisecond
+
+// admissionLoop adapts the call bound, and with it the activation rate and
+// the alarm delivery bound, to the node's pressure.
+func (n *Node) admissionLoop() {
+	t := time.NewTicker(admissionTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		margin, keepAlive, ttl := n.member.LeaseTiming()
+		_, alarms := n.adm.tick(pressure{
+			LeaseMargin: margin, TTL: ttl, KeepAlive: keepAlive, KeepAliveBudget: ttl / 12,
+			Commit: n.env.commits.Latency(), CommitTarget: n.cfg.CommitLatencyTarget,
+		})
+		n.sched.SetMaxRunning(alarms)
+	}
+}
+
+// Admission returns the node's admission control counters.
+func (n *Node) Admission() AdmissionStats { return n.adm.stats() }
 
 // Stop stops every object (queued callers get ErrUnavailable; pending
 // commits settle first), the schedule and the sweeper, and closes the
@@ -259,7 +294,12 @@ func (n *Node) deliverAlarm(e alarmstore.Entry) bool {
 		n.log.Error("alarm of unregistered class left pending", "class", e.Class, "id", e.ID)
 		return false
 	}
-	return n.tab.deliver(n.env, class, e.ID, e.Partition)
+	ok, full := n.tab.deliver(n.env, class, e.ID, e.Partition)
+	if full {
+		// Memory is full of objects: the alarm waits, it is not dropped.
+		n.sched.RetryAt(e.Partition, e.Class, e.ID, n.now().Add(retryAfterPressure))
+	}
+	return ok
 }
 
 // sweepEvery is how often the node looks for idle objects: one ticker for

@@ -58,11 +58,20 @@ type call struct {
 	rid     string // request id, "" for none
 	seq     uint64 // arrival number at its object
 	reply   chan callResult
+	release func() // ends the call's admission, once replied
 }
 
 type callResult struct {
 	payload []byte
 	err     error
+}
+
+// respond delivers the call's one reply and ends its admission.
+func (c *call) respond(r callResult) {
+	c.reply <- r
+	if c.release != nil {
+		c.release()
+	}
 }
 
 // object is one active durable object: an actor whose events run one at a
@@ -85,6 +94,8 @@ type object struct {
 	instance   durable.Object
 	resetBelow uint64 // calls that arrived up to here fail with resetCause
 	resetCause error
+
+	sysFailures atomic.Int32 // alarm runs in a row that failed in the system
 
 	invoked    atomic.Bool  // an invocation ran since activation
 	lastActive atomic.Int64 // end of the last event, Unix ns on the node's clock
@@ -294,7 +305,7 @@ func (o *object) behindFailure(c *call) bool {
 	if c.seq > o.resetBelow {
 		return false
 	}
-	c.reply <- callResult{err: resetError(o.resetCause)}
+	c.respond(callResult{err: resetError(o.resetCause)})
 	return true
 }
 
@@ -311,7 +322,7 @@ func (o *object) failQueued(err error) {
 	for {
 		select {
 		case c := <-o.mailbox:
-			c.reply <- callResult{err: err}
+			c.respond(callResult{err: err})
 		default:
 			return
 		}
@@ -472,7 +483,7 @@ func classifyHandlerErr(err error, how outcome) error {
 func isSystemErr(err error) bool {
 	for _, target := range []error{
 		durable.ErrUnavailable, durable.ErrOwnershipLost, durable.ErrObjectReset,
-		durable.ErrCommitUnknown, context.Canceled, context.DeadlineExceeded,
+		durable.ErrCommitUnknown, durable.ErrStorageFull, context.Canceled, context.DeadlineExceeded,
 	} {
 		if errors.Is(err, target) {
 			return true
@@ -487,7 +498,7 @@ func isSystemErr(err error) bool {
 func (o *object) begin(c *call) *eventTx {
 	token := o.env.tab.token(o.p)
 	if token == 0 {
-		c.reply <- callResult{err: fmt.Errorf("%w: partition %d is not owned here", durable.ErrOwnershipLost, o.p)}
+		c.respond(callResult{err: fmt.Errorf("%w: partition %d is not owned here", durable.ErrOwnershipLost, o.p)})
 		return nil
 	}
 	for {
@@ -506,7 +517,7 @@ func (o *object) begin(c *call) *eventTx {
 // they are durable.
 func (o *object) handleCall(c *call) {
 	if err := c.ctx.Err(); err != nil {
-		c.reply <- callResult{err: err}
+		c.respond(callResult{err: err})
 		return
 	}
 	o.pl.learnName(c.name)
@@ -520,7 +531,7 @@ func (o *object) handleCall(c *call) {
 	defer o.pl.endEvent()
 	if err := o.ensureInstance(c.ctx); err != nil {
 		o.failEvent(tx)
-		c.reply <- callResult{err: err}
+		c.respond(callResult{err: err})
 		return
 	}
 	inst := o.instance
@@ -530,20 +541,28 @@ func (o *object) handleCall(c *call) {
 	if how == outcomeOK {
 		err = o.pl.broken()
 	}
+	if how == outcomeOK && err == nil && len(out) > o.env.cfg.MaxReplyBytes {
+		// The caller could not receive it: the event must not commit.
+		err = durable.Invalidf("the reply of %s.%s is %d bytes, over the limit of %d; nothing was written", o.class.Name, truncate(c.method), len(out), o.env.cfg.MaxReplyBytes)
+	}
 	if how != outcomeOK || err != nil {
 		o.failEvent(tx)
-		c.reply <- callResult{err: classifyHandlerErr(err, how)}
+		c.respond(callResult{err: classifyHandlerErr(err, how)})
 		return
 	}
 	// The reply leaves once the event's writes, and the earlier ones it may
 	// have read, are durable; meanwhile the object goes on with its next
 	// event.
-	o.pl.stage(eventCommit{tx: tx, alarm: o.pl.alarmAfter(tx), rid: c.rid, reply: out}, func(err error) {
+	ec := eventCommit{tx: tx, alarm: o.pl.alarmAfter(tx), rid: c.rid, reply: out}
+	if c.rid != "" {
+		ec.digest = callDigest(c.method, c.payload)
+	}
+	o.pl.stage(ec, func(err error) {
 		if err != nil {
-			c.reply <- callResult{err: err}
+			c.respond(callResult{err: err})
 			return
 		}
-		c.reply <- callResult{payload: out}
+		c.respond(callResult{payload: out})
 	})
 }
 
@@ -562,13 +581,14 @@ func (o *object) failEvent(tx *eventTx) {
 // reply recorded with its writes once they are durable. It reports whether
 // it answered c.
 func (o *object) replay(c *call) bool {
+	digest := callDigest(c.method, c.payload)
 	answer := func(e reqEntry) {
-		out, err := replayReply(e)
-		c.reply <- callResult{payload: out, err: err}
+		out, err := replayReply(e, digest)
+		c.respond(callResult{payload: out, err: err})
 	}
 	if o.pl.waitStagedRequest(c.rid, func(e reqEntry, err error) {
 		if err != nil {
-			c.reply <- callResult{err: err}
+			c.respond(callResult{err: err})
 			return
 		}
 		answer(e)
@@ -581,7 +601,7 @@ func (o *object) replay(c *call) bool {
 	}
 	e, seen, err := o.pl.seenRequest(c.ctx, c.rid)
 	if err != nil {
-		c.reply <- callResult{err: err}
+		c.respond(callResult{err: err})
 		return true
 	}
 	if seen {
@@ -628,7 +648,7 @@ func (o *object) handleAlarm() {
 	rec, err := o.pl.loadAlarm(ctx)
 	if err != nil {
 		e.log.Warn("alarm record read failed; will retry", "class", o.key.class, "id", o.key.id, "err", err)
-		o.retryAlarmAt(e.clock.Now().Add(e.cfg.SystemRetryDelay))
+		o.retryAlarmAt(e.clock.Now().Add(o.systemBackoff()))
 		return
 	}
 	if rec == nil {
@@ -682,7 +702,7 @@ func (o *object) handleAlarm() {
 		// the node itself is stopping; an error is the system's if our own
 		// storage or the node raised it.
 		System:  how != outcomeOK && (e.ctx.Err() != nil || how != outcomeAbandoned && isSystemErr(runErr)),
-		Touched: touched, Replacement: replacement, Err: runErr,
+		Touched: touched, Replacement: replacement, Err: runErr, SystemFailures: int(o.sysFailures.Load()),
 	}, e.clock.Now())
 	if how != outcomeOK {
 		if broken := o.pl.txBroken(tx); broken != nil {
@@ -692,7 +712,8 @@ func (o *object) handleAlarm() {
 	ec := eventCommit{tx: tx}
 	switch d.Action {
 	case alarmstore.RunAgain:
-		e.log.Warn("alarm run failed in the system; retrying", "class", o.key.class, "id", o.key.id, "err", runErr)
+		e.log.Warn("alarm run failed in the system; retrying", "class", o.key.class, "id", o.key.id, "err", runErr, "at", d.At)
+		o.sysFailures.Add(1)
 		o.resetAndFailQueued(runErr)
 		o.retryAlarmAt(d.At)
 		return
@@ -718,8 +739,18 @@ func (o *object) handleAlarm() {
 // alarmSettled is the outcome of an alarm run's commit. A failure is the
 // system's: the alarm is looked at again, with the same retry count.
 func (o *object) alarmSettled(err error) {
-	if err != nil {
-		o.env.log.Warn("alarm outcome not committed; retrying", "class", o.key.class, "id", o.key.id, "err", err)
-		o.retryAlarmAt(o.env.clock.Now().Add(o.env.cfg.SystemRetryDelay))
+	if err == nil {
+		o.sysFailures.Store(0)
+		return
 	}
+	at := o.env.clock.Now().Add(o.systemBackoff())
+	o.sysFailures.Add(1)
+	o.env.log.Warn("alarm outcome not committed; retrying", "class", o.key.class, "id", o.key.id, "err", err, "at", at)
+	o.retryAlarmAt(at)
+}
+
+// systemBackoff is the wait before the object's alarm is looked at again
+// after a failure of the system: growing with the failures in a row.
+func (o *object) systemBackoff() time.Duration {
+	return o.env.policy.SystemBackoff(int(o.sysFailures.Load()))
 }

@@ -164,11 +164,12 @@ type alarmChange struct {
 
 // eventCommit is what a finished event leaves to commit.
 type eventCommit struct {
-	tx    *eventTx
-	alarm alarmChange
-	extra []clientv3.Op // e.g. a dead letter
-	rid   string        // request id to remember with the writes ("" none)
-	reply []byte        // the reply remembered with rid
+	tx     *eventTx
+	alarm  alarmChange
+	extra  []clientv3.Op // e.g. a dead letter
+	rid    string        // request id to remember with the writes ("" none)
+	reply  []byte        // the reply remembered with rid
+	digest string        // the call's digest, remembered with rid
 }
 
 func (ec *eventCommit) writes() bool {
@@ -355,7 +356,7 @@ func (pl *pipeline) estimate(ec *eventCommit) (ops, bytes int) {
 	}
 	if ec.rid != "" {
 		ops++
-		bytes += requestRing * (MaxRequestIDBytes + 32)
+		bytes += requestRing * (MaxRequestIDBytes + 64) // id, digest, framing
 		bytes += len(ec.reply)
 	}
 	return ops + 1, bytes + prefix // + the object's name, once
@@ -466,9 +467,9 @@ func (pl *pipeline) addLocked(s *stage, ec *eventCommit) {
 	}
 	s.extra = append(s.extra, ec.extra...)
 	if ec.rid != "" {
-		e := reqEntry{ID: ec.rid, Reply: ec.reply}
+		e := reqEntry{ID: ec.rid, Reply: ec.reply, Digest: ec.digest}
 		if len(ec.reply) > maxKeptReply {
-			e = reqEntry{ID: ec.rid, Dropped: true}
+			e = reqEntry{ID: ec.rid, Dropped: true, Digest: ec.digest}
 		}
 		ring := append(append([]reqEntry(nil), pl.reqs...), e)
 		if len(ring) > requestRing {

@@ -56,7 +56,7 @@ func (r *Registry) Lookup(name string) (Class, error) {
 	defer r.mu.RUnlock()
 	c, ok := r.classes[name]
 	if !ok {
-		return Class{}, fmt.Errorf("%w: %q", durable.ErrUnknownClass, name)
+		return Class{}, fmt.Errorf("%w: %q", durable.ErrUnknownClass, truncate(name))
 	}
 	return c, nil
 }

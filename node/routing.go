@@ -41,11 +41,25 @@ func (n *Node) Resolve(className string, ref Ref) (Class, durable.ID, error) {
 	case ref.ID != "":
 		id, err := durable.IDFromString(class.Name, ref.ID)
 		return class, id, err
+	case len(ref.Name) > durable.MaxNameBytes:
+		return Class{}, durable.ID{}, durable.Invalidf("object name of %d bytes exceeds the limit of %d", len(ref.Name), durable.MaxNameBytes)
 	case ref.Name != "":
 		return class, durable.IDFromName(class.Name, ref.Name), nil
 	default:
 		return Class{}, durable.ID{}, durable.Invalidf("object name or id is required")
 	}
+}
+
+// maxMethodBytes bounds a method name.
+const maxMethodBytes = 256
+
+// truncate shortens user input quoted in an error message.
+func truncate(s string) string {
+	const most = 64
+	if len(s) <= most {
+		return s
+	}
+	return s[:most] + "…"
 }
 
 // Result is the reply to an invocation.
@@ -98,6 +112,9 @@ func (n *Node) ownerAddr(p int) string {
 func (n *Node) invoke(ctx context.Context, hops int, className string, ref Ref, method string, payload []byte) (Result, error) {
 	if method == "" {
 		return Result{}, durable.Invalidf("method is required")
+	}
+	if len(method) > maxMethodBytes {
+		return Result{}, durable.Invalidf("method name of %d bytes exceeds the limit of %d", len(method), maxMethodBytes)
 	}
 	class, id, err := n.Resolve(className, ref)
 	if err != nil {
@@ -170,8 +187,12 @@ func waitView(ctx context.Context, r route, retry bool) error {
 
 // invokeLocal runs the invocation on this node's object.
 func (n *Node) invokeLocal(ctx context.Context, class Class, id durable.ID, p int, name, method string, payload []byte) (Result, error) {
-	c := &call{ctx: ctx, method: method, payload: payload, name: name, rid: requestIDFrom(ctx), reply: make(chan callResult, 1)}
+	if err := n.adm.enter(); err != nil {
+		return Result{}, err
+	}
+	c := &call{ctx: ctx, method: method, payload: payload, name: name, rid: requestIDFrom(ctx), reply: make(chan callResult, 1), release: n.adm.leave}
 	if err := n.tab.enqueue(n.env, class, id, p, c); err != nil {
+		n.adm.leave()
 		return Result{}, err
 	}
 	select {
@@ -194,13 +215,55 @@ func (n *Node) forward(ctx context.Context, addr string, hops int, class string,
 	if ref.Name != "" {
 		obj.Ref = &durablev1.ObjectRef_Name{Name: ref.Name}
 	}
-	resp, err := durablev1.NewObjectsClient(conn).Invoke(ctx, &durablev1.InvokeRequest{
+	// The forward ends when the partition's owner changes away from addr
+	// (a dead, frozen or cut-off owner loses its lease within a TTL, and its
+	// owner key with it): the caller then follows the partition to its new
+	// owner, the request id making the retry safe.
+	var watch sync.WaitGroup
+	defer watch.Wait() // runs after cancel below, which ends the watch
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	p := n.partitionOf(id)
+	watch.Go(func() { n.cancelWhenMoved(fctx, cancel, p, addr) })
+	if n.cfg.ForwardTimeout > 0 {
+		var stop context.CancelFunc
+		fctx, stop = context.WithTimeoutCause(fctx, n.cfg.ForwardTimeout, errForwardTimeout)
+		defer stop()
+	}
+	resp, err := durablev1.NewObjectsClient(conn).Invoke(fctx, &durablev1.InvokeRequest{
 		Class: class, Object: obj, Method: method, Payload: payload, RequestId: requestIDFrom(ctx),
 	})
 	if err != nil {
+		if cause := context.Cause(fctx); ctx.Err() == nil && cause != nil {
+			// Cut short here, not by the caller: the owner moved or the hop
+			// ran out of time.
+			return Result{}, fmt.Errorf("%w: forward to %s: %w", durable.ErrUnavailable, addr, cause)
+		}
 		return Result{}, FromStatus(err)
 	}
 	return Result{Payload: resp.GetPayload(), ID: id, Owner: resp.GetOwner()}, nil
+}
+
+var (
+	errOwnerMoved     = errors.New("the partition's owner changed")
+	errForwardTimeout = errors.New("the forward ran past its per-hop timeout")
+)
+
+// cancelWhenMoved cancels a forward to addr once p's owner, as the view
+// knows it, is no longer at addr; it returns when ctx ends.
+func (n *Node) cancelWhenMoved(ctx context.Context, cancel context.CancelCauseFunc, p int, addr string) {
+	for {
+		changed := n.member.Changed()
+		if local, _ := n.tab.local(p); local || n.member.OwnerAddr(p) != addr {
+			cancel(errOwnerMoved)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
 }
 
 // hopsFrom reads the forward count of an incoming call.

@@ -25,10 +25,11 @@ type table struct {
 	stopping bool
 	changed  chan struct{} // closed and replaced whenever serving changes
 	wg       *sync.WaitGroup
+	adm      *admission
 }
 
-func newTable(wg *sync.WaitGroup) *table {
-	return &table{objects: map[objKey]*object{}, serving: map[int]int64{}, changed: make(chan struct{}), wg: wg}
+func newTable(wg *sync.WaitGroup, adm *admission) *table {
+	return &table{objects: map[objKey]*object{}, serving: map[int]int64{}, changed: make(chan struct{}), wg: wg, adm: adm}
 }
 
 func (t *table) changedLocked() {
@@ -83,47 +84,65 @@ func (t *table) local(p int) (bool, <-chan struct{}) {
 	return ok && !t.stopping, t.changed
 }
 
-// objectLocked returns the active object for (class, id), activating it; it
-// returns nil if the node is stopping or does not serve p. Caller holds mu.
-func (t *table) objectLocked(e *env, class Class, id durable.ID, p int) *object {
+// objectLocked returns the active object for (class, id), activating it if
+// admission allows (alarm says the activation is for an alarm delivery,
+// which the schedule bounds already: only the memory bound applies). It
+// returns nil, nil if the node is stopping or does not serve p. Caller
+// holds mu.
+func (t *table) objectLocked(e *env, class Class, id durable.ID, p int, alarm bool) (*object, error) {
 	key := objKey{class: class.Name, id: id}
 	if o, ok := t.objects[key]; ok {
-		return o
+		return o, nil
 	}
 	if _, ok := t.serving[p]; t.stopping || !ok {
-		return nil
+		return nil, nil
+	}
+	if alarm && len(t.objects) >= t.adm.maxActive {
+		return nil, durable.ErrOverloaded
+	}
+	if !alarm {
+		if err := t.adm.activate(len(t.objects)); err != nil {
+			return nil, err
+		}
 	}
 	o := newObject(e, key, class, p)
 	t.objects[key] = o
-	return o
+	return o, nil
 }
 
 // enqueue puts c in the mailbox of its object, activating and waking it.
 func (t *table) enqueue(e *env, class Class, id durable.ID, p int, c *call) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	o := t.objectLocked(e, class, id, p)
-	if o == nil {
+	o, err := t.objectLocked(e, class, id, p, false)
+	switch {
+	case err != nil:
+		return err
+	case o == nil:
 		return fmt.Errorf("%w: partition %d is not served here", durable.ErrOwnershipLost, p)
 	}
 	c.seq = o.pl.arrivals.Add(1)
 	select {
 	case o.mailbox <- c:
 	default:
-		return fmt.Errorf("%w: %d events already queued for %s/%s", durable.ErrOverloaded, cap(o.mailbox), class.Name, id)
+		return withRetryAfter(fmt.Errorf("%w: %d events already queued for %s/%s", durable.ErrOverloaded, cap(o.mailbox), class.Name, id), retryAfterBusy)
 	}
 	t.wakeLocked(o)
 	return nil
 }
 
 // deliver hands an alarm to its object (activating it) unless the object
-// already holds one, and reports whether it did.
-func (t *table) deliver(e *env, class Class, id durable.ID, p int) bool {
+// already holds one, and reports whether it did; full reports that memory
+// holds as many objects as allowed, so the alarm must wait.
+func (t *table) deliver(e *env, class Class, id durable.ID, p int) (ok, full bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	o := t.objectLocked(e, class, id, p)
+	o, err := t.objectLocked(e, class, id, p, true)
+	if err != nil {
+		return false, true
+	}
 	if o == nil || o.delivered {
-		return false
+		return false, false
 	}
 	o.delivered = true
 	select {
@@ -131,7 +150,7 @@ func (t *table) deliver(e *env, class Class, id durable.ID, p int) bool {
 	default:
 	}
 	t.wakeLocked(o)
-	return true
+	return true, false
 }
 
 // wakeLocked starts o's goroutine if it is parked: the caller has just

@@ -87,6 +87,22 @@ func (m *Member) Agent() *agent.Agent {
 	return m.agent
 }
 
+// Adopt makes a, an agent the test started itself with the member's
+// configuration, the member's running agent; cancel stops it.
+func (m *Member) Adopt(a *agent.Agent, cancel context.CancelCauseFunc) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.agent, m.cancel, m.Listen = a, cancel, a.Addr()
+}
+
+// Forget marks the member down without stopping its agent: for a test
+// whose agent stopped on its own, with an error the test expects.
+func (m *Member) Forget() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.agent, m.cancel = nil, nil
+}
+
 // Start starts a cluster and waits until every partition is owned.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
@@ -343,7 +359,7 @@ func (c *Cluster) WaitSettled() {
 			if a == nil {
 				continue
 			}
-			if len(snap.Owners) != a.Node.PartitionCount() || !a.Member.Sees(snap) || !a.Member.Settled() {
+			if len(snap.Owners) != a.Node.PartitionCount() || !a.Member.Sees(snap) || !a.Member.Settled() || !a.Serving() {
 				return false
 			}
 			mine := a.Member.Owned()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -45,6 +46,11 @@ type MemberConfig struct {
 	// Clock drives the drain deadline. Lease timing is etcd's and runs on
 	// real time.
 	Clock clockwork.Clock
+	// Leases, when set, grants and renews the node's lease on a connection
+	// of its own (the agent dials one), so that renewals do not queue
+	// behind the node's commits and reads on a busy connection. Nil: the
+	// member's client.
+	Leases clientv3.Lease
 	// Logger receives the member's logs.
 	Logger *slog.Logger
 }
@@ -69,6 +75,10 @@ type Member struct {
 
 	lmu        sync.Mutex
 	validUntil time.Time // local lease deadline (monotonic); serving stops past it
+
+	keepAliveNS    atomic.Int64 // round trip of the last successful renewal
+	leaseLosses    atomic.Int64
+	partitionsLost atomic.Int64
 
 	mu       sync.Mutex
 	host     Host
@@ -99,6 +109,9 @@ func NewMember(cfg MemberConfig, client *clientv3.Client, keys keyspace.Space, m
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Leases == nil {
+		cfg.Leases = client
+	}
 	return &Member{
 		cfg: cfg, client: client, keys: keys, meta: meta,
 		log:     cfg.Logger.With("component", "member"),
@@ -120,13 +133,25 @@ func (m *Member) Thaw() { m.freeze.Thaw() }
 // Gate blocks while the member is frozen.
 func (m *Member) Gate(ctx context.Context) error { return m.freeze.Gate(ctx) }
 
-// Register creates the node's lease and registration. A registration of
-// the same id under another lease may belong to a crashed incarnation of
-// this node: it is waited out for one lease TTL (real time: it is etcd's
-// expiry) before the id is declared in use by a live process.
+// Register creates the node's lease and registration, trying again with
+// backoff while etcd refuses (unreachable, or full: a lease grant is a
+// write) until ctx ends. A registration of the same id under another lease
+// may belong to a crashed incarnation of this node: it is waited out for
+// one lease TTL (real time: it is etcd's expiry) before the id is declared
+// in use by a live process (ErrNodeIDInUse, returned at once).
 func (m *Member) Register(ctx context.Context) error {
-	_, err := m.grantAndRegister(ctx)
-	return err
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		_, err := m.grantAndRegister(ctx)
+		if err == nil || errors.Is(err, ErrNodeIDInUse) || ctx.Err() != nil {
+			return err
+		}
+		m.log.Warn("registration failed; retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+	}
 }
 
 func (m *Member) grantAndRegister(ctx context.Context) (clientv3.LeaseID, error) {
@@ -135,7 +160,7 @@ func (m *Member) grantAndRegister(ctx context.Context) (clientv3.LeaseID, error)
 	giveUp := time.Now().Add(m.cfg.LeaseTTL + time.Second)
 	for {
 		sent := time.Now()
-		lg, err := m.client.Grant(ctx, ttl)
+		lg, err := m.cfg.Leases.Grant(ctx, ttl)
 		if err != nil {
 			return 0, fmt.Errorf("placement: grant lease: %w", err)
 		}
@@ -144,11 +169,11 @@ func (m *Member) grantAndRegister(ctx context.Context) (clientv3.LeaseID, error)
 			m.mu.Lock()
 			m.lease = lg.ID
 			m.mu.Unlock()
-			m.extendLease(sent, lg.TTL)
+			m.extendLease(sent, lg.TTL, time.Since(sent))
 			m.log.Info("node registered", "address", m.cfg.Advertise, "lease", int64(lg.ID), "ttl", ttl)
 			return lg.ID, nil
 		}
-		_, _ = m.client.Revoke(context.Background(), lg.ID)
+		_, _ = m.cfg.Leases.Revoke(context.Background(), lg.ID)
 		if !errors.Is(err, ErrNodeIDInUse) || time.Now().After(giveUp) {
 			return 0, err
 		}
@@ -166,15 +191,55 @@ func (m *Member) grantAndRegister(ctx context.Context) (clientv3.LeaseID, error)
 func (m *Member) leaseMargin() time.Duration { return m.cfg.LeaseTTL / 6 }
 
 // extendLease records a keep-alive sent at sent that etcd answered with ttl
-// seconds: the lease cannot expire before sent + ttl, because etcd renewed it
-// after sent.
-func (m *Member) extendLease(sent time.Time, ttl int64) {
+// seconds after took: the lease cannot expire before sent + ttl, because
+// etcd renewed it after sent.
+func (m *Member) extendLease(sent time.Time, ttl int64, took time.Duration) {
+	m.keepAliveNS.Store(int64(took))
 	until := sent.Add(time.Duration(ttl)*time.Second - m.leaseMargin())
 	m.lmu.Lock()
 	if until.After(m.validUntil) {
 		m.validUntil = until
 	}
 	m.lmu.Unlock()
+}
+
+// LeaseHealth is what a member knows of its lease.
+type LeaseHealth struct {
+	// Registered: the member holds a lease and its registration.
+	Registered bool
+	// Margin is how long until the local lease deadline (negative: past
+	// it, the node serves nothing); TTL is the lease's.
+	Margin, TTL time.Duration
+	// KeepAlive is the round trip of the last successful renewal.
+	KeepAlive time.Duration
+	// Draining: the node is handing its partitions away, or has.
+	Draining bool
+	// LeaseLosses counts the leases lost (expired in etcd) and
+	// PartitionsLost the tenures that ended without a handoff (lease lost,
+	// owner key deleted, a fence failed), since the member started.
+	LeaseLosses, PartitionsLost int64
+}
+
+// Health returns the member's lease health.
+func (m *Member) Health() LeaseHealth {
+	m.mu.Lock()
+	h := LeaseHealth{Registered: m.lease != 0 && !m.stopping, TTL: m.cfg.LeaseTTL, Draining: m.draining}
+	m.mu.Unlock()
+	m.lmu.Lock()
+	h.Margin = time.Until(m.validUntil)
+	m.lmu.Unlock()
+	h.KeepAlive = time.Duration(m.keepAliveNS.Load())
+	h.LeaseLosses, h.PartitionsLost = m.leaseLosses.Load(), m.partitionsLost.Load()
+	return h
+}
+
+// LeaseTiming returns how long until the local lease deadline, the round
+// trip of the last renewal and the lease's TTL.
+func (m *Member) LeaseTiming() (margin, keepAlive, ttl time.Duration) {
+	m.lmu.Lock()
+	margin = time.Until(m.validUntil)
+	m.lmu.Unlock()
+	return margin, time.Duration(m.keepAliveNS.Load()), m.cfg.LeaseTTL
 }
 
 // LeaseValid reports whether the node may serve: its lease is certainly
@@ -188,10 +253,12 @@ func (m *Member) LeaseValid() bool {
 }
 
 // Run keeps the lease alive, watches the cluster and reconciles ownership
-// with the assignments until ctx ends, asking host to serve what it claims.
-// When the lease is lost it drops every partition, takes a new lease,
-// registers again and carries on. Register must have succeeded.
-func (m *Member) Run(ctx context.Context, host Host) {
+// with the assignments until ctx ends (nil), asking host to serve what it
+// claims. When the lease is lost it drops every partition, takes a new
+// lease, registers again and carries on — unless another live process has
+// taken the node's id meanwhile: then it returns ErrNodeIDInUse. Register
+// must have succeeded.
+func (m *Member) Run(ctx context.Context, host Host) error {
 	m.mu.Lock()
 	m.host = host
 	lease := m.lease
@@ -201,21 +268,24 @@ func (m *Member) Run(ctx context.Context, host Host) {
 	for {
 		err := m.session(ctx, lease, &handoffs)
 		if ctx.Err() != nil {
-			return
+			return nil
 		}
+		m.leaseLosses.Add(1)
 		m.dropAll(fmt.Errorf("%w: %w", durable.ErrOwnershipLost, err))
 		m.log.Warn("lease lost; registering again", "err", err)
-		for backoff := 100 * time.Millisecond; ; backoff = min(backoff*2, m.cfg.LeaseTTL) {
-			if lease, err = m.grantAndRegister(ctx); err == nil {
-				break
+		m.mu.Lock()
+		m.lease = 0
+		m.mu.Unlock()
+		if err := m.Register(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
 			}
-			m.log.Warn("re-register failed; retrying", "err", err, "in", backoff)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
+			m.log.Error("cannot register again", "err", err)
+			return err
 		}
+		m.mu.Lock()
+		lease = m.lease
+		m.mu.Unlock()
 	}
 }
 
@@ -226,7 +296,7 @@ func (m *Member) session(ctx context.Context, lease clientv3.LeaseID, handoffs *
 	var keepAlive sync.WaitGroup
 	defer keepAlive.Wait()
 	keepAlive.Go(func() {
-		err := KeepAlive(sctx, m.client, lease, m.cfg.LeaseTTL/3, m.Gate, m.extendLease, func(err error) {
+		err := KeepAlive(sctx, m.cfg.Leases, lease, m.cfg.LeaseTTL/3, m.Gate, m.extendLease, func(err error) {
 			m.log.Warn("keep-alive failed; serving stops at the lease deadline unless one succeeds", "err", err)
 		})
 		if err != nil {
@@ -605,6 +675,7 @@ func (m *Member) Lost(p int, token int64, cause error) {
 	m.changedLocked()
 	host := m.host
 	m.mu.Unlock()
+	m.partitionsLost.Add(1)
 	if host != nil {
 		host.Drop(p, t.token, cause)
 	}
@@ -709,7 +780,7 @@ func (m *Member) Close(crashed bool) {
 		}
 	}
 	if lease != 0 {
-		if _, err := m.client.Revoke(ctx, lease); err != nil {
+		if _, err := m.cfg.Leases.Revoke(ctx, lease); err != nil {
 			m.log.Warn("revoke lease failed", "err", err)
 		}
 	}

@@ -31,6 +31,13 @@ func EnsureCluster(ctx context.Context, kv clientv3.KV, keys keyspace.Space, par
 	if len(homeDCs) == 0 {
 		return Meta{}, errors.New("placement: a cluster needs at least one home data center")
 	}
+	// Read first: a cluster whose etcd is full (NOSPACE refuses every
+	// write, a Txn with a put included) must still start.
+	if got, err := kv.Get(ctx, keys.Meta()); err != nil {
+		return Meta{}, fmt.Errorf("placement: read cluster metadata: %w", err)
+	} else if len(got.Kvs) > 0 {
+		return decodeMeta(got.Kvs[0].Value)
+	}
 	want := Meta{Partitions: partitions, Version: 1, HomeDCs: homeDCs}
 	b, _ := json.Marshal(want)
 	resp, err := kv.Txn(ctx).
@@ -48,9 +55,13 @@ func EnsureCluster(ctx context.Context, kv clientv3.KV, keys keyspace.Space, par
 	if len(kvs) == 0 {
 		return Meta{}, errors.New("placement: cluster metadata vanished while read")
 	}
+	return decodeMeta(kvs[0].Value)
+}
+
+func decodeMeta(v []byte) (Meta, error) {
 	var m Meta
-	if err := json.Unmarshal(kvs[0].Value, &m); err != nil || m.Partitions <= 0 || len(m.HomeDCs) == 0 {
-		return Meta{}, fmt.Errorf("placement: corrupt cluster metadata %q", kvs[0].Value)
+	if err := json.Unmarshal(v, &m); err != nil || m.Partitions <= 0 || len(m.HomeDCs) == 0 {
+		return Meta{}, fmt.Errorf("placement: corrupt cluster metadata %.100q", v)
 	}
 	return m, nil
 }

@@ -33,6 +33,13 @@ func nodeFlags(fs *pflag.FlagSet) {
 	fs.Int("commit-max-bytes", d.CommitMaxBytes, "most bytes group commit puts in one etcd Txn: below etcd's --max-request-bytes")
 	fs.Int("commit-parallelism", d.CommitParallelism, "group-commit Txns in flight at once")
 	fs.Int("max-running-alarms", d.MaxRunningAlarms, "alarms handed to objects at once; more due alarms wait their turn")
+	fs.Int("max-calls", d.MaxCalls, "invocations running or queued on the node at once; admission control lowers it under pressure, more are refused as OVERLOADED")
+	fs.Int("min-calls", d.MinCalls, "the floor admission control never lowers --max-calls below")
+	fs.Int("max-active-objects", d.MaxActiveObjects, "objects in memory at once; more activations are refused (alarms wait)")
+	fs.Float64("max-activation-rate", d.MaxActivationRate, "new activations per second at full admission")
+	fs.Duration("commit-latency-target", d.CommitLatencyTarget, "commit round trips above this count as pressure for admission control")
+	fs.Int("max-reply-bytes", d.MaxReplyBytes, "largest invocation reply; a larger one fails the call before its writes commit")
+	fs.Duration("forward-timeout", d.ForwardTimeout, "bound one forward to another node (0: none; a forward ends anyway when the owner changes)")
 	fs.String("debug-listen", "", "serve the process's profiles (net/http/pprof) over HTTP at this address; off if empty")
 	fs.String("upstream", "http://127.0.0.1:4680", "URL the example classes deliver to (e.g. a durable sink)")
 }
@@ -52,6 +59,13 @@ func nodeConfig(fs *pflag.FlagSet) node.Config {
 	c.CommitMaxBytes, _ = fs.GetInt("commit-max-bytes")
 	c.CommitParallelism, _ = fs.GetInt("commit-parallelism")
 	c.MaxRunningAlarms, _ = fs.GetInt("max-running-alarms")
+	c.MaxCalls, _ = fs.GetInt("max-calls")
+	c.MinCalls, _ = fs.GetInt("min-calls")
+	c.MaxActiveObjects, _ = fs.GetInt("max-active-objects")
+	c.MaxActivationRate, _ = fs.GetFloat64("max-activation-rate")
+	c.CommitLatencyTarget, _ = fs.GetDuration("commit-latency-target")
+	c.MaxReplyBytes, _ = fs.GetInt("max-reply-bytes")
+	c.ForwardTimeout, _ = fs.GetDuration("forward-timeout")
 	return c
 }
 

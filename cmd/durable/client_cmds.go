@@ -168,22 +168,24 @@ func newAlarmCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			class, _ := cmd.Flags().GetString("class")
 			limit, _ := cmd.Flags().GetInt32("limit")
+			token, _ := cmd.Flags().GetString("page-token")
 			asJSON, _ := cmd.Flags().GetBool("json")
 			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				resp, err := c.Admin().ListAlarms(ctx, &durablev1.ListAlarmsRequest{Class: class, Limit: limit})
+				resp, err := c.Admin().ListAlarms(ctx, &durablev1.ListAlarmsRequest{Class: class, Limit: limit, PageToken: token})
 				if err != nil {
 					return err
 				}
 				if asJSON {
 					return printJSON(cmd, resp)
 				}
-				return printAlarms(cmd, resp.GetAlarms(), resp.GetTruncated())
+				return printAlarms(cmd, resp.GetAlarms(), resp.GetNextPageToken())
 			})
 		},
 	}
 	addClientFlags(list, 30*time.Second)
 	list.Flags().String("class", "", "only alarms of this class")
 	list.Flags().Int32("limit", 100, "at most this many alarms")
+	list.Flags().String("page-token", "", "continue where the previous page ended (its last line says the token)")
 	list.Flags().Bool("json", false, "print JSON")
 
 	dead := &cobra.Command{
@@ -193,9 +195,10 @@ func newAlarmCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			class, _ := cmd.Flags().GetString("class")
 			limit, _ := cmd.Flags().GetInt32("limit")
+			token, _ := cmd.Flags().GetString("page-token")
 			asJSON, _ := cmd.Flags().GetBool("json")
 			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				resp, err := c.Admin().ListDeadLetters(ctx, &durablev1.ListDeadLettersRequest{Class: class, Limit: limit})
+				resp, err := c.Admin().ListDeadLetters(ctx, &durablev1.ListDeadLettersRequest{Class: class, Limit: limit, PageToken: token})
 				if err != nil {
 					return err
 				}
@@ -209,6 +212,9 @@ func newAlarmCmd() *cobra.Command {
 					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", a.GetClass(), nameOrID(a), fmtMillis(a.GetScheduledUnixMs()),
 						fmtMillis(d.GetAbandonedUnixMs()), a.GetRetryCount(), a.GetLastError())
 				}
+				if next := resp.GetNextPageToken(); next != "" {
+					fmt.Fprintf(w, "...\t(more: --page-token %s)\n", next)
+				}
 				return w.Flush()
 			})
 		},
@@ -216,6 +222,7 @@ func newAlarmCmd() *cobra.Command {
 	addClientFlags(dead, 30*time.Second)
 	dead.Flags().String("class", "", "only dead letters of this class")
 	dead.Flags().Int32("limit", 100, "at most this many")
+	dead.Flags().String("page-token", "", "continue where the previous page ended")
 	dead.Flags().Bool("json", false, "print JSON")
 	cmd.AddCommand(get, list, dead)
 	return cmd
@@ -228,16 +235,56 @@ func nameOrID(a *durablev1.Alarm) string {
 	return a.GetId()
 }
 
-func printAlarms(cmd *cobra.Command, alarms []*durablev1.Alarm, truncated bool) error {
+func printAlarms(cmd *cobra.Command, alarms []*durablev1.Alarm, next string) error {
 	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "DUE\tCLASS\tNAME/ID\tPARTITION\tRETRY")
 	for _, a := range alarms {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\n", fmtMillis(a.GetDueUnixMs()), a.GetClass(), nameOrID(a), a.GetPartition(), a.GetRetryCount())
 	}
-	if truncated {
-		fmt.Fprintln(w, "...\t(more; raise --limit)")
+	if next != "" {
+		fmt.Fprintf(w, "...\t(more: --page-token %s)\n", next)
 	}
 	return w.Flush()
+}
+
+func newLocateCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "locate CLASS NAME",
+		Short: "Show where an object lives: its ID, partition, owner node and fencing token",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			byID, _ := cmd.Flags().GetBool("id")
+			asJSON, _ := cmd.Flags().GetBool("json")
+			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Admin().Locate(ctx, &durablev1.LocateRequest{Class: args[0], Object: refFromArg(args[1], byID)})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd, resp)
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				owner := resp.GetOwner()
+				if owner == "" {
+					owner = "(none: the partition is moving)"
+				} else {
+					owner += " at " + resp.GetOwnerAddress()
+				}
+				fmt.Fprintf(w, "id\t%s\npartition\t%d\nowner\t%s\ntoken\t%d\nassigned\t%s (managed by %s, home %s)\n",
+					resp.GetId(), resp.GetPartition(), owner, resp.GetToken(), resp.GetAssignedNode(), resp.GetManagedByDc(), resp.GetHomeDc())
+				if a := resp.GetPendingAlarm(); a != nil {
+					fmt.Fprintf(w, "alarm\t%s (retry %d)\n", fmtMillis(a.GetDueUnixMs()), a.GetRetryCount())
+				} else {
+					fmt.Fprintln(w, "alarm\tnone")
+				}
+				return w.Flush()
+			})
+		},
+	}
+	addClientFlags(cmd, 30*time.Second)
+	cmd.Flags().Bool("id", false, "NAME is an object ID (64 hex digits), not a name")
+	cmd.Flags().Bool("json", false, "print JSON")
+	return cmd
 }
 
 func newDrainCmd() *cobra.Command {

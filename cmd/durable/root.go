@@ -26,7 +26,7 @@ func newRootCmd() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn or error")
-	root.AddCommand(newDevCmd(), newAgentCmd(), newInvokeCmd(), newAlarmCmd(), newStatusCmd(), newDrainCmd(), newSinkCmd(), newHealthCmd(), newLoadCmd(), newBenchCmd())
+	root.AddCommand(newDevCmd(), newAgentCmd(), newInvokeCmd(), newAlarmCmd(), newStatusCmd(), newLocateCmd(), newDrainCmd(), newSinkCmd(), newHealthCmd(), newLoadCmd(), newBenchCmd())
 	return root
 }
 

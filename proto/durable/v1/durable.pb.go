@@ -284,8 +284,12 @@ type ErrorDetail struct {
 	OwnerAddress string `protobuf:"bytes,3,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
 	// reason is a stable machine-readable cause, e.g. "UNKNOWN_CLASS",
 	// "INVALID_ARGUMENT", "OVERLOADED", "OWNERSHIP_LOST", "OBJECT_RESET",
-	// "COMMIT_UNKNOWN", "OBJECT_ERROR", "UNAVAILABLE", "DEADLINE".
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// "COMMIT_UNKNOWN", "OBJECT_ERROR", "UNAVAILABLE", "DEADLINE",
+	// "STORAGE_FULL", "REQUEST_ID_REUSED".
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// retry_after_ms, when > 0, is how long the caller should wait before it
+	// tries again (an overloaded node, a full etcd).
+	RetryAfterMs  int64 `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -348,6 +352,178 @@ func (x *ErrorDetail) GetReason() string {
 	return ""
 }
 
+func (x *ErrorDetail) GetRetryAfterMs() int64 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
+type LocateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Class         string                 `protobuf:"bytes,1,opt,name=class,proto3" json:"class,omitempty"`
+	Object        *ObjectRef             `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocateRequest) Reset() {
+	*x = LocateRequest{}
+	mi := &file_durable_v1_durable_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocateRequest) ProtoMessage() {}
+
+func (x *LocateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_durable_v1_durable_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocateRequest.ProtoReflect.Descriptor instead.
+func (*LocateRequest) Descriptor() ([]byte, []int) {
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *LocateRequest) GetClass() string {
+	if x != nil {
+		return x.Class
+	}
+	return ""
+}
+
+func (x *LocateRequest) GetObject() *ObjectRef {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
+type LocateResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// owner and owner_address name the node that owns the partition now,
+	// empty while it has none; token is its fencing token.
+	Owner        string `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	OwnerAddress string `protobuf:"bytes,4,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	Token        int64  `protobuf:"varint,5,opt,name=token,proto3" json:"token,omitempty"`
+	// assigned_node is the node the leader wants to own it; managed_by_dc
+	// and home_dc as in PartitionStatus.
+	AssignedNode string `protobuf:"bytes,6,opt,name=assigned_node,json=assignedNode,proto3" json:"assigned_node,omitempty"`
+	ManagedByDc  string `protobuf:"bytes,7,opt,name=managed_by_dc,json=managedByDc,proto3" json:"managed_by_dc,omitempty"`
+	HomeDc       string `protobuf:"bytes,8,opt,name=home_dc,json=homeDc,proto3" json:"home_dc,omitempty"`
+	// pending_alarm is the object's alarm, when it has one.
+	PendingAlarm  *Alarm `protobuf:"bytes,9,opt,name=pending_alarm,json=pendingAlarm,proto3" json:"pending_alarm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocateResponse) Reset() {
+	*x = LocateResponse{}
+	mi := &file_durable_v1_durable_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocateResponse) ProtoMessage() {}
+
+func (x *LocateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_durable_v1_durable_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocateResponse.ProtoReflect.Descriptor instead.
+func (*LocateResponse) Descriptor() ([]byte, []int) {
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *LocateResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *LocateResponse) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *LocateResponse) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *LocateResponse) GetOwnerAddress() string {
+	if x != nil {
+		return x.OwnerAddress
+	}
+	return ""
+}
+
+func (x *LocateResponse) GetToken() int64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
+func (x *LocateResponse) GetAssignedNode() string {
+	if x != nil {
+		return x.AssignedNode
+	}
+	return ""
+}
+
+func (x *LocateResponse) GetManagedByDc() string {
+	if x != nil {
+		return x.ManagedByDc
+	}
+	return ""
+}
+
+func (x *LocateResponse) GetHomeDc() string {
+	if x != nil {
+		return x.HomeDc
+	}
+	return ""
+}
+
+func (x *LocateResponse) GetPendingAlarm() *Alarm {
+	if x != nil {
+		return x.PendingAlarm
+	}
+	return nil
+}
+
 type Alarm struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Class     string                 `protobuf:"bytes,1,opt,name=class,proto3" json:"class,omitempty"`
@@ -367,7 +543,7 @@ type Alarm struct {
 
 func (x *Alarm) Reset() {
 	*x = Alarm{}
-	mi := &file_durable_v1_durable_proto_msgTypes[4]
+	mi := &file_durable_v1_durable_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -379,7 +555,7 @@ func (x *Alarm) String() string {
 func (*Alarm) ProtoMessage() {}
 
 func (x *Alarm) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[4]
+	mi := &file_durable_v1_durable_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -392,7 +568,7 @@ func (x *Alarm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Alarm.ProtoReflect.Descriptor instead.
 func (*Alarm) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{4}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Alarm) GetClass() string {
@@ -461,7 +637,7 @@ type GetAlarmRequest struct {
 
 func (x *GetAlarmRequest) Reset() {
 	*x = GetAlarmRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[5]
+	mi := &file_durable_v1_durable_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -473,7 +649,7 @@ func (x *GetAlarmRequest) String() string {
 func (*GetAlarmRequest) ProtoMessage() {}
 
 func (x *GetAlarmRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[5]
+	mi := &file_durable_v1_durable_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -486,7 +662,7 @@ func (x *GetAlarmRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAlarmRequest.ProtoReflect.Descriptor instead.
 func (*GetAlarmRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{5}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetAlarmRequest) GetClass() string {
@@ -513,7 +689,7 @@ type GetAlarmResponse struct {
 
 func (x *GetAlarmResponse) Reset() {
 	*x = GetAlarmResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[6]
+	mi := &file_durable_v1_durable_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +701,7 @@ func (x *GetAlarmResponse) String() string {
 func (*GetAlarmResponse) ProtoMessage() {}
 
 func (x *GetAlarmResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[6]
+	mi := &file_durable_v1_durable_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +714,7 @@ func (x *GetAlarmResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAlarmResponse.ProtoReflect.Descriptor instead.
 func (*GetAlarmResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{6}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetAlarmResponse) GetAlarm() *Alarm {
@@ -555,14 +731,17 @@ type ListAlarmsRequest struct {
 	// due_before_unix_ms, when > 0, keeps only alarms due before it.
 	DueBeforeUnixMs int64 `protobuf:"varint,2,opt,name=due_before_unix_ms,json=dueBeforeUnixMs,proto3" json:"due_before_unix_ms,omitempty"`
 	// limit caps the number of alarms returned (default 100, at most 10000).
-	Limit         int32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit int32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// page_token continues a listing where next_page_token of the previous
+	// page left it.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListAlarmsRequest) Reset() {
 	*x = ListAlarmsRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[7]
+	mi := &file_durable_v1_durable_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +753,7 @@ func (x *ListAlarmsRequest) String() string {
 func (*ListAlarmsRequest) ProtoMessage() {}
 
 func (x *ListAlarmsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[7]
+	mi := &file_durable_v1_durable_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +766,7 @@ func (x *ListAlarmsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlarmsRequest.ProtoReflect.Descriptor instead.
 func (*ListAlarmsRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{7}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListAlarmsRequest) GetClass() string {
@@ -611,18 +790,27 @@ func (x *ListAlarmsRequest) GetLimit() int32 {
 	return 0
 }
 
+func (x *ListAlarmsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListAlarmsResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Alarms []*Alarm               `protobuf:"bytes,1,rep,name=alarms,proto3" json:"alarms,omitempty"`
 	// truncated says more alarms matched than were returned.
-	Truncated     bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Truncated bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// next_page_token, when set, asks for the next page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListAlarmsResponse) Reset() {
 	*x = ListAlarmsResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[8]
+	mi := &file_durable_v1_durable_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +822,7 @@ func (x *ListAlarmsResponse) String() string {
 func (*ListAlarmsResponse) ProtoMessage() {}
 
 func (x *ListAlarmsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[8]
+	mi := &file_durable_v1_durable_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +835,7 @@ func (x *ListAlarmsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlarmsResponse.ProtoReflect.Descriptor instead.
 func (*ListAlarmsResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{8}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListAlarmsResponse) GetAlarms() []*Alarm {
@@ -664,6 +852,13 @@ func (x *ListAlarmsResponse) GetTruncated() bool {
 	return false
 }
 
+func (x *ListAlarmsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 type DeadLetter struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Alarm           *Alarm                 `protobuf:"bytes,1,opt,name=alarm,proto3" json:"alarm,omitempty"`
@@ -674,7 +869,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_durable_v1_durable_proto_msgTypes[9]
+	mi := &file_durable_v1_durable_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +881,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[9]
+	mi := &file_durable_v1_durable_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +894,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{9}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeadLetter) GetAlarm() *Alarm {
@@ -720,13 +915,14 @@ type ListDeadLettersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Class         string                 `protobuf:"bytes,1,opt,name=class,proto3" json:"class,omitempty"`
 	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[10]
+	mi := &file_durable_v1_durable_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +934,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[10]
+	mi := &file_durable_v1_durable_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +947,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{10}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListDeadLettersRequest) GetClass() string {
@@ -768,17 +964,25 @@ func (x *ListDeadLettersRequest) GetLimit() int32 {
 	return 0
 }
 
+func (x *ListDeadLettersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListDeadLettersResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	DeadLetters   []*DeadLetter          `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
 	Truncated     bool                   `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[11]
+	mi := &file_durable_v1_durable_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +994,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[11]
+	mi := &file_durable_v1_durable_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +1007,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{11}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -820,6 +1024,13 @@ func (x *ListDeadLettersResponse) GetTruncated() bool {
 	return false
 }
 
+func (x *ListDeadLettersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 type DrainRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -828,7 +1039,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[12]
+	mi := &file_durable_v1_durable_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +1051,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[12]
+	mi := &file_durable_v1_durable_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +1064,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{12}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{14}
 }
 
 type DrainResponse struct {
@@ -869,7 +1080,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[13]
+	mi := &file_durable_v1_durable_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +1092,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[13]
+	mi := &file_durable_v1_durable_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +1105,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{13}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DrainResponse) GetNode() string {
@@ -919,7 +1130,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[14]
+	mi := &file_durable_v1_durable_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1142,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[14]
+	mi := &file_durable_v1_durable_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1155,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{14}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{16}
 }
 
 type NodeStatus struct {
@@ -958,13 +1169,30 @@ type NodeStatus struct {
 	// active_objects is the number of objects in memory on the node (only known
 	// for the node that answered).
 	ActiveObjects int64 `protobuf:"varint,6,opt,name=active_objects,json=activeObjects,proto3" json:"active_objects,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The fields below are only known for the node that answered.
+	// lease_valid says it can confirm its lease; lease_margin_ms is how long
+	// before its local lease deadline it is; keepalive_latency_ms is the
+	// round trip of its last lease renewal.
+	LeaseValid         bool    `protobuf:"varint,7,opt,name=lease_valid,json=leaseValid,proto3" json:"lease_valid,omitempty"`
+	LeaseMarginMs      int64   `protobuf:"varint,8,opt,name=lease_margin_ms,json=leaseMarginMs,proto3" json:"lease_margin_ms,omitempty"`
+	KeepaliveLatencyMs float64 `protobuf:"fixed64,9,opt,name=keepalive_latency_ms,json=keepaliveLatencyMs,proto3" json:"keepalive_latency_ms,omitempty"`
+	// calls_in_flight and call_limit are its admission control: calls
+	// running or queued here and the current (adaptive) limit; refused is
+	// how many calls it refused as overloaded since it started.
+	CallsInFlight int64 `protobuf:"varint,10,opt,name=calls_in_flight,json=callsInFlight,proto3" json:"calls_in_flight,omitempty"`
+	CallLimit     int64 `protobuf:"varint,11,opt,name=call_limit,json=callLimit,proto3" json:"call_limit,omitempty"`
+	Refused       int64 `protobuf:"varint,12,opt,name=refused,proto3" json:"refused,omitempty"`
+	// lease_losses and partitions_lost count, since it started, the leases
+	// it lost and the tenures that ended without a handoff.
+	LeaseLosses    int64 `protobuf:"varint,13,opt,name=lease_losses,json=leaseLosses,proto3" json:"lease_losses,omitempty"`
+	PartitionsLost int64 `protobuf:"varint,14,opt,name=partitions_lost,json=partitionsLost,proto3" json:"partitions_lost,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_durable_v1_durable_proto_msgTypes[15]
+	mi := &file_durable_v1_durable_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1204,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[15]
+	mi := &file_durable_v1_durable_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1217,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{15}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -1034,6 +1262,62 @@ func (x *NodeStatus) GetActiveObjects() int64 {
 	return 0
 }
 
+func (x *NodeStatus) GetLeaseValid() bool {
+	if x != nil {
+		return x.LeaseValid
+	}
+	return false
+}
+
+func (x *NodeStatus) GetLeaseMarginMs() int64 {
+	if x != nil {
+		return x.LeaseMarginMs
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetKeepaliveLatencyMs() float64 {
+	if x != nil {
+		return x.KeepaliveLatencyMs
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetCallsInFlight() int64 {
+	if x != nil {
+		return x.CallsInFlight
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetCallLimit() int64 {
+	if x != nil {
+		return x.CallLimit
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetRefused() int64 {
+	if x != nil {
+		return x.Refused
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetLeaseLosses() int64 {
+	if x != nil {
+		return x.LeaseLosses
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetPartitionsLost() int64 {
+	if x != nil {
+		return x.PartitionsLost
+	}
+	return 0
+}
+
 type PartitionStatus struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Partition int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
@@ -1056,7 +1340,7 @@ type PartitionStatus struct {
 
 func (x *PartitionStatus) Reset() {
 	*x = PartitionStatus{}
-	mi := &file_durable_v1_durable_proto_msgTypes[16]
+	mi := &file_durable_v1_durable_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1068,7 +1352,7 @@ func (x *PartitionStatus) String() string {
 func (*PartitionStatus) ProtoMessage() {}
 
 func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[16]
+	mi := &file_durable_v1_durable_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1081,7 +1365,7 @@ func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatus.ProtoReflect.Descriptor instead.
 func (*PartitionStatus) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{16}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PartitionStatus) GetPartition() int32 {
@@ -1156,7 +1440,7 @@ type DataCenterStatus struct {
 
 func (x *DataCenterStatus) Reset() {
 	*x = DataCenterStatus{}
-	mi := &file_durable_v1_durable_proto_msgTypes[17]
+	mi := &file_durable_v1_durable_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1452,7 @@ func (x *DataCenterStatus) String() string {
 func (*DataCenterStatus) ProtoMessage() {}
 
 func (x *DataCenterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[17]
+	mi := &file_durable_v1_durable_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1465,7 @@ func (x *DataCenterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataCenterStatus.ProtoReflect.Descriptor instead.
 func (*DataCenterStatus) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{17}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DataCenterStatus) GetDc() string {
@@ -1250,7 +1534,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[18]
+	mi := &file_durable_v1_durable_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1546,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[18]
+	mi := &file_durable_v1_durable_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1559,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{18}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StatusResponse) GetClusterPrefix() string {
@@ -1356,12 +1640,26 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x14\n" +
 	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x1c\n" +
 	"\tpartition\x18\x04 \x01(\x05R\tpartition\x12'\n" +
-	"\x0fpartition_count\x18\x05 \x01(\x05R\x0epartitionCount\"\x8b\x01\n" +
+	"\x0fpartition_count\x18\x05 \x01(\x05R\x0epartitionCount\"\xb1\x01\n" +
 	"\vErrorDetail\x12\x1c\n" +
 	"\tretryable\x18\x01 \x01(\bR\tretryable\x12!\n" +
 	"\fobject_error\x18\x02 \x01(\bR\vobjectError\x12#\n" +
 	"\rowner_address\x18\x03 \x01(\tR\fownerAddress\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xeb\x01\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12$\n" +
+	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\"T\n" +
+	"\rLocateRequest\x12\x14\n" +
+	"\x05class\x18\x01 \x01(\tR\x05class\x12-\n" +
+	"\x06object\x18\x02 \x01(\v2\x15.durable.v1.ObjectRefR\x06object\"\xa9\x02\n" +
+	"\x0eLocateResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\x12#\n" +
+	"\rowner_address\x18\x04 \x01(\tR\fownerAddress\x12\x14\n" +
+	"\x05token\x18\x05 \x01(\x03R\x05token\x12#\n" +
+	"\rassigned_node\x18\x06 \x01(\tR\fassignedNode\x12\"\n" +
+	"\rmanaged_by_dc\x18\a \x01(\tR\vmanagedByDc\x12\x17\n" +
+	"\ahome_dc\x18\b \x01(\tR\x06homeDc\x126\n" +
+	"\rpending_alarm\x18\t \x01(\v2\x11.durable.v1.AlarmR\fpendingAlarm\"\xeb\x01\n" +
 	"\x05Alarm\x12\x14\n" +
 	"\x05class\x18\x01 \x01(\tR\x05class\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
@@ -1377,29 +1675,35 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\x05class\x18\x01 \x01(\tR\x05class\x12-\n" +
 	"\x06object\x18\x02 \x01(\v2\x15.durable.v1.ObjectRefR\x06object\";\n" +
 	"\x10GetAlarmResponse\x12'\n" +
-	"\x05alarm\x18\x01 \x01(\v2\x11.durable.v1.AlarmR\x05alarm\"l\n" +
+	"\x05alarm\x18\x01 \x01(\v2\x11.durable.v1.AlarmR\x05alarm\"\x8b\x01\n" +
 	"\x11ListAlarmsRequest\x12\x14\n" +
 	"\x05class\x18\x01 \x01(\tR\x05class\x12+\n" +
 	"\x12due_before_unix_ms\x18\x02 \x01(\x03R\x0fdueBeforeUnixMs\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\x05R\x05limit\"]\n" +
+	"\x05limit\x18\x03 \x01(\x05R\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\x85\x01\n" +
 	"\x12ListAlarmsResponse\x12)\n" +
 	"\x06alarms\x18\x01 \x03(\v2\x11.durable.v1.AlarmR\x06alarms\x12\x1c\n" +
-	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"a\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"a\n" +
 	"\n" +
 	"DeadLetter\x12'\n" +
 	"\x05alarm\x18\x01 \x01(\v2\x11.durable.v1.AlarmR\x05alarm\x12*\n" +
-	"\x11abandoned_unix_ms\x18\x02 \x01(\x03R\x0fabandonedUnixMs\"D\n" +
+	"\x11abandoned_unix_ms\x18\x02 \x01(\x03R\x0fabandonedUnixMs\"c\n" +
 	"\x16ListDeadLettersRequest\x12\x14\n" +
 	"\x05class\x18\x01 \x01(\tR\x05class\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\x05R\x05limit\"r\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x9a\x01\n" +
 	"\x17ListDeadLettersResponse\x129\n" +
 	"\fdead_letters\x18\x01 \x03(\v2\x16.durable.v1.DeadLetterR\vdeadLetters\x12\x1c\n" +
-	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"\x0e\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\x0e\n" +
 	"\fDrainRequest\"A\n" +
 	"\rDrainResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
 	"\tremaining\x18\x02 \x03(\x05R\tremaining\"\x0f\n" +
-	"\rStatusRequest\"\xa9\x01\n" +
+	"\rStatusRequest\"\xd1\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n" +
@@ -1409,7 +1713,18 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\x05 \x03(\x05R\n" +
 	"partitions\x12%\n" +
-	"\x0eactive_objects\x18\x06 \x01(\x03R\ractiveObjects\"\xe4\x01\n" +
+	"\x0eactive_objects\x18\x06 \x01(\x03R\ractiveObjects\x12\x1f\n" +
+	"\vlease_valid\x18\a \x01(\bR\n" +
+	"leaseValid\x12&\n" +
+	"\x0flease_margin_ms\x18\b \x01(\x03R\rleaseMarginMs\x120\n" +
+	"\x14keepalive_latency_ms\x18\t \x01(\x01R\x12keepaliveLatencyMs\x12&\n" +
+	"\x0fcalls_in_flight\x18\n" +
+	" \x01(\x03R\rcallsInFlight\x12\x1d\n" +
+	"\n" +
+	"call_limit\x18\v \x01(\x03R\tcallLimit\x12\x18\n" +
+	"\arefused\x18\f \x01(\x03R\arefused\x12!\n" +
+	"\flease_losses\x18\r \x01(\x03R\vleaseLosses\x12'\n" +
+	"\x0fpartitions_lost\x18\x0e \x01(\x03R\x0epartitionsLost\"\xe4\x01\n" +
 	"\x0fPartitionStatus\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x14\n" +
@@ -1442,14 +1757,15 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"answeredBy\x12?\n" +
 	"\fdata_centers\x18\b \x03(\v2\x1c.durable.v1.DataCenterStatusR\vdataCenters2J\n" +
 	"\aObjects\x12?\n" +
-	"\x06Invoke\x12\x19.durable.v1.InvokeRequest\x1a\x1a.durable.v1.InvokeResponse2\xf6\x02\n" +
+	"\x06Invoke\x12\x19.durable.v1.InvokeRequest\x1a\x1a.durable.v1.InvokeResponse2\xb7\x03\n" +
 	"\x05Admin\x12E\n" +
 	"\bGetAlarm\x12\x1b.durable.v1.GetAlarmRequest\x1a\x1c.durable.v1.GetAlarmResponse\x12K\n" +
 	"\n" +
 	"ListAlarms\x12\x1d.durable.v1.ListAlarmsRequest\x1a\x1e.durable.v1.ListAlarmsResponse\x12Z\n" +
 	"\x0fListDeadLetters\x12\".durable.v1.ListDeadLettersRequest\x1a#.durable.v1.ListDeadLettersResponse\x12?\n" +
 	"\x06Status\x12\x19.durable.v1.StatusRequest\x1a\x1a.durable.v1.StatusResponse\x12<\n" +
-	"\x05Drain\x12\x18.durable.v1.DrainRequest\x1a\x19.durable.v1.DrainResponseB;Z9github.com/durable-run/durable/proto/durable/v1;durablev1b\x06proto3"
+	"\x05Drain\x12\x18.durable.v1.DrainRequest\x1a\x19.durable.v1.DrainResponse\x12?\n" +
+	"\x06Locate\x12\x19.durable.v1.LocateRequest\x1a\x1a.durable.v1.LocateResponseB;Z9github.com/durable-run/durable/proto/durable/v1;durablev1b\x06proto3"
 
 var (
 	file_durable_v1_durable_proto_rawDescOnce sync.Once
@@ -1463,55 +1779,61 @@ func file_durable_v1_durable_proto_rawDescGZIP() []byte {
 	return file_durable_v1_durable_proto_rawDescData
 }
 
-var file_durable_v1_durable_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_durable_v1_durable_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_durable_v1_durable_proto_goTypes = []any{
 	(*ObjectRef)(nil),               // 0: durable.v1.ObjectRef
 	(*InvokeRequest)(nil),           // 1: durable.v1.InvokeRequest
 	(*InvokeResponse)(nil),          // 2: durable.v1.InvokeResponse
 	(*ErrorDetail)(nil),             // 3: durable.v1.ErrorDetail
-	(*Alarm)(nil),                   // 4: durable.v1.Alarm
-	(*GetAlarmRequest)(nil),         // 5: durable.v1.GetAlarmRequest
-	(*GetAlarmResponse)(nil),        // 6: durable.v1.GetAlarmResponse
-	(*ListAlarmsRequest)(nil),       // 7: durable.v1.ListAlarmsRequest
-	(*ListAlarmsResponse)(nil),      // 8: durable.v1.ListAlarmsResponse
-	(*DeadLetter)(nil),              // 9: durable.v1.DeadLetter
-	(*ListDeadLettersRequest)(nil),  // 10: durable.v1.ListDeadLettersRequest
-	(*ListDeadLettersResponse)(nil), // 11: durable.v1.ListDeadLettersResponse
-	(*DrainRequest)(nil),            // 12: durable.v1.DrainRequest
-	(*DrainResponse)(nil),           // 13: durable.v1.DrainResponse
-	(*StatusRequest)(nil),           // 14: durable.v1.StatusRequest
-	(*NodeStatus)(nil),              // 15: durable.v1.NodeStatus
-	(*PartitionStatus)(nil),         // 16: durable.v1.PartitionStatus
-	(*DataCenterStatus)(nil),        // 17: durable.v1.DataCenterStatus
-	(*StatusResponse)(nil),          // 18: durable.v1.StatusResponse
+	(*LocateRequest)(nil),           // 4: durable.v1.LocateRequest
+	(*LocateResponse)(nil),          // 5: durable.v1.LocateResponse
+	(*Alarm)(nil),                   // 6: durable.v1.Alarm
+	(*GetAlarmRequest)(nil),         // 7: durable.v1.GetAlarmRequest
+	(*GetAlarmResponse)(nil),        // 8: durable.v1.GetAlarmResponse
+	(*ListAlarmsRequest)(nil),       // 9: durable.v1.ListAlarmsRequest
+	(*ListAlarmsResponse)(nil),      // 10: durable.v1.ListAlarmsResponse
+	(*DeadLetter)(nil),              // 11: durable.v1.DeadLetter
+	(*ListDeadLettersRequest)(nil),  // 12: durable.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil), // 13: durable.v1.ListDeadLettersResponse
+	(*DrainRequest)(nil),            // 14: durable.v1.DrainRequest
+	(*DrainResponse)(nil),           // 15: durable.v1.DrainResponse
+	(*StatusRequest)(nil),           // 16: durable.v1.StatusRequest
+	(*NodeStatus)(nil),              // 17: durable.v1.NodeStatus
+	(*PartitionStatus)(nil),         // 18: durable.v1.PartitionStatus
+	(*DataCenterStatus)(nil),        // 19: durable.v1.DataCenterStatus
+	(*StatusResponse)(nil),          // 20: durable.v1.StatusResponse
 }
 var file_durable_v1_durable_proto_depIdxs = []int32{
 	0,  // 0: durable.v1.InvokeRequest.object:type_name -> durable.v1.ObjectRef
-	0,  // 1: durable.v1.GetAlarmRequest.object:type_name -> durable.v1.ObjectRef
-	4,  // 2: durable.v1.GetAlarmResponse.alarm:type_name -> durable.v1.Alarm
-	4,  // 3: durable.v1.ListAlarmsResponse.alarms:type_name -> durable.v1.Alarm
-	4,  // 4: durable.v1.DeadLetter.alarm:type_name -> durable.v1.Alarm
-	9,  // 5: durable.v1.ListDeadLettersResponse.dead_letters:type_name -> durable.v1.DeadLetter
-	15, // 6: durable.v1.StatusResponse.nodes:type_name -> durable.v1.NodeStatus
-	16, // 7: durable.v1.StatusResponse.partitions:type_name -> durable.v1.PartitionStatus
-	17, // 8: durable.v1.StatusResponse.data_centers:type_name -> durable.v1.DataCenterStatus
-	1,  // 9: durable.v1.Objects.Invoke:input_type -> durable.v1.InvokeRequest
-	5,  // 10: durable.v1.Admin.GetAlarm:input_type -> durable.v1.GetAlarmRequest
-	7,  // 11: durable.v1.Admin.ListAlarms:input_type -> durable.v1.ListAlarmsRequest
-	10, // 12: durable.v1.Admin.ListDeadLetters:input_type -> durable.v1.ListDeadLettersRequest
-	14, // 13: durable.v1.Admin.Status:input_type -> durable.v1.StatusRequest
-	12, // 14: durable.v1.Admin.Drain:input_type -> durable.v1.DrainRequest
-	2,  // 15: durable.v1.Objects.Invoke:output_type -> durable.v1.InvokeResponse
-	6,  // 16: durable.v1.Admin.GetAlarm:output_type -> durable.v1.GetAlarmResponse
-	8,  // 17: durable.v1.Admin.ListAlarms:output_type -> durable.v1.ListAlarmsResponse
-	11, // 18: durable.v1.Admin.ListDeadLetters:output_type -> durable.v1.ListDeadLettersResponse
-	18, // 19: durable.v1.Admin.Status:output_type -> durable.v1.StatusResponse
-	13, // 20: durable.v1.Admin.Drain:output_type -> durable.v1.DrainResponse
-	15, // [15:21] is the sub-list for method output_type
-	9,  // [9:15] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	0,  // 1: durable.v1.LocateRequest.object:type_name -> durable.v1.ObjectRef
+	6,  // 2: durable.v1.LocateResponse.pending_alarm:type_name -> durable.v1.Alarm
+	0,  // 3: durable.v1.GetAlarmRequest.object:type_name -> durable.v1.ObjectRef
+	6,  // 4: durable.v1.GetAlarmResponse.alarm:type_name -> durable.v1.Alarm
+	6,  // 5: durable.v1.ListAlarmsResponse.alarms:type_name -> durable.v1.Alarm
+	6,  // 6: durable.v1.DeadLetter.alarm:type_name -> durable.v1.Alarm
+	11, // 7: durable.v1.ListDeadLettersResponse.dead_letters:type_name -> durable.v1.DeadLetter
+	17, // 8: durable.v1.StatusResponse.nodes:type_name -> durable.v1.NodeStatus
+	18, // 9: durable.v1.StatusResponse.partitions:type_name -> durable.v1.PartitionStatus
+	19, // 10: durable.v1.StatusResponse.data_centers:type_name -> durable.v1.DataCenterStatus
+	1,  // 11: durable.v1.Objects.Invoke:input_type -> durable.v1.InvokeRequest
+	7,  // 12: durable.v1.Admin.GetAlarm:input_type -> durable.v1.GetAlarmRequest
+	9,  // 13: durable.v1.Admin.ListAlarms:input_type -> durable.v1.ListAlarmsRequest
+	12, // 14: durable.v1.Admin.ListDeadLetters:input_type -> durable.v1.ListDeadLettersRequest
+	16, // 15: durable.v1.Admin.Status:input_type -> durable.v1.StatusRequest
+	14, // 16: durable.v1.Admin.Drain:input_type -> durable.v1.DrainRequest
+	4,  // 17: durable.v1.Admin.Locate:input_type -> durable.v1.LocateRequest
+	2,  // 18: durable.v1.Objects.Invoke:output_type -> durable.v1.InvokeResponse
+	8,  // 19: durable.v1.Admin.GetAlarm:output_type -> durable.v1.GetAlarmResponse
+	10, // 20: durable.v1.Admin.ListAlarms:output_type -> durable.v1.ListAlarmsResponse
+	13, // 21: durable.v1.Admin.ListDeadLetters:output_type -> durable.v1.ListDeadLettersResponse
+	20, // 22: durable.v1.Admin.Status:output_type -> durable.v1.StatusResponse
+	15, // 23: durable.v1.Admin.Drain:output_type -> durable.v1.DrainResponse
+	5,  // 24: durable.v1.Admin.Locate:output_type -> durable.v1.LocateResponse
+	18, // [18:25] is the sub-list for method output_type
+	11, // [11:18] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_durable_v1_durable_proto_init() }
@@ -1529,7 +1851,7 @@ func file_durable_v1_durable_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_durable_v1_durable_proto_rawDesc), len(file_durable_v1_durable_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

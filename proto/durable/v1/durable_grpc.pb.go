@@ -136,6 +136,7 @@ const (
 	Admin_ListDeadLetters_FullMethodName = "/durable.v1.Admin/ListDeadLetters"
 	Admin_Status_FullMethodName          = "/durable.v1.Admin/Status"
 	Admin_Drain_FullMethodName           = "/durable.v1.Admin/Drain"
+	Admin_Locate_FullMethodName          = "/durable.v1.Admin/Locate"
 )
 
 // AdminClient is the client API for Admin service.
@@ -156,6 +157,9 @@ type AdminClient interface {
 	// nodes, as SIGTERM does, and returns when it owns none (or nowhere is
 	// left to move them). The node keeps running, drained, until it stops.
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
+	// Locate says where an object lives: its ID, partition, owner and
+	// fencing token, and the node its data center's leader assigned.
+	Locate(ctx context.Context, in *LocateRequest, opts ...grpc.CallOption) (*LocateResponse, error)
 }
 
 type adminClient struct {
@@ -216,6 +220,16 @@ func (c *adminClient) Drain(ctx context.Context, in *DrainRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *adminClient) Locate(ctx context.Context, in *LocateRequest, opts ...grpc.CallOption) (*LocateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LocateResponse)
+	err := c.cc.Invoke(ctx, Admin_Locate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -234,6 +248,9 @@ type AdminServer interface {
 	// nodes, as SIGTERM does, and returns when it owns none (or nowhere is
 	// left to move them). The node keeps running, drained, until it stops.
 	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
+	// Locate says where an object lives: its ID, partition, owner and
+	// fencing token, and the node its data center's leader assigned.
+	Locate(context.Context, *LocateRequest) (*LocateResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -258,6 +275,9 @@ func (UnimplementedAdminServer) Status(context.Context, *StatusRequest) (*Status
 }
 func (UnimplementedAdminServer) Drain(context.Context, *DrainRequest) (*DrainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Drain not implemented")
+}
+func (UnimplementedAdminServer) Locate(context.Context, *LocateRequest) (*LocateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Locate not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -370,6 +390,24 @@ func _Admin_Drain_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Locate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LocateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Locate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Locate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Locate(ctx, req.(*LocateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -396,6 +434,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Drain",
 			Handler:    _Admin_Drain_Handler,
+		},
+		{
+			MethodName: "Locate",
+			Handler:    _Admin_Locate_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

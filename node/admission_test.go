@@ -1,0 +1,64 @@
+package node
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// calm is a tick of a node at ease: a renewal just happened, quickly, and
+// commits are fast.
+func calm() pressure {
+	return pressure{
+		LeaseMargin: 2 * time.Second, TTL: 3 * time.Second,
+		KeepAlive: 5 * time.Millisecond, KeepAliveBudget: 250 * time.Millisecond,
+		Commit: 10 * time.Millisecond, CommitTarget: 250 * time.Millisecond,
+	}
+}
+
+func TestAdmissionLimitDropsUnderPressureFromLeaseOrCommits(t *testing.T) {
+	for name, p := range map[string]func(*pressure){
+		"late renewal":    func(p *pressure) { p.LeaseMargin = time.Second },
+		"slow renewal":    func(p *pressure) { p.KeepAlive = 300 * time.Millisecond },
+		"slow commits":    func(p *pressure) { p.Commit = 400 * time.Millisecond },
+		"busy and slowed": func(p *pressure) { p.Commit = time.Second; p.Busy = true },
+	} {
+		t.Run(name, func(t *testing.T) {
+			pr := calm()
+			p(&pr)
+			require.Equal(t, 750, nextLimit(1000, 64, 4096, pr))
+			require.Equal(t, 64, nextLimit(80, 64, 4096, pr), "never below the floor")
+		})
+	}
+}
+
+func TestAdmissionLimitGrowsOnlyWhenItBindsAndAllIsCalm(t *testing.T) {
+	busy := calm()
+	busy.Busy = true
+	require.Equal(t, 1100, nextLimit(1000, 64, 4096, busy))
+	require.Equal(t, 6, nextLimit(5, 1, 4096, busy), "at least one more")
+	require.Equal(t, 4096, nextLimit(4000, 64, 4096, busy), "never above the ceiling")
+	require.Equal(t, 1000, nextLimit(1000, 64, 4096, calm()), "a limit that does not bind stays")
+}
+
+func TestAdmissionHalvesWithinThreeTicksAndRecovers(t *testing.T) {
+	cfg := DefaultConfig()
+	a := newAdmission(&cfg)
+	slow := calm()
+	slow.Commit = time.Second
+	for range 3 {
+		a.tick(slow)
+	}
+	calls, alarms := a.tick(calm())
+	require.LessOrEqual(t, calls, cfg.MaxCalls/2+1)
+	require.Equal(t, int(float64(cfg.MaxRunningAlarms)*float64(calls)/float64(cfg.MaxCalls)), alarms, "alarm deliveries follow the call bound")
+	for range 100 {
+		for a.enter() == nil { // fill up: the limit binds
+		}
+		if calls, _ = a.tick(calm()); calls == cfg.MaxCalls {
+			break
+		}
+	}
+	require.Equal(t, cfg.MaxCalls, calls, "the limit came back once calm")
+}
