@@ -84,6 +84,7 @@ func Scenarios() []Scenario {
 		InvokeScenario{},
 		AlarmsScenario{},
 		FailoverScenario{},
+		OverloadScenario{},
 		PeersScenario{},
 	}
 }

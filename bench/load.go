@@ -31,6 +31,10 @@ type Load struct {
 	// ("ops", "txns"…).
 	Unit string
 	Op   Op
+	// MaxInFlight bounds the operations an open loop runs at once (0:
+	// 4 × Concurrency, at most 1024). An overload test raises it: real
+	// callers do not wait for each other.
+	MaxInFlight int
 }
 
 // Outcome is what a phase measured.
@@ -185,8 +189,9 @@ type ticket struct {
 // for Warmup + Duration, whatever the previous ones are doing, and each
 // one's latency is measured from its intended send time — a stall delays
 // every operation behind it, as it would delay real users. Operation k goes
-// to worker k mod Concurrency; up to 4 × Concurrency (at most 1024) run at
-// once, and more wait their turn with their clocks running.
+// to worker k mod Concurrency; up to 4 × Concurrency (at most 1024, or
+// MaxInFlight) run at once, and more wait their turn with their clocks
+// running.
 func (l Load) Open(ctx context.Context, pr *Progress, rate float64) (*Outcome, error) {
 	if err := l.validate(); err != nil {
 		return nil, err
@@ -195,6 +200,9 @@ func (l Load) Open(ctx context.Context, pr *Progress, rate float64) (*Outcome, e
 		return nil, fmt.Errorf("bench: open loop %q: rate %g must be positive", l.Name, rate)
 	}
 	workers := min(4*l.Concurrency, 1024)
+	if l.MaxInFlight > 0 {
+		workers = l.MaxInFlight
+	}
 	rec := &recorder{local: make([]Samples, workers)}
 	start := time.Now()
 	from := start.Add(l.Warmup)

@@ -119,10 +119,12 @@ type CeilingRef struct {
 
 // Target is a DESIGN §7 target and whether the row met it.
 type Target struct {
-	// Metric is "rate" (the row's Rate, in its unit), "p99_ms", or
-	// "first_ms" (failover: the first alarm's start after the crash).
+	// Metric is "rate" (the row's Rate, in its unit), "p99_ms",
+	// "first_ms" (failover: the first alarm's start after the crash), or,
+	// with Op "all", a description of several conditions that must all
+	// hold.
 	Metric string `json:"metric"`
-	// Op is ">=" or "<=".
+	// Op is ">=", "<=", "==" or "all".
 	Op    string  `json:"op"`
 	Value float64 `json:"value"`
 	Met   bool    `json:"met"`
@@ -352,6 +354,12 @@ func (t Target) cell(unit string) string {
 		what = fmt.Sprintf("p99 %s %s ms", t.Op, fmtMS(t.Value))
 	case "first_ms":
 		what = fmt.Sprintf("first %s %s ms", t.Op, fmtMS(t.Value))
+	}
+	switch t.Op {
+	case "all":
+		what = t.Metric
+	case "==":
+		what = fmt.Sprintf("%s = %g", t.Metric, t.Value)
 	}
 	verdict := "met"
 	if !t.Met {

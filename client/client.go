@@ -44,6 +44,10 @@ type Options struct {
 	NoDirect bool
 	// DialOptions are added to the gRPC dials; the default is plaintext.
 	DialOptions []grpc.DialOption
+	// NoThrottle turns off client-side throttling: by default, while the
+	// cluster refuses calls as overloaded, the client refuses a share of
+	// new calls itself, without sending them (see throttle.go).
+	NoThrottle bool
 }
 
 // unreachableFor is how long an owner address that could not be reached is
@@ -58,8 +62,9 @@ type Client struct {
 	seeds   *grpc.ClientConn
 	objects durablev1.ObjectsClient
 	admin   durablev1.AdminClient
-	opts    Options
-	dial    []grpc.DialOption
+	opts     Options
+	dial     []grpc.DialOption
+	throttle *throttle // nil with NoThrottle
 
 	mu          sync.Mutex
 	partitions  int            // the cluster's partition count, once learned
@@ -102,14 +107,18 @@ func Dial(target string, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", target, err)
 	}
-	return &Client{
+	c := &Client{
 		seeds: conn, opts: opts, dial: dial,
 		objects:     durablev1.NewObjectsClient(conn),
 		admin:       durablev1.NewAdminClient(conn),
 		owners:      map[int]string{},
 		direct:      map[string]*grpc.ClientConn{},
 		unreachable: map[string]time.Time{},
-	}, nil
+	}
+	if !opts.NoThrottle {
+		c.throttle = newThrottle()
+	}
+	return c, nil
 }
 
 // Close closes every connection.
@@ -149,9 +158,15 @@ func (c *Client) Invoke(ctx context.Context, class string, ref Ref, method strin
 	p := c.partitionOf(class, ref)
 	var resp *durablev1.InvokeResponse
 	err := c.retry(ctx, func(ctx context.Context) (bool, error) {
+		if c.throttle != nil && !c.throttle.allow() {
+			return false, errThrottled()
+		}
 		addr, objects := c.route(p)
 		var err error
 		resp, err = objects.Invoke(ctx, req)
+		if c.throttle != nil {
+			c.throttle.done(!overloaded(err))
+		}
 		if err == nil {
 			c.learn(resp)
 			return false, nil

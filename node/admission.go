@@ -37,9 +37,12 @@ type admission struct {
 	inflight   int
 	busy       bool // the limit was reached since the last tick
 	retryAfter time.Duration
+	callNS     int64 // time admitted calls spent here since the last tick
+	calls      int64 // and how many they were
 
 	refused     atomic.Int64
 	activations *rate.Limiter
+	actShare    float64 // of maxRate: lowered only while the lease suffers
 }
 
 // Retry-afters given to refused callers: short while the limit merely
@@ -53,7 +56,7 @@ func newAdmission(cfg *Config) *admission {
 	return &admission{
 		maxCalls: cfg.MaxCalls, minCalls: min(cfg.MinCalls, cfg.MaxCalls), maxActive: cfg.MaxActiveObjects,
 		maxRate: cfg.MaxActivationRate, maxAlarms: cfg.MaxRunningAlarms,
-		limit: cfg.MaxCalls, retryAfter: retryAfterBusy,
+		limit: cfg.MaxCalls, retryAfter: retryAfterBusy, actShare: 1,
 		activations: rate.NewLimiter(rate.Limit(cfg.MaxActivationRate), max(int(cfg.MaxActivationRate/10), 1)),
 	}
 }
@@ -71,9 +74,12 @@ func (a *admission) enter() error {
 	return nil
 }
 
-func (a *admission) leave() {
+// leave ends an admitted call that spent d here.
+func (a *admission) leave(d time.Duration) {
 	a.mu.Lock()
 	a.inflight--
+	a.callNS += int64(d)
+	a.calls++
 	a.mu.Unlock()
 }
 
@@ -106,13 +112,24 @@ type pressure struct {
 	// Commit is the commit Txns' round trip (moving average); CommitTarget
 	// the most it may be.
 	Commit, CommitTarget time.Duration
+	// Call is the mean time admitted calls spent on the node over the tick
+	// (queued, run, committed); CallTarget the most it may be: a node that
+	// admits more than it completes builds a queue, and every call waits.
+	Call, CallTarget time.Duration
 	// Busy: calls were refused at the limit since the last tick.
 	Busy bool
 }
 
-// pressured reports whether the node's liveness or its commits suffer.
+// leaseSuffers reports whether the node's renewals are late or slow: its
+// liveness is at stake.
+func (p pressure) leaseSuffers() bool {
+	return p.LeaseMargin < p.TTL*2/5 || p.KeepAlive > p.KeepAliveBudget
+}
+
+// pressured reports whether the node's liveness, its commits or its calls
+// suffer.
 func (p pressure) pressured() bool {
-	return p.LeaseMargin < p.TTL*2/5 || p.KeepAlive > p.KeepAliveBudget || p.Commit > p.CommitTarget
+	return p.leaseSuffers() || p.Commit > p.CommitTarget || p.CallTarget > 0 && p.Call > p.CallTarget
 }
 
 // nextLimit is the admission rule, a pure function of the current limit
@@ -137,15 +154,27 @@ func (a *admission) tick(p pressure) (calls, alarms int) {
 	a.mu.Lock()
 	p.Busy = a.busy
 	a.busy = false
+	if a.calls > 0 {
+		p.Call = time.Duration(a.callNS / a.calls)
+	}
+	a.callNS, a.calls = 0, 0
 	a.limit = nextLimit(a.limit, a.minCalls, a.maxCalls, p)
 	a.retryAfter = retryAfterBusy
 	if p.pressured() {
 		a.retryAfter = retryAfterPressure
 	}
 	calls = a.limit
+	// Activations (reads, memory) slow down only when the lease suffers:
+	// the call bound already keeps queues short.
+	if p.leaseSuffers() {
+		a.actShare = max(a.actShare*3/4, 0.01)
+	} else {
+		a.actShare = min(a.actShare*1.1, 1)
+	}
+	act := a.actShare
 	a.mu.Unlock()
+	a.activations.SetLimit(rate.Limit(max(a.maxRate*act, 100)))
 	share := float64(calls) / float64(a.maxCalls)
-	a.activations.SetLimit(rate.Limit(max(a.maxRate*share, 100)))
 	return calls, max(16, int(float64(a.maxAlarms)*share))
 }
 

@@ -74,6 +74,11 @@ type Config struct {
 	// CommitLatencyTarget is the commit round trip above which admission
 	// control counts the node as under pressure.
 	CommitLatencyTarget time.Duration
+	// CallLatencyTarget is the mean time calls spend on the node (queued,
+	// run, committed) above which admission control counts it as under
+	// pressure (0: not watched). Handlers that take long on purpose need a
+	// higher one.
+	CallLatencyTarget time.Duration
 	// MaxReplyBytes bounds an invocation's reply: a larger one fails the
 	// invocation before its writes commit (a reply the caller's connection
 	// cannot take must not leave an applied write behind).
@@ -127,11 +132,12 @@ func DefaultConfig() Config {
 		CommitParallelism:   4,
 		AlarmHandlerTimeout: 15 * time.Minute,
 		MaxRunningAlarms:    4096,
-		MaxCalls:            4096,
+		MaxCalls:            1024,
 		MinCalls:            64,
 		MaxActiveObjects:    200000,
 		MaxActivationRate:   20000,
 		CommitLatencyTarget: 250 * time.Millisecond,
+		CallLatencyTarget:   100 * time.Millisecond,
 		MaxReplyBytes:       4<<20 - 64<<10,
 		BlockTimeout:        30 * time.Second,
 		SystemRetryDelay:    time.Second,
@@ -196,6 +202,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxActivationRate < 1 {
 		bad("max activation rate %g must be at least 1/s", c.MaxActivationRate)
+	}
+	if c.CallLatencyTarget < 0 {
+		bad("call latency target %s must not be negative", c.CallLatencyTarget)
 	}
 	if c.CommitLatencyTarget <= 0 {
 		bad("commit latency target %s must be positive", c.CommitLatencyTarget)

@@ -202,8 +202,9 @@ func (n *Node) admissionLoop() {
 		}
 		margin, keepAlive, ttl := n.member.LeaseTiming()
 		_, alarms := n.adm.tick(pressure{
-			LeaseMargin: margin, TTL: ttl, KeepAlive: keepAlive, KeepAliveBudget: ttl / 12,
+			LeaseMargin: margin, TTL: ttl, KeepAlive: keepAlive, KeepAliveBudget: ttl / 6, // half a renewal's timeout
 			Commit: n.env.commits.Latency(), CommitTarget: n.cfg.CommitLatencyTarget,
+			CallTarget: n.cfg.CallLatencyTarget,
 		})
 		n.sched.SetMaxRunning(alarms)
 	}

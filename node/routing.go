@@ -190,9 +190,11 @@ func (n *Node) invokeLocal(ctx context.Context, class Class, id durable.ID, p in
 	if err := n.adm.enter(); err != nil {
 		return Result{}, err
 	}
-	c := &call{ctx: ctx, method: method, payload: payload, name: name, rid: requestIDFrom(ctx), reply: make(chan callResult, 1), release: n.adm.leave}
+	admitted := time.Now()
+	c := &call{ctx: ctx, method: method, payload: payload, name: name, rid: requestIDFrom(ctx), reply: make(chan callResult, 1),
+		release: func() { n.adm.leave(time.Since(admitted)) }}
 	if err := n.tab.enqueue(n.env, class, id, p, c); err != nil {
-		n.adm.leave()
+		c.release()
 		return Result{}, err
 	}
 	select {

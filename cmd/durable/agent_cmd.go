@@ -38,6 +38,7 @@ func nodeFlags(fs *pflag.FlagSet) {
 	fs.Int("max-active-objects", d.MaxActiveObjects, "objects in memory at once; more activations are refused (alarms wait)")
 	fs.Float64("max-activation-rate", d.MaxActivationRate, "new activations per second at full admission")
 	fs.Duration("commit-latency-target", d.CommitLatencyTarget, "commit round trips above this count as pressure for admission control")
+	fs.Duration("call-latency-target", d.CallLatencyTarget, "a mean time per call on the node above this counts as pressure for admission control (0: not watched)")
 	fs.Int("max-reply-bytes", d.MaxReplyBytes, "largest invocation reply; a larger one fails the call before its writes commit")
 	fs.Duration("forward-timeout", d.ForwardTimeout, "bound one forward to another node (0: none; a forward ends anyway when the owner changes)")
 	fs.String("debug-listen", "", "serve the process's profiles (net/http/pprof) over HTTP at this address; off if empty")
@@ -64,6 +65,7 @@ func nodeConfig(fs *pflag.FlagSet) node.Config {
 	c.MaxActiveObjects, _ = fs.GetInt("max-active-objects")
 	c.MaxActivationRate, _ = fs.GetFloat64("max-activation-rate")
 	c.CommitLatencyTarget, _ = fs.GetDuration("commit-latency-target")
+	c.CallLatencyTarget, _ = fs.GetDuration("call-latency-target")
 	c.MaxReplyBytes, _ = fs.GetInt("max-reply-bytes")
 	c.ForwardTimeout, _ = fs.GetDuration("forward-timeout")
 	return c
