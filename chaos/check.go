@@ -196,14 +196,19 @@ func (r *Report) checkAlarms(h History, settle time.Duration) {
 	r.Calm, r.DuringFaults = summarise(calm), summarise(during)
 }
 
-// faultAt returns a fault active at t (or healed less than settle before).
+// faultAt returns the fault active at t (or healed less than settle
+// before) that began last.
 func faultAt(faults []Fault, t time.Time, settle time.Duration) *Fault {
+	// Faults follow each other closely and their settle periods overlap:
+	// the one that matters is the one in effect at t, or else the latest
+	// that began before it.
+	var at *Fault
 	for i, f := range faults {
-		if !t.Before(f.Start) && t.Before(f.Heal.Add(settle)) {
-			return &faults[i]
+		if !t.Before(f.Start) && t.Before(f.Heal.Add(settle)) && (at == nil || f.Start.After(at.Start)) {
+			at = &faults[i]
 		}
 	}
-	return nil
+	return at
 }
 
 type lateSample struct {

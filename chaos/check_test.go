@@ -146,3 +146,22 @@ func TestLatenessIsSplitByFaults(t *testing.T) {
 	require.Equal(t, 3*time.Second, r.Failover["kill-node"])
 	require.Equal(t, 1, r.DuplicateRuns)
 }
+
+// TestFailoverIsAttributedToTheFaultInEffect: faults follow each other
+// closely and their settle periods overlap; an alarm due during the second
+// counts against the second, not the first whose settle period still ran.
+func TestFailoverIsAttributedToTheFaultInEffect(t *testing.T) {
+	h := History{
+		Alarms: []AlarmSet{{Object: "a", Due: at(2100), Result: OK}},
+		Events: []examples.WitnessEvent{alarmRun("a", 2100, 4100, 4101, "n2", false)},
+		Faults: []Fault{
+			{Name: "kill-dc", Start: at(0), Heal: at(1000)},
+			{Name: "kill-etcd", Start: at(2000), Heal: at(2500)},
+		},
+	}
+	r := Check(h, 5*time.Second)
+	require.True(t, r.OK(), r.String())
+	require.Equal(t, 2*time.Second, r.Failover["kill-etcd"])
+	_, blamed := r.Failover["kill-dc"]
+	require.False(t, blamed, "the lateness was blamed on an earlier fault: %v", r.Failover)
+}

@@ -150,14 +150,15 @@ func (c *Compose) network() string { return c.project + "_default" }
 
 var _ Target = (*Compose)(nil)
 
-func (c *Compose) Nodes() int       { return len(c.nodes) }
-func (c *Compose) DC(i int) string  { return c.dcs[i] }
-func (c *Compose) ID(i int) string  { return c.nodes[i] }
-func (c *Compose) Kill(i int)       { c.docker("kill", c.container(c.nodes[i])) }
-func (c *Compose) Pause(i int)      { c.docker("pause", c.container(c.nodes[i])) }
-func (c *Compose) Resume(i int)     { c.docker("unpause", c.container(c.nodes[i])) }
-func (c *Compose) EtcdMembers() int { return len(c.etcd) }
-func (c *Compose) StopEtcd(i int)   { c.docker("kill", c.container(c.etcd[i])) }
+func (c *Compose) Nodes() int           { return len(c.nodes) }
+func (c *Compose) DC(i int) string      { return c.dcs[i] }
+func (c *Compose) ClientTarget() string { return strings.Join(c.Addrs, ",") }
+func (c *Compose) ID(i int) string      { return c.nodes[i] }
+func (c *Compose) Kill(i int)           { c.docker("kill", c.container(c.nodes[i])) }
+func (c *Compose) Pause(i int)          { c.docker("pause", c.container(c.nodes[i])) }
+func (c *Compose) Resume(i int)         { c.docker("unpause", c.container(c.nodes[i])) }
+func (c *Compose) EtcdMembers() int     { return len(c.etcd) }
+func (c *Compose) StopEtcd(i int)       { c.docker("kill", c.container(c.etcd[i])) }
 func (c *Compose) StartEtcd(i int) {
 	c.docker("start", c.container(c.etcd[i]))
 	c.waitHealthy(c.etcd[i])

@@ -19,7 +19,7 @@ func TestChaosContainers(t *testing.T) {
 		}
 		t.Skipf("Docker is not usable: %v", err)
 	}
-	duration, seed, names := profile(t, []string{"kill-node", "kill-leader", "pause-node", "cut-node", "kill-dc", "kill-etcd"})
+	duration, seed, names := profile(t, []string{"kill-node", "kill-leader", "pause-node", "cut-node", "kill-dc", "kill-etcd", "overload", "cpu-starve"})
 	c := StartCompose(t, "durable-chaos", "56", "5379")
 	// The compose file's defaults.
 	tm := Timing{LeaseTTL: 3 * time.Second, DCGrace: 10 * time.Second, Stabilise: 10 * time.Second}

@@ -1,15 +1,22 @@
 package chaos
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/durable-run/durable/client"
 )
 
 // Target is what faults act on: real processes (Procs) or containers.
 type Target interface {
+	// ClientTarget is the nodes' addresses as a client dials them.
+	ClientTarget() string
 	Nodes() int
 	DC(i int) string
 	ID(i int) string // node i's id, as its events report it
@@ -26,6 +33,10 @@ type Target interface {
 	Disconnect(i int) error
 	Reconnect(i int) error
 }
+
+// overloadCallers is the overload fault's concurrency: every caller calls
+// again as soon as its call ends, refusals included.
+const overloadCallers = 2048
 
 // ErrUnsupported means a target cannot inject a fault.
 var ErrUnsupported = errors.New("chaos: fault not supported by this target")
@@ -64,7 +75,6 @@ var Faults = map[string]FaultFunc{
 	},
 	"kill-dc": func(t Target, rng *rand.Rand, tm Timing) (Fault, error) {
 		dc := t.DC(rng.IntN(t.Nodes()))
-		f := Fault{Name: "kill-dc", Target: dc, Start: time.Now()}
 		var victims []int
 		for i := 0; i < t.Nodes(); i++ {
 			if t.DC(i) == dc {
@@ -72,6 +82,7 @@ var Faults = map[string]FaultFunc{
 				t.Kill(i)
 			}
 		}
+		f := Fault{Name: "kill-dc", Target: dc, Start: time.Now()}
 		time.Sleep(tm.LeaseTTL + tm.DCGrace + 2*time.Second) // long enough to be adopted
 		for _, i := range victims {
 			t.Restart(i)
@@ -83,12 +94,54 @@ var Faults = map[string]FaultFunc{
 		i := rng.IntN(t.EtcdMembers())
 		return hold("kill-etcd", i, tm.LeaseTTL+time.Second, func() { t.StopEtcd(i) }, func() { t.StartEtcd(i) }), nil
 	},
+	"overload": func(t Target, rng *rand.Rand, tm Timing) (Fault, error) {
+		// A burst of calls to new objects, far beyond what the cluster
+		// can do, for two TTLs: the nodes must shed it without losing
+		// their leases (the checker then finds no lost or early alarm and
+		// no overlap among the workload's objects).
+		cl, err := client.Dial(t.ClientTarget(), client.Options{})
+		if err != nil {
+			return Fault{}, err
+		}
+		defer cl.Close()
+		burst := rng.Uint64()
+		f := Fault{Name: "overload", Target: "cluster", Start: time.Now()}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*tm.LeaseTTL)
+		defer cancel()
+		var wg sync.WaitGroup
+		var seq atomic.Int64
+		for range overloadCallers {
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					name := fmt.Sprintf("chaos-overload-%x-%d", burst, seq.Add(1))
+					_, _ = cl.Invoke(ctx, "Counter", client.ByName(name), "increment", nil)
+				}
+			})
+		}
+		wg.Wait()
+		f.Heal = time.Now()
+		return f, nil
+	},
+	"cpu-starve": func(t Target, rng *rand.Rand, tm Timing) (Fault, error) {
+		// The node runs a third of the time (SIGSTOP/SIGCONT at a high
+		// duty cycle), as beside a CPU hog, for two TTLs.
+		i := rng.IntN(t.Nodes())
+		f := Fault{Name: "cpu-starve", Target: fmt.Sprint(i), Start: time.Now()}
+		for end := time.Now().Add(2 * tm.LeaseTTL); time.Now().Before(end); {
+			t.Pause(i)
+			time.Sleep(100 * time.Millisecond)
+			t.Resume(i)
+			time.Sleep(50 * time.Millisecond)
+		}
+		f.Heal = time.Now()
+		return f, nil
+	},
 	"cut-node": func(t Target, rng *rand.Rand, tm Timing) (Fault, error) {
 		i := rng.IntN(t.Nodes())
-		f := Fault{Name: "cut-node", Target: fmt.Sprint(i), Start: time.Now()}
 		if err := t.Disconnect(i); err != nil {
 			return Fault{}, err
 		}
+		f := Fault{Name: "cut-node", Target: fmt.Sprint(i), Start: time.Now()}
 		time.Sleep(2 * tm.LeaseTTL)
 		if err := t.Reconnect(i); err != nil {
 			return Fault{}, err
@@ -102,10 +155,12 @@ func killAndRestart(t Target, name string, i int, d time.Duration) Fault {
 	return hold(name, i, d, func() { t.Kill(i) }, func() { t.Restart(i) })
 }
 
-// hold injects a fault on target i, keeps it for d and heals it.
+// hold injects a fault on target i, keeps it for d once it took effect and
+// heals it. The fault's times are when it took effect (inject returned:
+// the process is dead, the member stopped) and when the heal completed.
 func hold(name string, i int, d time.Duration, inject, heal func()) Fault {
-	f := Fault{Name: name, Target: fmt.Sprint(i), Start: time.Now()}
 	inject()
+	f := Fault{Name: name, Target: fmt.Sprint(i), Start: time.Now()}
 	time.Sleep(d)
 	heal()
 	f.Heal = time.Now()

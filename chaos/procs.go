@@ -319,11 +319,12 @@ func (c *Procs) LogTail(i int) string {
 // Procs is a Target.
 var _ Target = (*Procs)(nil)
 
-func (c *Procs) Nodes() int       { return len(c.Procs) }
-func (c *Procs) DC(i int) string  { return c.Procs[i].DC }
-func (c *Procs) ID(i int) string  { return c.Procs[i].ID }
-func (c *Procs) Restart(i int)    { c.Start(i); c.WaitHealthy(i) }
-func (c *Procs) EtcdMembers() int { return len(c.Etcd) }
+func (c *Procs) Nodes() int           { return len(c.Procs) }
+func (c *Procs) DC(i int) string      { return c.Procs[i].DC }
+func (c *Procs) ClientTarget() string { return c.Addrs() }
+func (c *Procs) ID(i int) string      { return c.Procs[i].ID }
+func (c *Procs) Restart(i int)        { c.Start(i); c.WaitHealthy(i) }
+func (c *Procs) EtcdMembers() int     { return len(c.Etcd) }
 
 // Disconnect is not supported for processes sharing the host's loopback.
 func (c *Procs) Disconnect(int) error { return ErrUnsupported }

@@ -65,7 +65,7 @@ func profile(t *testing.T, supported []string) (time.Duration, uint64, []string)
 // are injected by signals, then checks the history.
 func TestChaosProcesses(t *testing.T) {
 	skipIfShort(t)
-	duration, seed, names := profile(t, []string{"kill-node", "kill-leader", "pause-node", "kill-dc", "kill-etcd"})
+	duration, seed, names := profile(t, []string{"kill-node", "kill-leader", "pause-node", "kill-dc", "kill-etcd", "overload", "cpu-starve"})
 	tm := Timing{LeaseTTL: 2 * time.Second, DCGrace: 3 * time.Second, Stabilise: 3 * time.Second}
 	c := StartProcs(t, ProcOptions{
 		Bin: BuildBinary(t, t.TempDir()), DCs: []string{"dc1", "dc2", "dc1", "dc2", "dc1"},
@@ -138,9 +138,12 @@ func Run(t *testing.T, target Target, addrs, sinkURL string, opts RunOptions) Re
 		}
 	}
 	if path := os.Getenv("DURABLE_CHAOS_HISTORY"); path != "" || !rep.OK() {
-		f, err := os.CreateTemp("", "durable-chaos-history-*.json")
+		var f *os.File
+		var err error
 		if path != "" {
 			f, err = os.Create(path)
+		} else {
+			f, err = os.CreateTemp("", "durable-chaos-history-*.json")
 		}
 		if err == nil {
 			_ = json.NewEncoder(f).Encode(History{Alarms: alarms, Ops: ops, Events: events, Faults: faults})

@@ -31,7 +31,8 @@
 //     committer's (a commit settling).
 //
 // Lock order: table.mu before pipeline.mu (eviction checks for pending
-// commits under both). peerConns.mu is a leaf. The node never holds either
+// commits under both) and before admission.mu (activation is admitted under
+// the table's lock). peerConns.mu is a leaf. The node never holds either
 // lock while calling the schedule, the committer, the reader or the
 // member, and none of them calls back into the node holding a lock of its
 // own (Schedule calls deliverAlarm, the committer calls Done, the member
