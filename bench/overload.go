@@ -46,7 +46,9 @@ func (OverloadScenario) Description() string {
 }
 
 // Prepare implements Preparer.
-func (OverloadScenario) Prepare(reg *node.Registry, _ *node.Config) error { return prepareAlarmClass(reg) }
+func (OverloadScenario) Prepare(reg *node.Registry, _ *node.Config) error {
+	return prepareAlarmClass(reg)
+}
 
 // Run implements Scenario.
 func (OverloadScenario) Run(ctx context.Context, env *Env) ([]Result, error) {

@@ -59,9 +59,9 @@ const unreachableFor = 5 * time.Second
 // to the seed addresses, which forward them. A Client is safe for concurrent
 // use.
 type Client struct {
-	seeds   *grpc.ClientConn
-	objects durablev1.ObjectsClient
-	admin   durablev1.AdminClient
+	seeds    *grpc.ClientConn
+	objects  durablev1.ObjectsClient
+	admin    durablev1.AdminClient
 	opts     Options
 	dial     []grpc.DialOption
 	throttle *throttle // nil with NoThrottle
