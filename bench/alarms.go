@@ -13,6 +13,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/durable-run/durable/bench/benchclass"
 	"github.com/durable-run/durable/client"
@@ -232,11 +234,23 @@ func armAlarms(ctx context.Context, env *Env, label string, names []string, due 
 }
 
 func arm(ctx context.Context, env *Env, name string, t time.Time) error {
-	_, err := env.Client.Invoke(ctx, benchclass.AlarmClass, client.ByName(name), "arm", []byte(strconv.FormatInt(t.UnixMilli(), 10)))
-	if err != nil {
-		return fmt.Errorf("arm %s: %w", name, err)
+	for {
+		_, err := env.Client.Invoke(ctx, benchclass.AlarmClass, client.ByName(name), "arm", []byte(strconv.FormatInt(t.UnixMilli(), 10)))
+		if err == nil {
+			return nil
+		}
+		// A node shedding load says when to come back: arming must not
+		// give up on it.
+		after := time.Duration(client.Detail(err).GetRetryAfterMs()) * time.Millisecond
+		if status.Code(err) != codes.ResourceExhausted || after <= 0 {
+			return fmt.Errorf("arm %s: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("arm %s: %w", name, err)
+		case <-time.After(after):
+		}
 	}
-	return nil
 }
 
 // each runs fn for 0 ≤ i < n with conc callers, showing progress; it stops

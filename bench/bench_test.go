@@ -133,6 +133,32 @@ func TestAlarmsTinyRun(t *testing.T) {
 	require.Equal(t, "bytes/alarm", mem.Unit)
 }
 
+// TestOverloadTinyRun offers 2×, 5× and 10× the measured capacity of
+// new-object calls and runs alarms on a loaded one-node cluster: every
+// phase measured something, every refusal carried a retry-after, and no
+// node lost its lease or a partition.
+func TestOverloadTinyRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	p := tiny()
+	p.Alarms = 300
+	rep, err := Run(ctx, []Scenario{OverloadScenario{}}, Options{Profile: p, Cluster: tinyCluster(2)})
+	require.NoError(t, err)
+	var cases []string
+	for _, r := range rep.Results {
+		cases = append(cases, r.Case)
+		require.Positive(t, r.Count, "%s: count", r.Case)
+		if r.Extra == nil {
+			continue
+		}
+		require.Zero(t, r.Extra["refused_without_retry_after"], "%s", r.Case)
+		require.Zero(t, r.Extra["lease_losses"], "%s: a node lost its lease", r.Case)
+		require.Zero(t, r.Extra["partitions_lost"], "%s: a tenure was lost", r.Case)
+	}
+	require.Equal(t, []string{"capacity, new objects", "2× capacity offered", "5× capacity offered", "10× capacity offered",
+		"alarms on one node (TTL 2 s), 300 over 150ms"}, cases)
+}
+
 // TestFailoverTinyRun crashes one node of three holding a few hundred
 // overdue alarms: they all fire, on the survivors, after the crash.
 func TestFailoverTinyRun(t *testing.T) {

@@ -186,9 +186,10 @@ func overloadAlarms(ctx context.Context, env *Env) (Result, error) {
 		n = env.Profile.Alarms
 		spread = time.Duration(float64(time.Second) * float64(n) / 2000)
 	}
+	// On the same etcd, under a prefix of its own.
 	c, err := StartCluster(ctx, ClusterConfig{
 		Nodes: 1, Partitions: 64, LeaseTTL: 2 * time.Second, Logger: env.Log, Progress: env.Progress,
-		UnsafeNoFsync: env.Cluster.cfg.UnsafeNoFsync, EtcdElectionTimeout: env.Cluster.cfg.EtcdElectionTimeout,
+		EtcdEndpoints: env.EtcdEndpoints,
 	}, OverloadScenario{})
 	if err != nil {
 		return Result{}, err
