@@ -77,7 +77,7 @@ func (OverloadScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
 	}
 	phase := 10 * time.Second
 	if env.Profile.Short || env.Profile.Phase < time.Second {
-		phase = max(env.Profile.Phase, 200*time.Millisecond) * 2
+		phase = max(env.Profile.Phase, 300*time.Millisecond)
 	}
 	for _, mult := range []float64{2, 5, 10} {
 		row, err := overloadPhase(ctx, env, &seq, capacity, mult, phase)

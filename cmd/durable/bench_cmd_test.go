@@ -34,7 +34,7 @@ func TestBenchRejectsBadFlagsAsUsageErrors(t *testing.T) {
 		{[]string{"invoke", "--addr", "127.0.0.1:1", "--nodes", "2"}, "--nodes describes the embedded cluster"},
 		{[]string{"etcd", "--addr", "127.0.0.1:1"}, "the etcd scenario needs the given cluster's etcd: add --etcd"},
 		{[]string{"all", "--addr", "127.0.0.1:1"}, "add --etcd"},
-		{[]string{"nope"}, `unknown scenario "nope": want etcd, invoke, alarms, failover, peers or all`},
+		{[]string{"nope"}, `unknown scenario "nope": want etcd, invoke, alarms, failover, overload, peers or all`},
 		{[]string{"alarms", "--alarms", "-1"}, "--alarms -1 must not be negative"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
