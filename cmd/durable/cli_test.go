@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"regexp"
 	"strings"
 	"sync"
@@ -51,10 +52,58 @@ func TestDevAddrs(t *testing.T) {
 	for _, bad := range []struct {
 		listen string
 		n      int
-	}{{"127.0.0.1:4600", 0}, {"127.0.0.1:4600", 17}, {"nohost", 1}, {"127.0.0.1:x", 1}} {
+	}{{"127.0.0.1:4600", -1}, {"127.0.0.1:4600", 17}, {"nohost", 1}, {"127.0.0.1:x", 1}} {
 		_, err := devAddrs(bad.listen, bad.n)
 		require.Error(t, err, "%q × %d", bad.listen, bad.n)
 	}
+}
+
+// TestDevWithoutNodesRunsEtcdAndTheSink: `dev --nodes 0` runs only the
+// embedded etcd and the sink, and an agent started apart joins through it.
+func TestDevWithoutNodesRunsEtcdAndTheSink(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var devOut syncBuffer
+	devDone := make(chan error, 1)
+	go func() {
+		cmd := newRootCmd()
+		cmd.SetOut(&devOut)
+		cmd.SetErr(&devOut)
+		cmd.SetArgs([]string{"dev", "--nodes", "0", "--log-level", "error", "--etcd-listen", "127.0.0.1:0", "--sink-listen", "127.0.0.1:0"})
+		devDone <- cmd.ExecuteContext(ctx)
+	}()
+	etcdLine := regexp.MustCompile(`etcd\s+(http://\S+)`)
+	var endpoint string
+	require.Eventually(t, func() bool {
+		m := etcdLine.FindStringSubmatch(devOut.String())
+		if m == nil {
+			return false
+		}
+		endpoint = m[1]
+		return true
+	}, 30*time.Second, 10*time.Millisecond, "dev did not print its etcd: %s", devOut.String())
+	require.Contains(t, devOut.String(), "without nodes")
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := lis.Addr().String()
+	require.NoError(t, lis.Close())
+	agentCtx, stopAgent := context.WithCancel(ctx)
+	agentDone := make(chan error, 1)
+	go func() {
+		agentDone <- func() error {
+			_, err := run(agentCtx, "agent", "--etcd", endpoint, "--listen", addr, "--node-id", "apart", "--log-level", "error", "--partitions", "8")
+			return err
+		}()
+	}()
+	require.Eventually(t, func() bool {
+		out, err := run(ctx, "invoke", "--addr", addr, "Counter", "c", "increment")
+		return err == nil && strings.TrimSpace(out) == `{"value":1}`
+	}, 30*time.Second, 50*time.Millisecond, "the agent never served")
+	stopAgent()
+	require.NoError(t, <-agentDone)
+	cancel()
+	require.NoError(t, <-devDone)
 }
 
 // TestDevClusterCommands runs `durable dev --nodes 2` in-process and drives
@@ -91,8 +140,18 @@ func TestDevClusterCommands(t *testing.T) {
 		require.Equal(t, want, strings.TrimSpace(out), "through node %d", i)
 	}
 
-	out, err := run(ctx, "status", "--addr", strings.Join(addrs, ","))
+	out, err := run(ctx, "locate", "--addr", addrs[0], "Counter", "c")
 	require.NoError(t, err)
+	require.Regexp(t, `partition\s+\d+`, out)
+	require.Regexp(t, `owner\s+dev-\d at `, out)
+	require.Regexp(t, `token\s+[1-9]\d*`, out)
+
+	// dev returns once each node owns a partition; the leader may still be
+	// moving some (a moving partition shows as unowned for a moment).
+	require.Eventually(t, func() bool {
+		out, err = run(ctx, "status", "--addr", strings.Join(addrs, ","))
+		return err == nil && !strings.Contains(out, "(unowned)")
+	}, 30*time.Second, 20*time.Millisecond, "partitions stayed unowned: %s", out)
 	require.Contains(t, out, "16 partitions")
 	require.Regexp(t, `dev-1\s+dc1\s+`+regexp.QuoteMeta(addrs[0])+`\s+up`, out)
 	require.Regexp(t, `dev-2\s+dc1\s+`+regexp.QuoteMeta(addrs[1])+`\s+up`, out)

@@ -33,7 +33,7 @@ func newDevCmd() *cobra.Command {
 	fs.String("data-dir", "", "etcd data directory (default: a temporary directory removed on exit)")
 	fs.String("etcd-listen", "127.0.0.1:2379", "client address of the embedded etcd")
 	fs.String("listen", defaultAddr, "gRPC address of the first node; node i listens on the port i above it")
-	fs.Int("nodes", 1, "number of nodes to run (1-16), dev-1 … dev-N")
+	fs.Int("nodes", 1, "number of nodes to run (0-16), dev-1 … dev-N; 0 runs only the embedded etcd and the sink, for agents started apart")
 	fs.StringSlice("dcs", []string{"dc1"}, "data centers; node i is in the i-th, round robin")
 	fs.String("sink-listen", "127.0.0.1:4680", "HTTP address of the sink the example classes deliver to")
 	fs.String("sink-file", "", "also append the sink's deliveries to this JSON-lines file")
@@ -102,6 +102,20 @@ func runDev(cmd *cobra.Command, _ []string) error {
 	if len(dcs) == 0 {
 		return errors.New("--dcs needs at least one data center")
 	}
+	if count == 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), `
+durable dev is running, without nodes
+  etcd          %s
+  sink (HTTP)   %s
+
+Start nodes apart, e.g.:
+  go run ./cmd/durable agent --etcd %s --upstream %s
+
+Ctrl-C stops everything.
+`, strings.Join(etcd.Endpoints(), ","), sinkURL, strings.Join(etcd.Endpoints(), ","), sinkURL)
+		<-ctx.Done()
+		return nil
+	}
 	var agents []*agent.Agent
 	for i, addr := range addrs {
 		cfg := agent.Config{Node: nodeConfig(fs), Etcd: etcd.Endpoints(), Listen: addr}
@@ -165,8 +179,8 @@ const devCommitMaxOps = 1024
 // devAddrs returns the gRPC addresses of count dev nodes: listen, then the
 // following ports (or free ports when listen's port is 0).
 func devAddrs(listen string, count int) ([]string, error) {
-	if count < 1 || count > 16 {
-		return nil, fmt.Errorf("--nodes must be between 1 and 16, got %d", count)
+	if count < 0 || count > 16 {
+		return nil, fmt.Errorf("--nodes must be between 0 and 16, got %d", count)
 	}
 	host, portStr, err := net.SplitHostPort(listen)
 	if err != nil {
