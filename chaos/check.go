@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -301,16 +302,25 @@ type counterOut struct {
 }
 
 // counterModel is a register of an integer with add (returns the new value)
-// and read; operations of unknown outcome accept any output.
-var counterModel = porcupine.Model{
-	Init: func() any { return int64(0) },
-	Step: func(state, input, output any) (bool, any) {
+// and read. An add of unknown outcome took effect, or did not: from a state
+// it leads to both (a nondeterministic step), so it may be left open only
+// as long as it could take effect (unknownEffectBound) and still never have
+// happened.
+var counterModel = (&porcupine.NondeterministicModel{
+	Init: func() []any { return []any{int64(0)} },
+	Step: func(state, input, output any) []any {
 		s, in, out := state.(int64), input.(counterIn), output.(counterOut)
-		next := s
-		if in.add {
-			next += in.delta
+		switch {
+		case !in.add && out.value == s:
+			return []any{s}
+		case !in.add:
+			return nil
+		case out.unknown:
+			return []any{s, s + in.delta}
+		case out.value == s+in.delta:
+			return []any{s + in.delta}
 		}
-		return out.unknown || out.value == next, next
+		return nil
 	},
 	DescribeOperation: func(input, output any) string {
 		in, out := input.(counterIn), output.(counterOut)
@@ -323,7 +333,7 @@ var counterModel = porcupine.Model{
 		}
 		return "read() -> " + res
 	},
-}
+}).ToModel()
 
 // checkLinearizable checks each object's counter history with porcupine.
 // Failed operations are left out (they took no effect); unknown ones may
@@ -346,7 +356,12 @@ func (r *Report) checkLinearizable(h History) {
 			if op.Kind != "add" {
 				continue // a read of unknown outcome constrains nothing
 			}
-			ret, out = end+1, counterOut{unknown: true}
+			// It took effect, or not; if it did, possibly after its caller
+			// gave up — but not long after: a node runs a call only while
+			// its caller's deadline holds and commits it within its commit
+			// timeout. Left open to the end of the run, a few hundred such
+			// adds make the check undecidable in any time.
+			ret, out = min(op.Return.Add(unknownEffectBound).UnixNano(), end+1), counterOut{unknown: true}
 		}
 		by[op.Object] = append(by[op.Object], porcupine.Operation{
 			Input: counterIn{add: op.Kind == "add", delta: op.Arg}, Call: op.Call.UnixNano(), Output: out, Return: ret,
@@ -357,9 +372,14 @@ func (r *Report) checkLinearizable(h History) {
 		objs = append(objs, o)
 	}
 	slices.Sort(objs)
-	for _, o := range objs {
-		res := porcupine.CheckOperationsTimeout(counterModel, by[o], 10*time.Second)
-		switch res {
+	results := make([]porcupine.CheckResult, len(objs))
+	var wg sync.WaitGroup
+	for i, o := range objs {
+		wg.Go(func() { results[i] = porcupine.CheckOperationsTimeout(counterModel, by[o], linearizableTimeout) })
+	}
+	wg.Wait()
+	for i, o := range objs {
+		switch results[i] {
 		case porcupine.Illegal:
 			r.Violations = append(r.Violations, Violation{"not-linearizable", o, fmt.Sprintf("%d operations", len(by[o]))})
 		case porcupine.Unknown:
@@ -367,6 +387,16 @@ func (r *Report) checkLinearizable(h History) {
 		}
 	}
 }
+
+const (
+	// unknownEffectBound is how long after its caller gave up an add of
+	// unknown outcome may still take effect: the caller's deadline has
+	// passed by then, and a node's commit is bounded by its commit timeout
+	// (10 s); a minute leaves room for a commit queued behind others.
+	unknownEffectBound = time.Minute
+	// linearizableTimeout bounds the check of one object's history.
+	linearizableTimeout = time.Minute
+)
 
 // String prints the report for people.
 func (r Report) String() string {

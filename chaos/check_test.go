@@ -165,3 +165,24 @@ func TestFailoverIsAttributedToTheFaultInEffect(t *testing.T) {
 	_, blamed := r.Failover["kill-dc"]
 	require.False(t, blamed, "the lateness was blamed on an earlier fault: %v", r.Failover)
 }
+
+// TestUnknownAddTookEffectOrNot: an add of unknown outcome either took
+// effect (within a bounded time after its caller gave up) or never did; a
+// history where it never did is linearizable, one where it shows up long
+// after it could have is not.
+func TestUnknownAddTookEffectOrNot(t *testing.T) {
+	sec := func(s int) time.Time { return base.Add(time.Duration(s) * time.Second) }
+	history := func(firstRead, secondRead int64) History {
+		return History{Ops: []Op{
+			{Object: "x", Kind: "add", Arg: 5, Result: Unknown, Call: sec(0), Return: sec(1)},
+			{Object: "x", Kind: "read", Out: firstRead, Result: OK, Call: sec(30), Return: sec(31)},
+			{Object: "x", Kind: "read", Out: secondRead, Result: OK, Call: sec(100), Return: sec(101)},
+		}}
+	}
+	require.True(t, Check(history(0, 0), time.Second).OK(), "it never took effect")
+	require.True(t, Check(history(5, 5), time.Second).OK(), "it took effect early")
+	require.True(t, Check(history(0, 5), time.Second).OK(), "it took effect between 31 s and 61 s")
+	h := history(0, 5)
+	h.Ops = append(h.Ops, Op{Object: "x", Kind: "read", Out: 0, Result: OK, Call: sec(70), Return: sec(71)})
+	require.False(t, Check(h, time.Second).OK(), "it showed up at 100 s but not at 70 s, after it could take effect")
+}
