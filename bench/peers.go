@@ -61,6 +61,25 @@ type peerResult struct {
 	Missing    int `json:"missing"`
 }
 
+// parsePeerResults reads the JSON array the peers' program prints last on
+// stdout; lines before it (a tool that wrote to stdout after all) are
+// skipped.
+func parsePeerResults(out []byte) ([]peerResult, error) {
+	for i := len(out) - 1; i >= 0; i-- {
+		if out[i] == '[' && (i == 0 || out[i-1] == '\n') {
+			var prs []peerResult
+			if json.Unmarshal(out[i:], &prs) == nil {
+				return prs, nil
+			}
+		}
+	}
+	var prs []peerResult
+	if err := json.Unmarshal(out, &prs); err != nil {
+		return nil, fmt.Errorf("peers: read the results: %w: %q", err, tail(string(out), 500))
+	}
+	return prs, nil
+}
+
 // Run implements Scenario.
 func (s PeersScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
 	dir := s.Dir
@@ -82,9 +101,9 @@ func (s PeersScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("peers: %s: %w\n%s", script, err, tail(stderr.String(), 2000))
 	}
-	var prs []peerResult
-	if err := json.Unmarshal(out.Bytes(), &prs); err != nil {
-		return nil, fmt.Errorf("peers: read the results: %w: %q", err, tail(out.String(), 500))
+	prs, err := parsePeerResults(out.Bytes())
+	if err != nil {
+		return nil, err
 	}
 	if len(prs) == 0 {
 		return nil, errors.New("peers: no results")

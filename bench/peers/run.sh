@@ -60,7 +60,10 @@ install_missing() {
 	return 0
 }
 
-install_missing
+# Only the results go to stdout: whatever the package manager prints goes to
+# stderr (on a fresh machine apt-get's "Reading package lists…" would
+# otherwise precede the JSON).
+install_missing >&2
 PG_BIN=$(pg_bindir)
 [[ -n "$PG_BIN" ]] || { log "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin"; exit 1; }
 
