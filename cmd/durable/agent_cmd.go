@@ -17,9 +17,10 @@ import (
 )
 
 // nodeFlags registers the flags shared by `agent` and `dev` that fill a
-// node.Config.
-func nodeFlags(fs *pflag.FlagSet) {
-	d := node.DefaultConfig()
+// node.Config, with the command's own defaults d, so that --help shows the
+// values the command uses. upstream is the default of --upstream; empty
+// means the command picks one itself (dev: its sink).
+func nodeFlags(fs *pflag.FlagSet, d node.Config, upstream, upstreamHelp string) {
 	fs.String("prefix", d.Prefix, "etcd key prefix of the cluster")
 	fs.Int("partitions", d.Partitions, "partition count when creating a new cluster")
 	fs.Duration("lease-ttl", d.LeaseTTL, "TTL of the node's etcd lease and leader session (whole seconds)")
@@ -42,7 +43,7 @@ func nodeFlags(fs *pflag.FlagSet) {
 	fs.Int("max-reply-bytes", d.MaxReplyBytes, "largest invocation reply; a larger one fails the call before its writes commit")
 	fs.Duration("forward-timeout", d.ForwardTimeout, "bound one forward to another node (0: none; a forward ends anyway when the owner changes)")
 	fs.String("debug-listen", "", "serve the process's profiles (net/http/pprof) over HTTP at this address; off if empty")
-	fs.String("upstream", "http://127.0.0.1:4680", "URL the example classes deliver to (e.g. a durable sink)")
+	fs.String("upstream", upstream, "URL the example classes deliver to (e.g. a durable sink)"+upstreamHelp)
 }
 
 func nodeConfig(fs *pflag.FlagSet) node.Config {
@@ -50,7 +51,9 @@ func nodeConfig(fs *pflag.FlagSet) node.Config {
 	c.Prefix, _ = fs.GetString("prefix")
 	c.Partitions, _ = fs.GetInt("partitions")
 	c.LeaseTTL, _ = fs.GetDuration("lease-ttl")
-	c.HomeDCs, _ = fs.GetStringSlice("home-dcs")
+	if dcs, _ := fs.GetStringSlice("home-dcs"); len(dcs) > 0 {
+		c.HomeDCs = dcs
+	}
 	c.DCGrace, _ = fs.GetDuration("dc-grace")
 	c.Stabilise, _ = fs.GetDuration("stabilise")
 	c.IdleTimeout, _ = fs.GetDuration("idle-timeout")
@@ -138,7 +141,7 @@ func newAgentCmd() *cobra.Command {
 	fs.String("etcd-ca", "", "CA bundle to verify etcd (PEM)")
 	fs.String("etcd-cert", "", "client certificate for etcd (PEM)")
 	fs.String("etcd-key", "", "private key of --etcd-cert (PEM)")
-	nodeFlags(fs)
+	nodeFlags(fs, node.DefaultConfig(), "http://127.0.0.1:4680", "")
 	return cmd
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/durable-run/durable/agent"
 	"github.com/durable-run/durable/embedetcd"
+	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/sink"
 )
 
@@ -32,12 +33,13 @@ func newDevCmd() *cobra.Command {
 	fs := cmd.Flags()
 	fs.String("data-dir", "", "etcd data directory (default: a temporary directory removed on exit)")
 	fs.String("etcd-listen", "127.0.0.1:2379", "client address of the embedded etcd")
+	fs.String("etcd-peer-listen", "127.0.0.1:0", "raft peer address of the embedded etcd (port 0: a free one, so dev clusters side by side do not collide)")
 	fs.String("listen", defaultAddr, "gRPC address of the first node; node i listens on the port i above it")
 	fs.Int("nodes", 1, "number of nodes to run (0-16), dev-1 … dev-N; 0 runs only the embedded etcd and the sink, for agents started apart")
 	fs.StringSlice("dcs", []string{"dc1"}, "data centers; node i is in the i-th, round robin")
 	fs.String("sink-listen", "127.0.0.1:4680", "HTTP address of the sink the example classes deliver to")
 	fs.String("sink-file", "", "also append the sink's deliveries to this JSON-lines file")
-	nodeFlags(fs)
+	nodeFlags(fs, devNodeDefaults(), "", " (default: the dev sink's URL)")
 	return cmd
 }
 
@@ -52,7 +54,7 @@ func runDev(cmd *cobra.Command, _ []string) error {
 	ecfg := embedetcd.DefaultConfig()
 	ecfg.Dir, _ = fs.GetString("data-dir")
 	ecfg.ClientAddr, _ = fs.GetString("etcd-listen")
-	ecfg.PeerAddr = "127.0.0.1:0"
+	ecfg.PeerAddr, _ = fs.GetString("etcd-peer-listen")
 	ecfg.Logger = log.With("component", "etcd")
 	etcd, err := embedetcd.Start(ctx, ecfg)
 	if err != nil {
@@ -67,18 +69,12 @@ func runDev(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer stopSink()
-	if !fs.Changed("upstream") {
+	if up, _ := fs.GetString("upstream"); up == "" {
 		if err := fs.Set("upstream", sinkURL); err != nil {
 			return err
 		}
 	}
 
-	if !fs.Changed("commit-max-ops") {
-		// The embedded etcd takes up to DefaultMaxTxnOps operations per Txn.
-		if err := fs.Set("commit-max-ops", strconv.Itoa(devCommitMaxOps)); err != nil {
-			return err
-		}
-	}
 	reg, err := exampleRegistry(fs)
 	if err != nil {
 		return err
@@ -175,6 +171,13 @@ Ctrl-C stops everything.
 // docker-compose demo and the bench: their etcd accepts 10240 operations per
 // Txn, and larger batches gain little (see docs/performance.md).
 const devCommitMaxOps = 1024
+
+// devNodeDefaults is the node configuration `durable dev` starts from.
+func devNodeDefaults() node.Config {
+	d := node.DefaultConfig()
+	d.CommitMaxOps = devCommitMaxOps
+	return d
+}
 
 // devAddrs returns the gRPC addresses of count dev nodes: listen, then the
 // following ports (or free ports when listen's port is 0).
