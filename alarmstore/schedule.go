@@ -377,6 +377,14 @@ func (s *Schedule) Size() int {
 	return len(s.byKey)
 }
 
+// Running returns the number of alarms handed to objects and not yet
+// released: handlers running or about to.
+func (s *Schedule) Running() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.running
+}
+
 // SetMaxRunning changes the bound on deliveries not yet released (at least
 // 1); a lower bound lets the deliveries out already finish.
 func (s *Schedule) SetMaxRunning(n int) {

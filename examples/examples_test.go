@@ -79,13 +79,23 @@ func start(t *testing.T, u *upstream) *nodetest.Harness {
 	})
 }
 
-// advanceUntil advances the fake clock in steps until cond holds; after
-// each step it waits until the node is quiet (whatever the step made due
-// has run, its deliveries included).
+// settle waits until whatever the clock's time made due has run, its
+// deliveries included. Node.Quiet alone is not enough here: it counts a
+// handler that runs user code as waiting (it may wait on the fake clock),
+// and these classes' handlers make real HTTP requests; none waits on the
+// clock, so every alarm handed out must be done.
+func settle(t *testing.T, h *nodetest.Harness) {
+	t.Helper()
+	h.WaitQuiet()
+	h.WaitFor("alarm handlers done", func() bool { return h.Node().RunningAlarms() == 0 })
+}
+
+// advanceUntil advances the fake clock in steps until cond holds, settling
+// after each step.
 func advanceUntil(t *testing.T, h *nodetest.Harness, step time.Duration, limit time.Duration, cond func() bool) {
 	t.Helper()
 	for elapsed := time.Duration(0); ; elapsed += step {
-		h.WaitQuiet()
+		settle(t, h)
 		if cond() {
 			return
 		}
@@ -123,7 +133,7 @@ func TestBatcherBatchesForTenSecondsThenDeliversOnce(t *testing.T) {
 	require.True(t, t0.Add(BatchDelay).Equal(due), "the second item must not move the alarm (due %s)", due)
 
 	h.Advance(BatchDelay - time.Millisecond)
-	h.WaitQuiet()
+	settle(t, h)
 	require.Empty(t, u.deliveries(), "delivered before the batch delay")
 
 	advanceUntil(t, h, time.Millisecond, time.Second, func() bool { return len(u.deliveries()) == 1 })
@@ -206,7 +216,7 @@ func TestReminderDeliversAtItsTime(t *testing.T) {
 	require.JSONEq(t, `{"cancelled":true}`, string(h.MustInvoke("Reminder", "r2", "cancel", nil)))
 
 	h.Advance(89 * time.Second)
-	h.WaitQuiet()
+	settle(t, h)
 	require.Empty(t, u.deliveries())
 	advanceUntil(t, h, time.Second, 5*time.Second, func() bool { return len(u.deliveries()) == 1 })
 	var d Delivery
@@ -216,7 +226,7 @@ func TestReminderDeliversAtItsTime(t *testing.T) {
 	require.True(t, d.Scheduled.Equal(at))
 	require.False(t, d.Fired.Before(at), "fired early")
 	h.WaitFor("reminder deleted", func() bool { return string(h.MustInvoke("Reminder", "r1", "get", nil)) == "null" })
-	h.WaitQuiet()
+	settle(t, h)
 	require.Len(t, u.deliveries(), 1, "the cancelled reminder was delivered")
 
 	for _, bad := range []string{`nope`, `{"message":"m"}`, `{"message":"m","in":"soon"}`, `{"message":"m","in":"1s","at":"2030-01-01T00:00:00Z"}`} {

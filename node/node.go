@@ -332,6 +332,10 @@ func (n *Node) ServedPartitions() []int { return n.tab.served() }
 // ScheduledAlarms returns the number of alarms held in the look-ahead window.
 func (n *Node) ScheduledAlarms() int { return n.sched.Size() }
 
+// RunningAlarms returns the number of alarms handed to objects whose
+// handling has not finished.
+func (n *Node) RunningAlarms() int { return n.sched.Running() }
+
 // Quiet reports whether the node has nothing to do at its clock's current
 // time: no alarm due and undelivered (see alarmstore.Schedule.Quiet), no
 // object running an event, no commit queued or in flight. Tests that move
