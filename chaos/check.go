@@ -62,8 +62,11 @@ type Fault struct {
 	Target      string
 	Start, Heal time.Time
 	// Frozen is the id of the node the fault froze (SIGSTOP, docker pause)
-	// from Start to Heal: it executed nothing meanwhile.
-	Frozen string `json:",omitempty"`
+	// from Start to Thawed: it executed nothing meanwhile. Thawed is taken
+	// before the resume is sent (the node may run as soon as it is), Heal
+	// once the resume returned.
+	Frozen string    `json:",omitempty"`
+	Thawed time.Time `json:",omitzero"`
 }
 
 // History is everything a chaos run recorded.
@@ -275,15 +278,15 @@ func executing(start, end time.Time, frozen []Fault) [][2]time.Time {
 	for _, f := range frozen {
 		var next [][2]time.Time
 		for _, iv := range out {
-			if !f.Start.Before(iv[1]) || !f.Heal.After(iv[0]) {
+			if !f.Start.Before(iv[1]) || !f.Thawed.After(iv[0]) {
 				next = append(next, iv) // disjoint
 				continue
 			}
 			if iv[0].Before(f.Start) {
 				next = append(next, [2]time.Time{iv[0], f.Start})
 			}
-			if f.Heal.Before(iv[1]) {
-				next = append(next, [2]time.Time{f.Heal, iv[1]})
+			if f.Thawed.Before(iv[1]) {
+				next = append(next, [2]time.Time{f.Thawed, iv[1]})
 			}
 		}
 		out = next

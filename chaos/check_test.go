@@ -94,7 +94,7 @@ func TestCheckerFlagsEachViolation(t *testing.T) {
 // while frozen; it overlaps that run only if the two executed at once.
 func TestOverlapExcludesTimeFrozen(t *testing.T) {
 	zombie := alarmRun("a", 1000, 1001, 5001, "n1", false) // frozen 1002..5000
-	pause := Fault{Name: "pause-node", Target: "0", Frozen: "n1", Start: at(1002), Heal: at(5000)}
+	pause := Fault{Name: "pause-node", Target: "0", Frozen: "n1", Start: at(1002), Thawed: at(5000), Heal: at(5050)}
 	for _, tc := range []struct {
 		name       string
 		other      examples.WitnessEvent
@@ -104,6 +104,7 @@ func TestOverlapExcludesTimeFrozen(t *testing.T) {
 		{"the other still ran when it resumed", alarmRun("a", 1000, 3000, 5000, "n2", false), 0},
 		{"the other ran past its resume", alarmRun("a", 1000, 3000, 5001, "n2", false), 1},
 		{"the other ran before it froze", alarmRun("a", 1000, 1001, 1003, "n2", false), 1},
+		{"the other ran between thaw and heal", alarmRun("a", 1000, 3000, 5020, "n2", false), 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := History{
@@ -121,6 +122,16 @@ func TestOverlapExcludesTimeFrozen(t *testing.T) {
 			require.Len(t, Check(h, time.Second).Violations, 1)
 		})
 	}
+	t.Run("the freeze of another node", func(t *testing.T) {
+		h := History{
+			Alarms: []AlarmSet{{Object: "a", Due: at(1000), Result: OK}},
+			Events: []examples.WitnessEvent{alarmRun("a", 1000, 2000, 3000, "n2", false), alarmRun("a", 1000, 2500, 3500, "n3", false)},
+			Faults: []Fault{pause},
+		}
+		r := Check(h, time.Second)
+		require.Len(t, r.Violations, 1, r.String())
+		require.Equal(t, "overlap", r.Violations[0].Kind)
+	})
 }
 
 func TestLatenessIsSplitByFaults(t *testing.T) {

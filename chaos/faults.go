@@ -69,8 +69,9 @@ var Faults = map[string]FaultFunc{
 	"pause-node": func(t Target, rng *rand.Rand, tm Timing) (Fault, error) {
 		i := rng.IntN(t.Nodes())
 		// Beyond the lease: a zombie when it wakes.
-		f := hold("pause-node", i, 2*tm.LeaseTTL, func() { t.Pause(i) }, func() { t.Resume(i) })
-		f.Frozen = t.ID(i)
+		var thawed time.Time
+		f := hold("pause-node", i, 2*tm.LeaseTTL, func() { t.Pause(i) }, func() { thawed = time.Now(); t.Resume(i) })
+		f.Frozen, f.Thawed = t.ID(i), thawed
 		return f, nil
 	},
 	"kill-dc": func(t Target, rng *rand.Rand, tm Timing) (Fault, error) {
@@ -99,7 +100,8 @@ var Faults = map[string]FaultFunc{
 		// can do, for two TTLs: the nodes must shed it without losing
 		// their leases (the checker then finds no lost or early alarm and
 		// no overlap among the workload's objects).
-		cl, err := client.Dial(t.ClientTarget(), client.Options{})
+		// Unthrottled: the nodes must shed the load, not this client.
+		cl, err := client.Dial(t.ClientTarget(), client.Options{NoThrottle: true})
 		if err != nil {
 			return Fault{}, err
 		}
