@@ -13,8 +13,14 @@ var (
 	ErrInvalidArgument = errors.New("durable: invalid argument")
 	// ErrUnknownClass: no class is registered under the name.
 	ErrUnknownClass = errors.New("durable: unknown class")
-	// ErrOverloaded: the object's queue is full. Retry later, not at once.
-	ErrOverloaded = errors.New("durable: object overloaded")
+	// ErrOverloaded: the node refuses calls for now (admission control: calls
+	// in flight, activations per second, objects in memory). Nothing of the
+	// call ran. Retry after the retry-after the error carries, not at once.
+	ErrOverloaded = errors.New("durable: node overloaded")
+	// ErrObjectBusy: the object's queue is full (--queue-size events wait
+	// for it). Nothing of the call ran. Retry later; other objects are not
+	// affected.
+	ErrObjectBusy = errors.New("durable: object busy")
 	// ErrUnavailable: the object cannot run here right now (ownership moving,
 	// node draining or starting, etcd unreachable). Safe to retry.
 	ErrUnavailable = errors.New("durable: unavailable")

@@ -13,8 +13,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/durable-run/durable/bench/benchclass"
 	"github.com/durable-run/durable/client"
@@ -241,8 +239,8 @@ func arm(ctx context.Context, env *Env, name string, t time.Time) error {
 		}
 		// A node shedding load says when to come back: arming must not
 		// give up on it.
-		after := time.Duration(client.Detail(err).GetRetryAfterMs()) * time.Millisecond
-		if status.Code(err) != codes.ResourceExhausted || after <= 0 {
+		after, refused := client.RetryAfter(err)
+		if !refused || after <= 0 {
 			return fmt.Errorf("arm %s: %w", name, err)
 		}
 		select {

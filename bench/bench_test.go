@@ -148,12 +148,18 @@ func TestOverloadTinyRun(t *testing.T) {
 	for _, r := range rep.Results {
 		cases = append(cases, r.Case)
 		require.Positive(t, r.Count, "%s: count", r.Case)
-		if r.Extra == nil {
+		if !strings.HasSuffix(r.Case, "capacity offered") {
 			continue
+		}
+		for _, k := range []string{"refused", "refused_without_retry_after", "lease_losses", "partitions_lost"} {
+			require.Contains(t, r.Extra, k, "%s: %s not measured", r.Case, k)
 		}
 		require.Zero(t, r.Extra["refused_without_retry_after"], "%s", r.Case)
 		require.Zero(t, r.Extra["lease_losses"], "%s: a node lost its lease", r.Case)
 		require.Zero(t, r.Extra["partitions_lost"], "%s: a tenure was lost", r.Case)
+		if r.Case == "10× capacity offered" {
+			require.Positive(t, r.Extra["refused"], "10× the capacity was not refused in part: the nodes were not overloaded")
+		}
 	}
 	require.Equal(t, []string{"capacity, new objects", "2× capacity offered", "5× capacity offered", "10× capacity offered",
 		"alarms on one node (TTL 2 s), 300 over 150ms"}, cases)

@@ -156,11 +156,13 @@ func ByID(id string) Ref { return &durablev1.ObjectRef{Ref: &durablev1.ObjectRef
 func (c *Client) Invoke(ctx context.Context, class string, ref Ref, method string, payload []byte) (*durablev1.InvokeResponse, error) {
 	req := &durablev1.InvokeRequest{Class: class, Object: ref, Method: method, Payload: payload, RequestId: newRequestID()}
 	p := c.partitionOf(class, ref)
+	// Only a new call may be refused here: the retries of one that was
+	// sent are not.
+	if c.throttle != nil && !c.throttle.allow() {
+		return nil, errThrottled()
+	}
 	var resp *durablev1.InvokeResponse
 	err := c.retry(ctx, func(ctx context.Context) (bool, error) {
-		if c.throttle != nil && !c.throttle.allow() {
-			return false, errThrottled()
-		}
 		addr, objects := c.route(p)
 		var err error
 		resp, err = objects.Invoke(ctx, req)

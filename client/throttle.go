@@ -90,10 +90,27 @@ func (t *throttle) done(accepted bool) {
 	}
 }
 
-// overloaded reports whether err is the cluster refusing a call as
-// overloaded.
+// overloaded reports whether err is a node refusing a call as overloaded;
+// a busy object (OBJECT_BUSY) says nothing of the cluster's other objects.
 func overloaded(err error) bool {
 	return status.Code(err) == codes.ResourceExhausted && Detail(err).GetReason() == "OVERLOADED"
+}
+
+// RetryAfter reports whether err refused a call that did not run and may be
+// sent again later — the node was overloaded, the object busy, or this
+// client throttled it — and after how long the refusal asks to wait (zero
+// if it did not say). A full etcd (STORAGE_FULL) is not among them: it
+// waits for an operator.
+func RetryAfter(err error) (time.Duration, bool) {
+	if status.Code(err) != codes.ResourceExhausted {
+		return 0, false
+	}
+	d := Detail(err)
+	switch d.GetReason() {
+	case "OVERLOADED", "OBJECT_BUSY":
+		return time.Duration(d.GetRetryAfterMs()) * time.Millisecond, true
+	}
+	return 0, false
 }
 
 // errThrottled is the error of a call the client refused itself.

@@ -31,6 +31,7 @@ var errorTable = []errorRule{
 	{durable.ErrUnknownClass, codes.NotFound, "UNKNOWN_CLASS", false},
 	{durable.ErrNoAlarmHandler, codes.FailedPrecondition, "NO_ALARM_HANDLER", false},
 	{durable.ErrOverloaded, codes.ResourceExhausted, "OVERLOADED", false},
+	{durable.ErrObjectBusy, codes.ResourceExhausted, "OBJECT_BUSY", false},
 	{durable.ErrStorageFull, codes.ResourceExhausted, "STORAGE_FULL", false},
 	{durable.ErrOwnershipLost, codes.Unavailable, "OWNERSHIP_LOST", true},
 	{durable.ErrUnavailable, codes.Unavailable, "UNAVAILABLE", true},

@@ -158,6 +158,48 @@ func TestCallsPastTheCallLimitAreRefusedWithRetryAfter(t *testing.T) {
 	s.mustRun("limit-e", inc)
 }
 
+// TestCallsPastTheObjectQueueAreRefusedAsBusy: with room for two queued
+// events, a call to an object running one event with two more queued is
+// refused as OBJECT_BUSY (the object's state, not the node's: the client's
+// throttle does not count it), with a retry-after; other objects still
+// serve and the queued calls complete.
+func TestCallsPastTheObjectQueueAreRefusedAsBusy(t *testing.T) {
+	s := newStoreT(t, func(cfg *node.Config) { cfg.QueueSize = 2 })
+	gate := make(chan struct{})
+	started := make(chan struct{}, 1)
+	block := s.register(func(ctx context.Context, o *tObj) ([]byte, error) {
+		started <- struct{}{}
+		<-gate
+		return nil, nil
+	})
+	incr := s.register(inc)
+	s.mustRun("busy", inc) // active, so the blocked calls queue behind one another
+	var done sync.WaitGroup
+	call := func(method string) {
+		done.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := s.h.n().Invoke(ctx, tClass, node.Ref{Name: "busy"}, method, nil)
+			assert.NoError(t, err)
+		})
+	}
+	call(block)
+	<-started
+	call(incr)
+	call(incr)
+	s.h.eventually(func() bool { _, calls, _ := s.h.n().Mailbox(tClass, s.id("busy")); return calls == 2 }, "two calls queued")
+	_, err := s.h.Dial().Invoke(context.Background(), tClass, client.ByName("busy"), incr, nil)
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
+	require.Equal(t, "OBJECT_BUSY", client.Detail(err).GetReason())
+	after, ok := client.RetryAfter(err)
+	require.True(t, ok)
+	require.Positive(t, after, "no retry-after")
+	s.mustRun("other", inc)
+	close(gate)
+	done.Wait()
+	require.Equal(t, map[string]string{"mem": "3"}, s.etcdData("busy"), "the refused call ran, or a queued one did not")
+}
+
 // TestActivationsPastTheMemoryBoundAreRefusedAndAlarmsWait: with room for
 // two objects, a third activation is refused; an alarm of a third object
 // waits until there is room, and then fires.

@@ -125,7 +125,7 @@ func (t *table) enqueue(e *env, class Class, id durable.ID, p int, c *call) erro
 	select {
 	case o.mailbox <- c:
 	default:
-		return withRetryAfter(fmt.Errorf("%w: %d events already queued for %s/%s", durable.ErrOverloaded, cap(o.mailbox), class.Name, id), retryAfterBusy)
+		return withRetryAfter(fmt.Errorf("%w: %d events already queued for %s/%s", durable.ErrObjectBusy, cap(o.mailbox), class.Name, id), retryAfterBusy)
 	}
 	t.wakeLocked(o)
 	return nil

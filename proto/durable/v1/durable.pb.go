@@ -283,12 +283,13 @@ type ErrorDetail struct {
 	// owner_address, when set, is the node that owns the object now.
 	OwnerAddress string `protobuf:"bytes,3,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
 	// reason is a stable machine-readable cause, e.g. "UNKNOWN_CLASS",
-	// "INVALID_ARGUMENT", "OVERLOADED", "OWNERSHIP_LOST", "OBJECT_RESET",
+	// "INVALID_ARGUMENT", "OVERLOADED" (the node sheds load), "OBJECT_BUSY"
+	// (the object's queue is full), "OWNERSHIP_LOST", "OBJECT_RESET",
 	// "COMMIT_UNKNOWN", "OBJECT_ERROR", "UNAVAILABLE", "DEADLINE",
 	// "STORAGE_FULL", "REQUEST_ID_REUSED".
 	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	// retry_after_ms, when > 0, is how long the caller should wait before it
-	// tries again (an overloaded node, a full etcd).
+	// tries again (an overloaded node, a busy object, a full etcd).
 	RetryAfterMs  int64 `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
