@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,8 +127,10 @@ func TestListAndDeadLetters(t *testing.T) {
 	require.Equal(t, all[1:], rest, "the next page starts after the first")
 	before, _ := list(ListFilter{DueBefore: time.UnixMilli(2500)})
 	require.Len(t, before, 2)
-	_, _, err := s.List(ctx, ListFilter{Limit: 1, Partitions: 4, After: "garbage"})
-	require.ErrorIs(t, err, durable.ErrInvalidArgument)
+	for _, tok := range []string{"garbage", "dead:00000/A", "1000:A:" + idOf("0").String()} {
+		_, _, err := s.List(ctx, ListFilter{Limit: 1, Partitions: 4, After: tok})
+		require.ErrorIs(t, err, durable.ErrInvalidArgument, "token %q", tok)
+	}
 
 	rec := all[0]
 	rec.RetryCount, rec.LastError = 6, "still failing"
@@ -149,50 +152,133 @@ func TestListAndDeadLetters(t *testing.T) {
 	require.Equal(t, []int64{1, 1, 0, 0}, counts)
 }
 
+// listAll pages through s.List with f until the last page, checking that no
+// page is longer than f.Limit.
+func listAll(t *testing.T, s *Store, f ListFilter) []Record {
+	t.Helper()
+	var got []Record
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 5000, "paging does not end")
+		page, next, err := s.List(context.Background(), f)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(page), f.Limit)
+		got = append(got, page...)
+		if next == "" {
+			return got
+		}
+		f.After = next
+	}
+}
+
+// indexOrder returns the alarms of byKey (keyed by index key) in the order a
+// listing must return them: one plain range read of every partition's index,
+// which etcd returns by partition and then by key, merged by the keys'
+// suffixes after their partition's due prefix. Index keys with no alarm
+// (not written by the runtime) are dropped.
+func indexOrder(t *testing.T, c *clientv3.Client, keys keyspace.Space, byKey map[string]Record) []Record {
+	t.Helper()
+	resp, err := c.Get(context.Background(), keys.DuesPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	require.NoError(t, err)
+	type entry struct{ key, suffix string }
+	var entries []entry
+	for _, kv := range resp.Kvs {
+		k := string(kv.Key)
+		// The due prefix is DuesPrefix, the partition's 5 digits and '/'.
+		entries = append(entries, entry{k, k[len(keys.DuesPrefix())+6:]})
+	}
+	sort.SliceStable(entries, func(i, j int) bool { return entries[i].suffix < entries[j].suffix })
+	var out []Record
+	for _, e := range entries {
+		if r, ok := byKey[e.key]; ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // TestListPagesMatchTheWholeList: paging through alarms of many partitions
 // and classes, with every page size and filter, returns exactly what one
-// sorted read of everything returns, in the same order.
+// read of the whole index returns, in etcd's order. Classes holding '.' and
+// '-', which sort below the '/' after a class, are among them, and so are
+// index keys not written by the runtime.
 func TestListPagesMatchTheWholeList(t *testing.T) {
-	s, c, _ := setup(t)
-	ctx := context.Background()
+	s, c, keys := setup(t)
 	const partitions = 8
 	var ops []clientv3.Op
-	var want []Record
-	for i := range 120 {
-		class := []string{"A", "B", "C"}[i%3]
+	byKey := map[string]Record{}
+	for i := range 400 {
+		class := []string{"A", "A.B", "A-B", "B"}[i%4]
 		due := time.UnixMilli(int64(1000 + (i*37)%50)) // many alarms share a due time
-		r := Record{Class: class, ID: durable.IDFromName(class, fmt.Sprint(i)), Partition: (i * 7) % partitions, Due: due, Scheduled: due}
+		p := (i * 7) % partitions
+		if i%3 == 0 {
+			p = 0 // more than a page's share of any size, so it bounds pages
+		}
+		r := Record{Class: class, ID: durable.IDFromName(class, fmt.Sprint(i)), Partition: p, Due: due, Scheduled: due}
 		ops = append(ops, s.PutOps(nil, r)...)
-		want = append(want, r)
+		byKey[keys.Due(p, due, class, r.ID.String())] = r
 	}
-	apply(t, c, ops)
-	sort.Slice(want, func(i, j int) bool {
-		a, b := position{want[i].Due, want[i].Class, want[i].ID}, position{want[j].Due, want[j].Class, want[j].ID}
-		return a.less(b)
-	})
-	for _, class := range []string{"", "B"} {
-		for _, limit := range []int{1, 2, 7, 50, 500} {
-			var got []Record
-			after := ""
-			for pages := 0; ; pages++ {
-				require.Less(t, pages, 1000, "paging does not end")
-				page, next, err := s.List(ctx, ListFilter{Class: class, Limit: limit, Partitions: partitions, After: after})
-				require.NoError(t, err)
-				require.LessOrEqual(t, len(page), limit)
-				got = append(got, page...)
-				if next == "" {
-					break
-				}
-				after = next
-			}
+	for _, k := range []string{
+		keys.DuePrefix(0) + "0000000000001010/foreign",
+		keys.DuePrefix(0) + "0000000000001020/A/not-an-id",
+		keys.DuePrefix(2) + "-foreign", // below every due time
+		keys.DuePrefix(3) + "zzz",      // above every due time
+	} {
+		ops = append(ops, clientv3.OpPut(k, ""))
+	}
+	for len(ops) > 0 {
+		n := min(len(ops), 1000)
+		apply(t, c, ops[:n])
+		ops = ops[n:]
+	}
+	want := indexOrder(t, c, keys, byKey)
+	require.Len(t, want, 400)
+	for _, dueBefore := range []time.Time{{}, time.UnixMilli(1025)} {
+		for _, class := range []string{"", "A", "A.B"} {
 			var exp []Record
 			for _, r := range want {
-				if class == "" || r.Class == class {
+				if (class == "" || r.Class == class) && (dueBefore.IsZero() || r.Due.Before(dueBefore)) {
 					exp = append(exp, r)
 				}
 			}
-			require.Equal(t, exp, got, "class %q limit %d", class, limit)
+			for _, limit := range []int{1, 2, 7, 50, 500} {
+				got := listAll(t, s, ListFilter{Class: class, DueBefore: dueBefore, Limit: limit, Partitions: partitions})
+				require.Equal(t, exp, got, "class %q due before %v limit %d", class, dueBefore, limit)
+			}
 		}
+	}
+}
+
+// TestListPassesForeignIndexKeys: index keys not written by the runtime,
+// wherever they are, and even where a partition's read ends on one, are
+// skipped without ending the listing.
+func TestListPassesForeignIndexKeys(t *testing.T) {
+	s, c, keys := setup(t)
+	byKey := map[string]Record{}
+	put := func(p int, due int64) {
+		r := Record{Class: "C", ID: idOf(fmt.Sprint(p, due)), Partition: p, Due: time.UnixMilli(due), Scheduled: time.UnixMilli(due)}
+		apply(t, c, s.PutOps(nil, r))
+		byKey[keys.Due(p, r.Due, r.Class, r.ID.String())] = r
+	}
+	for i := range 40 {
+		put(0, int64(1000+i))
+	}
+	for i := range 5 {
+		put(1, int64(2000+i))
+	}
+	for _, k := range []string{
+		// The 16th key of partition 0, where a read of 16 keys ends.
+		keys.DuePrefix(0) + "0000000000001014/x",
+		keys.DuePrefix(0) + "0000000000001020/C/not-an-id",
+		keys.DuePrefix(1) + "-foreign", // below every due time
+		keys.DuePrefix(1) + "zzz",      // above every due time
+	} {
+		apply(t, c, []clientv3.Op{clientv3.OpPut(k, "")})
+	}
+	want := indexOrder(t, c, keys, byKey)
+	require.Len(t, want, 45)
+	for _, limit := range []int{1, 2, 16, 100} {
+		got := listAll(t, s, ListFilter{Limit: limit, Partitions: 2})
+		require.Equal(t, want, got, "limit %d", limit)
 	}
 }
 
@@ -227,4 +313,70 @@ func TestDeadLettersPage(t *testing.T) {
 			seen[d.ID] = true
 		}
 	}
+}
+
+// countingKV counts the Gets made through it.
+type countingKV struct {
+	clientv3.KV
+	gets atomic.Int64
+}
+
+func (k *countingKV) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	k.gets.Add(1)
+	return k.KV.Get(ctx, key, opts...)
+}
+
+// TestDeadLettersOfAClassAmongMany: listing one class's dead letters among
+// many more of another lists each exactly once, in key order, reading the
+// others in chunks and returning a token when a call has scanned its fill.
+func TestDeadLettersOfAClassAmongMany(t *testing.T) {
+	_, c, keys := setup(t)
+	kv := &countingKV{KV: c}
+	s := New(kv, keys)
+	ctx := context.Background()
+	const partitions = 4
+	var ops []clientv3.Op
+	var want []string
+	dead := func(class string, i, p int) {
+		r := Record{Class: class, ID: durable.IDFromName(class, fmt.Sprint(i)), Partition: p, Due: time.UnixMilli(1000), Scheduled: time.UnixMilli(1000)}
+		ops = append(ops, s.DeadLetterOp(r, time.UnixMilli(2000)))
+		if class == "A" && p < partitions {
+			want = append(want, keys.Dead(p, class, r.ID.String(), r.Scheduled))
+		}
+	}
+	// A's dead letters sort before B's in a partition: 10 in partition 0,
+	// then 12,000 of B (more than one call scans), then 20 in partition 3.
+	for i := range 30 {
+		dead("A", i, []int{0, 3}[min(i/10, 1)])
+	}
+	for i := range 12_000 {
+		dead("B", i, i%3)
+	}
+	dead("A", -1, partitions) // not of the cluster's partitions
+	for len(ops) > 0 {
+		n := min(len(ops), 1000)
+		apply(t, c, ops[:n])
+		ops = ops[n:]
+	}
+	sort.Strings(want)
+
+	var got []string
+	after := ""
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 100, "paging does not end")
+		before := kv.gets.Load()
+		page, next, err := s.ListDead(ctx, DeadFilter{Class: "A", Limit: 7, Partitions: partitions, After: after})
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(page), 7)
+		require.LessOrEqual(t, kv.gets.Load()-before, int64(deadScan/deadChunk+1), "one round trip per chunk, and chunks up to the scan's cap")
+		for _, d := range page {
+			require.Equal(t, "A", d.Class)
+			got = append(got, keys.Dead(d.Partition, d.Class, d.ID.String(), d.Scheduled))
+		}
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	require.Equal(t, want, got, "each of the class's dead letters once, in key order")
 }

@@ -1,17 +1,15 @@
 package alarmstore
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/durable-run/durable"
@@ -19,10 +17,10 @@ import (
 )
 
 // Listing reads only the page asked for: pending alarms in the order of the
-// time-ordered index (every partition's index read up to the page's size,
-// merged), dead letters in key order; a page ends with a token the next one
-// starts after. One revision per page, a few round trips whatever the
-// number of alarms stored.
+// time-ordered index (every partition's index read up to a share of the
+// page's size, merged), dead letters in key order; a page ends with a token
+// the next one starts after. One revision per page, a few round trips
+// whatever the number of alarms stored.
 
 // opsPerTxn bounds the Gets of one Txn, below etcd's default
 // --max-txn-ops (128).
@@ -39,57 +37,47 @@ type ListFilter struct {
 	After string
 }
 
-// position is where a listing is in the index: an entry's due time, class
-// and id, ordered as the index orders them within a partition.
-type position struct {
-	due   time.Time
-	class string
-	id    durable.ID
-}
+// A listing's place in the index is an index key's suffix after its
+// partition's due prefix: the fixed-width due time, then "/class/id".
+// Within a partition etcd orders the keys by these bytes, and as the due time
+// is fixed-width, comparing suffixes as byte strings orders the entries of
+// all partitions by due time, then by the bytes of class and id. Comparing
+// anything else (a class as a string on its own, say) disagrees with etcd
+// when a class holds a byte below '/', such as '.' or '-', and the next page,
+// which starts after the token in every partition, would skip entries.
 
-func (a position) less(b position) bool {
-	if !a.due.Equal(b.due) {
-		return a.due.Before(b.due)
-	}
-	if a.class != b.class {
-		return a.class < b.class
-	}
-	return bytes.Compare(a.id[:], b.id[:]) < 0
-}
+// dueTokenTag starts a List token, so that one from another listing, or
+// garbage, is refused rather than taken for a place in the index. What
+// follows it is any key suffix: a page may end at a key not written by the
+// runtime.
+const dueTokenTag = "due:"
 
-func (a position) token() string {
-	return fmt.Sprintf("%d:%s:%s", a.due.UnixMilli(), a.class, a.id)
-}
+// minPerPartition is the fewest keys List reads from a partition, so a small
+// page over few partitions does not stop after every few entries.
+const minPerPartition = 16
 
-func parsePosition(tok string) (position, error) {
-	ms, rest, ok1 := strings.Cut(tok, ":")
-	class, hexID, ok2 := strings.Cut(rest, ":")
-	n, err := strconv.ParseInt(ms, 10, 64)
-	id, ok3 := parseID(hexID)
-	if !ok1 || !ok2 || !ok3 || err != nil || class == "" {
-		return position{}, durable.Invalidf("page token %.80q is not one a listing returned", tok)
-	}
-	return position{due: time.UnixMilli(n), class: class, id: id}, nil
-}
-
-// rangeReq is one range read of a listing: [from, to), at most limit keys.
+// rangeReq is one range read of a listing: [from, to), at most limit keys
+// (0: no limit), or only their count.
 type rangeReq struct {
-	from, to string
-	limit    int64
-	keysOnly bool
+	from, to  string
+	limit     int64
+	keysOnly  bool
+	countOnly bool
 }
 
 // readRanges runs rs in Txns of opsPerTxn at one revision (rev 0: the
-// first Txn's) and returns each range's keys and whether it hit its limit.
-func (s *Store) readRanges(ctx context.Context, rs []rangeReq, rev int64) ([][]*mvccpb.KeyValue, []bool, int64, error) {
-	kvs := make([][]*mvccpb.KeyValue, len(rs))
-	more := make([]bool, len(rs))
+// first Txn's) and returns each range's response and the revision.
+func (s *Store) readRanges(ctx context.Context, rs []rangeReq, rev int64) ([]*etcdserverpb.RangeResponse, int64, error) {
+	out := make([]*etcdserverpb.RangeResponse, len(rs))
 	txn := func(lo, hi int, rev int64) (int64, error) {
 		ops := make([]clientv3.Op, 0, hi-lo)
 		for _, r := range rs[lo:hi] {
 			opts := []clientv3.OpOption{clientv3.WithRange(r.to), clientv3.WithLimit(r.limit)}
 			if r.keysOnly {
 				opts = append(opts, clientv3.WithKeysOnly())
+			}
+			if r.countOnly {
+				opts = append(opts, clientv3.WithCountOnly())
 			}
 			if rev > 0 {
 				opts = append(opts, clientv3.WithRev(rev))
@@ -101,19 +89,18 @@ func (s *Store) readRanges(ctx context.Context, rs []rangeReq, rev int64) ([][]*
 			return 0, err
 		}
 		for i, r := range resp.Responses {
-			rr := r.GetResponseRange()
-			kvs[lo+i], more[lo+i] = rr.Kvs, rr.More
+			out[lo+i] = r.GetResponseRange()
 		}
 		return resp.Header.Revision, nil
 	}
 	if len(rs) == 0 {
-		return kvs, more, rev, nil
+		return out, rev, nil
 	}
 	// The first Txn fixes the revision; the others read at it, side by side.
 	first := min(opsPerTxn, len(rs))
 	r, err := txn(0, first, rev)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, 0, err
 	}
 	if rev == 0 {
 		rev = r
@@ -130,102 +117,112 @@ func (s *Store) readRanges(ctx context.Context, rs []rangeReq, rev int64) ([][]*
 	wg.Wait()
 	close(errs)
 	if err := <-errs; err != nil {
-		return nil, nil, 0, err
+		return nil, 0, err
 	}
-	return kvs, more, rev, nil
+	return out, rev, nil
 }
 
-// List returns up to f.Limit pending alarms in due order (then class, then
-// id), after the position f.After names, and the token of the next page
-// ("" when this one is the last).
+// List returns up to f.Limit pending alarms in the index's order (due time,
+// then the bytes of class and id) after the place the token f.After names,
+// and the token of the next page ("" when this one is the last). A page may
+// hold fewer than f.Limit alarms and still have a next one.
 func (s *Store) List(ctx context.Context, f ListFilter) ([]Record, string, error) {
-	var after *position
-	if f.After != "" {
-		p, err := parsePosition(f.After)
-		if err != nil {
-			return nil, "", err
-		}
-		after = &p
+	after, ok := strings.CutPrefix(f.After, dueTokenTag)
+	if f.After != "" && !ok {
+		return nil, "", durable.Invalidf("page token %.80q is not one a listing returned", f.After)
 	}
+	// A page's entries are spread over the partitions: reading f.Limit keys
+	// from each would read up to Partitions pages to return one. Twice the
+	// even share leaves room for an uneven spread; a partition holding more
+	// than that bounds the page at its last key read (below).
+	perPartition := max(minPerPartition, (2*f.Limit+f.Partitions-1)/max(f.Partitions, 1))
 	rs := make([]rangeReq, f.Partitions)
 	for p := range f.Partitions {
 		from := s.keys.DuePrefix(p)
-		if after != nil {
-			from = s.keys.Due(p, after.due, after.class, after.id.String()) + "\x00"
+		if f.After != "" {
+			from += after + "\x00"
 		}
 		to := keyspace.PrefixEnd(s.keys.DuePrefix(p))
 		if !f.DueBefore.IsZero() {
 			to = s.keys.DueUntil(p, f.DueBefore.Add(-time.Millisecond))
 		}
-		rs[p] = rangeReq{from: from, to: to, limit: int64(f.Limit), keysOnly: true}
+		rs[p] = rangeReq{from: from, to: to, limit: int64(perPartition), keysOnly: true}
 	}
-	kvs, more, rev, err := s.readRanges(ctx, rs, 0)
+	resps, rev, err := s.readRanges(ctx, rs, 0)
 	if err != nil {
 		return nil, "", err
 	}
-	// Entries past the last one read of a partition that had more are
-	// unknown: the page stops at the first such frontier.
-	var frontier *position
-	type cand struct {
-		pos position
-		p   int
+	// Entries past the last key read of a partition that had more are
+	// unknown: the page stops at the smallest such key. It is used raw, so a
+	// key not written by the runtime bounds the page like any other.
+	type entry struct {
+		key, suffix string
+		p           int
 	}
-	var cands []cand
-	for p := range f.Partitions {
-		for _, kv := range kvs[p] {
-			due, class, hexID, ok := s.keys.ParseDue(p, string(kv.Key))
-			id, idOK := parseID(hexID)
-			if !ok || !idOK {
-				continue
-			}
-			cands = append(cands, cand{position{due, class, id}, p})
+	var entries []entry
+	frontier, bounded := "", false
+	for p, rr := range resps {
+		prefix := s.keys.DuePrefix(p)
+		for _, kv := range rr.Kvs {
+			k := string(kv.Key)
+			entries = append(entries, entry{k, strings.TrimPrefix(k, prefix), p})
 		}
-		if more[p] && len(kvs[p]) > 0 {
-			due, class, hexID, _ := s.keys.ParseDue(p, string(kvs[p][len(kvs[p])-1].Key))
-			id, _ := parseID(hexID)
-			if fp := (position{due, class, id}); frontier == nil || fp.less(*frontier) {
-				frontier = &fp
+		if rr.More && len(rr.Kvs) > 0 {
+			if last := entries[len(entries)-1].suffix; !bounded || last < frontier {
+				frontier, bounded = last, true
 			}
 		}
 	}
-	sort.Slice(cands, func(i, j int) bool { return cands[i].pos.less(cands[j].pos) })
-	var page []cand
-	var last *position
-	stopped := frontier != nil // entries may follow what was read
-	for _, c := range cands {
-		if frontier != nil && frontier.less(c.pos) {
+	// An object's index entries are all in its own partition, so no alarm's
+	// suffix is in two: the next page, which starts after the token in every
+	// partition, skips none.
+	sort.Slice(entries, func(i, j int) bool { return entries[i].suffix < entries[j].suffix })
+	type hit struct {
+		p     int
+		class string
+		id    durable.ID
+	}
+	var page []hit
+	last := ""      // the suffix of the last entry the page covers
+	more := bounded // entries may follow what was read
+	for _, e := range entries {
+		if bounded && e.suffix > frontier {
 			break
 		}
 		if len(page) == f.Limit {
-			stopped = true
+			more = true
 			break
 		}
-		pos := c.pos
-		last = &pos
-		if f.Class == "" || c.pos.class == f.Class {
-			page = append(page, c)
+		last = e.suffix
+		_, class, hexID, ok := s.keys.ParseDue(e.p, e.key)
+		id, idOK := parseID(hexID)
+		if !ok || !idOK {
+			continue // not written by the runtime
+		}
+		if f.Class == "" || class == f.Class {
+			page = append(page, hit{e.p, class, id})
 		}
 	}
 	next := ""
-	if stopped && last != nil {
-		next = last.token()
+	if more {
+		next = dueTokenTag + last
 	}
 	// The records, at the index's revision.
 	reads := make([]rangeReq, len(page))
-	for i, c := range page {
-		k := s.keys.Alarm(c.p, c.pos.class, c.pos.id.String())
+	for i, h := range page {
+		k := s.keys.Alarm(h.p, h.class, h.id.String())
 		reads[i] = rangeReq{from: k, to: k + "\x00", limit: 1}
 	}
-	recKVs, _, _, err := s.readRanges(ctx, reads, rev)
+	recs, _, err := s.readRanges(ctx, reads, rev)
 	if err != nil {
 		return nil, "", err
 	}
 	out := make([]Record, 0, len(page))
-	for i, c := range page {
-		if len(recKVs[i]) == 0 {
+	for i, h := range page {
+		if len(recs[i].Kvs) == 0 {
 			continue
 		}
-		rec, err := Decode(c.p, c.pos.class, c.pos.id, recKVs[i][0].Value)
+		rec, err := Decode(h.p, h.class, h.id, recs[i].Kvs[0].Value)
 		if err != nil {
 			return nil, "", err
 		}
@@ -236,15 +233,27 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]Record, string, error
 
 // DeadFilter selects dead letters for ListDead.
 type DeadFilter struct {
-	Class      string
-	Limit      int // > 0
+	Class string
+	Limit int // > 0
+	// Partitions is the cluster's partition count: dead letters are read
+	// from its partitions only, as List reads only their alarms.
 	Partitions int
 	After      string // the previous page's token ("": the first)
 }
 
+// Dead letters of other classes are read and dropped, so a page filtered by
+// class is read in chunks of deadChunk keys (or Limit, if more) rather than
+// one round trip per dropped key, and one call scans at most deadScan keys
+// before it returns what it has, with a token.
+const (
+	deadChunk = 256
+	deadScan  = 10_000
+)
+
 // ListDead returns up to f.Limit dead letters in key order (partition,
 // class, id, scheduled time) after f.After, and the next page's token ("":
-// the last page).
+// the last page). A page may hold fewer than f.Limit and still have a next
+// one.
 func (s *Store) ListDead(ctx context.Context, f DeadFilter) ([]DeadLetter, string, error) {
 	all := s.keys.DeadAll()
 	start := all
@@ -254,16 +263,23 @@ func (s *Store) ListDead(ctx context.Context, f DeadFilter) ([]DeadLetter, strin
 		}
 		start = all + strings.TrimPrefix(f.After, "dead:") + "\x00"
 	}
+	end := s.keys.DeadPrefix(f.Partitions)
 	var out []DeadLetter
-	for len(out) < f.Limit {
-		resp, err := s.kv.Get(ctx, start, clientv3.WithRange(keyspace.PrefixEnd(all)), clientv3.WithLimit(int64(f.Limit-len(out))))
+	last := "" // the last key read
+	for scanned := 0; len(out) < f.Limit && scanned < deadScan; {
+		n := min(max(f.Limit, deadChunk), deadScan-scanned)
+		resp, err := s.kv.Get(ctx, start, clientv3.WithRange(end), clientv3.WithLimit(int64(n)))
 		if err != nil {
 			return nil, "", err
 		}
 		for _, kv := range resp.Kvs {
-			rest := strings.TrimPrefix(string(kv.Key), all)
-			start = string(kv.Key) + "\x00"
-			d, ok, err := decodeDead(rest, kv.Value)
+			if len(out) == f.Limit {
+				// The page is full before the chunk's end: more follow.
+				return out, "dead:" + strings.TrimPrefix(last, all), nil
+			}
+			last = string(kv.Key)
+			scanned++
+			d, ok, err := decodeDead(strings.TrimPrefix(last, all), kv.Value)
 			if err != nil {
 				return nil, "", err
 			}
@@ -274,8 +290,9 @@ func (s *Store) ListDead(ctx context.Context, f DeadFilter) ([]DeadLetter, strin
 		if !resp.More {
 			return out, "", nil
 		}
+		start = last + "\x00"
 	}
-	return out, "dead:" + strings.TrimPrefix(strings.TrimSuffix(start, "\x00"), all), nil
+	return out, "dead:" + strings.TrimPrefix(last, all), nil
 }
 
 // decodeDead parses a dead letter stored under dead/<rest>.
@@ -308,36 +325,16 @@ func decodeDead(rest string, v []byte) (DeadLetter, bool, error) {
 func (s *Store) CountPending(ctx context.Context, partitions int) ([]int64, error) {
 	rs := make([]rangeReq, partitions)
 	for p := range partitions {
-		rs[p] = rangeReq{from: s.keys.AlarmPrefix(p), to: keyspace.PrefixEnd(s.keys.AlarmPrefix(p))}
+		prefix := s.keys.AlarmPrefix(p)
+		rs[p] = rangeReq{from: prefix, to: keyspace.PrefixEnd(prefix), countOnly: true}
 	}
-	// Count-only ranges: no keys travel.
-	counts := make([]int64, partitions)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	errs := make(chan error, partitions/opsPerTxn+1)
-	for lo := 0; lo < partitions; lo += opsPerTxn {
-		wg.Go(func() {
-			hi := min(lo+opsPerTxn, partitions)
-			ops := make([]clientv3.Op, 0, hi-lo)
-			for _, r := range rs[lo:hi] {
-				ops = append(ops, clientv3.OpGet(r.from, clientv3.WithRange(r.to), clientv3.WithCountOnly()))
-			}
-			resp, err := s.kv.Txn(ctx).Then(ops...).Commit()
-			if err != nil {
-				errs <- err
-				return
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			for i, r := range resp.Responses {
-				counts[lo+i] = r.GetResponseRange().Count
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	resps, _, err := s.readRanges(ctx, rs, 0)
+	if err != nil {
 		return nil, err
+	}
+	counts := make([]int64, partitions)
+	for p, rr := range resps {
+		counts[p] = rr.Count
 	}
 	return counts, nil
 }
