@@ -24,8 +24,8 @@ import (
 //   - new activations per second, and objects in memory;
 //   - alarm deliveries at once (the schedule's running bound).
 //
-// The call limit is adaptive (see nextLimit); the activation rate and the
-// alarm bound follow it in proportion.
+// The call limit is adaptive (see nextLimit); the alarm bound follows it in
+// proportion; the activation rate drops only while the lease suffers.
 type admission struct {
 	maxCalls, minCalls int
 	maxActive          int
@@ -173,9 +173,11 @@ func (a *admission) tick(p pressure) (calls, alarms int) {
 	}
 	act := a.actShare
 	a.mu.Unlock()
-	a.activations.SetLimit(rate.Limit(max(a.maxRate*act, 100)))
+	// Floors keep a trickle going under pressure, never above the
+	// configured bounds.
+	a.activations.SetLimit(rate.Limit(min(a.maxRate, max(a.maxRate*act, 100))))
 	share := float64(calls) / float64(a.maxCalls)
-	return calls, max(16, int(float64(a.maxAlarms)*share))
+	return calls, min(a.maxAlarms, max(16, int(float64(a.maxAlarms)*share)))
 }
 
 // AdmissionStats is a snapshot of a node's admission control.

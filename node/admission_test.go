@@ -62,3 +62,18 @@ func TestAdmissionHalvesWithinThreeTicksAndRecovers(t *testing.T) {
 	}
 	require.Equal(t, cfg.MaxCalls, calls, "the limit came back once calm")
 }
+
+// TestAdmissionNeverRaisesTheConfiguredBounds: the floors that keep work
+// going under pressure do not lift small configured bounds.
+func TestAdmissionNeverRaisesTheConfiguredBounds(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxRunningAlarms, cfg.MaxActivationRate = 4, 10
+	a := newAdmission(&cfg)
+	suffering := calm()
+	suffering.LeaseMargin = 0
+	for _, p := range []pressure{calm(), suffering, suffering, calm()} {
+		_, alarms := a.tick(p)
+		require.LessOrEqual(t, alarms, cfg.MaxRunningAlarms)
+		require.LessOrEqual(t, float64(a.activations.Limit()), cfg.MaxActivationRate)
+	}
+}

@@ -727,6 +727,34 @@ func TestAlarmFailureRetriesWithExponentialBackoffAndStoredCount(t *testing.T) {
 	require.Empty(t, e.deadLetters())
 }
 
+// TestAlarmFailureAfterAFailedBlockConcurrencyWhileCounts: a handler whose
+// BlockConcurrencyWhile failed, and which then fails, is the handler's
+// failure like any other: the retry is counted and stored with its error.
+// (Before: the object was reset before the outcome was staged, its commit
+// failed as a reset, and the alarm was retried as a system failure forever
+// without counting.)
+func TestAlarmFailureAfterAFailedBlockConcurrencyWhileCounts(t *testing.T) {
+	e := newAlarmEnv(t, nil)
+	e.probe.setScript(func(ctx context.Context, st durable.State, _ alarmRun, n int) error {
+		if n > 0 {
+			return nil
+		}
+		_ = st.BlockConcurrencyWhile(ctx, func(context.Context) error { return errors.New("bcw failed") })
+		return errors.New("mine")
+	})
+	T := e.now().Add(10 * time.Second)
+	e.set("a", T)
+	e.advanceTo(T)
+	e.waitRuns(1)
+	rec := e.waitRetryRecord("a", 1)
+	require.Contains(t, rec.LastError, "mine")
+	require.True(t, rec.Due.Equal(T.Add(2*time.Second)), "retry due %s", rec.Due)
+	e.advanceTo(rec.Due)
+	runs := e.waitRuns(2)
+	requireRun(t, runs[1], 1, T)
+	e.waitNoRecord("a")
+}
+
 func TestAlarmRetryJitterAddsAtMostAQuarter(t *testing.T) {
 	e := newAlarmEnv(t, func(cfg *node.Config) { cfg.Jitter = func() float64 { return 0.999 } })
 	const failures = 3

@@ -68,8 +68,8 @@ type Config struct {
 	// MaxActiveObjects bounds the objects in memory; activations past it
 	// are refused (alarms wait).
 	MaxActiveObjects int
-	// MaxActivationRate bounds new activations per second at full
-	// admission; it shrinks with the call bound.
+	// MaxActivationRate bounds new activations per second; it shrinks
+	// while the node's lease renewals suffer.
 	MaxActivationRate float64
 	// CommitLatencyTarget is the commit round trip above which admission
 	// control counts the node as under pressure.

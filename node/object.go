@@ -56,6 +56,7 @@ type call struct {
 	payload []byte
 	name    string
 	rid     string // request id, "" for none
+	digest  string // of method and payload, with a request id (handleCall)
 	seq     uint64 // arrival number at its object
 	reply   chan callResult
 	release func() // ends the call's admission, once replied
@@ -392,8 +393,13 @@ func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(
 		defer t.Stop()
 		expired = t.Chan()
 	}
-	o.wait.Store(&handlerWait{ctx: ctx, expired: expired, done: func() bool { return len(done) > 0 }, cancel: cancel})
-	defer o.wait.Store(nil)
+	// Only the outermost run registers: a BlockConcurrencyWhile inside a
+	// handler runs here again, and must not unregister the handler that is
+	// still running when it returns (Drop could no longer cancel it). Its
+	// context derives from the handler's, so cancelling that ends both.
+	if o.wait.CompareAndSwap(nil, &handlerWait{ctx: ctx, expired: expired, done: func() bool { return len(done) > 0 }, cancel: cancel}) {
+		defer o.wait.Store(nil)
+	}
 	select {
 	case r := <-done:
 		if r.how != outcomeOK && hctx.Err() != nil && ctx.Err() == nil {
@@ -521,6 +527,9 @@ func (o *object) handleCall(c *call) {
 		return
 	}
 	o.pl.learnName(c.name)
+	if c.rid != "" {
+		c.digest = callDigest(c.method, c.payload)
+	}
 	if o.behindFailure(c) || c.rid != "" && o.replay(c) {
 		return
 	}
@@ -553,10 +562,7 @@ func (o *object) handleCall(c *call) {
 	// The reply leaves once the event's writes, and the earlier ones it may
 	// have read, are durable; meanwhile the object goes on with its next
 	// event.
-	ec := eventCommit{tx: tx, alarm: o.pl.alarmAfter(tx), rid: c.rid, reply: out}
-	if c.rid != "" {
-		ec.digest = callDigest(c.method, c.payload)
-	}
+	ec := eventCommit{tx: tx, alarm: o.pl.alarmAfter(tx), rid: c.rid, digest: c.digest, reply: out}
 	o.pl.stage(ec, func(err error) {
 		if err != nil {
 			c.respond(callResult{err: err})
@@ -581,9 +587,8 @@ func (o *object) failEvent(tx *eventTx) {
 // reply recorded with its writes once they are durable. It reports whether
 // it answered c.
 func (o *object) replay(c *call) bool {
-	digest := callDigest(c.method, c.payload)
 	answer := func(e reqEntry) {
-		out, err := replayReply(e, digest)
+		out, err := replayReply(e, c.digest)
 		c.respond(callResult{payload: out, err: err})
 	}
 	if o.pl.waitStagedRequest(c.rid, func(e reqEntry, err error) {
@@ -647,8 +652,7 @@ func (o *object) handleAlarm() {
 	defer cancel()
 	rec, err := o.pl.loadAlarm(ctx)
 	if err != nil {
-		e.log.Warn("alarm record read failed; will retry", "class", o.key.class, "id", o.key.id, "err", err)
-		o.retryAlarmAt(e.clock.Now().Add(o.systemBackoff()))
+		e.log.Warn("alarm record read failed; will retry", "class", o.key.class, "id", o.key.id, "err", err, "at", o.systemRetry())
 		return
 	}
 	if rec == nil {
@@ -704,11 +708,6 @@ func (o *object) handleAlarm() {
 		System:  how != outcomeOK && (e.ctx.Err() != nil || how != outcomeAbandoned && isSystemErr(runErr)),
 		Touched: touched, Replacement: replacement, Err: runErr, SystemFailures: int(o.sysFailures.Load()),
 	}, e.clock.Now())
-	if how != outcomeOK {
-		if broken := o.pl.txBroken(tx); broken != nil {
-			o.resetAndFailQueued(broken)
-		}
-	}
 	ec := eventCommit{tx: tx}
 	switch d.Action {
 	case alarmstore.RunAgain:
@@ -731,8 +730,10 @@ func (o *object) handleAlarm() {
 		o.pl.discardWrites(tx)
 	}
 	o.pl.stage(ec, o.alarmSettled)
+	// After the outcome is staged: the reset starts a new generation, and
+	// the outcome must commit in this one.
 	if how != outcomeOK {
-		o.resetInstance()
+		o.failEvent(tx)
 	}
 }
 
@@ -743,14 +744,13 @@ func (o *object) alarmSettled(err error) {
 		o.sysFailures.Store(0)
 		return
 	}
-	at := o.env.clock.Now().Add(o.systemBackoff())
-	o.sysFailures.Add(1)
-	o.env.log.Warn("alarm outcome not committed; retrying", "class", o.key.class, "id", o.key.id, "err", err, "at", at)
-	o.retryAlarmAt(at)
+	o.env.log.Warn("alarm outcome not committed; retrying", "class", o.key.class, "id", o.key.id, "err", err, "at", o.systemRetry())
 }
 
-// systemBackoff is the wait before the object's alarm is looked at again
-// after a failure of the system: growing with the failures in a row.
-func (o *object) systemBackoff() time.Duration {
-	return o.env.policy.SystemBackoff(int(o.sysFailures.Load()))
+// systemRetry has the object's alarm looked at again after a failure of the
+// system, later with each failure in a row, and returns when.
+func (o *object) systemRetry() time.Time {
+	at := o.env.clock.Now().Add(o.env.policy.SystemBackoff(int(o.sysFailures.Add(1) - 1)))
+	o.retryAlarmAt(at)
+	return at
 }

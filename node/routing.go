@@ -255,15 +255,16 @@ var (
 // knows it, is no longer at addr; it returns when ctx ends.
 func (n *Node) cancelWhenMoved(ctx context.Context, cancel context.CancelCauseFunc, p int, addr string) {
 	for {
-		changed := n.member.Changed()
-		if local, _ := n.tab.local(p); local || n.member.OwnerAddr(p) != addr {
+		r := n.route(p)
+		if r.local || r.addr != addr {
 			cancel(errOwnerMoved)
 			return
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-changed:
+		case <-r.changed:
+		case <-r.viewChanged:
 		}
 	}
 }

@@ -1937,41 +1937,53 @@ func TestStorageFencing(t *testing.T) {
 		})
 	}
 
-	t.Run("OwnerDeletedCancelsTheRunningHandler", func(t *testing.T) {
-		// A handler running when its tenure ends has its context cancelled
-		// with ErrOwnershipLost (nothing it does can commit); the call
-		// follows the partition and runs again on the next tenure.
-		s := newStoreT(t, nil)
-		const obj = "fence-abort"
-		s.mustRun(obj, inc) // active
-		p := s.part(obj)
-		old := s.h.n().Token(p)
-		started := make(chan struct{})
-		var first atomic.Bool
-		var cause error
-		res := make(chan error, 1)
-		go func() {
-			_, err := s.run(obj, func(ctx context.Context, o *tObj) ([]byte, error) {
-				if first.CompareAndSwap(false, true) {
-					close(started)
-					<-ctx.Done()
-					cause = context.Cause(ctx)
-					return nil, ctx.Err()
-				}
-				return inc(ctx, o)
-			})
-			res <- err
-		}()
-		<-started
-		ctx, cancel := etcdCtx()
-		defer cancel()
-		_, err := s.h.Client.Delete(ctx, s.h.n().Keys().Owner(p))
-		require.NoError(t, err)
-		require.NoError(t, <-res, "the call did not follow the partition")
-		require.ErrorIs(t, cause, durable.ErrOwnershipLost, "the handler's context was not cancelled by the loss")
-		require.NotEqual(t, old, s.h.n().Token(p))
-		require.Equal(t, map[string]string{"mem": "2"}, s.etcdData(obj), "the aborted run wrote nothing; the retry did")
-	})
+	for _, bcw := range []bool{false, true} {
+		t.Run(fmt.Sprintf("OwnerDeletedCancelsTheRunningHandler/blockConcurrencyWhile=%v", bcw), func(t *testing.T) {
+			// A handler running when its tenure ends has its context
+			// cancelled with ErrOwnershipLost (nothing it does can commit),
+			// also after a BlockConcurrencyWhile of its own returned; the
+			// call follows the partition and runs again on the next tenure.
+			s := newStoreT(t, nil)
+			const obj = "fence-abort"
+			s.mustRun(obj, inc) // active
+			p := s.part(obj)
+			old := s.h.n().Token(p)
+			started := make(chan struct{})
+			var first atomic.Bool
+			var cause error
+			res := make(chan error, 1)
+			go func() {
+				_, err := s.run(obj, func(ctx context.Context, o *tObj) ([]byte, error) {
+					if first.CompareAndSwap(false, true) {
+						if bcw {
+							if err := o.st.BlockConcurrencyWhile(ctx, func(context.Context) error { return nil }); err != nil {
+								return nil, err
+							}
+						}
+						close(started)
+						select {
+						case <-ctx.Done():
+							cause = context.Cause(ctx)
+							return nil, ctx.Err()
+						case <-time.After(30 * time.Second):
+							return nil, errors.New("the handler's context was never cancelled")
+						}
+					}
+					return inc(ctx, o)
+				})
+				res <- err
+			}()
+			<-started
+			ctx, cancel := etcdCtx()
+			defer cancel()
+			_, err := s.h.Client.Delete(ctx, s.h.n().Keys().Owner(p))
+			require.NoError(t, err)
+			require.NoError(t, <-res, "the call did not follow the partition")
+			require.ErrorIs(t, cause, durable.ErrOwnershipLost, "the handler's context was not cancelled by the loss")
+			require.NotEqual(t, old, s.h.n().Token(p))
+			require.Equal(t, map[string]string{"mem": "2"}, s.etcdData(obj), "the aborted run wrote nothing; the retry did")
+		})
+	}
 
 	t.Run("OwnerDeletedWhileIdle", func(t *testing.T) {
 		s := newStoreT(t, nil)
