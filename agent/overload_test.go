@@ -66,6 +66,36 @@ func TestHealthFollowsTheLeaseAndDrain(t *testing.T) {
 	require.Equal(t, healthpb.HealthCheckResponse_SERVING, healthOf(t, cl, ""), "a drained node still routes")
 }
 
+// TestDrainedNodeStaysDrainingAfterLosingItsLease: a drained node frozen
+// past its lease registers again as draining, so the leader gives it no
+// partitions. (Before: it came back as a live, non-draining node, was
+// assigned partitions it never claimed, and they stayed unowned.)
+func TestDrainedNodeStaysDrainingAfterLosingItsLease(t *testing.T) {
+	c := examplesCluster(t, 2)
+	id := c.Agent(1).Config().Node.ID
+	_, err := c.Dial(1).Admin().Drain(context.Background(), &durablev1.DrainRequest{})
+	require.NoError(t, err)
+	c.WaitSettled()
+	node := func() (placement.NodeInfo, bool) {
+		resp, err := c.Client.Get(context.Background(), c.Prefix+"nodes/"+id)
+		require.NoError(t, err)
+		if len(resp.Kvs) == 0 {
+			return placement.NodeInfo{}, false
+		}
+		n, err := placement.ParseNode(id, resp.Kvs[0].Value)
+		require.NoError(t, err)
+		return n, true
+	}
+	c.Pause(1)
+	c.WaitFor("the frozen node's registration expired", func() bool { _, ok := node(); return !ok })
+	c.Resume(1)
+	c.WaitFor("the node registered again", func() bool { _, ok := node(); return ok })
+	n, _ := node()
+	require.True(t, n.Draining, "the drained node came back as not draining")
+	c.WaitSettled()
+	require.Empty(t, c.Agent(1).Member.Owned(), "the draining node owns partitions")
+}
+
 // TestNodeWhoseIDWasTakenStops: a node frozen past its lease whose id a
 // second process registered meanwhile stops with a clear error when it
 // wakes, instead of retrying forever while reporting SERVING.

@@ -313,18 +313,18 @@ func (c *Cluster) snapshot() placement.Snapshot {
 }
 
 // balanced reports whether, in every data center with running nodes, the
-// partitions its leader manages are spread over its running nodes with
-// loads differing by at most one.
-func (c *Cluster) balanced(assign map[int]placement.Assignment) bool {
+// partitions its leader manages are spread over its running nodes that
+// are not draining, with loads differing by at most one.
+func (c *Cluster) balanced(snap placement.Snapshot) bool {
 	load := map[string]int{}
 	dcNodes := map[string][]string{}
 	for _, m := range c.Nodes {
-		if m.Agent() != nil {
+		if m.Agent() != nil && !snap.Nodes[m.Config.ID].Draining {
 			load[m.Config.ID] = 0
 			dcNodes[m.Config.DC] = append(dcNodes[m.Config.DC], m.Config.ID)
 		}
 	}
-	for _, a := range assign {
+	for _, a := range snap.Assign {
 		load[a.Node]++
 	}
 	for _, ids := range dcNodes {
@@ -350,7 +350,7 @@ func (c *Cluster) WaitSettled() {
 	c.t.Helper()
 	c.WaitFor("placement settled on the running nodes", func() bool {
 		snap := c.snapshot()
-		if !c.balanced(snap.Assign) {
+		if !c.balanced(snap) {
 			return false
 		}
 		total := 0

@@ -154,9 +154,18 @@ func (m *Member) Register(ctx context.Context) error {
 	}
 }
 
+// info is the node's record as it registers now: a draining node that
+// registers again (its lease was lost) stays draining, or the leader would
+// assign it partitions it never claims.
+func (m *Member) info() NodeInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return NodeInfo{ID: m.cfg.ID, DC: m.cfg.DC, Address: m.cfg.Advertise, Draining: m.draining}
+}
+
 func (m *Member) grantAndRegister(ctx context.Context) (clientv3.LeaseID, error) {
 	ttl := int64(m.cfg.LeaseTTL / time.Second)
-	info := NodeInfo{ID: m.cfg.ID, DC: m.cfg.DC, Address: m.cfg.Advertise}
+	info := m.info()
 	giveUp := time.Now().Add(m.cfg.LeaseTTL + time.Second)
 	for {
 		sent := time.Now()
@@ -706,8 +715,7 @@ func (m *Member) Drain() {
 		return // not registered: it owns nothing
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.CommitTimeout)
-	info := NodeInfo{ID: m.cfg.ID, DC: m.cfg.DC, Address: m.cfg.Advertise, Draining: true}
-	err := Register(ctx, m.client, m.keys, info, lease)
+	err := Register(ctx, m.client, m.keys, m.info(), lease)
 	cancel()
 	if err != nil {
 		m.log.Warn("could not mark the node draining", "err", err)
