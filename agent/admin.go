@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -162,6 +163,7 @@ func (a *Agent) Status(ctx context.Context) (*durablev1.StatusResponse, error) {
 		leaders []leader.Info
 		pending []int64
 		dead    int64
+		hist    leader.History
 	)
 	alarms := alarmstore.New(a.client, a.keys)
 	var g errgroup.Group
@@ -169,6 +171,7 @@ func (a *Agent) Status(ctx context.Context) (*durablev1.StatusResponse, error) {
 	g.Go(func() (err error) { leaders, err = leader.Leaders(ctx, a.client, a.keys); return })
 	g.Go(func() (err error) { pending, err = alarms.CountPending(ctx, a.meta.Partitions); return })
 	g.Go(func() (err error) { dead, err = alarms.CountDead(ctx); return })
+	g.Go(func() (err error) { hist, err = leader.ReadHistory(ctx, a.client, a.keys); return })
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
@@ -223,7 +226,96 @@ func (a *Agent) Status(ctx context.Context) (*durablev1.StatusResponse, error) {
 	}
 	sort.Slice(out.Nodes, func(i, j int) bool { return out.Nodes[i].Id < out.Nodes[j].Id })
 	sort.Slice(out.DataCenters, func(i, j int) bool { return out.DataCenters[i].Dc < out.DataCenters[j].Dc })
+	now := a.cfg.Node.Clock.Now()
+	fillHistory(out, v, leaders, hist, now)
+	out.LostNodes = lostNodes(v, hist, byDC)
 	return out, nil
+}
+
+// fillHistory adds to each data center what the leaders published: the
+// term number and election time of its leader, since when it is up or
+// down, and how far an adoption or a failback has come.
+func fillHistory(out *durablev1.StatusResponse, v placement.Snapshot, leaders []leader.Info, h leader.History, now time.Time) {
+	// Only the records of leaders in office speak of the present.
+	var current []leader.Record
+	for _, l := range leaders {
+		if r, ok := h.Records[l.DC]; ok && r.Term == l.Term {
+			current = append(current, r)
+		}
+	}
+	left := func(since, period int64) int64 { return max(0, since+period-now.UnixMilli()) }
+	for _, d := range out.DataCenters {
+		for _, r := range current {
+			if r.DC == d.Dc {
+				d.TermNumber, d.ElectedUnixMs = r.Number, r.ElectedAt
+			}
+		}
+		var seen *leader.Record // the first leader in office that sees d
+		for i, r := range current {
+			_, down := r.DownSince[d.Dc]
+			_, up := r.UpSince[d.Dc]
+			if down || up {
+				seen = &current[i]
+				break
+			}
+		}
+		adopters := map[string]bool{}
+		waiting := false // partitions d manages while down, not yet adopted
+		for _, as := range v.Assign {
+			if as.Home == d.Dc && as.DC != d.Dc {
+				d.Away++
+				adopters[as.DC] = true
+			}
+			if as.DC == d.Dc {
+				waiting = true
+			}
+		}
+		d.AdoptedBy = slices.Sorted(maps.Keys(adopters))
+		if seen == nil {
+			continue
+		}
+		d.DownSinceUnixMs, d.UpSinceUnixMs = seen.DownSince[d.Dc], seen.UpSince[d.Dc]
+		if d.DownSinceUnixMs > 0 && waiting {
+			d.AdoptionInMs = left(d.DownSinceUnixMs, seen.GraceMs)
+		}
+		if d.UpSinceUnixMs > 0 && d.Away > 0 {
+			d.HomeInMs = left(d.UpSinceUnixMs, seen.StabiliseMs)
+		}
+	}
+}
+
+// lostNodes lists the nodes that are gone: those a leader recorded as lost
+// (unless they registered again) and those still assigned partitions
+// without being registered (their data center waits for adoption).
+func lostNodes(v placement.Snapshot, h leader.History, dcs map[string]*durablev1.DataCenterStatus) []*durablev1.LostNode {
+	byID := map[string]*durablev1.LostNode{}
+	for _, l := range h.Lost {
+		if _, live := v.Nodes[l.Node]; live {
+			continue
+		}
+		ln := &durablev1.LostNode{Id: l.Node, Dc: l.DC, LostUnixMs: l.At, MovedTo: map[string]int32{}}
+		for n, c := range l.Moved {
+			ln.MovedTo[n] = int32(c)
+		}
+		byID[l.Node] = ln
+	}
+	for _, as := range v.Assign {
+		if _, live := v.Nodes[as.Node]; live || as.Node == "" {
+			continue
+		}
+		ln := byID[as.Node]
+		if ln == nil {
+			ln = &durablev1.LostNode{Id: as.Node, Dc: as.DC}
+			if d := dcs[as.DC]; d != nil {
+				ln.LostUnixMs = d.DownSinceUnixMs
+			}
+			byID[as.Node] = ln
+		}
+		ln.Waiting++
+	}
+	out := slices.Collect(maps.Values(byID))
+	sort.Slice(out, func(i, j int) bool { return out[i].Id < out[j].Id })
+	return out
 }
 
 // fillOwnStatus adds what only this node knows of itself.

@@ -5,6 +5,8 @@
 //	<prefix>nodes/<node>                           node registration, on the node's lease
 //	<prefix>assign/<p>                             desired placement of partition p (home DC, managing DC, node), written by DC leaders
 //	<prefix>election/<dc>/<lease>                  leader election of data center dc (etcd concurrency.Election)
+//	<prefix>leaders/<dc>                           what dc's leader publishes: its term number, election time, data centers up/down since
+//	<prefix>lost/<node>/<dc>                       a lost node and where dc's leader moved its partitions, on a one-hour lease
 //	<prefix>owner/<p>                              actual owner, on the owner's lease; CreateRevision = fencing token
 //	<prefix>obj/<p>/<class>/<id>                   object metadata (its name)
 //	<prefix>data/<p>/<class>/<id>/<key>            object storage
@@ -61,6 +63,18 @@ func (s Space) ElectionsPrefix() string { return s.prefix + "election/" }
 
 // Election is the election prefix of data center dc.
 func (s Space) Election(dc string) string { return s.ElectionsPrefix() + dc + "/" }
+
+// LeaderRecordsPrefix is the prefix of the leaders' published records.
+func (s Space) LeaderRecordsPrefix() string { return s.prefix + "leaders/" }
+
+// LeaderRecord is the record data center dc's leader publishes.
+func (s Space) LeaderRecord(dc string) string { return s.LeaderRecordsPrefix() + dc }
+
+// LostPrefix is the prefix of the lost-node records.
+func (s Space) LostPrefix() string { return s.prefix + "lost/" }
+
+// Lost is the record of node's loss written by data center dc's leader.
+func (s Space) Lost(node, dc string) string { return s.LostPrefix() + node + "/" + dc }
 
 // OwnerPrefix is the prefix of partition ownership keys.
 func (s Space) OwnerPrefix() string { return s.prefix + "owner/" }

@@ -14,6 +14,7 @@ import (
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/embedetcd"
 	"github.com/durable-run/durable/keyspace"
+	"github.com/durable-run/durable/leader"
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/nodetest"
 	"github.com/durable-run/durable/placement"
@@ -173,6 +174,16 @@ func TestKilledNodeIsReplacedWithinItsDataCenter(t *testing.T) {
 		require.Equal(t, "a", after[p].DC)
 	}
 	require.NotZero(t, moved, "the victim owned partitions")
+	// The record follows the assignments' Txn.
+	c.WaitFor("the lost node is recorded", func() bool { return len(history(t, c).Lost) > 0 })
+	h := history(t, c)
+	require.Len(t, h.Lost, 1, "one lost node recorded")
+	loss := h.Lost[0]
+	require.Equal(t, victimID, loss.Node)
+	require.Equal(t, "a", loss.DC)
+	require.Equal(t, "a", loss.ByDC)
+	require.Equal(t, map[string]int{c.Nodes[heir].Config.ID: moved}, loss.Moved, "where the lost node's partitions went")
+	require.WithinRange(t, time.UnixMilli(loss.At), killed.Add(-time.Second), time.Now(), "lost when its lease expired")
 
 	runs := waitFired(t, c, rec, alarms)
 	onHeir := 0
@@ -202,11 +213,17 @@ func TestNewLeaderCarriesOn(t *testing.T) {
 	rec := &nodetest.Recorder{}
 	c := start(t, 3, []string{"dc1"}, rec)
 	old, oldTerm := leaderIndex(t, c, "dc1")
+	c.WaitFor("the leader published its record", func() bool { return history(t, c).Records["dc1"].Term == oldTerm })
+	number := history(t, c).Records["dc1"].Number
 	c.Kill(old)
 	next, newTerm := leaderIndex(t, c, "dc1")
 	require.NotEqual(t, old, next)
 	require.Greater(t, newTerm, oldTerm)
 	c.WaitSettled()
+	c.WaitFor("the new leader published its record", func() bool { return history(t, c).Records["dc1"].Term == newTerm })
+	r := history(t, c).Records["dc1"]
+	require.Equal(t, number+1, r.Number, "the term number counts elections")
+	require.Equal(t, c.Nodes[next].Config.ID, r.Node)
 
 	last := 3 - old - next // the remaining node
 	now := time.Now()
@@ -232,6 +249,16 @@ func TestNewLeaderCarriesOn(t *testing.T) {
 // the victim only if it started before the kill completed (a slow machine
 // can take longer to kill a node than the alarm took to come due), otherwise
 // on the heir. It reports whether it ran on the victim.
+// history reads what the leaders published.
+func history(t *testing.T, c *nodetest.Cluster) leader.History {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h, err := leader.ReadHistory(ctx, c.Client, keyspace.New(c.Prefix))
+	require.NoError(t, err)
+	return h
+}
+
 func ranBeforeDeath(t *testing.T, r nodetest.Run, victim, heir string, killed time.Time) bool {
 	t.Helper()
 	if r.Node == victim {
@@ -272,6 +299,20 @@ func TestDataCenterFailureAdoptionAndFailback(t *testing.T) {
 	}
 	require.NotZero(t, adopted)
 	t.Logf("b's %d partitions adopted %s after the kill", adopted, time.Since(down))
+	c.WaitFor("the lost nodes are recorded", func() bool { return len(history(t, c).Lost) == 2 })
+	h := history(t, c)
+	downSince, ok := h.Records["a"].DownSince["b"]
+	require.True(t, ok, "a's leader does not publish that b is down: %+v", h.Records["a"])
+	require.WithinRange(t, time.UnixMilli(downSince), down.Add(-time.Second), down.Add(cfg.LeaseTTL+time.Second))
+	lostNodes := map[string]int{}
+	for _, l := range h.Lost {
+		require.Equal(t, "b", l.DC)
+		require.Equal(t, "a", l.ByDC)
+		require.Equal(t, downSince, l.At, "an adopted data center's nodes were lost when it went down")
+		lostNodes[l.Node] = l.Partitions()
+	}
+	require.Len(t, lostNodes, 2, "both of b's nodes are recorded lost: %v", h.Lost)
+	require.Equal(t, adopted, lostNodes[c.Nodes[1].Config.ID]+lostNodes[c.Nodes[3].Config.ID])
 	runs := waitFired(t, c, rec, during)
 	for _, a := range during {
 		require.Equal(t, "a", dc[runs[a.name].Node], "alarm of %s ran on %s", a.name, runs[a.name].Node)
@@ -293,6 +334,8 @@ func TestDataCenterFailureAdoptionAndFailback(t *testing.T) {
 		return true
 	})
 	require.GreaterOrEqual(t, time.Since(back), cfg.Stabilise, "went home before the stabilisation period")
+	_, up := history(t, c).Records["a"].UpSince["b"]
+	require.True(t, up, "a's leader does not publish that b is up")
 	c.WaitSettled()
 	runs = waitFired(t, c, rec, later)
 	home := c.Assignments()

@@ -68,8 +68,10 @@ func TestDeposedLeaderCannotWrite(t *testing.T) {
 
 	before, err := cli.Get(ctx, keys.Assign(0))
 	require.NoError(t, err)
-	err = l1.write(ctx, key1, term1, []Change{{P: 0, Prev: modRev(before), Next: Assignment{Home: "a", DC: "a", Node: "n1"}}})
+	written, err := l1.write(ctx, key1, term1, []Change{{P: 0, Prev: modRev(before), Next: Assignment{Home: "a", DC: "a", Node: "n1"}}})
 	require.ErrorIs(t, err, errDeposed)
+	require.Empty(t, written)
+	require.ErrorIs(t, l1.publish(ctx, key1, term1, Record{DC: "a", Node: "n1", Term: term1}), errDeposed, "a deposed leader published its record")
 	after, err := cli.Get(ctx, keys.Assign(0))
 	require.NoError(t, err)
 	require.Equal(t, modRev(before), modRev(after), "the deposed leader's write changed nothing")

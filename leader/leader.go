@@ -230,11 +230,12 @@ func (l *Leader) lead(ctx context.Context, key string, term int64) {
 	tick := time.NewTicker(max(min(l.cfg.Grace, l.cfg.Stabilise, l.cfg.TTL)/4, 50*time.Millisecond))
 	defer tick.Stop()
 	down, up := map[string]time.Time{}, map[string]time.Time{}
+	var rec Record // as published; Term is 0 until the first publication
 	for {
 		if err := l.cfg.Gate(ctx); err != nil {
 			return
 		}
-		err := l.round(ctx, key, term, down, up)
+		err := l.round(ctx, key, term, down, up, &rec)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -253,8 +254,9 @@ func (l *Leader) lead(ctx context.Context, key string, term int64) {
 	}
 }
 
-// round reads the cluster, updates the up/down clocks, plans and writes.
-func (l *Leader) round(ctx context.Context, key string, term int64, down, up map[string]time.Time) error {
+// round reads the cluster, updates the up/down clocks (and publishes
+// them in rec when they changed), plans and writes.
+func (l *Leader) round(ctx context.Context, key string, term int64, down, up map[string]time.Time, rec *Record) error {
 	snap, err := placement.Read(ctx, l.client, l.keys, l.cfg.Meta)
 	if err != nil {
 		return err
@@ -290,6 +292,18 @@ func (l *Leader) round(ctx context.Context, key string, term int64, down, up map
 			}
 		}
 	}
+	next := *rec
+	if next.Term != term {
+		if next, err = l.elected(ctx, term); err != nil {
+			return err
+		}
+	}
+	if next, changed := withHealth(next, down, up); changed || rec.Term != term {
+		if err := l.publish(ctx, key, term, next); err != nil {
+			return err
+		}
+		*rec = next
+	}
 	v.DC, v.Now, v.DownSince, v.UpSince = l.cfg.DC, now, down, up
 	v.Grace, v.Stabilise, v.MaxMoves = l.cfg.Grace, l.cfg.Stabilise, l.cfg.MaxMoves
 	changes := Plan(v)
@@ -299,7 +313,11 @@ func (l *Leader) round(ctx context.Context, key string, term int64, down, up map
 	if err := l.cfg.Gate(ctx); err != nil {
 		return err
 	}
-	return l.write(ctx, key, term, changes)
+	written, err := l.write(ctx, key, term, changes)
+	if err != nil {
+		return err
+	}
+	return l.recordLosses(ctx, key, term, Losses(v, written, l.cfg.Node))
 }
 
 // maxOpsPerTxn stays under etcd's default --max-txn-ops (128), counting
@@ -308,7 +326,9 @@ const maxOpsPerTxn = 60
 
 // write applies changes in fenced Txns: each compares the election key's
 // create revision with term and every replaced assignment's mod revision.
-func (l *Leader) write(ctx context.Context, key string, term int64, changes []Change) error {
+// It returns the changes written: up to the first Txn that found an
+// assignment changed meanwhile.
+func (l *Leader) write(ctx context.Context, key string, term int64, changes []Change) (written []Change, err error) {
 	for len(changes) > 0 {
 		batch := changes[:min(len(changes), maxOpsPerTxn)]
 		changes = changes[len(batch):]
@@ -322,22 +342,23 @@ func (l *Leader) write(ctx context.Context, key string, term int64, changes []Ch
 		}
 		resp, err := l.client.Txn(ctx).If(cmps...).Then(ops...).Else(clientv3.OpGet(key)).Commit()
 		if err != nil {
-			return fmt.Errorf("write assignments: %w", err)
+			return written, fmt.Errorf("write assignments: %w", err)
 		}
 		if !resp.Succeeded {
 			kvs := resp.Responses[0].GetResponseRange().Kvs
 			if len(kvs) == 0 || kvs[0].CreateRevision != term {
-				return errDeposed
+				return written, errDeposed
 			}
 			// Another leader moved first (an adoption race) or our read
 			// was stale: the watch brings the news; plan again.
-			return nil
+			return written, nil
 		}
 		for _, c := range batch {
 			l.log.Info("partition assigned", "partition", c.P, "node", c.Next.Node, "dc", c.Next.DC, "home", c.Next.Home, "why", c.Why)
 		}
+		written = append(written, batch...)
 	}
-	return nil
+	return written, nil
 }
 
 // Info is a data center's current leader.

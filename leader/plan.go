@@ -28,7 +28,8 @@ type View struct {
 // Change is one assignment the leader writes.
 type Change struct {
 	P    int
-	Prev int64 // mod revision compared, 0 = absent
+	Prev int64  // mod revision compared, 0 = absent
+	From string // the node the partition was assigned to, "" for none
 	Next Assignment
 	Why  string
 }
@@ -94,7 +95,7 @@ func Plan(v View) []Change {
 	set := func(p int, next Assignment, why string) {
 		next.At = at
 		prev := cur[p]
-		out = append(out, Change{P: p, Prev: prev.Rev, Next: next, Why: why})
+		out = append(out, Change{P: p, Prev: prev.Rev, From: prev.Node, Next: next, Why: why})
 		next.Rev = -1 // written in this plan: not moved again by balancing
 		cur[p] = next
 	}
@@ -161,7 +162,7 @@ func balance(v View, cur map[int]Assignment, local []string, isLocal map[string]
 		a := cur[p]
 		load[hi]--
 		load[lo]++
-		out = append(out, Change{P: p, Prev: a.Rev, Next: Assignment{Home: a.Home, DC: a.DC, Node: lo, At: v.Now.UnixMilli()}, Why: "rebalance"})
+		out = append(out, Change{P: p, Prev: a.Rev, From: a.Node, Next: Assignment{Home: a.Home, DC: a.DC, Node: lo, At: v.Now.UnixMilli()}, Why: "rebalance"})
 	}
 	return out
 }

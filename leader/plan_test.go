@@ -133,9 +133,46 @@ func TestDeadOrDrainingNodeIsReplacedLocallyAtOnce(t *testing.T) {
 				require.Contains(t, []string{"a1", "a3"}, c.Next.Node, "within the data center")
 				require.Equal(t, "a", c.Next.DC)
 				require.Equal(t, v.Assign[c.P].Rev, c.Prev, "compares the assignment it replaces")
+				require.Equal(t, "a2", c.From)
 			}
+			losses := Losses(w, cs, "a1")
+			if how == "draining" {
+				require.Empty(t, losses, "moving off a draining node is no loss")
+				return
+			}
+			moved := map[string]int{}
+			for _, c := range cs {
+				moved[c.Next.Node]++
+			}
+			require.Equal(t, []Loss{{Node: "a2", DC: "a", At: t0.UnixMilli(), By: "a1", ByDC: "a", Moved: moved}}, losses)
 		})
 	}
+}
+
+// TestLossesOfAnAdoptedDataCenterDateFromItsFall: the nodes of a data
+// center down for the grace period are lost since it went down, not since
+// the adoption; rebalancing a live node's partitions is no loss.
+func TestLossesOfAnAdoptedDataCenterDateFromItsFall(t *testing.T) {
+	homes := []string{"a", "b"}
+	v := cluster("a", 8, homes, "a1@a", "a2@a", "b1@b", "b2@b")
+	vb := v
+	vb.DC = "b"
+	apply(&v, append(Plan(v), Plan(vb)...))
+	w := v
+	w.Nodes = map[string]placement.NodeInfo{"a1": v.Nodes["a1"], "a2": v.Nodes["a2"]}
+	fell := t0.Add(-time.Minute)
+	w.DownSince = map[string]time.Time{"b": fell}
+	cs := Plan(w)
+	losses := Losses(w, cs, "a2")
+	require.Len(t, losses, 2)
+	total := 0
+	for i, l := range losses {
+		require.Equal(t, []string{"b1", "b2"}[i], l.Node)
+		require.Equal(t, Loss{Node: l.Node, DC: "b", At: fell.UnixMilli(), By: "a2", ByDC: "a", Moved: l.Moved}, l)
+		total += l.Partitions()
+	}
+	require.Equal(t, 4, total, "b's four partitions")
+	require.Empty(t, Losses(v, []Change{{P: 0, From: "a1", Next: Assignment{Node: "a2"}, Why: "rebalance"}}, "a1"))
 }
 
 func TestNoLocalNodeWritesNothing(t *testing.T) {

@@ -336,7 +336,8 @@ func (s *Sink) Record(path, idempotencyKey, contentType string, body []byte) (De
 		slog.String("path", d.Path),
 		slog.String("key", d.IdempotencyKey),
 		slog.Int("bytes", len(d.Body)),
-		slog.Bool("duplicate", d.Duplicate))
+		slog.Bool("duplicate", d.Duplicate),
+		slog.String("body", excerpt(d.Body)))
 	return d, nil
 }
 
@@ -653,4 +654,24 @@ func parseLog(name string, data []byte) ([]Delivery, int, error) {
 		}
 		ds = append(ds, d)
 	}
+}
+
+// excerptBytes bounds the body shown in a delivery's log line.
+const excerptBytes = 160
+
+// excerpt is the start of a body for a log line, so an operator can find a
+// delivery by what it says: valid UTF-8 text up to excerptBytes (cut at a
+// rune boundary, with "…" when cut), or "(N bytes of binary)".
+func excerpt(b []byte) string {
+	if !utf8.Valid(b) {
+		return fmt.Sprintf("(%d bytes of binary)", len(b))
+	}
+	if len(b) <= excerptBytes {
+		return string(b)
+	}
+	cut := excerptBytes
+	for cut > 0 && !utf8.RuneStart(b[cut]) {
+		cut--
+	}
+	return string(b[:cut]) + "…"
 }

@@ -4,8 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -224,7 +225,65 @@ func newAlarmCmd() *cobra.Command {
 	dead.Flags().Int32("limit", 100, "at most this many")
 	dead.Flags().String("page-token", "", "continue where the previous page ended")
 	dead.Flags().Bool("json", false, "print JSON")
-	cmd.AddCommand(get, list, dead)
+	cmd.AddCommand(get, list, dead, newAlarmWaitCmd())
+	return cmd
+}
+
+func newAlarmWaitCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "wait CLASS NAME",
+		Short: "Wait until an object's alarm has run to success",
+		Long: "Wait until the object of CLASS named NAME has no pending alarm: its alarm\n" +
+			"ran and succeeded (or was deleted). Retries are reported as they happen;\n" +
+			"an alarm abandoned after its last retry fails the command, and so does\n" +
+			"--timeout. With no pending alarm it returns at once." + envHelp,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			byID, _ := cmd.Flags().GetBool("id")
+			ref := refFromArg(args[1], byID)
+			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				loc, err := c.Admin().Locate(ctx, &durablev1.LocateRequest{Class: args[0], Object: ref})
+				if err != nil {
+					return err
+				}
+				started := time.Now()
+				retry := int32(0)
+				for {
+					resp, err := c.Admin().GetAlarm(ctx, &durablev1.GetAlarmRequest{Class: args[0], Object: ref})
+					if err != nil {
+						return err
+					}
+					a := resp.GetAlarm()
+					if a == nil {
+						break
+					}
+					if a.GetRetryCount() > retry {
+						retry = a.GetRetryCount()
+						fmt.Fprintf(cmd.ErrOrStderr(), "retry %d at %s; last error: %s\n", retry, fmtMillis(a.GetDueUnixMs()), a.GetLastError())
+					}
+					select {
+					case <-ctx.Done():
+						return fmt.Errorf("timed out waiting (--timeout): the alarm is due %s (retry %d)", fmtMillis(a.GetDueUnixMs()), a.GetRetryCount())
+					case <-time.After(statusPoll):
+					}
+				}
+				// Gone: ran to success, was deleted, or was abandoned.
+				dead, err := c.Admin().ListDeadLetters(ctx, &durablev1.ListDeadLettersRequest{Class: args[0], Limit: 1000})
+				if err != nil {
+					return err
+				}
+				for _, d := range dead.GetDeadLetters() {
+					if d.GetAlarm().GetId() == loc.GetId() && d.GetAbandonedUnixMs() >= started.Add(-time.Second).UnixMilli() {
+						return fmt.Errorf("the alarm was abandoned after %d retries; last error: %s", d.GetAlarm().GetRetryCount(), d.GetAlarm().GetLastError())
+					}
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "no alarm pending")
+				return nil
+			})
+		},
+	}
+	addClientFlags(cmd, time.Minute)
+	cmd.Flags().Bool("id", false, "NAME is an object ID (64 hex digits), not a name")
 	return cmd
 }
 
@@ -320,12 +379,27 @@ func newStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show nodes, data centers, partition owners and pending alarms",
-		Args:  cobra.NoArgs,
+		Long: "Show the cluster: each data center's leader, its term number and state (up,\n" +
+			"down and adopted, going home), the nodes with their partitions and alarms,\n" +
+			"nodes lost in the last hour and where their partitions went.\n\n" +
+			"--wait-for COND (repeatable) polls until every condition holds, then prints\n" +
+			"the status; past --timeout it prints the last status and fails. Conditions:\n" +
+			"  settled      every partition is owned by the node assigned to it\n" +
+			"  home         settled, and every partition is managed by its home data center\n" +
+			"  adopted=DC   settled, and other data centers manage every partition homed in DC\n" +
+			"  nodes=N      N live nodes are registered\n" +
+			"  lost=NODE    NODE is gone and its partitions were moved to other nodes" + envHelp,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			asJSON, _ := cmd.Flags().GetBool("json")
 			verbose, _ := cmd.Flags().GetBool("partitions")
+			waits, _ := cmd.Flags().GetStringArray("wait-for")
+			conds, err := parseConditions(waits)
+			if err != nil {
+				return err
+			}
 			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				st, err := c.Admin().Status(ctx, &durablev1.StatusRequest{})
+				st, err := waitStatus(ctx, c, conds)
 				if err != nil {
 					return err
 				}
@@ -339,7 +413,43 @@ func newStatusCmd() *cobra.Command {
 	addClientFlags(cmd, 30*time.Second)
 	cmd.Flags().Bool("json", false, "print JSON")
 	cmd.Flags().Bool("partitions", false, "list every partition with its owner")
+	cmd.Flags().StringArray("wait-for", nil, "wait until COND holds: settled, home, adopted=DC, nodes=N, lost=NODE (repeatable)")
 	return cmd
+}
+
+// ago says how long before now a Unix-milliseconds time was, in whole
+// seconds ("12s ago"); "-" for 0.
+func ago(ms int64) string {
+	if ms == 0 {
+		return "-"
+	}
+	return time.Since(time.UnixMilli(ms)).Round(time.Second).String() + " ago"
+}
+
+func secs(ms int64) string { return (time.Duration(ms) * time.Millisecond).Round(time.Second).String() }
+
+// dcState is one line for a data center: up, down (and adopted or waiting
+// for adoption), or back with partitions going home.
+func dcState(d *durablev1.DataCenterStatus) string {
+	since := func(ms int64) string {
+		if ms == 0 {
+			return ""
+		}
+		return " " + strings.TrimSuffix(ago(ms), " ago")
+	}
+	switch {
+	case d.GetLiveNodes() == 0 && d.GetAway() > 0 && d.GetAdoptionInMs() == 0:
+		return fmt.Sprintf("down%s; adopted by %s", since(d.GetDownSinceUnixMs()), strings.Join(d.GetAdoptedBy(), ","))
+	case d.GetLiveNodes() == 0 && d.GetAdoptionInMs() > 0:
+		return fmt.Sprintf("down%s; adopted in %s", since(d.GetDownSinceUnixMs()), secs(d.GetAdoptionInMs()))
+	case d.GetLiveNodes() == 0:
+		return "down" + since(d.GetDownSinceUnixMs())
+	case d.GetAway() > 0 && d.GetHomeInMs() > 0:
+		return fmt.Sprintf("back%s; %d partitions go home in %s", since(d.GetUpSinceUnixMs()), d.GetAway(), secs(d.GetHomeInMs()))
+	case d.GetAway() > 0:
+		return fmt.Sprintf("back%s; %d partitions going home", since(d.GetUpSinceUnixMs()), d.GetAway())
+	}
+	return "up"
 }
 
 func printStatus(cmd *cobra.Command, st *durablev1.StatusResponse, partitions bool) error {
@@ -347,16 +457,17 @@ func printStatus(cmd *cobra.Command, st *durablev1.StatusResponse, partitions bo
 	fmt.Fprintf(out, "cluster %s: %d partitions, %d pending alarms, %d dead letters (answered by %s)\n\n",
 		st.GetClusterPrefix(), st.GetPartitionCount(), st.GetPendingAlarms(), st.GetDeadLetters(), st.GetAnsweredBy())
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "DC\tLEADER\tTERM\tNODES\tPARTITIONS\tADOPTED\tLAST REASSIGNMENT")
+	// TERM counts the data center's elections (1 = its first leader).
+	fmt.Fprintln(w, "DC\tLEADER\tTERM\tELECTED\tNODES\tPARTITIONS\tADOPTED\tLAST REASSIGNMENT\tSTATE")
 	for _, d := range st.GetDataCenters() {
-		leader, last := d.GetLeader(), "-"
+		leader, term := d.GetLeader(), "-"
 		if leader == "" {
 			leader = "(none)"
+		} else if d.GetTermNumber() > 0 {
+			term = fmt.Sprint(d.GetTermNumber())
 		}
-		if ms := d.GetLastReassignmentUnixMs(); ms > 0 {
-			last = time.UnixMilli(ms).UTC().Format(time.RFC3339Nano)
-		}
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\n", d.GetDc(), leader, d.GetTerm(), d.GetLiveNodes(), d.GetPartitions(), d.GetAdopted(), last)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", d.GetDc(), leader, term, ago(d.GetElectedUnixMs()),
+			d.GetLiveNodes(), d.GetPartitions(), d.GetAdopted(), ago(d.GetLastReassignmentUnixMs()), dcState(d))
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -372,14 +483,25 @@ func printStatus(cmd *cobra.Command, st *durablev1.StatusResponse, partitions bo
 			unowned++
 		}
 	}
-	nodes := st.GetNodes()
-	sort.Slice(nodes, func(i, j int) bool { return nodes[i].GetId() < nodes[j].GetId() })
-	for _, n := range nodes {
+	for _, n := range st.GetNodes() {
 		state := "up"
 		if n.GetDraining() {
 			state = "draining"
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\n", n.GetId(), n.GetDc(), n.GetAddress(), state, len(n.GetPartitions()), alarms[n.GetId()])
+	}
+	for _, l := range st.GetLostNodes() {
+		state := "lost " + ago(l.GetLostUnixMs())
+		if l.GetLostUnixMs() == 0 {
+			state = "lost"
+		}
+		if moved := movedText(l.GetMovedTo()); moved != "" {
+			state += ", partitions moved to " + moved
+		}
+		if l.GetWaiting() > 0 {
+			state += fmt.Sprintf(", %d partitions wait for adoption", l.GetWaiting())
+		}
+		fmt.Fprintf(w, "%s\t%s\t-\t%s\t-\t-\n", l.GetId(), l.GetDc(), state)
 	}
 	if unowned > 0 {
 		fmt.Fprintf(w, "(unowned)\t\t\t\t%d\t%d\n", unowned, alarms[""])
@@ -398,4 +520,13 @@ func printStatus(cmd *cobra.Command, st *durablev1.StatusResponse, partitions bo
 		return w.Flush()
 	}
 	return nil
+}
+
+// movedText lists where partitions went: "dev-1 (32), dev-3 (32)".
+func movedText(moved map[string]int32) string {
+	var parts []string
+	for _, n := range slices.Sorted(maps.Keys(moved)) {
+		parts = append(parts, fmt.Sprintf("%s (%d)", n, moved[n]))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -1435,8 +1435,27 @@ type DataCenterStatus struct {
 	// last_reassignment_unix_ms is when the leader last changed one of its
 	// assignments (0 if never).
 	LastReassignmentUnixMs int64 `protobuf:"varint,7,opt,name=last_reassignment_unix_ms,json=lastReassignmentUnixMs,proto3" json:"last_reassignment_unix_ms,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// term_number counts the data center's elections: 1 for its first
+	// leader, one more for each next one (term is etcd's revision).
+	TermNumber int64 `protobuf:"varint,8,opt,name=term_number,json=termNumber,proto3" json:"term_number,omitempty"`
+	// elected_unix_ms is when the current leader was elected (0: unknown).
+	ElectedUnixMs int64 `protobuf:"varint,9,opt,name=elected_unix_ms,json=electedUnixMs,proto3" json:"elected_unix_ms,omitempty"`
+	// down_since_unix_ms is since when the data center has had no live,
+	// non-draining node, as a live leader sees it (0: it is up, or no leader
+	// has seen it down); up_since_unix_ms since when it has had one.
+	DownSinceUnixMs int64 `protobuf:"varint,10,opt,name=down_since_unix_ms,json=downSinceUnixMs,proto3" json:"down_since_unix_ms,omitempty"`
+	UpSinceUnixMs   int64 `protobuf:"varint,11,opt,name=up_since_unix_ms,json=upSinceUnixMs,proto3" json:"up_since_unix_ms,omitempty"`
+	// away is how many of its home partitions other data centers manage,
+	// adopted_by names them.
+	Away      int32    `protobuf:"varint,12,opt,name=away,proto3" json:"away,omitempty"`
+	AdoptedBy []string `protobuf:"bytes,13,rep,name=adopted_by,json=adoptedBy,proto3" json:"adopted_by,omitempty"`
+	// adoption_in_ms is how long until its partitions are adopted (while it
+	// is down and they are not yet); home_in_ms how long until adopted ones
+	// go home (while it is up and some are away). 0 when not pending.
+	AdoptionInMs  int64 `protobuf:"varint,14,opt,name=adoption_in_ms,json=adoptionInMs,proto3" json:"adoption_in_ms,omitempty"`
+	HomeInMs      int64 `protobuf:"varint,15,opt,name=home_in_ms,json=homeInMs,proto3" json:"home_in_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DataCenterStatus) Reset() {
@@ -1518,6 +1537,146 @@ func (x *DataCenterStatus) GetLastReassignmentUnixMs() int64 {
 	return 0
 }
 
+func (x *DataCenterStatus) GetTermNumber() int64 {
+	if x != nil {
+		return x.TermNumber
+	}
+	return 0
+}
+
+func (x *DataCenterStatus) GetElectedUnixMs() int64 {
+	if x != nil {
+		return x.ElectedUnixMs
+	}
+	return 0
+}
+
+func (x *DataCenterStatus) GetDownSinceUnixMs() int64 {
+	if x != nil {
+		return x.DownSinceUnixMs
+	}
+	return 0
+}
+
+func (x *DataCenterStatus) GetUpSinceUnixMs() int64 {
+	if x != nil {
+		return x.UpSinceUnixMs
+	}
+	return 0
+}
+
+func (x *DataCenterStatus) GetAway() int32 {
+	if x != nil {
+		return x.Away
+	}
+	return 0
+}
+
+func (x *DataCenterStatus) GetAdoptedBy() []string {
+	if x != nil {
+		return x.AdoptedBy
+	}
+	return nil
+}
+
+func (x *DataCenterStatus) GetAdoptionInMs() int64 {
+	if x != nil {
+		return x.AdoptionInMs
+	}
+	return 0
+}
+
+func (x *DataCenterStatus) GetHomeInMs() int64 {
+	if x != nil {
+		return x.HomeInMs
+	}
+	return 0
+}
+
+// LostNode is a node that is gone: its lease expired and a leader moved its
+// partitions (moved_to), or they still wait for a leader to (waiting: the
+// node's data center is down and not yet adopted). Lost nodes are shown
+// for an hour, or until they register again.
+type LostNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Dc    string                 `protobuf:"bytes,2,opt,name=dc,proto3" json:"dc,omitempty"`
+	// lost_unix_ms is when it was lost: when a leader found it gone, or when
+	// its data center went down.
+	LostUnixMs int64 `protobuf:"varint,3,opt,name=lost_unix_ms,json=lostUnixMs,proto3" json:"lost_unix_ms,omitempty"`
+	// moved_to counts the partitions moved off it, by the node they went to.
+	MovedTo map[string]int32 `protobuf:"bytes,4,rep,name=moved_to,json=movedTo,proto3" json:"moved_to,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// waiting is how many partitions are still assigned to it.
+	Waiting       int32 `protobuf:"varint,5,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LostNode) Reset() {
+	*x = LostNode{}
+	mi := &file_durable_v1_durable_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LostNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LostNode) ProtoMessage() {}
+
+func (x *LostNode) ProtoReflect() protoreflect.Message {
+	mi := &file_durable_v1_durable_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LostNode.ProtoReflect.Descriptor instead.
+func (*LostNode) Descriptor() ([]byte, []int) {
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *LostNode) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *LostNode) GetDc() string {
+	if x != nil {
+		return x.Dc
+	}
+	return ""
+}
+
+func (x *LostNode) GetLostUnixMs() int64 {
+	if x != nil {
+		return x.LostUnixMs
+	}
+	return 0
+}
+
+func (x *LostNode) GetMovedTo() map[string]int32 {
+	if x != nil {
+		return x.MovedTo
+	}
+	return nil
+}
+
+func (x *LostNode) GetWaiting() int32 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
 type StatusResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ClusterPrefix  string                 `protobuf:"bytes,1,opt,name=cluster_prefix,json=clusterPrefix,proto3" json:"cluster_prefix,omitempty"`
@@ -1529,13 +1688,14 @@ type StatusResponse struct {
 	// answered_by is the node id that produced this status.
 	AnsweredBy    string              `protobuf:"bytes,7,opt,name=answered_by,json=answeredBy,proto3" json:"answered_by,omitempty"`
 	DataCenters   []*DataCenterStatus `protobuf:"bytes,8,rep,name=data_centers,json=dataCenters,proto3" json:"data_centers,omitempty"`
+	LostNodes     []*LostNode         `protobuf:"bytes,9,rep,name=lost_nodes,json=lostNodes,proto3" json:"lost_nodes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[20]
+	mi := &file_durable_v1_durable_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1707,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[20]
+	mi := &file_durable_v1_durable_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1720,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{20}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StatusResponse) GetClusterPrefix() string {
@@ -1615,6 +1775,13 @@ func (x *StatusResponse) GetAnsweredBy() string {
 func (x *StatusResponse) GetDataCenters() []*DataCenterStatus {
 	if x != nil {
 		return x.DataCenters
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetLostNodes() []*LostNode {
+	if x != nil {
+		return x.LostNodes
 	}
 	return nil
 }
@@ -1733,7 +1900,7 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\x0epending_alarms\x18\x04 \x01(\x03R\rpendingAlarms\x12\x17\n" +
 	"\ahome_dc\x18\x05 \x01(\tR\x06homeDc\x12\"\n" +
 	"\rmanaged_by_dc\x18\x06 \x01(\tR\vmanagedByDc\x12#\n" +
-	"\rassigned_node\x18\a \x01(\tR\fassignedNode\"\xe2\x01\n" +
+	"\rassigned_node\x18\a \x01(\tR\fassignedNode\"\xf8\x03\n" +
 	"\x10DataCenterStatus\x12\x0e\n" +
 	"\x02dc\x18\x01 \x01(\tR\x02dc\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x12\n" +
@@ -1744,7 +1911,29 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"partitions\x18\x05 \x01(\x05R\n" +
 	"partitions\x12\x18\n" +
 	"\aadopted\x18\x06 \x01(\x05R\aadopted\x129\n" +
-	"\x19last_reassignment_unix_ms\x18\a \x01(\x03R\x16lastReassignmentUnixMs\"\xf7\x02\n" +
+	"\x19last_reassignment_unix_ms\x18\a \x01(\x03R\x16lastReassignmentUnixMs\x12\x1f\n" +
+	"\vterm_number\x18\b \x01(\x03R\n" +
+	"termNumber\x12&\n" +
+	"\x0felected_unix_ms\x18\t \x01(\x03R\relectedUnixMs\x12+\n" +
+	"\x12down_since_unix_ms\x18\n" +
+	" \x01(\x03R\x0fdownSinceUnixMs\x12'\n" +
+	"\x10up_since_unix_ms\x18\v \x01(\x03R\rupSinceUnixMs\x12\x12\n" +
+	"\x04away\x18\f \x01(\x05R\x04away\x12\x1d\n" +
+	"\n" +
+	"adopted_by\x18\r \x03(\tR\tadoptedBy\x12$\n" +
+	"\x0eadoption_in_ms\x18\x0e \x01(\x03R\fadoptionInMs\x12\x1c\n" +
+	"\n" +
+	"home_in_ms\x18\x0f \x01(\x03R\bhomeInMs\"\xe0\x01\n" +
+	"\bLostNode\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n" +
+	"\x02dc\x18\x02 \x01(\tR\x02dc\x12 \n" +
+	"\flost_unix_ms\x18\x03 \x01(\x03R\n" +
+	"lostUnixMs\x12<\n" +
+	"\bmoved_to\x18\x04 \x03(\v2!.durable.v1.LostNode.MovedToEntryR\amovedTo\x12\x18\n" +
+	"\awaiting\x18\x05 \x01(\x05R\awaiting\x1a:\n" +
+	"\fMovedToEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xac\x03\n" +
 	"\x0eStatusResponse\x12%\n" +
 	"\x0ecluster_prefix\x18\x01 \x01(\tR\rclusterPrefix\x12'\n" +
 	"\x0fpartition_count\x18\x02 \x01(\x05R\x0epartitionCount\x12,\n" +
@@ -1756,7 +1945,9 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\fdead_letters\x18\x06 \x01(\x03R\vdeadLetters\x12\x1f\n" +
 	"\vanswered_by\x18\a \x01(\tR\n" +
 	"answeredBy\x12?\n" +
-	"\fdata_centers\x18\b \x03(\v2\x1c.durable.v1.DataCenterStatusR\vdataCenters2J\n" +
+	"\fdata_centers\x18\b \x03(\v2\x1c.durable.v1.DataCenterStatusR\vdataCenters\x123\n" +
+	"\n" +
+	"lost_nodes\x18\t \x03(\v2\x14.durable.v1.LostNodeR\tlostNodes2J\n" +
 	"\aObjects\x12?\n" +
 	"\x06Invoke\x12\x19.durable.v1.InvokeRequest\x1a\x1a.durable.v1.InvokeResponse2\xb7\x03\n" +
 	"\x05Admin\x12E\n" +
@@ -1780,7 +1971,7 @@ func file_durable_v1_durable_proto_rawDescGZIP() []byte {
 	return file_durable_v1_durable_proto_rawDescData
 }
 
-var file_durable_v1_durable_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_durable_v1_durable_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_durable_v1_durable_proto_goTypes = []any{
 	(*ObjectRef)(nil),               // 0: durable.v1.ObjectRef
 	(*InvokeRequest)(nil),           // 1: durable.v1.InvokeRequest
@@ -1802,7 +1993,9 @@ var file_durable_v1_durable_proto_goTypes = []any{
 	(*NodeStatus)(nil),              // 17: durable.v1.NodeStatus
 	(*PartitionStatus)(nil),         // 18: durable.v1.PartitionStatus
 	(*DataCenterStatus)(nil),        // 19: durable.v1.DataCenterStatus
-	(*StatusResponse)(nil),          // 20: durable.v1.StatusResponse
+	(*LostNode)(nil),                // 20: durable.v1.LostNode
+	(*StatusResponse)(nil),          // 21: durable.v1.StatusResponse
+	nil,                             // 22: durable.v1.LostNode.MovedToEntry
 }
 var file_durable_v1_durable_proto_depIdxs = []int32{
 	0,  // 0: durable.v1.InvokeRequest.object:type_name -> durable.v1.ObjectRef
@@ -1813,28 +2006,30 @@ var file_durable_v1_durable_proto_depIdxs = []int32{
 	6,  // 5: durable.v1.ListAlarmsResponse.alarms:type_name -> durable.v1.Alarm
 	6,  // 6: durable.v1.DeadLetter.alarm:type_name -> durable.v1.Alarm
 	11, // 7: durable.v1.ListDeadLettersResponse.dead_letters:type_name -> durable.v1.DeadLetter
-	17, // 8: durable.v1.StatusResponse.nodes:type_name -> durable.v1.NodeStatus
-	18, // 9: durable.v1.StatusResponse.partitions:type_name -> durable.v1.PartitionStatus
-	19, // 10: durable.v1.StatusResponse.data_centers:type_name -> durable.v1.DataCenterStatus
-	1,  // 11: durable.v1.Objects.Invoke:input_type -> durable.v1.InvokeRequest
-	7,  // 12: durable.v1.Admin.GetAlarm:input_type -> durable.v1.GetAlarmRequest
-	9,  // 13: durable.v1.Admin.ListAlarms:input_type -> durable.v1.ListAlarmsRequest
-	12, // 14: durable.v1.Admin.ListDeadLetters:input_type -> durable.v1.ListDeadLettersRequest
-	16, // 15: durable.v1.Admin.Status:input_type -> durable.v1.StatusRequest
-	14, // 16: durable.v1.Admin.Drain:input_type -> durable.v1.DrainRequest
-	4,  // 17: durable.v1.Admin.Locate:input_type -> durable.v1.LocateRequest
-	2,  // 18: durable.v1.Objects.Invoke:output_type -> durable.v1.InvokeResponse
-	8,  // 19: durable.v1.Admin.GetAlarm:output_type -> durable.v1.GetAlarmResponse
-	10, // 20: durable.v1.Admin.ListAlarms:output_type -> durable.v1.ListAlarmsResponse
-	13, // 21: durable.v1.Admin.ListDeadLetters:output_type -> durable.v1.ListDeadLettersResponse
-	20, // 22: durable.v1.Admin.Status:output_type -> durable.v1.StatusResponse
-	15, // 23: durable.v1.Admin.Drain:output_type -> durable.v1.DrainResponse
-	5,  // 24: durable.v1.Admin.Locate:output_type -> durable.v1.LocateResponse
-	18, // [18:25] is the sub-list for method output_type
-	11, // [11:18] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	22, // 8: durable.v1.LostNode.moved_to:type_name -> durable.v1.LostNode.MovedToEntry
+	17, // 9: durable.v1.StatusResponse.nodes:type_name -> durable.v1.NodeStatus
+	18, // 10: durable.v1.StatusResponse.partitions:type_name -> durable.v1.PartitionStatus
+	19, // 11: durable.v1.StatusResponse.data_centers:type_name -> durable.v1.DataCenterStatus
+	20, // 12: durable.v1.StatusResponse.lost_nodes:type_name -> durable.v1.LostNode
+	1,  // 13: durable.v1.Objects.Invoke:input_type -> durable.v1.InvokeRequest
+	7,  // 14: durable.v1.Admin.GetAlarm:input_type -> durable.v1.GetAlarmRequest
+	9,  // 15: durable.v1.Admin.ListAlarms:input_type -> durable.v1.ListAlarmsRequest
+	12, // 16: durable.v1.Admin.ListDeadLetters:input_type -> durable.v1.ListDeadLettersRequest
+	16, // 17: durable.v1.Admin.Status:input_type -> durable.v1.StatusRequest
+	14, // 18: durable.v1.Admin.Drain:input_type -> durable.v1.DrainRequest
+	4,  // 19: durable.v1.Admin.Locate:input_type -> durable.v1.LocateRequest
+	2,  // 20: durable.v1.Objects.Invoke:output_type -> durable.v1.InvokeResponse
+	8,  // 21: durable.v1.Admin.GetAlarm:output_type -> durable.v1.GetAlarmResponse
+	10, // 22: durable.v1.Admin.ListAlarms:output_type -> durable.v1.ListAlarmsResponse
+	13, // 23: durable.v1.Admin.ListDeadLetters:output_type -> durable.v1.ListDeadLettersResponse
+	21, // 24: durable.v1.Admin.Status:output_type -> durable.v1.StatusResponse
+	15, // 25: durable.v1.Admin.Drain:output_type -> durable.v1.DrainResponse
+	5,  // 26: durable.v1.Admin.Locate:output_type -> durable.v1.LocateResponse
+	20, // [20:27] is the sub-list for method output_type
+	13, // [13:20] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_durable_v1_durable_proto_init() }
@@ -1852,7 +2047,7 @@ func file_durable_v1_durable_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_durable_v1_durable_proto_rawDesc), len(file_durable_v1_durable_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
