@@ -232,27 +232,17 @@ func armAlarms(ctx context.Context, env *Env, label string, names []string, due 
 }
 
 func arm(ctx context.Context, env *Env, name string, t time.Time) error {
-	for {
-		_, err := env.Client.Invoke(ctx, benchclass.AlarmClass, client.ByName(name), "arm", []byte(strconv.FormatInt(t.UnixMilli(), 10)))
-		if err == nil {
-			return nil
-		}
-		// A node shedding load says when to come back: arming must not
-		// give up on it.
-		after, refused := client.RetryAfter(err)
-		if !refused || after <= 0 {
-			return fmt.Errorf("arm %s: %w", name, err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("arm %s: %w", name, err)
-		case <-time.After(after):
-		}
+	_, err := env.Client.Invoke(ctx, benchclass.AlarmClass, client.ByName(name), "arm", []byte(strconv.FormatInt(t.UnixMilli(), 10)))
+	if err != nil {
+		return fmt.Errorf("arm %s: %w", name, err)
 	}
+	return nil
 }
 
 // each runs fn for 0 ≤ i < n with conc callers, showing progress; it stops
-// at the first error.
+// at the first error. A call a node refused as overloaded is tried again
+// after the retry-after it gave: a bench's setup must not give up on a
+// node shedding load (nor count it as the scenario's failure).
 func each(ctx context.Context, env *Env, label string, n, conc int, fn func(ctx context.Context, i int) error) error {
 	bar := env.Progress.Counted(label, int64(n))
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -266,9 +256,11 @@ func each(ctx context.Context, env *Env, label string, n, conc int, fn func(ctx 
 				if i >= int64(n) || ctx.Err() != nil {
 					return
 				}
-				octx, ocancel := context.WithTimeout(ctx, opTimeout)
-				err := fn(octx, int(i))
-				ocancel()
+				err := untilAdmitted(ctx, func(ctx context.Context) error {
+					octx, ocancel := context.WithTimeout(ctx, opTimeout)
+					defer ocancel()
+					return fn(octx, int(i))
+				})
 				if err != nil {
 					cancel(err)
 					return
@@ -284,6 +276,23 @@ func each(ctx context.Context, env *Env, label string, n, conc int, fn func(ctx 
 	}
 	bar.Done(fmt.Sprintf("%d done", n))
 	return nil
+}
+
+// untilAdmitted runs call until it is not refused as overloaded (or
+// busy), waiting the retry-after of each refusal.
+func untilAdmitted(ctx context.Context, call func(ctx context.Context) error) error {
+	for {
+		err := call(ctx)
+		after, refused := client.RetryAfter(err)
+		if err == nil || !refused || after <= 0 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(after):
+		}
+	}
 }
 
 // commitWatch follows the commits of BenchAlarm alarm completions: each

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/client"
@@ -214,37 +213,12 @@ func (ic *invokeCeilings) place(row *Result, method string, c int) {
 // phases find them active, with a value, and the direct client knows their
 // owners.
 func warm(ctx context.Context, env *Env, names []string) error {
-	bar := env.Progress.Counted(fmt.Sprintf("invoke: activate %d objects", len(names)), int64(len(names)))
-	sem := make(chan struct{}, 32)
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		done  int64
-		first error
-	)
-	for _, name := range names {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			cctx, cancel := context.WithTimeout(ctx, opTimeout)
-			defer cancel()
-			_, err := env.Client.Invoke(cctx, counterClass, client.ByName(name), "increment", nil)
-			mu.Lock()
-			defer mu.Unlock()
-			done++
-			bar.Set(done)
-			if err != nil && first == nil {
-				first = fmt.Errorf("bench: activate %s %s: %w", counterClass, name, err)
-			}
-		})
-	}
-	wg.Wait()
-	if first != nil {
-		bar.Done("failed")
-		return first
-	}
-	bar.Done("done")
-	return nil
+	return each(ctx, env, fmt.Sprintf("invoke: activate %d objects", len(names)), len(names), 32, func(ctx context.Context, i int) error {
+		if _, err := env.Client.Invoke(ctx, counterClass, client.ByName(names[i]), "increment", nil); err != nil {
+			return fmt.Errorf("bench: activate %s %s: %w", counterClass, names[i], err)
+		}
+		return nil
+	})
 }
 
 // topology is what the invoke scenario knows of the cluster: where each
