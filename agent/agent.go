@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -30,6 +31,7 @@ import (
 	"github.com/durable-run/durable/commit"
 	"github.com/durable-run/durable/keyspace"
 	"github.com/durable-run/durable/leader"
+	"github.com/durable-run/durable/metrics"
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/placement"
 	durablev1 "github.com/durable-run/durable/proto/durable/v1"
@@ -51,6 +53,16 @@ type Config struct {
 	// DebugListen, when set, serves the process's profiles over HTTP there
 	// (see DebugServer) while the agent runs.
 	DebugListen string
+	// MetricsListen, when set, serves the node's Prometheus metrics at
+	// /metrics and its health at /healthz over HTTP there (and its
+	// profiles under /debug/pprof/ with Pprof).
+	MetricsListen string
+	Pprof         bool
+	// Metrics is the node's metric set; nil: a new one (metrics.New).
+	Metrics *metrics.Set
+	// ServerOptions are added to the gRPC server's (after the agent's own
+	// credentials and interceptors): e.g. more interceptors.
+	ServerOptions []grpc.ServerOption
 }
 
 // Validate checks the agent-level fields (the node's are checked by node.New).
@@ -97,6 +109,8 @@ type Agent struct {
 	serving  atomic.Bool // what the health service says of ""
 	stopOnce sync.Once
 	debug    *DebugServer // nil unless Config.DebugListen
+	ops      *OpsServer   // nil unless Config.MetricsListen
+	metrics  *metrics.Set
 
 	runErr error
 	done   chan struct{}
@@ -134,16 +148,33 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 			return nil, err
 		}
 	}
-	var opts []grpc.ServerOption
+	// The RPCs' own metrics (grpc_server_handled_total, …), beside ours.
+	rpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})))
+	a.metrics.Registry.MustRegister(rpcMetrics)
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(rpcMetrics.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(rpcMetrics.StreamServerInterceptor()),
+	}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
-	a.srv = grpc.NewServer(opts...)
+	a.srv = grpc.NewServer(append(opts, cfg.ServerOptions...)...)
 	a.Node.Register(a.srv)
 	durablev1.RegisterAdminServer(a.srv, &adminServer{a: a})
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.srv, a.health)
 	reflection.Register(a.srv)
+	if cfg.MetricsListen != "" {
+		if a.ops, err = ServeOps(cfg.MetricsListen, Ops{Metrics: a.metrics.Registry, Health: a.Serving, Pprof: cfg.Pprof}); err != nil {
+			if a.debug != nil {
+				a.debug.Close()
+			}
+			lis.Close()
+			a.closeClients()
+			return nil, err
+		}
+	}
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	a.health.SetServingStatus(ObjectsService, healthpb.HealthCheckResponse_NOT_SERVING)
 	a.health.SetServingStatus(AdminService, healthpb.HealthCheckResponse_SERVING)
@@ -154,6 +185,11 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 
 // build connects to etcd and wires the node's pieces.
 func (a *Agent) build(ctx context.Context, reg *node.Registry) error {
+	a.metrics = a.cfg.Metrics
+	if a.metrics == nil {
+		a.metrics = metrics.New()
+	}
+	a.cfg.Node.Metrics = a.metrics
 	nc := a.cfg.Node
 	client, err := Dial(ctx, a.cfg.Etcd, a.cfg.EtcdTLS, a.cfg.DialTimeout)
 	if err != nil {
@@ -184,11 +220,12 @@ func (a *Agent) build(ctx context.Context, reg *node.Registry) error {
 	a.meta = meta
 	a.Member = placement.NewMember(placement.MemberConfig{
 		ID: nc.ID, DC: nc.DC, Advertise: nc.Advertise, LeaseTTL: nc.LeaseTTL, CommitTimeout: nc.CommitTimeout,
-		Clock: nc.Clock, Logger: nc.Logger.With("node", nc.ID), Leases: a.leases,
+		Clock: nc.Clock, Logger: nc.Logger.With("node", nc.ID), Leases: a.leases, Metrics: a.metrics,
 	}, client, a.keys, meta)
 	commitCfg := commit.Config{
 		Parallelism: nc.CommitParallelism, MaxOps: nc.CommitMaxOps, MaxBytes: nc.CommitMaxBytes, Timeout: nc.CommitTimeout,
 		Logger: nc.Logger.With("component", "commit", "node", nc.ID), OnLost: a.Member.Lost, Hook: nc.CommitHook,
+		Metrics: a.metrics,
 	}
 	a.committer = commit.NewCommitter(client, a.keys, commitCfg)
 	a.reader = commit.NewReader(client, commitCfg)
@@ -200,8 +237,9 @@ func (a *Agent) build(ctx context.Context, reg *node.Registry) error {
 	}
 	a.Leader = leader.New(leader.Config{
 		Node: nc.ID, DC: nc.DC, Meta: meta, TTL: nc.LeaseTTL, Grace: nc.DCGrace, Stabilise: nc.Stabilise,
-		Gate: a.Member.Gate, Clock: nc.Clock, Logger: nc.Logger.With("node", nc.ID),
+		Gate: a.Member.Gate, Clock: nc.Clock, Logger: nc.Logger.With("node", nc.ID), Metrics: a.metrics,
 	}, client, a.keys)
+	a.registerMetrics()
 	return nil
 }
 
@@ -211,6 +249,9 @@ func (a *Agent) build(ctx context.Context, reg *node.Registry) error {
 func (a *Agent) run(ctx context.Context, lis net.Listener) {
 	defer close(a.done)
 	defer a.closeClients()
+	if a.ops != nil {
+		defer a.ops.Close()
+	}
 	if a.debug != nil {
 		defer a.debug.Close()
 	}
@@ -382,6 +423,18 @@ func (a *Agent) Addr() string { return a.addr }
 
 // Config returns the agent's configuration, defaults applied.
 func (a *Agent) Config() Config { return a.cfg }
+
+// MetricsAddr returns the address of the metrics' HTTP server, "" when
+// off.
+func (a *Agent) MetricsAddr() string {
+	if a.ops == nil {
+		return ""
+	}
+	return a.ops.Addr()
+}
+
+// Metrics returns the node's metric set.
+func (a *Agent) Metrics() *metrics.Set { return a.metrics }
 
 // DebugAddr returns the address of the profiles' HTTP server, "" when off.
 func (a *Agent) DebugAddr() string {

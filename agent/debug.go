@@ -8,34 +8,69 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// DebugServer serves the process's profiles (net/http/pprof) over HTTP:
-// /debug/pprof/ lists them; /debug/pprof/profile?seconds=30 is a CPU
-// profile, /debug/pprof/heap and /debug/pprof/allocs the heap,
-// /debug/pprof/goroutine?debug=2 every goroutine's stack. It is off unless
-// asked for (--debug-listen): profiles expose internals and cost CPU while
-// they are taken, so bind it to loopback or a private network.
-type DebugServer struct {
+// Ops is what an OpsServer serves; each part is off when unset.
+type Ops struct {
+	// Metrics, when set, is served at /metrics (Prometheus text format).
+	Metrics *prometheus.Registry
+	// Health, when set, answers /healthz: 200 "SERVING" while it reports
+	// true, 503 "NOT_SERVING" otherwise (for probes that speak HTTP only).
+	Health func() bool
+	// Pprof serves the process's profiles (net/http/pprof) under
+	// /debug/pprof/: /debug/pprof/profile?seconds=30 is a CPU profile,
+	// /debug/pprof/heap the heap, /debug/pprof/goroutine?debug=2 every
+	// goroutine's stack. Profiles expose internals and cost CPU while they
+	// are taken: enable them on loopback or a private network only.
+	Pprof bool
+}
+
+// OpsServer serves a node's operator endpoints over HTTP (Ops).
+type OpsServer struct {
 	srv  *http.Server
 	addr string
 	done chan struct{}
 }
 
-// ServeDebug starts a DebugServer on addr (host:port; port 0 picks one).
-func ServeDebug(addr string) (*DebugServer, error) {
+// DebugServer is an OpsServer serving the profiles only (ServeDebug).
+type DebugServer = OpsServer
+
+// ServeDebug starts an OpsServer on addr serving only the process's
+// profiles (--debug-listen).
+func ServeDebug(addr string) (*OpsServer, error) { return ServeOps(addr, Ops{Pprof: true}) }
+
+// ServeOps starts an OpsServer on addr (host:port; port 0 picks one).
+func ServeOps(addr string, o Ops) (*OpsServer, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("agent: debug listener on %s: %w", addr, err)
+		return nil, fmt.Errorf("agent: HTTP listener on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	d := &DebugServer{
-		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
+	if o.Metrics != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(o.Metrics, promhttp.HandlerOpts{Registry: o.Metrics}))
+	}
+	if o.Health != nil {
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+			if o.Health() {
+				fmt.Fprintln(w, "SERVING")
+				return
+			}
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "NOT_SERVING")
+		})
+	}
+	if o.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	d := &OpsServer{
+		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute},
 		addr: lis.Addr().String(), done: make(chan struct{}),
 	}
 	go func() {
@@ -46,11 +81,11 @@ func ServeDebug(addr string) (*DebugServer, error) {
 }
 
 // Addr returns the address the server listens on.
-func (d *DebugServer) Addr() string { return d.addr }
+func (d *OpsServer) Addr() string { return d.addr }
 
 // Close stops the server, cutting off profiles in progress, and waits for
 // it.
-func (d *DebugServer) Close() error {
+func (d *OpsServer) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	err := d.srv.Shutdown(ctx)

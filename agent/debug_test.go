@@ -1,13 +1,19 @@
 package agent_test
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/durable-run/durable/agent"
+	"github.com/durable-run/durable/client"
+	"github.com/durable-run/durable/examples"
+	"github.com/durable-run/durable/node"
+	"github.com/durable-run/durable/nodetest"
 )
 
 func TestDebugServerServesProfiles(t *testing.T) {
@@ -42,4 +48,43 @@ func TestDebugServerServesProfiles(t *testing.T) {
 func TestAgentServesNoProfilesUnlessAsked(t *testing.T) {
 	h := startKV(t)
 	require.Empty(t, h.Nodes[0].Agent().DebugAddr())
+}
+
+// TestMetricsAreServedOverHTTP: with MetricsListen, a node serves its
+// metrics (the durable_ families, the RPCs', the Go runtime's) and its
+// health; profiles only with Pprof.
+func TestMetricsAreServedOverHTTP(t *testing.T) {
+	h := nodetest.StartOne(t, nodetest.Options{
+		Register: func(reg *node.Registry) error {
+			return examples.Register(reg, examples.Config{Upstream: "http://127.0.0.1:1"})
+		},
+		Agent: func(cfg *agent.Config) { cfg.MetricsListen = "127.0.0.1:0" },
+	})
+	a := h.Nodes[0].Agent()
+	require.NotEmpty(t, a.MetricsAddr())
+	_, err := h.Dial().Invoke(context.Background(), "Counter", client.ByName("m"), "increment", nil)
+	require.NoError(t, err)
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + a.MetricsAddr() + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("/metrics")
+	require.Equal(t, http.StatusOK, code)
+	for _, want := range []string{
+		`durable_invocations_total{class="Counter",code="OK",method="increment"} 1`,
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="Invoke",grpc_service="durable.v1.Objects",grpc_type="unary"} 1`,
+		"durable_partitions_owned 8", "durable_leader 1", "durable_leader_term 1", "durable_serving 1",
+		"durable_alarms_overdue 0", "durable_commit_duration_seconds_count 1", "go_goroutines", `durable_build_info{`,
+	} {
+		require.True(t, strings.Contains(body, want), "/metrics lacks %q", want)
+	}
+	code, body = get("/healthz")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "SERVING\n", body)
+	code, _ = get("/debug/pprof/")
+	require.Equal(t, http.StatusNotFound, code, "profiles without Pprof")
 }

@@ -377,6 +377,37 @@ func (s *Schedule) Size() int {
 	return len(s.byKey)
 }
 
+// Overdue returns the number of alarms in memory due at or before now and
+// not yet handed to an object: they wait for room to run (MaxRunning) or
+// for the loop to pop them. It walks only the heap's items due by now (a
+// child is never due before its parent), so it costs what is overdue.
+func (s *Schedule) Overdue(now time.Time) int {
+	limit := now.UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	stack := []int{0}
+	for len(stack) > 0 {
+		i := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if i >= len(s.h) || s.h[i].due > limit {
+			continue
+		}
+		if s.currentLocked(s.h[i]) {
+			n++
+		}
+		stack = append(stack, 2*i+1, 2*i+2)
+	}
+	return n
+}
+
+// MaxRunning returns the current bound on deliveries not yet released.
+func (s *Schedule) MaxRunning() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.MaxRunning
+}
+
 // Running returns the number of alarms handed to objects and not yet
 // released: handlers running or about to.
 func (s *Schedule) Running() int {

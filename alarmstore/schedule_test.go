@@ -100,6 +100,29 @@ func TestScheduleBoundsDeliveries(t *testing.T) {
 	require.Equal(t, 2, s.Size())
 }
 
+// TestOverdueCountsTheCurrentAlarmsDueAndNotHandedOut: alarms due by now
+// count until they are handed out; later ones and replaced (stale) entries
+// do not.
+func TestOverdueCountsTheCurrentAlarmsDueAndNotHandedOut(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	s := newTestSchedule(clock, 2, func(Entry) bool { return true })
+	s.openWindow(0, clock.Now().Add(time.Minute), true)
+	t0 := clock.Now()
+	for i := range 5 {
+		s.Committed(0, "C", durable.IDFromName("C", fmt.Sprint(i)), t0.Add(-time.Duration(i)*time.Second))
+	}
+	for i := range 3 {
+		s.Committed(0, "C", durable.IDFromName("C", fmt.Sprint("later", i)), t0.Add(time.Duration(i+1)*time.Second))
+	}
+	s.Committed(0, "C", durable.IDFromName("C", "4"), t0.Add(10*time.Second)) // replaced: its due entry is stale
+	require.Equal(t, 4, s.Overdue(t0))
+	require.Equal(t, 6, s.Overdue(t0.Add(2*time.Second)))
+	due, _ := s.popDue(t0)
+	require.Len(t, due, 2, "the limit")
+	require.Equal(t, 2, s.Overdue(t0), "handed-out alarms are not overdue")
+	require.Zero(t, s.Overdue(t0.Add(-time.Hour)))
+}
+
 // scheduleOn is a schedule of 4 partitions over a store on a real etcd,
 // with a fake clock and a window of a minute.
 func scheduleOn(t *testing.T) (*Schedule, *Store, *clientv3.Client, *clockwork.FakeClock) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/keyspace"
+	"github.com/durable-run/durable/metrics"
 	"github.com/durable-run/durable/placement"
 )
 
@@ -32,6 +33,8 @@ type Config struct {
 	Timeout time.Duration
 	// Logger receives the package's warnings.
 	Logger *slog.Logger
+	// Metrics receives the Txns' figures; nil: metrics.Discard().
+	Metrics *metrics.Set
 	// OnLost is told, once per batch, of each tenure whose fence failed:
 	// partition p is no longer owned under token. (Committer only.)
 	OnLost func(p int, token int64, err error)
@@ -56,6 +59,9 @@ func (c *Config) defaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.Discard()
 	}
 	if c.OnLost == nil {
 		c.OnLost = func(int, int64, error) {}
@@ -106,6 +112,8 @@ type Request struct {
 	// Done receives the outcome: nil once the ops are durable. It runs on
 	// the committer's goroutine and may Submit.
 	Done func(error)
+
+	queued time.Time // when it was submitted
 }
 
 // NewCommitter returns a committer over kv; Stop it when done.
@@ -123,7 +131,10 @@ func NewCommitter(kv clientv3.KV, keys keyspace.Space, cfg Config) *Committer {
 }
 
 // Submit queues r; its Done is called exactly once.
-func (c *Committer) Submit(r *Request) { c.submit(r) }
+func (c *Committer) Submit(r *Request) {
+	r.queued = time.Now()
+	c.submit(r)
+}
 
 // Limits returns the current batch limits: a caller merging several
 // commits into one request keeps it within them.
@@ -232,12 +243,26 @@ func (c *Committer) send(batch []*Request) {
 	for _, r := range batch {
 		ops = append(ops, r.Ops...)
 	}
+	m := c.cfg.Metrics
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.Timeout)
 	sent := time.Now()
+	for _, r := range batch {
+		m.CommitWaitSeconds.Observe(sent.Sub(r.queued).Seconds())
+	}
 	resp, err := c.kv.Txn(ctx).If(cmps...).Then(ops...).Else(reads...).Commit()
 	cancel()
-	c.observe(time.Since(sent))
+	took := time.Since(sent)
+	c.observe(took)
+	m.CommitSeconds.Observe(took.Seconds())
 	c.stats.txns.Add(1)
+	result := "ok"
+	switch {
+	case err != nil:
+		result = "error"
+	case !resp.Succeeded:
+		result = "fence_failed"
+	}
+	m.CommitTxns.WithLabelValues(result).Inc()
 	switch {
 	case err != nil && tooLarge(err):
 		c.refused(batch, nops, nbytes, err)
@@ -256,6 +281,9 @@ func (c *Committer) send(batch []*Request) {
 	case resp.Succeeded:
 		c.stats.requests.Add(int64(len(batch)))
 		c.stats.ops.Add(int64(nops))
+		m.CommitRequests.Add(float64(len(batch)))
+		m.CommitOps.Add(float64(nops))
+		m.CommitBytes.Add(float64(nbytes))
 		for _, r := range batch {
 			r.Done(nil)
 		}
@@ -294,6 +322,7 @@ func (c *Committer) splitFenced(batch []*Request, fences []fence, resp *clientv3
 	}
 	if len(retry) > 0 {
 		c.stats.retried.Add(int64(len(retry)))
+		c.cfg.Metrics.CommitRetried.Add(float64(len(retry)))
 		c.requeue(retry)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/durable-run/durable/embedetcd"
 	"github.com/durable-run/durable/keyspace"
 	"github.com/durable-run/durable/leader"
+	"github.com/durable-run/durable/metrics"
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/nodetest"
 	"github.com/durable-run/durable/placement"
@@ -158,6 +159,10 @@ func TestKilledNodeIsReplacedWithinItsDataCenter(t *testing.T) {
 	before := c.Assignments()
 	now := time.Now()
 	alarms := arm(t, c, 1, "kill", 24, func(k int) time.Time { return now.Add(time.Second) })
+	gained := func() float64 {
+		return metrics.Value(c.Agent(heir).Metrics().OwnershipChanges.WithLabelValues("gained", "claimed"))
+	}
+	gainedBefore := gained()
 	c.Kill(victim)
 	killed := time.Now()
 	c.WaitSettled()
@@ -184,6 +189,14 @@ func TestKilledNodeIsReplacedWithinItsDataCenter(t *testing.T) {
 	require.Equal(t, "a", loss.ByDC)
 	require.Equal(t, map[string]int{c.Nodes[heir].Config.ID: moved}, loss.Moved, "where the lost node's partitions went")
 	require.WithinRange(t, time.UnixMilli(loss.At), killed.Add(-time.Second), time.Now(), "lost when its lease expired")
+	require.Equal(t, float64(moved), gained()-gainedBefore, "the heir's ownership changes count its claims")
+	var reassigned float64
+	for i := range c.Nodes {
+		if a := c.Nodes[i].Agent(); a != nil {
+			reassigned += metrics.Value(a.Metrics().Reassignments.WithLabelValues(string(leader.ReasonNodeGone)))
+		}
+	}
+	require.Equal(t, float64(moved), reassigned, "a's leader counts the reassignments")
 
 	runs := waitFired(t, c, rec, alarms)
 	onHeir := 0

@@ -18,6 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -28,6 +30,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/durable-run/durable/keyspace"
+	"github.com/durable-run/durable/metrics"
 	"github.com/durable-run/durable/placement"
 )
 
@@ -53,6 +56,9 @@ type Config struct {
 	// again. The session's lease is etcd's and runs on real time.
 	Clock  clockwork.Clock
 	Logger *slog.Logger
+	// Metrics receives the elections won and the reassignments written;
+	// nil: metrics.Discard().
+	Metrics *metrics.Set
 }
 
 // Leader campaigns in its data center and leads when elected.
@@ -62,8 +68,9 @@ type Leader struct {
 	keys   keyspace.Space
 	log    *slog.Logger
 
-	mu   sync.Mutex
-	term int64 // election key create revision while leading, else 0
+	mu     sync.Mutex
+	term   int64 // election key create revision while leading, else 0
+	number int64 // the term's number once published, else 0
 }
 
 // New returns a campaigner over client.
@@ -80,6 +87,9 @@ func New(cfg Config, client *clientv3.Client, keys keyspace.Space) *Leader {
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.Discard()
+	}
 	return &Leader{cfg: cfg, client: client, keys: keys, log: cfg.Logger.With("component", "leader", "dc", cfg.DC)}
 }
 
@@ -90,9 +100,17 @@ func (l *Leader) Term() int64 {
 	return l.term
 }
 
+// Number returns the term's number (1 for the data center's first leader)
+// while this node leads and has published it, else 0.
+func (l *Leader) Number() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.number
+}
+
 func (l *Leader) setTerm(t int64) {
 	l.mu.Lock()
-	l.term = t
+	l.term, l.number = t, 0
 	l.mu.Unlock()
 }
 
@@ -175,6 +193,7 @@ func (l *Leader) campaignAndLead(ctx context.Context) error {
 
 	term := e.Rev()
 	l.setTerm(term)
+	l.cfg.Metrics.Elections.Inc()
 	defer l.setTerm(0)
 	l.log.Info("elected leader", "term", term)
 	l.lead(lctx, e.Key(), term)
@@ -303,6 +322,11 @@ func (l *Leader) round(ctx context.Context, key string, term int64, down, up map
 			return err
 		}
 		*rec = next
+		l.mu.Lock()
+		if l.term == term {
+			l.number = next.Number
+		}
+		l.mu.Unlock()
 	}
 	v.DC, v.Now, v.DownSince, v.UpSince = l.cfg.DC, now, down, up
 	v.Grace, v.Stabilise, v.MaxMoves = l.cfg.Grace, l.cfg.Stabilise, l.cfg.MaxMoves
@@ -354,11 +378,30 @@ func (l *Leader) write(ctx context.Context, key string, term int64, changes []Ch
 			return written, nil
 		}
 		for _, c := range batch {
-			l.log.Info("partition assigned", "partition", c.P, "node", c.Next.Node, "dc", c.Next.DC, "home", c.Next.Home, "why", c.Why)
+			l.cfg.Metrics.Reassignments.WithLabelValues(string(c.Why)).Inc()
+			// One line per node lost (recordLosses) or data center adopted,
+			// not per partition.
+			l.log.Debug("partition assigned", "partition", c.P, "node", c.Next.Node, "from", c.From, "dc", c.Next.DC, "home", c.Next.Home, "why", c.Why)
+		}
+		if len(batch) > 0 {
+			l.log.Info("partitions assigned", "count", len(batch), "why", summarize(batch))
 		}
 		written = append(written, batch...)
 	}
 	return written, nil
+}
+
+// summarize counts changes by reason: "node_gone: 42, rebalance: 1".
+func summarize(changes []Change) string {
+	counts := map[Reason]int{}
+	for _, c := range changes {
+		counts[c.Why]++
+	}
+	var parts []string
+	for _, r := range slices.Sorted(maps.Keys(counts)) {
+		parts = append(parts, fmt.Sprintf("%s: %d", r, counts[r]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Info is a data center's current leader.

@@ -31,8 +31,22 @@ type Change struct {
 	Prev int64  // mod revision compared, 0 = absent
 	From string // the node the partition was assigned to, "" for none
 	Next Assignment
-	Why  string
+	Why  Reason
 }
+
+// Reason says why a change is made; it labels the leader's logs and
+// metrics.
+type Reason string
+
+// The reasons of a change.
+const (
+	ReasonNew         Reason = "new"           // a partition without assignment, homed here
+	ReasonNewHomeDown Reason = "new_home_down" // one homed in a data center down for the grace period
+	ReasonHome        Reason = "home"          // an adopted partition goes home
+	ReasonNodeGone    Reason = "node_gone"     // its node's lease expired, or it drains
+	ReasonAdopted     Reason = "adopted"       // its data center is down for the grace period
+	ReasonRebalance   Reason = "rebalance"     // moved from the most to the least loaded node
+)
 
 // Plan returns the assignments the leader of v.DC writes, in this order of
 // duty:
@@ -92,7 +106,7 @@ func Plan(v View) []Change {
 	}
 	at := v.Now.UnixMilli()
 	var out []Change
-	set := func(p int, next Assignment, why string) {
+	set := func(p int, next Assignment, why Reason) {
 		next.At = at
 		prev := cur[p]
 		out = append(out, Change{P: p, Prev: prev.Rev, From: prev.Node, Next: next, Why: why})
@@ -106,19 +120,19 @@ func Plan(v View) []Change {
 		case !ok:
 			home := v.Meta.Home(p)
 			if home == v.DC {
-				set(p, Assignment{Home: home, DC: v.DC, Node: pick()}, "new partition")
+				set(p, Assignment{Home: home, DC: v.DC, Node: pick()}, ReasonNew)
 			} else if since(v.DownSince, home, v.Grace) {
-				set(p, Assignment{Home: home, DC: v.DC, Node: pick()}, "new partition, home down")
+				set(p, Assignment{Home: home, DC: v.DC, Node: pick()}, ReasonNewHomeDown)
 			}
 		case a.DC == v.DC && a.Home != v.DC && since(v.UpSince, a.Home, v.Stabilise):
 			if isLocal[a.Node] {
 				load[a.Node]--
 			}
-			set(p, Assignment{Home: a.Home, DC: a.Home, Node: a.Node}, "home is back")
+			set(p, Assignment{Home: a.Home, DC: a.Home, Node: a.Node}, ReasonHome)
 		case a.DC == v.DC && !isLocal[a.Node]:
-			set(p, Assignment{Home: a.Home, DC: v.DC, Node: pick()}, "node gone or draining")
+			set(p, Assignment{Home: a.Home, DC: v.DC, Node: pick()}, ReasonNodeGone)
 		case a.DC != v.DC && since(v.DownSince, a.DC, v.Grace):
-			set(p, Assignment{Home: a.Home, DC: v.DC, Node: pick()}, "data center "+a.DC+" down")
+			set(p, Assignment{Home: a.Home, DC: v.DC, Node: pick()}, ReasonAdopted)
 		}
 	}
 	return append(out, balance(v, cur, local, isLocal, load)...)
@@ -162,7 +176,7 @@ func balance(v View, cur map[int]Assignment, local []string, isLocal map[string]
 		a := cur[p]
 		load[hi]--
 		load[lo]++
-		out = append(out, Change{P: p, Prev: a.Rev, From: a.Node, Next: Assignment{Home: a.Home, DC: a.DC, Node: lo, At: v.Now.UnixMilli()}, Why: "rebalance"})
+		out = append(out, Change{P: p, Prev: a.Rev, From: a.Node, Next: Assignment{Home: a.Home, DC: a.DC, Node: lo, At: v.Now.UnixMilli()}, Why: ReasonRebalance})
 	}
 	return out
 }

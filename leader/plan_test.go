@@ -172,7 +172,7 @@ func TestLossesOfAnAdoptedDataCenterDateFromItsFall(t *testing.T) {
 		total += l.Partitions()
 	}
 	require.Equal(t, 4, total, "b's four partitions")
-	require.Empty(t, Losses(v, []Change{{P: 0, From: "a1", Next: Assignment{Node: "a2"}, Why: "rebalance"}}, "a1"))
+	require.Empty(t, Losses(v, []Change{{P: 0, From: "a1", Next: Assignment{Node: "a2"}, Why: ReasonRebalance}}, "a1"))
 }
 
 func TestNoLocalNodeWritesNothing(t *testing.T) {

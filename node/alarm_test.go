@@ -23,6 +23,7 @@ import (
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
+	"github.com/durable-run/durable/metrics"
 	"github.com/durable-run/durable/node"
 )
 
@@ -727,6 +728,37 @@ func TestAlarmFailureRetriesWithExponentialBackoffAndStoredCount(t *testing.T) {
 	require.Empty(t, e.deadLetters())
 }
 
+// TestAlarmMetricsCountRunsRetriesAndLateness: an alarm that fails twice
+// and then succeeds counts two failed runs, two retries, one success and
+// three lateness and handler-time observations; nothing is dead-lettered.
+func TestAlarmMetricsCountRunsRetriesAndLateness(t *testing.T) {
+	e := newAlarmEnv(t, nil)
+	e.probe.setScript(func(_ context.Context, _ durable.State, _ alarmRun, n int) error {
+		if n < 2 {
+			return fmt.Errorf("boom %d", n)
+		}
+		return nil
+	})
+	T := e.now().Add(10 * time.Second)
+	e.set("a", T)
+	e.advanceTo(T)
+	e.waitRuns(1)
+	for retry := 1; retry <= 2; retry++ {
+		rec := e.waitRetryRecord("a", retry)
+		e.advanceTo(rec.Due)
+		e.waitRuns(retry + 1)
+	}
+	e.waitNoRecord("a")
+	m := e.n().Config().Metrics
+	require.Equal(t, 2.0, metrics.Value(m.AlarmRuns.WithLabelValues(probeClass, "failure")))
+	require.Equal(t, 1.0, metrics.Value(m.AlarmRuns.WithLabelValues(probeClass, "success")))
+	require.Equal(t, 2.0, metrics.Value(m.AlarmRetries.WithLabelValues(probeClass)))
+	require.Equal(t, 3.0, metrics.Value(m.AlarmLateness))
+	require.Equal(t, 3.0, metrics.Value(m.AlarmHandlerSeconds))
+	require.Zero(t, metrics.Value(m.AlarmDeadLetters))
+	require.Zero(t, metrics.Value(m.AlarmRuns.WithLabelValues(probeClass, "system_failure")))
+}
+
 // TestAlarmFailureAfterAFailedBlockConcurrencyWhileCounts: a handler whose
 // BlockConcurrencyWhile failed, and which then fails, is the handler's
 // failure like any other: the retry is counted and stored with its error.
@@ -811,6 +843,7 @@ func TestAlarmAbandonedAfterSixRetriesIntoDeadLetters(t *testing.T) {
 	require.Equal(t, 6, dead[0].RetryCount)
 	require.True(t, dead[0].Scheduled.Equal(T))
 	require.Contains(t, dead[0].LastError, "boom 6")
+	require.Equal(t, 1.0, metrics.Value(e.n().Config().Metrics.AlarmDeadLetters.WithLabelValues(probeClass)))
 	for i := 0; i < 8; i++ { // 2 minutes, past any further backoff
 		e.advance(15 * time.Second)
 	}

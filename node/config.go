@@ -10,6 +10,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/durable-run/durable/metrics"
 )
 
 // Config configures a Node. Start from DefaultConfig and call Validate (New
@@ -106,6 +108,8 @@ type Config struct {
 	Jitter func() float64
 	// Logger receives the node's logs.
 	Logger *slog.Logger
+	// Metrics receives the node's metrics; nil: metrics.Discard().
+	Metrics *metrics.Set
 
 	// CommitHook is for tests: it runs for each object commit about to be
 	// sent to etcd and may block it or fail it as etcd would (the commit
@@ -223,6 +227,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.Discard()
 	}
 	return errors.Join(errs...)
 }

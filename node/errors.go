@@ -58,18 +58,7 @@ func ToStatus(err error, ownerAddr string) error {
 	if _, ok := status.FromError(err); ok && !isInternal(err) {
 		return err
 	}
-	code, detail := codes.Internal, &durablev1.ErrorDetail{Reason: "INTERNAL"}
-	var oe *durable.ObjectError
-	if errors.As(err, &oe) {
-		code, detail = codes.Unknown, &durablev1.ErrorDetail{ObjectError: true, Reason: "OBJECT_ERROR"}
-	} else {
-		for _, r := range errorTable {
-			if errors.Is(err, r.target) {
-				code, detail = r.code, &durablev1.ErrorDetail{Reason: r.reason, Retryable: r.retryable}
-				break
-			}
-		}
-	}
+	code, detail := classify(err)
 	detail.OwnerAddress = ownerAddr
 	var ra *retryAfterError
 	switch {
@@ -84,6 +73,37 @@ func ToStatus(err error, ownerAddr string) error {
 		return status.Error(code, msg)
 	}
 	return st.Err()
+}
+
+// classify finds err's code and detail in the table (an internal error).
+func classify(err error) (codes.Code, *durablev1.ErrorDetail) {
+	var oe *durable.ObjectError
+	if errors.As(err, &oe) {
+		return codes.Unknown, &durablev1.ErrorDetail{ObjectError: true, Reason: "OBJECT_ERROR"}
+	}
+	for _, r := range errorTable {
+		if errors.Is(err, r.target) {
+			return r.code, &durablev1.ErrorDetail{Reason: r.reason, Retryable: r.retryable}
+		}
+	}
+	return codes.Internal, &durablev1.ErrorDetail{Reason: "INTERNAL"}
+}
+
+// Code is the gRPC code err reaches a caller with (OK for nil), as ToStatus
+// gives it, without building the status.
+func Code(err error) codes.Code {
+	if err == nil {
+		return codes.OK
+	}
+	var re *remoteError
+	if errors.As(err, &re) {
+		return re.st.Code()
+	}
+	if st, ok := status.FromError(err); ok && !isInternal(err) {
+		return st.Code()
+	}
+	code, _ := classify(err)
+	return code
 }
 
 // maxMessageBytes caps a status message: errors may quote user input

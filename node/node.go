@@ -54,6 +54,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/time/rate"
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
@@ -154,8 +155,9 @@ func New(cfg Config, reg *Registry, deps Deps) (*Node, error) {
 	policy := alarmstore.DefaultPolicy(cfg.Jitter)
 	policy.SystemRetryDelay = cfg.SystemRetryDelay
 	n.env = &env{
-		node: cfg.ID, cfg: &n.cfg, policy: policy, clock: cfg.Clock, log: n.log, keys: keys, kv: deps.KV,
-		commits: deps.Commits, reads: deps.Reads, alarms: n.sched, records: records, ctx: n.ctx, tab: n.tab,
+		node: cfg.ID, cfg: &n.cfg, policy: policy, clock: cfg.Clock, log: n.log, m: n.cfg.Metrics, keys: keys, kv: deps.KV,
+		retryLog: rate.NewLimiter(retryLogRate, retryLogRate),
+		commits:  deps.Commits, reads: deps.Reads, alarms: n.sched, records: records, ctx: n.ctx, tab: n.tab,
 	}
 	return n, nil
 }
@@ -335,6 +337,13 @@ func (n *Node) ScheduledAlarms() int { return n.sched.Size() }
 // RunningAlarms returns the number of alarms handed to objects whose
 // handling has not finished.
 func (n *Node) RunningAlarms() int { return n.sched.Running() }
+
+// AlarmsOverdue returns the alarms in memory that are due and not yet
+// handed to their objects.
+func (n *Node) AlarmsOverdue() int { return n.sched.Overdue(n.cfg.Clock.Now()) }
+
+// MaxRunningAlarms returns the current bound on alarms handed out at once.
+func (n *Node) MaxRunningAlarms() int { return n.sched.MaxRunning() }
 
 // Quiet reports whether the node has nothing to do at its clock's current
 // time: no alarm due and undelivered (see alarmstore.Schedule.Quiet), no

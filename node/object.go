@@ -12,10 +12,12 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/time/rate"
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
 	"github.com/durable-run/durable/keyspace"
+	"github.com/durable-run/durable/metrics"
 )
 
 // AlarmNotifier is what objects tell the alarm schedule
@@ -34,19 +36,23 @@ type AlarmNotifier interface {
 // commit and read paths, the alarm schedule and the node's table. An object
 // depends on these, not on the Node.
 type env struct {
-	node    string
-	cfg     *Config
-	policy  alarmstore.Policy
-	clock   clockwork.Clock
-	log     *slog.Logger
-	keys    keyspace.Space
-	kv      clientv3.KV // List's range reads
-	commits Committer
-	reads   Reader
-	alarms  AlarmNotifier
-	records *alarmstore.Store // builds alarm ops; never reads here
-	ctx     context.Context   // the node's: ends at Stop
-	tab     *table
+	node   string
+	cfg    *Config
+	policy alarmstore.Policy
+	clock  clockwork.Clock
+	log    *slog.Logger
+	m      *metrics.Set
+	// retryLog bounds the alarm retry lines (logRetry).
+	retryLog        *rate.Limiter
+	retriesUnlogged atomic.Int64
+	keys            keyspace.Space
+	kv              clientv3.KV // List's range reads
+	commits         Committer
+	reads           Reader
+	alarms          AlarmNotifier
+	records         *alarmstore.Store // builds alarm ops; never reads here
+	ctx             context.Context   // the node's: ends at Stop
+	tab             *table
 }
 
 // call is one invocation waiting for an object.
@@ -257,6 +263,7 @@ func (o *object) evictLocked() bool {
 	}
 	o.env.tab.forgetLocked(o)
 	o.forget()
+	o.env.m.Evictions.Inc()
 	return true
 }
 
@@ -465,6 +472,7 @@ func (o *object) ensureInstance(ctx context.Context) error {
 		return err
 	}
 	o.instance = inst
+	o.env.m.Activations.Inc()
 	return nil
 }
 
@@ -684,9 +692,12 @@ func (o *object) handleAlarm() {
 	} else {
 		alarmer := o.instance.(durable.Alarmer)
 		info := durable.AlarmInfo{RetryCount: rec.RetryCount, IsRetry: rec.RetryCount > 0, ScheduledTime: rec.Scheduled}
+		started := e.clock.Now()
+		e.m.AlarmLateness.WithLabelValues(o.key.class).Observe(started.Sub(rec.Due).Seconds())
 		_, runErr, how = o.runHandler(ctx, e.cfg.AlarmHandlerTimeout, func(ctx context.Context) ([]byte, error) {
 			return nil, alarmer.Alarm(ctx, info)
 		})
+		e.m.AlarmHandlerSeconds.WithLabelValues(o.key.class).Observe(e.clock.Since(started).Seconds())
 		if how == outcomeAbandoned {
 			// The abandoned handler may still run: detach it from the event
 			// so that nothing it does from now on (a write, SetAlarm) reaches
@@ -709,6 +720,14 @@ func (o *object) handleAlarm() {
 		Touched: touched, Replacement: replacement, Err: runErr, SystemFailures: int(o.sysFailures.Load()),
 	}, e.clock.Now())
 	ec := eventCommit{tx: tx}
+	outcome := "success"
+	switch {
+	case d.Action == alarmstore.RunAgain:
+		outcome = "system_failure"
+	case how != outcomeOK:
+		outcome = "failure"
+	}
+	e.m.AlarmRuns.WithLabelValues(o.key.class, outcome).Inc()
 	switch d.Action {
 	case alarmstore.RunAgain:
 		e.log.Warn("alarm run failed in the system; retrying", "class", o.key.class, "id", o.key.id, "err", runErr, "at", d.At)
@@ -718,11 +737,16 @@ func (o *object) handleAlarm() {
 		return
 	case alarmstore.Delete:
 		ec.alarm = alarmChange{set: true}
-	case alarmstore.Replace, alarmstore.Retry:
+	case alarmstore.Replace:
 		ec.alarm = alarmChange{set: true, record: d.Next}
+	case alarmstore.Retry:
+		ec.alarm = alarmChange{set: true, record: d.Next}
+		e.m.AlarmRetries.WithLabelValues(o.key.class).Inc()
+		o.logRetry(d.Next, runErr)
 	case alarmstore.Abandon:
 		ec.alarm = alarmChange{set: true}
 		ec.extra = []clientv3.Op{e.records.DeadLetterOp(*d.Dead, e.clock.Now())}
+		e.m.AlarmDeadLetters.WithLabelValues(o.key.class).Inc()
 		e.log.Warn("alarm abandoned after its last retry", "class", o.key.class, "id", o.key.id,
 			"scheduled", rec.Scheduled, "retries", rec.RetryCount, "err", runErr)
 	}
@@ -736,6 +760,26 @@ func (o *object) handleAlarm() {
 		o.failEvent(tx)
 	}
 }
+
+// logRetry logs a failed run that will run again: one line per retry, at
+// most retryLogRate lines a second per node (a failing class must not
+// flood the log); the next line says how many were left out.
+func (o *object) logRetry(next *alarmstore.Record, err error) {
+	e := o.env
+	if !e.retryLog.Allow() {
+		e.retriesUnlogged.Add(1)
+		return
+	}
+	args := []any{"class", o.key.class, "id", o.key.id, "retry", next.RetryCount, "at", next.Due, "err", err}
+	if n := e.retriesUnlogged.Swap(0); n > 0 {
+		args = append(args, "retries_not_logged", n)
+	}
+	e.log.Info("alarm run failed; retrying", args...)
+}
+
+// retryLogRate bounds the retry lines a node logs per second (burst of as
+// many).
+const retryLogRate = 10
 
 // alarmSettled is the outcome of an alarm run's commit. A failure is the
 // system's: the alarm is looked at again, with the same retry count.

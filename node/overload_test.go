@@ -18,6 +18,7 @@ import (
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/client"
+	"github.com/durable-run/durable/metrics"
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/nodetest"
 )
@@ -152,6 +153,7 @@ func TestCallsPastTheCallLimitAreRefusedWithRetryAfter(t *testing.T) {
 	require.Equal(t, "OVERLOADED", d.GetReason())
 	require.Positive(t, d.GetRetryAfterMs(), "no retry-after")
 	require.Positive(t, s.h.n().Admission().Refused)
+	require.Equal(t, 1.0, metrics.Value(s.h.n().Config().Metrics.Refusals.WithLabelValues("OVERLOADED")))
 	close(gate)
 	done.Wait()
 	require.Empty(t, s.etcdData("limit-e"), "the refused call ran")
@@ -191,6 +193,7 @@ func TestCallsPastTheObjectQueueAreRefusedAsBusy(t *testing.T) {
 	_, err := s.h.Dial().Invoke(context.Background(), tClass, client.ByName("busy"), incr, nil)
 	require.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
 	require.Equal(t, "OBJECT_BUSY", client.Detail(err).GetReason())
+	require.Equal(t, 1.0, metrics.Value(s.h.n().Config().Metrics.Refusals.WithLabelValues("OBJECT_BUSY")))
 	after, ok := client.RetryAfter(err)
 	require.True(t, ok)
 	require.Positive(t, after, "no retry-after")

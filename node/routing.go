@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/durable-run/durable"
 	durablev1 "github.com/durable-run/durable/proto/durable/v1"
@@ -186,15 +187,28 @@ func waitView(ctx context.Context, r route, retry bool) error {
 }
 
 // invokeLocal runs the invocation on this node's object.
-func (n *Node) invokeLocal(ctx context.Context, class Class, id durable.ID, p int, name, method string, payload []byte) (Result, error) {
+func (n *Node) invokeLocal(ctx context.Context, class Class, id durable.ID, p int, name, method string, payload []byte) (res Result, err error) {
+	m := n.cfg.Metrics
 	if err := n.adm.enter(); err != nil {
+		m.Refusals.WithLabelValues("OVERLOADED").Inc()
 		return Result{}, err
 	}
 	admitted := time.Now()
+	defer func() {
+		label := m.Method(class.Name, method)
+		m.Invocations.WithLabelValues(class.Name, label, Code(err).String()).Inc()
+		m.InvocationSeconds.WithLabelValues(class.Name, label).Observe(time.Since(admitted).Seconds())
+	}()
 	c := &call{ctx: ctx, method: method, payload: payload, name: name, rid: requestIDFrom(ctx), reply: make(chan callResult, 1),
 		release: func() { n.adm.leave(time.Since(admitted)) }}
 	if err := n.tab.enqueue(n.env, class, id, p, c); err != nil {
 		c.release()
+		switch {
+		case errors.Is(err, durable.ErrObjectBusy):
+			m.Refusals.WithLabelValues("OBJECT_BUSY").Inc()
+		case errors.Is(err, durable.ErrOverloaded):
+			m.Refusals.WithLabelValues("OVERLOADED").Inc()
+		}
 		return Result{}, err
 	}
 	select {
@@ -232,9 +246,12 @@ func (n *Node) forward(ctx context.Context, addr string, hops int, class string,
 		fctx, stop = context.WithTimeoutCause(fctx, n.cfg.ForwardTimeout, errForwardTimeout)
 		defer stop()
 	}
+	sent := time.Now()
 	resp, err := durablev1.NewObjectsClient(conn).Invoke(fctx, &durablev1.InvokeRequest{
 		Class: class, Object: obj, Method: method, Payload: payload, RequestId: requestIDFrom(ctx),
 	})
+	n.cfg.Metrics.ForwardSeconds.Observe(time.Since(sent).Seconds())
+	n.cfg.Metrics.Forwards.WithLabelValues(status.Code(err).String()).Inc()
 	if err != nil {
 		if cause := context.Cause(fctx); ctx.Err() == nil && cause != nil {
 			// Cut short here, not by the caller: the owner moved or the hop

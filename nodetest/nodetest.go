@@ -52,6 +52,9 @@ type Options struct {
 	Config func(cfg *node.Config)
 	// Clock, when set, is every node's clock (and Cluster.Clock).
 	Clock *clockwork.FakeClock
+	// Agent adjusts each node's agent configuration (e.g. its metrics
+	// listener) before every start.
+	Agent func(cfg *agent.Config)
 }
 
 // Cluster is a set of in-process nodes on one etcd.
@@ -63,6 +66,7 @@ type Cluster struct {
 	Clock  *clockwork.FakeClock
 	Prefix string
 	reg    *node.Registry
+	agent  func(cfg *agent.Config)
 	// endpoints are Options.Endpoints, if given.
 	endpoints []string
 	Nodes     []*Member
@@ -112,7 +116,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 	if len(opts.DCs) == 0 {
 		opts.DCs = []string{"dc1"}
 	}
-	c := &Cluster{t: t, Etcd: opts.Etcd, Clock: opts.Clock, Prefix: embedetcd.UniquePrefix(t), reg: node.NewRegistry()}
+	c := &Cluster{t: t, Etcd: opts.Etcd, Clock: opts.Clock, Prefix: embedetcd.UniquePrefix(t), reg: node.NewRegistry(), agent: opts.Agent}
 	if len(opts.Endpoints) > 0 {
 		c.endpoints = opts.Endpoints
 		cli, err := clientv3.New(clientv3.Config{Endpoints: opts.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
@@ -212,7 +216,11 @@ func (c *Cluster) Restart(i int) {
 		c.t.Fatalf("nodetest: node %d is already running", i)
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
-	a, err := agent.Start(ctx, agent.Config{Node: m.Config, Etcd: c.EtcdEndpoints(), Listen: m.Listen}, c.reg)
+	cfg := agent.Config{Node: m.Config, Etcd: c.EtcdEndpoints(), Listen: m.Listen}
+	if c.agent != nil {
+		c.agent(&cfg)
+	}
+	a, err := agent.Start(ctx, cfg, c.reg)
 	if err != nil {
 		cancel(nil)
 		c.t.Fatalf("nodetest: start node %d: %v", i, err)

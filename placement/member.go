@@ -14,6 +14,7 @@ import (
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/keyspace"
+	"github.com/durable-run/durable/metrics"
 )
 
 // Host is what a member asks of the runtime that serves its partitions (the
@@ -53,6 +54,9 @@ type MemberConfig struct {
 	Leases clientv3.Lease
 	// Logger receives the member's logs.
 	Logger *slog.Logger
+	// Metrics receives the lease's and the tenures' figures; nil:
+	// metrics.Discard().
+	Metrics *metrics.Set
 }
 
 // Member is one node's membership: its lease (keep-alive, local deadline),
@@ -111,6 +115,9 @@ func NewMember(cfg MemberConfig, client *clientv3.Client, keys keyspace.Space, m
 	}
 	if cfg.Leases == nil {
 		cfg.Leases = client
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.Discard()
 	}
 	return &Member{
 		cfg: cfg, client: client, keys: keys, meta: meta,
@@ -204,6 +211,7 @@ func (m *Member) leaseMargin() time.Duration { return m.cfg.LeaseTTL / 6 }
 // etcd renewed it after sent.
 func (m *Member) extendLease(sent time.Time, ttl int64, took time.Duration) {
 	m.keepAliveNS.Store(int64(took))
+	m.cfg.Metrics.KeepAliveSeconds.Observe(took.Seconds())
 	until := sent.Add(time.Duration(ttl)*time.Second - m.leaseMargin())
 	m.lmu.Lock()
 	if until.After(m.validUntil) {
@@ -280,6 +288,7 @@ func (m *Member) Run(ctx context.Context, host Host) error {
 			return nil
 		}
 		m.leaseLosses.Add(1)
+		m.cfg.Metrics.LeaseLosses.Inc()
 		m.dropAll(fmt.Errorf("%w: %w", durable.ErrOwnershipLost, err))
 		m.log.Warn("lease lost; registering again", "err", err)
 		m.mu.Lock()
@@ -441,7 +450,7 @@ func (m *Member) applyOwnerEvents(evs []*clientv3.Event) {
 	m.changedLocked()
 	m.mu.Unlock()
 	for i, p := range lostP {
-		m.Lost(p, lost[i].Token, fmt.Errorf("%w: owner key of partition %d deleted", durable.ErrOwnershipLost, p))
+		m.lose(p, lost[i].Token, fmt.Errorf("%w: owner key of partition %d deleted", durable.ErrOwnershipLost, p), "owner_deleted")
 	}
 }
 
@@ -632,6 +641,7 @@ func (m *Member) reconcile(ctx context.Context, lease clientv3.LeaseID, handoffs
 			m.owners[p] = Owner{Node: m.cfg.ID, Token: token}
 			m.changedLocked()
 			m.mu.Unlock()
+			m.cfg.Metrics.OwnershipChanges.WithLabelValues("gained", "claimed").Inc()
 			m.log.Debug("partition claimed", "partition", p, "token", token)
 			host.Serve(ctx, p, token)
 		})
@@ -664,6 +674,7 @@ func (m *Member) handoff(p int) {
 	}
 	m.changedLocked()
 	m.mu.Unlock()
+	m.cfg.Metrics.OwnershipChanges.WithLabelValues("released", "handoff").Inc()
 	m.log.Debug("partition handed off", "partition", p, "took", time.Since(start))
 	select {
 	case m.kick <- struct{}{}:
@@ -671,9 +682,13 @@ func (m *Member) handoff(p int) {
 	}
 }
 
-// Lost ends the tenure of p under token (0: whatever tenure): the owner key
-// is gone or a fence failed. The host drops p.
-func (m *Member) Lost(p int, token int64, cause error) {
+// Lost ends the tenure of p under token (0: whatever tenure) because a
+// fence failed: another node owns p now. The host drops p.
+func (m *Member) Lost(p int, token int64, cause error) { m.lose(p, token, cause, "fence_failed") }
+
+// lose ends the tenure of p under token (0: whatever tenure); why names the
+// cause in the metrics.
+func (m *Member) lose(p int, token int64, cause error, why string) {
 	m.mu.Lock()
 	t, ok := m.owned[p]
 	if !ok || (token != 0 && t.token != token) {
@@ -685,6 +700,7 @@ func (m *Member) Lost(p int, token int64, cause error) {
 	host := m.host
 	m.mu.Unlock()
 	m.partitionsLost.Add(1)
+	m.cfg.Metrics.OwnershipChanges.WithLabelValues("lost", why).Inc()
 	if host != nil {
 		host.Drop(p, t.token, cause)
 	}
@@ -694,7 +710,7 @@ func (m *Member) Lost(p int, token int64, cause error) {
 // dropAll ends every tenure.
 func (m *Member) dropAll(cause error) {
 	for _, p := range m.Owned() {
-		m.Lost(p, 0, cause)
+		m.lose(p, 0, cause, "lease_lost")
 	}
 }
 

@@ -109,6 +109,8 @@ func newAgentCmd() *cobra.Command {
 			cfg.Etcd, _ = fs.GetStringSlice("etcd")
 			cfg.Listen, _ = fs.GetString("listen")
 			cfg.DebugListen, _ = fs.GetString("debug-listen")
+			cfg.MetricsListen, _ = fs.GetString("metrics-listen")
+			cfg.Pprof, _ = fs.GetBool("pprof")
 			if cfg.TLS, err = serverTLS(fs); err != nil {
 				return err
 			}
@@ -127,6 +129,9 @@ func newAgentCmd() *cobra.Command {
 			if d := a.DebugAddr(); d != "" {
 				log.Info("profiles served", "url", "http://"+d+"/debug/pprof/")
 			}
+			if m := a.MetricsAddr(); m != "" {
+				log.Info("metrics served", "url", "http://"+m+"/metrics")
+			}
 			return a.Wait()
 		},
 	}
@@ -141,6 +146,8 @@ func newAgentCmd() *cobra.Command {
 	fs.String("etcd-ca", "", "CA bundle to verify etcd (PEM)")
 	fs.String("etcd-cert", "", "client certificate for etcd (PEM)")
 	fs.String("etcd-key", "", "private key of --etcd-cert (PEM)")
+	fs.String("metrics-listen", "", "serve Prometheus metrics (/metrics) and health (/healthz) over HTTP at this address; off if empty")
+	fs.Bool("pprof", false, "also serve the process's profiles under /debug/pprof/ on --metrics-listen")
 	nodeFlags(fs, node.DefaultConfig(), "http://127.0.0.1:4680", "")
 	return cmd
 }

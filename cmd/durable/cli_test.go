@@ -120,7 +120,7 @@ func TestDevClusterCommands(t *testing.T) {
 		cmd.SetOut(&devOut)
 		cmd.SetErr(&devOut)
 		cmd.SetArgs([]string{"dev", "--nodes", "2", "--log-level", "error", "--partitions", "16",
-			"--listen", "127.0.0.1:0", "--etcd-listen", "127.0.0.1:0", "--sink-listen", "127.0.0.1:0"})
+			"--listen", "127.0.0.1:0", "--etcd-listen", "127.0.0.1:0", "--sink-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"})
 		devDone <- cmd.ExecuteContext(ctx)
 	}()
 	nodeLine := regexp.MustCompile(`node (dev-\d)\s+(\S+) \(dc1\)`)

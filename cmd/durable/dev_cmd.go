@@ -39,6 +39,7 @@ func newDevCmd() *cobra.Command {
 	fs.StringSlice("dcs", []string{"dc1"}, "data centers; node i is in the i-th, round robin")
 	fs.String("sink-listen", "127.0.0.1:4680", "HTTP address of the sink the example classes deliver to")
 	fs.String("sink-file", "", "also append the sink's deliveries to this JSON-lines file")
+	fs.String("metrics-listen", "127.0.0.1:4700", "HTTP address of the first node's Prometheus metrics (/metrics) and health (/healthz); node i serves on the port i above it; off if empty")
 	nodeFlags(fs, devNodeDefaults(), "", " (default: the dev sink's URL)")
 	return cmd
 }
@@ -98,6 +99,12 @@ func runDev(cmd *cobra.Command, _ []string) error {
 	if len(dcs) == 0 {
 		return errors.New("--dcs needs at least one data center")
 	}
+	var metricsAddrs []string
+	if m, _ := fs.GetString("metrics-listen"); m != "" {
+		if metricsAddrs, err = devAddrs(m, count); err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+	}
 	if count == 0 {
 		fmt.Fprintf(cmd.OutOrStdout(), `
 durable dev is running, without nodes
@@ -115,6 +122,9 @@ Ctrl-C stops everything.
 	var agents []*agent.Agent
 	for i, addr := range addrs {
 		cfg := agent.Config{Node: nodeConfig(fs), Etcd: etcd.Endpoints(), Listen: addr}
+		if metricsAddrs != nil {
+			cfg.MetricsListen = metricsAddrs[i]
+		}
 		cfg.Node.ID, cfg.Node.DC = fmt.Sprintf("dev-%d", i+1), dcs[i%len(dcs)]
 		if len(cfg.Node.HomeDCs) == 0 {
 			cfg.Node.HomeDCs = slices.Compact(slices.Sorted(slices.Values(dcs)))
@@ -145,7 +155,11 @@ Ctrl-C stops everything.
 	}
 	var nodes strings.Builder
 	for _, a := range agents {
-		fmt.Fprintf(&nodes, "  node %-8s %s (%s)\n", a.Node.Config().ID, a.Addr(), a.Node.Config().DC)
+		fmt.Fprintf(&nodes, "  node %-8s %s (%s)", a.Node.Config().ID, a.Addr(), a.Node.Config().DC)
+		if m := a.MetricsAddr(); m != "" {
+			fmt.Fprintf(&nodes, "   metrics http://%s/metrics", m)
+		}
+		nodes.WriteString("\n")
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), `
 durable dev is running

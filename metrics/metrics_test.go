@@ -1,0 +1,41 @@
+package metrics
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+)
+
+// TestMethodLabelsAreBounded: 10,000 distinct method names of one class
+// make at most MaxMethodsPerClass series plus "other"; names that are not
+// short valid UTF-8 are "other"; another class has its own budget.
+func TestMethodLabelsAreBounded(t *testing.T) {
+	s := New()
+	for i := range 10000 {
+		m := fmt.Sprintf("m%d", i)
+		s.Invocations.WithLabelValues("C", s.Method("C", m), "OK").Inc()
+	}
+	require.Equal(t, MaxMethodsPerClass+1, testutil.CollectAndCount(s.Invocations), "series")
+	require.Equal(t, 10000.0, Value(s.Invocations))
+	require.Equal(t, "m0", s.Method("C", "m0"), "a known name keeps its label")
+	require.Equal(t, "other", s.Method("C", "new"))
+	require.Equal(t, "get", s.Method("D", "get"), "each class has its own budget")
+	require.Equal(t, "other", s.Method("D", "\x82bad"))
+	require.Equal(t, "other", s.Method("D", string(make([]byte, 200))))
+}
+
+// TestValueReadsCountersGaugesAndHistograms: Value sums a family's series;
+// for a histogram it is its number of observations.
+func TestValueReadsCountersGaugesAndHistograms(t *testing.T) {
+	s := New()
+	s.AlarmRuns.WithLabelValues("C", "success").Add(2)
+	s.AlarmRuns.WithLabelValues("C", "failure").Inc()
+	s.AlarmLateness.WithLabelValues("C").Observe(0.5)
+	s.AlarmLateness.WithLabelValues("C").Observe(1.5)
+	require.Equal(t, 3.0, Value(s.AlarmRuns))
+	require.Equal(t, 1.0, Value(s.AlarmRuns.WithLabelValues("C", "failure")))
+	require.Equal(t, 2.0, Value(s.AlarmLateness))
+	require.Zero(t, Value(Discard().Evictions)+Value(s.Evictions))
+}
