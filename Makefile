@@ -11,7 +11,7 @@ help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 build: ## build bin/durable
-	CGO_ENABLED=0 $(GO) build -o bin/durable ./cmd/durable
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o bin/durable ./cmd/durable
 
 test: ## run every test with the race detector
 	$(GO) test -race -count=1 -timeout 30m ./...
@@ -36,7 +36,7 @@ proto: proto-tools ## regenerate proto/durable/v1/*.pb.go
 	PATH="$(GOBIN):$$PATH" buf generate
 
 binaries: ## build static bin/durable and bin/etcd (from the etcd server module) for the images
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/durable ./cmd/durable
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -trimpath -o bin/durable ./cmd/durable
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/etcd go.etcd.io/etcd/server/v3
 
 images: binaries ## build the durable:dev and durable-etcd:dev images (FROM scratch, nothing pulled)

@@ -381,7 +381,7 @@ func (l *Leader) write(ctx context.Context, key string, term int64, changes []Ch
 			l.cfg.Metrics.Reassignments.WithLabelValues(string(c.Why)).Inc()
 			// One line per node lost (recordLosses) or data center adopted,
 			// not per partition.
-			l.log.Debug("partition assigned", "partition", c.P, "node", c.Next.Node, "from", c.From, "dc", c.Next.DC, "home", c.Next.Home, "why", c.Why)
+			l.log.Debug("partition assigned", "partition", c.P, "to", c.Next.Node, "from", c.From, "managed_by", c.Next.DC, "home", c.Next.Home, "why", c.Why)
 		}
 		if len(batch) > 0 {
 			l.log.Info("partitions assigned", "count", len(batch), "why", summarize(batch))

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -26,7 +29,8 @@ func newRootCmd() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn or error")
-	root.AddCommand(newDevCmd(), newAgentCmd(), newInvokeCmd(), newAlarmCmd(), newStatusCmd(), newLocateCmd(), newDrainCmd(), newSinkCmd(), newHealthCmd(), newLoadCmd(), newBenchCmd())
+	root.PersistentFlags().String("log-format", "text", "log format: text (key=value) or json (one object per line)")
+	root.AddCommand(newDevCmd(), newAgentCmd(), newInvokeCmd(), newAlarmCmd(), newStatusCmd(), newLocateCmd(), newDrainCmd(), newSinkCmd(), newHealthCmd(), newLoadCmd(), newBenchCmd(), newVersionCmd())
 	return root
 }
 
@@ -57,7 +61,76 @@ func newLogger(cmd *cobra.Command) (*slog.Logger, error) {
 	if err := level.UnmarshalText([]byte(lvl)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", lvl)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), nil
+	opts := &slog.HandlerOptions{Level: level}
+	switch format, _ := cmd.Flags().GetString("log-format"); format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	default:
+		return nil, usageError{fmt.Errorf("--log-format %q: want text or json", format)}
+	}
+}
+
+func newVersionCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print the version: module version, VCS revision, Go version and platform",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v := versionInfo()
+			if asJSON, _ := cmd.Flags().GetBool("json"); asJSON {
+				b, err := json.MarshalIndent(v, "", "  ")
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), string(b))
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "durable %s (revision %s%s, built %s, %s, %s)\n", v.Version, v.Revision, dirty(v.Modified), v.Time, v.Go, v.Platform)
+			return nil
+		},
+	}
+	cmd.Flags().Bool("json", false, "print JSON")
+	return cmd
+}
+
+// version is what `durable version` prints.
+type version struct {
+	Version  string `json:"version"`
+	Revision string `json:"revision"`
+	Modified bool   `json:"modified"`
+	Time     string `json:"time"`
+	Go       string `json:"go"`
+	Platform string `json:"platform"`
+}
+
+// versionInfo reads the build information the Go toolchain recorded.
+func versionInfo() version {
+	v := version{Version: "unknown", Revision: "unknown", Time: "unknown", Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return v
+	}
+	v.Version = bi.Main.Version
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			v.Revision = s.Value
+		case "vcs.time":
+			v.Time = s.Value
+		case "vcs.modified":
+			v.Modified = s.Value == "true"
+		}
+	}
+	return v
+}
+
+func dirty(modified bool) string {
+	if modified {
+		return ", modified"
+	}
+	return ""
 }
 
 // exitCode maps errors to exit codes: 2 for usage and bad input, 3 for
