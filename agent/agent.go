@@ -35,6 +35,7 @@ import (
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/placement"
 	durablev1 "github.com/durable-run/durable/proto/durable/v1"
+	"github.com/durable-run/durable/tracing"
 )
 
 // Config configures an agent.
@@ -156,6 +157,7 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 		grpc.ChainUnaryInterceptor(rpcMetrics.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(rpcMetrics.StreamServerInterceptor()),
 	}
+	opts = append(opts, tracing.ServerOptions(a.cfg.Node.TracerProvider)...)
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
@@ -225,7 +227,7 @@ func (a *Agent) build(ctx context.Context, reg *node.Registry) error {
 	commitCfg := commit.Config{
 		Parallelism: nc.CommitParallelism, MaxOps: nc.CommitMaxOps, MaxBytes: nc.CommitMaxBytes, Timeout: nc.CommitTimeout,
 		Logger: nc.Logger.With("component", "commit", "node", nc.ID), OnLost: a.Member.Lost, Hook: nc.CommitHook,
-		Metrics: a.metrics,
+		Metrics: a.metrics, TracerProvider: nc.TracerProvider,
 	}
 	a.committer = commit.NewCommitter(client, a.keys, commitCfg)
 	a.reader = commit.NewReader(client, commitCfg)

@@ -10,6 +10,10 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -35,6 +39,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics receives the Txns' figures; nil: metrics.Discard().
 	Metrics *metrics.Set
+	// TracerProvider traces each Txn (durable.commit, linked to the
+	// events it carries); nil: none.
+	TracerProvider trace.TracerProvider
 	// OnLost is told, once per batch, of each tenure whose fence failed:
 	// partition p is no longer owned under token. (Committer only.)
 	OnLost func(p int, token int64, err error)
@@ -63,6 +70,9 @@ func (c *Config) defaults() {
 	if c.Metrics == nil {
 		c.Metrics = metrics.Discard()
 	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = noop.NewTracerProvider()
+	}
 	if c.OnLost == nil {
 		c.OnLost = func(int, int64, error) {}
 	}
@@ -88,6 +98,7 @@ func (c *Config) defaults() {
 // operations keeps its compares within etcd's limit too.
 type Committer struct {
 	batcher[*Request]
+	tracer trace.Tracer
 	kv     clientv3.KV
 	keys   keyspace.Space
 	cfg    Config
@@ -112,6 +123,9 @@ type Request struct {
 	// Done receives the outcome: nil once the ops are durable. It runs on
 	// the committer's goroutine and may Submit.
 	Done func(error)
+	// Links are the spans of the events whose writes the request holds:
+	// the Txn's span links them (one Txn carries many objects' commits).
+	Links []trace.Link
 
 	queued time.Time // when it was submitted
 }
@@ -119,7 +133,7 @@ type Request struct {
 // NewCommitter returns a committer over kv; Stop it when done.
 func NewCommitter(kv clientv3.KV, keys keyspace.Space, cfg Config) *Committer {
 	cfg.defaults()
-	c := &Committer{kv: kv, keys: keys, cfg: cfg}
+	c := &Committer{kv: kv, keys: keys, cfg: cfg, tracer: cfg.TracerProvider.Tracer("github.com/durable-run/durable/commit")}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.batcher = batcher[*Request]{
 		parallelism: cfg.Parallelism, maxOps: cfg.MaxOps, maxBytes: cfg.MaxBytes,
@@ -244,7 +258,16 @@ func (c *Committer) send(batch []*Request) {
 		ops = append(ops, r.Ops...)
 	}
 	m := c.cfg.Metrics
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.Timeout)
+	var links []trace.Link
+	for _, r := range batch {
+		links = append(links, r.Links...)
+	}
+	ctx, span := c.tracer.Start(c.ctx, "durable.commit", trace.WithLinks(links...), trace.WithSpanKind(trace.SpanKindClient))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("durable.commit.requests", len(batch)), attribute.Int("durable.commit.ops", nops), attribute.Int("durable.commit.bytes", nbytes))
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	sent := time.Now()
 	for _, r := range batch {
 		m.CommitWaitSeconds.Observe(sent.Sub(r.queued).Seconds())
@@ -263,6 +286,12 @@ func (c *Committer) send(batch []*Request) {
 		result = "fence_failed"
 	}
 	m.CommitTxns.WithLabelValues(result).Inc()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("durable.commit.result", result))
+		if err != nil {
+			span.SetStatus(otelcodes.Error, err.Error())
+		}
+	}
 	switch {
 	case err != nil && tooLarge(err):
 		c.refused(batch, nops, nbytes, err)

@@ -171,7 +171,7 @@ func newSet(reg prometheus.Registerer) *Set {
 		Elections: f.counter("durable_leader_elections_total", "Elections this node won as its data center's leader."),
 		Reassignments: f.counterVec("durable_leader_reassignments_total",
 			"Partition assignments written by this node as leader, by why (new, node_gone, draining, adopted, home, rebalance).", "why"),
-		methods: methodLabels{byClass: map[string]int{}},
+		methods: methodLabels{byClass: map[string]map[string]struct{}{}},
 	}
 }
 
@@ -239,9 +239,8 @@ const MaxMethodsPerClass = 64
 const maxMethodLabelBytes = 64
 
 type methodLabels struct {
-	known   sync.Map // class + "\x00" + method → struct{}: labels of their own
-	mu      sync.Mutex
-	byClass map[string]int // distinct methods per class so far
+	mu      sync.RWMutex
+	byClass map[string]map[string]struct{} // the methods with labels of their own
 }
 
 // Method returns the label for method of class: the name itself while the
@@ -250,8 +249,10 @@ type methodLabels struct {
 // UTF-8).
 func (s *Set) Method(class, method string) string {
 	m := &s.methods
-	key := class + "\x00" + method
-	if _, ok := m.known.Load(key); ok {
+	m.mu.RLock()
+	_, known := m.byClass[class][method]
+	m.mu.RUnlock()
+	if known {
 		return method
 	}
 	if len(method) > maxMethodLabelBytes || !utf8.ValidString(method) || strings.ContainsRune(method, utf8.RuneError) {
@@ -259,14 +260,18 @@ func (s *Set) Method(class, method string) string {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.known.Load(key); ok {
+	seen := m.byClass[class]
+	if seen == nil {
+		seen = map[string]struct{}{}
+		m.byClass[class] = seen
+	}
+	if _, ok := seen[method]; ok {
 		return method
 	}
-	if m.byClass[class] >= MaxMethodsPerClass {
+	if len(seen) >= MaxMethodsPerClass {
 		return "other"
 	}
-	m.byClass[class]++
-	m.known.Store(key, struct{}{})
+	seen[method] = struct{}{}
 	return method
 }
 

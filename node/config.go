@@ -10,6 +10,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/durable-run/durable/metrics"
 )
@@ -110,6 +112,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics receives the node's metrics; nil: metrics.Discard().
 	Metrics *metrics.Set
+	// TracerProvider traces invocations (durable.event), alarm runs
+	// (durable.alarm) and forwards; nil: no tracing.
+	TracerProvider trace.TracerProvider
 
 	// CommitHook is for tests: it runs for each object commit about to be
 	// sent to etcd and may block it or fail it as etcd would (the commit
@@ -230,6 +235,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Metrics == nil {
 		c.Metrics = metrics.Discard()
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = noop.NewTracerProvider()
 	}
 	return errors.Join(errs...)
 }

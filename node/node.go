@@ -60,6 +60,7 @@ import (
 	"github.com/durable-run/durable/alarmstore"
 	"github.com/durable-run/durable/commit"
 	"github.com/durable-run/durable/keyspace"
+	"github.com/durable-run/durable/tracing"
 )
 
 // Membership is what the node needs of its cluster membership
@@ -145,6 +146,7 @@ func New(cfg Config, reg *Registry, deps Deps) (*Node, error) {
 		partitions: deps.Partitions, member: deps.Membership,
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.peers.opts = tracing.DialOptions(n.cfg.TracerProvider)
 	n.adm = newAdmission(&n.cfg)
 	n.tab = newTable(&n.wg, n.adm)
 	records := alarmstore.New(deps.KV, keys)
@@ -156,7 +158,7 @@ func New(cfg Config, reg *Registry, deps Deps) (*Node, error) {
 	policy.SystemRetryDelay = cfg.SystemRetryDelay
 	n.env = &env{
 		node: cfg.ID, cfg: &n.cfg, policy: policy, clock: cfg.Clock, log: n.log, m: n.cfg.Metrics, keys: keys, kv: deps.KV,
-		retryLog: rate.NewLimiter(retryLogRate, retryLogRate),
+		retryLog: rate.NewLimiter(retryLogRate, retryLogRate), tracer: n.cfg.TracerProvider.Tracer("github.com/durable-run/durable/node"),
 		commits:  deps.Commits, reads: deps.Reads, alarms: n.sched, records: records, ctx: n.ctx, tab: n.tab,
 	}
 	return n, nil

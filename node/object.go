@@ -12,6 +12,9 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/durable-run/durable"
@@ -42,6 +45,7 @@ type env struct {
 	clock  clockwork.Clock
 	log    *slog.Logger
 	m      *metrics.Set
+	tracer trace.Tracer
 	// retryLog bounds the alarm retry lines (logRetry).
 	retryLog        *rate.Limiter
 	retriesUnlogged atomic.Int64
@@ -65,7 +69,8 @@ type call struct {
 	digest  string // of method and payload, with a request id (handleCall)
 	seq     uint64 // arrival number at its object
 	reply   chan callResult
-	release func() // ends the call's admission, once replied
+	release func()     // ends the call's admission, once replied
+	span    trace.Span // the event's span (handleCall), ended with the reply
 }
 
 type callResult struct {
@@ -75,6 +80,12 @@ type callResult struct {
 
 // respond delivers the call's one reply and ends its admission.
 func (c *call) respond(r callResult) {
+	if c.span != nil {
+		if r.err != nil {
+			c.span.SetStatus(otelcodes.Error, r.err.Error())
+		}
+		c.span.End()
+	}
 	c.reply <- r
 	if c.release != nil {
 		c.release()
@@ -534,6 +545,11 @@ func (o *object) handleCall(c *call) {
 		c.respond(callResult{err: err})
 		return
 	}
+	c.ctx, c.span = o.env.tracer.Start(c.ctx, "durable.event")
+	if c.span.IsRecording() {
+		c.span.SetAttributes(attribute.String("durable.class", o.key.class), attribute.String("durable.method", o.env.m.Method(o.key.class, c.method)),
+			attribute.String("durable.object", o.key.id.String()), attribute.Int("durable.partition", o.p))
+	}
 	o.pl.learnName(c.name)
 	if c.rid != "" {
 		c.digest = callDigest(c.method, c.payload)
@@ -570,7 +586,7 @@ func (o *object) handleCall(c *call) {
 	// The reply leaves once the event's writes, and the earlier ones it may
 	// have read, are durable; meanwhile the object goes on with its next
 	// event.
-	ec := eventCommit{tx: tx, alarm: o.pl.alarmAfter(tx), rid: c.rid, digest: c.digest, reply: out}
+	ec := eventCommit{tx: tx, alarm: o.pl.alarmAfter(tx), rid: c.rid, digest: c.digest, reply: out, span: c.span.SpanContext()}
 	o.pl.stage(ec, func(err error) {
 		if err != nil {
 			c.respond(callResult{err: err})
@@ -676,6 +692,19 @@ func (o *object) handleAlarm() {
 	}
 	r := *rec // the handler's run must not change what the pipeline knows
 	rec = &r
+	ctx, span := e.tracer.Start(ctx, "durable.alarm", trace.WithNewRoot())
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("durable.class", o.key.class), attribute.String("durable.object", o.key.id.String()),
+			attribute.Int("durable.partition", o.p), attribute.Int("durable.alarm.retry_count", rec.RetryCount),
+			attribute.Int64("durable.alarm.lateness_ms", e.clock.Since(rec.Due).Milliseconds()))
+	}
+	// The span ends once the outcome is committed, or here if none is.
+	staged := false
+	defer func() {
+		if !staged {
+			span.End()
+		}
+	}()
 	tx := o.pl.beginEvent(token, true)
 	if tx == nil {
 		// A commit failed just now: what was read may be stale.
@@ -719,7 +748,7 @@ func (o *object) handleAlarm() {
 		System:  how != outcomeOK && (e.ctx.Err() != nil || how != outcomeAbandoned && isSystemErr(runErr)),
 		Touched: touched, Replacement: replacement, Err: runErr, SystemFailures: int(o.sysFailures.Load()),
 	}, e.clock.Now())
-	ec := eventCommit{tx: tx}
+	ec := eventCommit{tx: tx, span: span.SpanContext()}
 	outcome := "success"
 	switch {
 	case d.Action == alarmstore.RunAgain:
@@ -728,6 +757,12 @@ func (o *object) handleAlarm() {
 		outcome = "failure"
 	}
 	e.m.AlarmRuns.WithLabelValues(o.key.class, outcome).Inc()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("durable.alarm.outcome", outcome))
+		if runErr != nil {
+			span.SetStatus(otelcodes.Error, runErr.Error())
+		}
+	}
 	switch d.Action {
 	case alarmstore.RunAgain:
 		e.log.Warn("alarm run failed in the system; retrying", "class", o.key.class, "id", o.key.id, "err", runErr, "at", d.At)
@@ -753,7 +788,11 @@ func (o *object) handleAlarm() {
 	if !d.CommitWrites {
 		o.pl.discardWrites(tx)
 	}
-	o.pl.stage(ec, o.alarmSettled)
+	staged = true
+	o.pl.stage(ec, func(err error) {
+		o.alarmSettled(err)
+		span.End()
+	})
 	// After the outcome is staged: the reset starts a new generation, and
 	// the outcome must commit in this one.
 	if how != outcomeOK {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
@@ -144,6 +145,7 @@ type stage struct {
 
 	storeName bool
 	waiters   []waiter
+	links     []trace.Link // the spans of the events it holds (tracing on)
 
 	estOps, estBytes int
 }
@@ -166,10 +168,11 @@ type alarmChange struct {
 type eventCommit struct {
 	tx     *eventTx
 	alarm  alarmChange
-	extra  []clientv3.Op // e.g. a dead letter
-	rid    string        // request id to remember with the writes ("" none)
-	reply  []byte        // the reply remembered with rid
-	digest string        // the call's digest, remembered with rid
+	extra  []clientv3.Op     // e.g. a dead letter
+	rid    string            // request id to remember with the writes ("" none)
+	reply  []byte            // the reply remembered with rid
+	digest string            // the call's digest, remembered with rid
+	span   trace.SpanContext // the event's span, linked from its commit's
 }
 
 func (ec *eventCommit) writes() bool {
@@ -462,6 +465,9 @@ func (pl *pipeline) mergeLocked(s *stage, ec *eventCommit) {
 
 // addLocked adds what ec holds besides storage writes to s.
 func (pl *pipeline) addLocked(s *stage, ec *eventCommit) {
+	if ec.span.IsValid() {
+		s.links = append(s.links, trace.Link{SpanContext: ec.span})
+	}
 	if ec.alarm.set {
 		s.alarmTouched, s.alarm = true, ec.alarm.record
 	}
@@ -505,7 +511,7 @@ func (pl *pipeline) requestLocked(s *stage) *commit.Request {
 	for _, op := range ops {
 		bytes += commit.OpBytes(op)
 	}
-	return &commit.Request{Partition: pl.p, Token: s.token, Ops: ops, Bytes: bytes, Done: func(err error) { pl.settle(s, err) }}
+	return &commit.Request{Partition: pl.p, Token: s.token, Ops: ops, Bytes: bytes, Links: s.links, Done: func(err error) { pl.settle(s, err) }}
 }
 
 // settle takes the outcome of flight s: on success its writes become the

@@ -299,6 +299,7 @@ func hopsFrom(ctx context.Context) int {
 
 // peerConns caches gRPC connections to other nodes.
 type peerConns struct {
+	opts  []grpc.DialOption // beyond plaintext (tracing)
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
@@ -309,7 +310,7 @@ func (pc *peerConns) get(addr string) (*grpc.ClientConn, error) {
 	if c, ok := pc.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, pc.opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to peer %s: %w", addr, err)
 	}

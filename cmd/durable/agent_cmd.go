@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -9,11 +10,13 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/durable-run/durable/agent"
 	"github.com/durable-run/durable/bench/benchclass"
 	"github.com/durable-run/durable/examples"
 	"github.com/durable-run/durable/node"
+	"github.com/durable-run/durable/tracing"
 )
 
 // nodeFlags registers the flags shared by `agent` and `dev` that fill a
@@ -93,8 +96,10 @@ func newAgentCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run one node of a cluster",
-		Long:  "Run one durable node with the example classes, joining the cluster stored in etcd." + envHelp,
-		Args:  cobra.NoArgs,
+		Long: "Run one durable node with the example classes, joining the cluster stored in etcd.\n" +
+			"Traces go to an OTLP collector when the OpenTelemetry environment asks for one\n" +
+			"(OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER=otlp); off otherwise." + envHelp,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fs := cmd.Flags()
 			log, err := newLogger(cmd)
@@ -121,6 +126,12 @@ func newAgentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			tp, stopTracing, err := tracing.FromEnv(cmd.Context(), attribute.String("durable.node", cfg.Node.ID), attribute.String("durable.dc", cfg.Node.DC))
+			if err != nil {
+				return err
+			}
+			defer stopTracing(context.WithoutCancel(cmd.Context()))
+			cfg.Node.TracerProvider = tp
 			a, err := agent.Start(cmd.Context(), cfg, reg)
 			if err != nil {
 				return err

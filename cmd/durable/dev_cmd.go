@@ -18,6 +18,7 @@ import (
 	"github.com/durable-run/durable/embedetcd"
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/sink"
+	"github.com/durable-run/durable/tracing"
 )
 
 func newDevCmd() *cobra.Command {
@@ -119,6 +120,11 @@ Ctrl-C stops everything.
 		<-ctx.Done()
 		return nil
 	}
+	tp, stopTracing, err := tracing.FromEnv(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopTracing(context.WithoutCancel(ctx))
 	var agents []*agent.Agent
 	for i, addr := range addrs {
 		cfg := agent.Config{Node: nodeConfig(fs), Etcd: etcd.Endpoints(), Listen: addr}
@@ -130,6 +136,7 @@ Ctrl-C stops everything.
 			cfg.Node.HomeDCs = slices.Compact(slices.Sorted(slices.Values(dcs)))
 		}
 		cfg.Node.Logger = log
+		cfg.Node.TracerProvider = tp
 		a, err := agent.Start(ctx, cfg, reg)
 		if err != nil {
 			for _, a := range agents {
