@@ -8,6 +8,7 @@ package chaos
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -108,6 +109,12 @@ type Report struct {
 	// Failover is, per fault name, the worst lateness of the alarms due
 	// while that fault was active.
 	Failover map[string]time.Duration
+	// SlowestCall is, per fault name, the longest a successful counter call
+	// that began while that fault was in effect took (retries and
+	// forwards included): how long a caller waits through the fault.
+	// CalmCall is the same outside faults.
+	SlowestCall map[string]time.Duration
+	CalmCall    time.Duration
 }
 
 // OK reports whether no guarantee was broken.
@@ -116,8 +123,9 @@ func (r Report) OK() bool { return len(r.Violations) == 0 }
 // Check examines h. settle is how long after a fault healed alarm lateness
 // still counts as "during faults".
 func Check(h History, settle time.Duration) Report {
-	r := Report{Failover: map[string]time.Duration{}}
+	r := Report{Failover: map[string]time.Duration{}, SlowestCall: map[string]time.Duration{}}
 	r.checkAlarms(h, settle)
+	r.checkCalls(h)
 	r.checkOverlap(h)
 	r.checkLinearizable(h)
 	sort.Slice(r.Violations, func(i, j int) bool {
@@ -198,6 +206,22 @@ func (r *Report) checkAlarms(h History, settle time.Duration) {
 		}
 	}
 	r.Calm, r.DuringFaults = summarise(calm), summarise(during)
+}
+
+// checkCalls finds the slowest successful call per fault in effect when
+// it began (none: calm).
+func (r *Report) checkCalls(h History) {
+	for _, op := range h.Ops {
+		if op.Result != OK {
+			continue
+		}
+		took := op.Return.Sub(op.Call)
+		if f := faultAt(h.Faults, op.Call, 0); f != nil {
+			r.SlowestCall[f.Name] = max(r.SlowestCall[f.Name], took)
+		} else {
+			r.CalmCall = max(r.CalmCall, took)
+		}
+	}
 }
 
 // faultAt returns the fault active at t (or healed less than settle
@@ -422,13 +446,17 @@ func (r Report) String() string {
 	}
 	line("outside faults", r.Calm)
 	line("during faults", r.DuringFaults)
-	names := make([]string, 0, len(r.Failover))
-	for n := range r.Failover {
-		names = append(names, n)
+	fmt.Fprintf(&b, "  slowest call outside faults %s\n", r.CalmCall.Round(time.Millisecond))
+	names := slices.Sorted(maps.Keys(r.Failover))
+	for n := range r.SlowestCall {
+		if _, ok := r.Failover[n]; !ok {
+			names = append(names, n)
+		}
 	}
 	slices.Sort(names)
 	for _, n := range names {
-		fmt.Fprintf(&b, "  failover %-14s worst alarm lateness %s\n", n, r.Failover[n].Round(time.Millisecond))
+		fmt.Fprintf(&b, "  failover %-14s worst alarm lateness %s, slowest call begun during it %s\n", n,
+			r.Failover[n].Round(time.Millisecond), r.SlowestCall[n].Round(time.Millisecond))
 	}
 	for i, v := range r.Violations {
 		if i == 20 {

@@ -177,6 +177,27 @@ func TestFailoverIsAttributedToTheFaultInEffect(t *testing.T) {
 	require.False(t, blamed, "the lateness was blamed on an earlier fault: %v", r.Failover)
 }
 
+// TestSlowestCallIsCountedAgainstTheFaultItBeganIn: a successful call is
+// charged to the fault in effect when it began (its wait through the
+// fault), calls outside faults to the calm figure; failed or unknown calls
+// measure nothing.
+func TestSlowestCallIsCountedAgainstTheFaultItBeganIn(t *testing.T) {
+	h := History{
+		Ops: []Op{
+			{Object: "c", Kind: "add", Arg: 1, Out: 1, Result: OK, Call: at(100), Return: at(150)},
+			{Object: "c", Kind: "read", Out: 1, Result: OK, Call: at(2100), Return: at(4600)},
+			{Object: "c", Kind: "read", Out: 1, Result: OK, Call: at(2200), Return: at(2300)},
+			{Object: "c", Kind: "add", Arg: 1, Result: Unknown, Call: at(2300), Return: at(12300)},
+		},
+		Faults: []Fault{{Name: "pause-node", Start: at(2000), Heal: at(3000)}},
+	}
+	r := Check(h, time.Second)
+	require.True(t, r.OK(), r.String())
+	require.Equal(t, 2500*time.Millisecond, r.SlowestCall["pause-node"])
+	require.Equal(t, 50*time.Millisecond, r.CalmCall)
+	require.Contains(t, r.String(), "slowest call begun during it 2.5s")
+}
+
 // TestUnknownAddTookEffectOrNot: an add of unknown outcome either took
 // effect (within a bounded time after its caller gave up) or never did; a
 // history where it never did is linearizable, one where it shows up long
