@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/status"
@@ -117,7 +118,10 @@ func fmtMillis(ms int64) string {
 }
 
 func printJSON(cmd *cobra.Command, m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(m)
+	// One JSON style for every command: snake_case field names (as the
+	// bench's), every field present; 64-bit integers are strings, as the
+	// proto3 JSON mapping has them.
+	b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true, UseProtoNames: true}.Marshal(m)
 	if err != nil {
 		return err
 	}
@@ -287,6 +291,19 @@ func newAlarmWaitCmd() *cobra.Command {
 	return cmd
 }
 
+// oneLine keeps a table cell on one line and short.
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 80 {
+		cut := 77
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return s[:cut] + "..."
+	}
+	return s
+}
+
 func nameOrID(a *durablev1.Alarm) string {
 	if a.GetName() != "" {
 		return a.GetName()
@@ -296,9 +313,15 @@ func nameOrID(a *durablev1.Alarm) string {
 
 func printAlarms(cmd *cobra.Command, alarms []*durablev1.Alarm, next string) error {
 	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "DUE\tCLASS\tNAME/ID\tPARTITION\tRETRY")
+	fmt.Fprintln(w, "DUE\tOVERDUE\tCLASS\tNAME/ID\tPARTITION\tRETRY\tLAST ERROR")
+	now := time.Now()
 	for _, a := range alarms {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\n", fmtMillis(a.GetDueUnixMs()), a.GetClass(), nameOrID(a), a.GetPartition(), a.GetRetryCount())
+		overdue := "-"
+		if late := now.Sub(time.UnixMilli(a.GetDueUnixMs())); late > 0 {
+			overdue = late.Round(time.Millisecond).String()
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", fmtMillis(a.GetDueUnixMs()), overdue, a.GetClass(), nameOrID(a), a.GetPartition(),
+			a.GetRetryCount(), oneLine(a.GetLastError()))
 	}
 	if next != "" {
 		fmt.Fprintf(w, "...\t(more: --page-token %s)\n", next)
