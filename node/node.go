@@ -159,7 +159,7 @@ func New(cfg Config, reg *Registry, deps Deps) (*Node, error) {
 	n.env = &env{
 		node: cfg.ID, cfg: &n.cfg, policy: policy, clock: cfg.Clock, log: n.log, m: n.cfg.Metrics, keys: keys, kv: deps.KV,
 		retryLog: rate.NewLimiter(retryLogRate, retryLogRate), tracer: n.cfg.TracerProvider.Tracer("github.com/durable-run/durable/node"),
-		commits:  deps.Commits, reads: deps.Reads, alarms: n.sched, records: records, ctx: n.ctx, tab: n.tab,
+		commits: deps.Commits, reads: deps.Reads, alarms: n.sched, records: records, ctx: n.ctx, tab: n.tab,
 	}
 	return n, nil
 }
