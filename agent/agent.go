@@ -55,8 +55,8 @@ type Config struct {
 	// (see DebugServer) while the agent runs.
 	DebugListen string
 	// MetricsListen, when set, serves the node's Prometheus metrics at
-	// /metrics and its health at /healthz over HTTP there (and its
-	// profiles under /debug/pprof/ with Pprof).
+	// /metrics, its health at /healthz and the web dashboard at / over
+	// HTTP there (and its profiles under /debug/pprof/ with Pprof).
 	MetricsListen string
 	Pprof         bool
 	// Metrics is the node's metric set; nil: a new one (metrics.New).
@@ -168,7 +168,7 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 	healthpb.RegisterHealthServer(a.srv, a.health)
 	reflection.Register(a.srv)
 	if cfg.MetricsListen != "" {
-		if a.ops, err = ServeOps(cfg.MetricsListen, Ops{Metrics: a.metrics.Registry, Health: a.Serving, Pprof: cfg.Pprof}); err != nil {
+		if a.ops, err = ServeOps(cfg.MetricsListen, Ops{Metrics: a.metrics.Registry, Health: a.Serving, Dashboard: a.dashboard(), Pprof: cfg.Pprof}); err != nil {
 			if a.debug != nil {
 				a.debug.Close()
 			}

@@ -20,6 +20,8 @@ type Ops struct {
 	// Health, when set, answers /healthz: 200 "SERVING" while it reports
 	// true, 503 "NOT_SERVING" otherwise (for probes that speak HTTP only).
 	Health func() bool
+	// Dashboard, when set, serves the web dashboard at / (and its /api/).
+	Dashboard http.Handler
 	// Pprof serves the process's profiles (net/http/pprof) under
 	// /debug/pprof/: /debug/pprof/profile?seconds=30 is a CPU profile,
 	// /debug/pprof/heap the heap, /debug/pprof/goroutine?debug=2 every
@@ -61,6 +63,9 @@ func ServeOps(addr string, o Ops) (*OpsServer, error) {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintln(w, "NOT_SERVING")
 		})
+	}
+	if o.Dashboard != nil {
+		mux.Handle("/", o.Dashboard)
 	}
 	if o.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)

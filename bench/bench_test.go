@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -29,8 +30,22 @@ func tiny() Profile {
 	}
 }
 
+// tinyRunTimeout bounds one tiny run: seconds on a calm machine, but CI
+// runs them under the race detector beside other test binaries.
+const tinyRunTimeout = 5 * time.Minute
+
+// tinyLeaseTTL is the tiny clusters' lease: 2 s, or 6 s under the race
+// detector, which slows everything several times (a 2 s lease starved on
+// a loaded CI machine, and the run failed for it).
+func tinyLeaseTTL() time.Duration {
+	if raceEnabled {
+		return 6 * time.Second
+	}
+	return 2 * time.Second
+}
+
 func tinyCluster(nodes int) ClusterConfig {
-	return ClusterConfig{Nodes: nodes, Partitions: 16, LeaseTTL: 2 * time.Second, EtcdEndpoints: sharedEtcd.Endpoints()}
+	return ClusterConfig{Nodes: nodes, Partitions: 16, LeaseTTL: tinyLeaseTTL(), EtcdEndpoints: sharedEtcd.Endpoints()}
 }
 
 // requireSane checks what any measured row must satisfy, whatever the
@@ -57,7 +72,7 @@ func requireSane(t *testing.T, r Result) {
 // sane, that the invoke rows stand beside their ceilings and targets, and
 // that the run leaves no key behind.
 func TestEtcdAndInvokeTinyRun(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), tinyRunTimeout)
 	defer cancel()
 	rep, err := Run(ctx, []Scenario{EtcdScenario{}, InvokeScenario{}}, Options{Profile: tiny(), Cluster: tinyCluster(2)})
 	require.NoError(t, err)
@@ -109,7 +124,7 @@ func TestEtcdAndInvokeTinyRun(t *testing.T) {
 // TestAlarmsTinyRun runs the alarms scenario end to end with a few hundred
 // alarms: every alarm fires once, not early, and the rows are sane.
 func TestAlarmsTinyRun(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), tinyRunTimeout)
 	defer cancel()
 	p := tiny()
 	p.Alarms = 300
@@ -138,11 +153,11 @@ func TestAlarmsTinyRun(t *testing.T) {
 // phase measured something, including lease losses and lost tenures, and
 // every refusal carried a retry-after.
 func TestOverloadTinyRun(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), tinyRunTimeout)
 	defer cancel()
 	p := tiny()
 	p.Alarms = 300
-	rep, err := Run(ctx, []Scenario{OverloadScenario{}}, Options{Profile: p, Cluster: tinyCluster(2)})
+	rep, err := Run(ctx, []Scenario{OverloadScenario{AlarmLeaseTTL: tinyLeaseTTL()}}, Options{Profile: p, Cluster: tinyCluster(2)})
 	require.NoError(t, err)
 	var cases []string
 	for _, r := range rep.Results {
@@ -165,13 +180,13 @@ func TestOverloadTinyRun(t *testing.T) {
 		// node/overload_test.go.
 	}
 	require.Equal(t, []string{"capacity, new objects", "2× capacity offered", "5× capacity offered", "10× capacity offered",
-		"alarms on one node (TTL 2 s), 300 over 150ms"}, cases)
+		fmt.Sprintf("alarms on one node (TTL %s), 300 over 150ms", tinyLeaseTTL())}, cases)
 }
 
 // TestFailoverTinyRun crashes one node of three holding a few hundred
 // overdue alarms: they all fire, on the survivors, after the crash.
 func TestFailoverTinyRun(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), tinyRunTimeout)
 	defer cancel()
 	p := tiny()
 	p.Alarms = 200
@@ -185,14 +200,14 @@ func TestFailoverTinyRun(t *testing.T) {
 	require.Zero(t, r.Extra["duplicate_runs"])
 	require.GreaterOrEqual(t, r.Extra["last_s"], r.Extra["first_s"])
 	require.Equal(t, "first_ms", r.Target.Metric)
-	require.Equal(t, 4000.0, r.Target.Value, "lease TTL 2s + 2s")
+	require.Equal(t, float64((tinyLeaseTTL() + 2*time.Second).Milliseconds()), r.Target.Value, "lease TTL + 2s")
 }
 
 // TestInvokeAloneMeasuresItsCeilings: without the etcd scenario before it,
 // invoke measures the ceilings it needs itself, and they are reported as
 // etcd rows.
 func TestInvokeAloneMeasuresItsCeilings(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), tinyRunTimeout)
 	defer cancel()
 	rep, err := Run(ctx, []Scenario{InvokeScenario{}}, Options{Profile: tiny(), Cluster: tinyCluster(1)})
 	require.NoError(t, err)
@@ -248,7 +263,7 @@ func (k *killer) Run(ctx context.Context, env *Env) ([]Result, error) {
 }
 
 func TestScenarioPreparesClassesAndKillsNodes(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), tinyRunTimeout)
 	defer cancel()
 	k := &killer{}
 	rep, err := Run(ctx, []Scenario{k}, Options{Profile: tiny(), Cluster: tinyCluster(2)})

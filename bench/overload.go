@@ -32,7 +32,12 @@ import (
 // Targets (issue #13): 0 lease losses and 0 ownership changes; admitted
 // ≥ 80 % of capacity; p99 of admitted calls ≤ 50 ms; every refusal with a
 // retry-after; 0 duplicate alarm runs.
-type OverloadScenario struct{}
+type OverloadScenario struct {
+	// AlarmLeaseTTL is the lease of the one-node alarm cluster (default
+	// 2 s, the test harness's: a node that starves its own renewals loses
+	// it within a second or two).
+	AlarmLeaseTTL time.Duration
+}
 
 // Name implements Scenario.
 func (OverloadScenario) Name() string { return "overload" }
@@ -48,7 +53,7 @@ func (OverloadScenario) Prepare(reg *node.Registry, _ *node.Config) error {
 }
 
 // Run implements Scenario.
-func (OverloadScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
+func (s OverloadScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
 	// Without the client's throttling: the nodes must shed the excess, and
 	// the phases must not inherit one another's refusal history.
 	cl, err := client.Dial(strings.Join(env.Nodes, ","), client.Options{NoThrottle: true})
@@ -94,7 +99,11 @@ func (OverloadScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
 		env.Progress.Linef("%-36s skipped: needs the embedded cluster", "overload alarms on one node")
 		return rows, nil
 	}
-	row, err := overloadAlarms(ctx, env)
+	ttl := s.AlarmLeaseTTL
+	if ttl <= 0 {
+		ttl = 2 * time.Second
+	}
+	row, err := overloadAlarms(ctx, env, ttl)
 	return append(rows, row), err
 }
 
@@ -185,7 +194,7 @@ func clusterHealth(env *Env) *health {
 // overloadAlarms runs alarms at a steady rate on a one-node cluster of its
 // own with a 2 s lease, the harness's setting, where a node that starves
 // its own renewals loses its lease within a second or two.
-func overloadAlarms(ctx context.Context, env *Env) (Result, error) {
+func overloadAlarms(ctx context.Context, env *Env, ttl time.Duration) (Result, error) {
 	n, spread := 10000, 5*time.Second
 	if env.Profile.Short {
 		n, spread = 2000, time.Second
@@ -196,7 +205,7 @@ func overloadAlarms(ctx context.Context, env *Env) (Result, error) {
 	}
 	// On the same etcd, under a prefix of its own.
 	c, err := StartCluster(ctx, ClusterConfig{
-		Nodes: 1, Partitions: 64, LeaseTTL: 2 * time.Second, Logger: env.Log, Progress: env.Progress,
+		Nodes: 1, Partitions: 64, LeaseTTL: ttl, Logger: env.Log, Progress: env.Progress,
 		EtcdEndpoints: env.EtcdEndpoints,
 	}, OverloadScenario{})
 	if err != nil {
@@ -216,13 +225,13 @@ func overloadAlarms(ctx context.Context, env *Env) (Result, error) {
 	sub := &Env{Profile: env.Profile, Nodes: c.Addrs(), Client: cl, Etcd: ec, EtcdEndpoints: c.EtcdEndpoints(),
 		Cluster: c, Progress: env.Progress, Log: env.Log, RunID: env.RunID}
 	before := clusterHealth(sub)
-	row, err := alarmRun(ctx, sub, fmt.Sprintf("spread, one node, TTL 2s, %d over %s", n, spread), n, spread)
+	row, err := alarmRun(ctx, sub, fmt.Sprintf("spread, one node, TTL %s, %d over %s", ttl, n, spread), n, spread)
 	if err != nil {
 		return row, err
 	}
 	after := clusterHealth(sub)
 	row.Scenario = "overload"
-	row.Case = fmt.Sprintf("alarms on one node (TTL 2 s), %d over %s", n, spread)
+	row.Case = fmt.Sprintf("alarms on one node (TTL %s), %d over %s", ttl, n, spread)
 	row.Extra["lease_losses"] = float64(after.leaseLosses - before.leaseLosses)
 	row.Extra["partitions_lost"] = float64(after.partitionsLost - before.partitionsLost)
 	row.Target = &Target{Metric: "0 duplicate runs, 0 lease losses", Op: "all", Met: row.Extra["duplicate_runs"] == 0 && row.Extra["lease_losses"] == 0}

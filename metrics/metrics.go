@@ -297,3 +297,18 @@ func Value(c prometheus.Collector) float64 {
 	}
 	return total
 }
+
+// HistogramSum returns the sum and the count of a histogram's observations
+// over all its series.
+func HistogramSum(c prometheus.Collector) (sum, count float64) {
+	ch := make(chan prometheus.Metric, 1)
+	go func() { c.Collect(ch); close(ch) }()
+	for m := range ch {
+		var d dto.Metric
+		if m.Write(&d) == nil && d.Histogram != nil {
+			sum += d.Histogram.GetSampleSum()
+			count += float64(d.Histogram.GetSampleCount())
+		}
+	}
+	return sum, count
+}

@@ -164,7 +164,7 @@ Ctrl-C stops everything.
 	for _, a := range agents {
 		fmt.Fprintf(&nodes, "  node %-8s %s (%s)", a.Node.Config().ID, a.Addr(), a.Node.Config().DC)
 		if m := a.MetricsAddr(); m != "" {
-			fmt.Fprintf(&nodes, "   metrics http://%s/metrics", m)
+			fmt.Fprintf(&nodes, "   dashboard http://%s/  metrics http://%s/metrics", m, m)
 		}
 		nodes.WriteString("\n")
 	}
