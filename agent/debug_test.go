@@ -2,8 +2,11 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -87,4 +90,51 @@ func TestMetricsAreServedOverHTTP(t *testing.T) {
 	require.Equal(t, "SERVING\n", body)
 	code, _ = get("/debug/pprof/")
 	require.Equal(t, http.StatusNotFound, code, "profiles without Pprof")
+}
+
+// TestGrafanaDashboardUsesOnlyMetricsWeExport: every durable_ metric the
+// Grafana dashboard in deploy/ queries is one a node exports (a rename
+// must update it), and the operations guide lists every metric.
+func TestGrafanaDashboardUsesOnlyMetricsWeExport(t *testing.T) {
+	h := startKV(t)
+	exported := map[string]bool{}
+	for _, n := range h.Nodes[0].Agent().Metrics().Names() {
+		exported[n] = true
+	}
+	require.Contains(t, exported, "durable_alarm_lateness_seconds")
+	require.Contains(t, exported, "durable_alarms_overdue", "the agent's gauges are named too")
+
+	b, err := os.ReadFile("../deploy/grafana/durable.json")
+	require.NoError(t, err)
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	require.NoError(t, json.Unmarshal(b, &dash))
+	used := 0
+	name := regexp.MustCompile(`durable_[a-z_]+`)
+	for _, p := range dash.Panels {
+		require.NotEmpty(t, p.Targets, "panel %q", p.Title)
+		for _, tg := range p.Targets {
+			for _, m := range name.FindAllString(tg.Expr, -1) {
+				base := m
+				for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+					if b, ok := strings.CutSuffix(m, suffix); ok && exported[b] {
+						base = b
+					}
+				}
+				require.True(t, exported[base], "panel %q queries %s, which no node exports", p.Title, m)
+				used++
+			}
+		}
+	}
+	require.Greater(t, used, 20)
+
+	doc, err := os.ReadFile("../docs/operations.md")
+	require.NoError(t, err)
+	for n := range exported {
+		require.Contains(t, string(doc), n, "docs/operations.md does not list %s", n)
+	}
 }

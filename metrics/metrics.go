@@ -90,6 +90,7 @@ type Set struct {
 	Reassignments *prometheus.CounterVec
 
 	methods methodLabels
+	names   *[]string // every metric name registered, in order
 }
 
 // Latency buckets: 0.5 ms … 10 s, covering a loopback call and a
@@ -123,8 +124,10 @@ func Discard() *Set {
 }
 
 func newSet(reg prometheus.Registerer) *Set {
-	f := factory{reg}
+	names := new([]string)
+	f := factory{reg, names}
 	return &Set{
+		names: names,
 		Invocations: f.counterVec("durable_invocations_total",
 			"Invocations run on this node (as the owner), by class, method and gRPC code.", "class", "method", "code"),
 		InvocationSeconds: f.histogramVec("durable_invocation_duration_seconds",
@@ -175,39 +178,51 @@ func newSet(reg prometheus.Registerer) *Set {
 	}
 }
 
-// factory creates metrics and registers them.
-type factory struct{ reg prometheus.Registerer }
+// factory creates metrics, registers them and records their names.
+type factory struct {
+	reg   prometheus.Registerer
+	names *[]string
+}
+
+func (f factory) register(name string, c prometheus.Collector) {
+	f.reg.MustRegister(c)
+	*f.names = append(*f.names, name)
+}
 
 func (f factory) counter(name, help string) prometheus.Counter {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
-	f.reg.MustRegister(c)
+	f.register(name, c)
 	return c
 }
 
 func (f factory) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
-	f.reg.MustRegister(c)
+	f.register(name, c)
 	return c
 }
 
 func (f factory) histogram(name, help string, buckets []float64) prometheus.Histogram {
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
-	f.reg.MustRegister(h)
+	f.register(name, h)
 	return h
 }
 
 func (f factory) histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
 	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
-	f.reg.MustRegister(h)
+	f.register(name, h)
 	return h
 }
+
+// Names returns the name of every metric registered on the set (not the
+// RPCs' or the runtime's).
+func (s *Set) Names() []string { return append([]string(nil), *s.names...) }
 
 // GaugeFunc registers a gauge whose value fn gives at scrape time.
 func (s *Set) GaugeFunc(name, help string, fn func() float64) {
 	if s.Registry == nil {
 		return
 	}
-	s.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn))
+	factory{s.Registry, s.names}.register(name, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn))
 }
 
 // CounterFunc registers a counter whose value fn gives at scrape time (a
@@ -216,7 +231,7 @@ func (s *Set) CounterFunc(name, help string, fn func() float64) {
 	if s.Registry == nil {
 		return
 	}
-	s.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, fn))
+	factory{s.Registry, s.names}.register(name, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, fn))
 }
 
 // BuildInfo registers durable_build_info{version, go_version} = 1.
@@ -227,7 +242,7 @@ func (s *Set) BuildInfo(version, goVersion string) {
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "durable_build_info",
 		Help: "1, labelled with the module's version (and VCS revision) and the Go version it was built with."}, []string{"version", "go_version"})
 	g.WithLabelValues(version, goVersion).Set(1)
-	s.Registry.MustRegister(g)
+	factory{s.Registry, s.names}.register("durable_build_info", g)
 }
 
 // MaxMethodsPerClass bounds the method label: a class's first
