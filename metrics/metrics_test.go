@@ -39,3 +39,20 @@ func TestValueReadsCountersGaugesAndHistograms(t *testing.T) {
 	require.Equal(t, 2.0, Value(s.AlarmLateness))
 	require.Zero(t, Value(Discard().Evictions)+Value(s.Evictions))
 }
+
+// BenchmarkInvocationMetrics is what one invocation costs in metrics on
+// the owner (label, count, latency), beside the ~40 µs of CPU a call
+// costs end to end on this machine (durable bench invoke):
+//
+//	go test -run '^$' -bench InvocationMetrics ./metrics/
+func BenchmarkInvocationMetrics(b *testing.B) {
+	s := New()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			label := s.Method("Counter", "increment")
+			s.Invocations.WithLabelValues("Counter", label, "OK").Inc()
+			s.InvocationSeconds.WithLabelValues("Counter", label).Observe(0.002)
+		}
+	})
+}
