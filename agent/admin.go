@@ -177,7 +177,7 @@ func (a *Agent) Status(ctx context.Context) (*durablev1.StatusResponse, error) {
 	}
 	out := &durablev1.StatusResponse{
 		ClusterPrefix: a.keys.Prefix(), PartitionCount: int32(a.meta.Partitions), AnsweredBy: a.cfg.Node.ID,
-		DeadLetters: dead,
+		DeadLetters: dead, RequiredClasses: v.Classes,
 	}
 	byNode := map[string]*durablev1.NodeStatus{}
 	byDC := map[string]*durablev1.DataCenterStatus{}
@@ -196,7 +196,8 @@ func (a *Agent) Status(ctx context.Context) (*durablev1.StatusResponse, error) {
 		d.Leader, d.Term = l.Node, l.Term
 	}
 	for _, ni := range v.Nodes {
-		ns := &durablev1.NodeStatus{Id: ni.ID, Dc: ni.DC, Address: ni.Address, Draining: ni.Draining}
+		ns := &durablev1.NodeStatus{Id: ni.ID, Dc: ni.DC, Address: ni.Address, Draining: ni.Draining,
+			Classes: ni.ClassList(), MissingClasses: ni.Missing(v.Classes)}
 		if ni.ID == a.cfg.Node.ID {
 			a.fillOwnStatus(ns)
 		}

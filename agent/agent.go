@@ -221,7 +221,7 @@ func (a *Agent) build(ctx context.Context, reg *node.Registry) error {
 	}
 	a.meta = meta
 	a.Member = placement.NewMember(placement.MemberConfig{
-		ID: nc.ID, DC: nc.DC, Advertise: nc.Advertise, LeaseTTL: nc.LeaseTTL, CommitTimeout: nc.CommitTimeout,
+		ID: nc.ID, DC: nc.DC, Advertise: nc.Advertise, Classes: reg.Names(), LeaseTTL: nc.LeaseTTL, CommitTimeout: nc.CommitTimeout,
 		Clock: nc.Clock, Logger: nc.Logger.With("node", nc.ID), Leases: a.leases, Metrics: a.metrics,
 	}, client, a.keys, meta)
 	commitCfg := commit.Config{
@@ -335,7 +335,8 @@ const healthEvery = 200 * time.Millisecond
 
 // reportHealth keeps the health service true until ctx ends: "" is
 // SERVING while the node is registered and can confirm its lease, once it
-// has owned partitions since it started; durable.v1.Objects also requires
+// has owned partitions since it started (or placement settled without
+// giving it any); durable.v1.Objects also requires
 // that it is not draining (a balancer should stop sending it calls).
 func (a *Agent) reportHealth(ctx context.Context) {
 	t := time.NewTicker(healthEvery)
@@ -350,7 +351,10 @@ func (a *Agent) reportHealth(ctx context.Context) {
 	}
 	for {
 		h := a.Member.Health()
-		ready = ready || len(a.Member.Owned()) > 0
+		// Ready once it owned partitions, or once placement settled
+		// without giving it any (a node kept out for lack of a class
+		// still routes calls).
+		ready = ready || len(a.Member.Owned()) > 0 || h.Registered && a.Member.Settled()
 		up := ready && h.Registered && h.Margin > 0
 		a.serving.Store(up)
 		set("", up)

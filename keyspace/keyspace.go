@@ -3,6 +3,7 @@
 //
 //	<prefix>meta/cluster                           cluster metadata (partition count), written once
 //	<prefix>nodes/<node>                           node registration, on the node's lease
+//	<prefix>classes                                the classes every node that owns partitions must serve, kept by the leaders
 //	<prefix>assign/<p>                             desired placement of partition p (home DC, managing DC, node), written by DC leaders
 //	<prefix>election/<dc>/<lease>                  leader election of data center dc (etcd concurrency.Election)
 //	<prefix>leaders/<dc>                           what dc's leader publishes: its term number, election time, data centers up/down since
@@ -63,6 +64,9 @@ func (s Space) ElectionsPrefix() string { return s.prefix + "election/" }
 
 // Election is the election prefix of data center dc.
 func (s Space) Election(dc string) string { return s.ElectionsPrefix() + dc + "/" }
+
+// Classes is the key of the cluster's required classes.
+func (s Space) Classes() string { return s.prefix + "classes" }
 
 // LeaderRecordsPrefix is the prefix of the leaders' published records.
 func (s Space) LeaderRecordsPrefix() string { return s.prefix + "leaders/" }

@@ -491,3 +491,61 @@ func TestEtcdMemberLoss(t *testing.T) {
 	require.NoError(t, err)
 	rec.CheckNoOverlap(t)
 }
+
+// plain is a class with no state, served by every node of
+// TestNodeWithoutARequiredClassIsKeptOut.
+type plain struct{}
+
+func (plain) Invoke(context.Context, string, []byte) ([]byte, error) { return []byte("ok"), nil }
+
+// TestNodeWithoutARequiredClassIsKeptOut: the cluster requires Plain and
+// Probe; a node that serves only Plain (another program's, like a stock
+// agent joining a user's cluster) owns no partition, so every Probe call
+// through it succeeds (forwarded) and Probe alarms fire on the others;
+// status says why it is kept out.
+func TestNodeWithoutARequiredClassIsKeptOut(t *testing.T) {
+	rec := &nodetest.Recorder{}
+	c := nodetest.Start(t, nodetest.Options{
+		Nodes: 3, Etcd: sharedEtcd,
+		RegisterNode: func(i int, reg *node.Registry) error {
+			if err := node.RegisterClass(reg, "Plain", func(context.Context, durable.State) (plain, error) { return plain{}, nil }); err != nil {
+				return err
+			}
+			if i == 2 {
+				return nil
+			}
+			return nodetest.RegisterProbe(reg, rec)
+		},
+	})
+	// What an established cluster requires (the leader started from its
+	// own classes; a leader on node 2 would have started from Plain).
+	_, err := c.Client.Put(context.Background(), c.Prefix+"classes", "Plain,Probe")
+	require.NoError(t, err)
+	c.WaitFor("node 2 owns nothing", func() bool { return len(c.Agent(2).Member.Owned()) == 0 })
+	c.WaitSettled()
+	for p, a := range c.Assignments() {
+		require.NotEqual(t, c.Nodes[2].Config.ID, a.Node, "partition %d assigned to the node without Probe", p)
+	}
+
+	now := time.Now()
+	alarms := arm(t, c, 2, "kept", 16, func(k int) time.Time { return now.Add(time.Second) })
+	runs := waitFired(t, c, rec, alarms)
+	for name, r := range runs {
+		require.NotEqual(t, c.Nodes[2].Config.ID, r.Node, "alarm of %s ran on the node without Probe", name)
+	}
+	out, err := c.Invoke(2, "Plain", "p", "any", nil)
+	require.NoError(t, err)
+	require.Equal(t, "ok", string(out))
+
+	st, err := c.Agent(0).Status(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, []string{"Plain", "Probe"}, st.GetRequiredClasses())
+	for _, ns := range st.GetNodes() {
+		if ns.GetId() == c.Nodes[2].Config.ID {
+			require.Equal(t, []string{"Probe"}, ns.GetMissingClasses())
+			require.Equal(t, []string{"Plain"}, ns.GetClasses())
+		} else {
+			require.Empty(t, ns.GetMissingClasses())
+		}
+	}
+}

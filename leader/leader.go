@@ -71,6 +71,8 @@ type Leader struct {
 	mu     sync.Mutex
 	term   int64 // election key create revision while leading, else 0
 	number int64 // the term's number once published, else 0
+
+	keptOut map[string]string // node → the classes it serves, once warned (lead's goroutine only)
 }
 
 // New returns a campaigner over client.
@@ -90,7 +92,7 @@ func New(cfg Config, client *clientv3.Client, keys keyspace.Space) *Leader {
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.Discard()
 	}
-	return &Leader{cfg: cfg, client: client, keys: keys, log: cfg.Logger.With("component", "leader", "dc", cfg.DC)}
+	return &Leader{cfg: cfg, client: client, keys: keys, log: cfg.Logger.With("component", "leader", "dc", cfg.DC), keptOut: map[string]string{}}
 }
 
 // Term returns the election revision while this node leads, else 0.
@@ -280,11 +282,18 @@ func (l *Leader) round(ctx context.Context, key string, term int64, down, up map
 	if err != nil {
 		return err
 	}
+	if want := RequiredClasses(snap, l.cfg.Node); want != nil && !slices.Equal(want, snap.Classes) {
+		if err := l.requireClasses(ctx, key, term, snap.ClassesRev, want); err != nil {
+			return err
+		}
+		snap.Classes = want
+	}
+	l.warnKeptOut(snap)
 	v := View{Snapshot: snap}
 	now := l.cfg.Clock.Now()
 	live := map[string]bool{}
-	for _, ni := range v.Nodes {
-		if !ni.Draining {
+	for id, ni := range v.Nodes {
+		if v.Eligible(id) {
 			live[ni.DC] = true
 		}
 	}
@@ -342,6 +351,44 @@ func (l *Leader) round(ctx context.Context, key string, term int64, down, up map
 		return err
 	}
 	return l.recordLosses(ctx, key, term, Losses(v, written, l.cfg.Node))
+}
+
+// requireClasses writes the cluster's required classes, fenced by term and
+// by the mod revision they were read at.
+func (l *Leader) requireClasses(ctx context.Context, key string, term, rev int64, classes []string) error {
+	ck := l.keys.Classes()
+	resp, err := l.client.Txn(ctx).If(
+		clientv3.Compare(clientv3.CreateRevision(key), "=", term),
+		clientv3.Compare(clientv3.ModRevision(ck), "=", rev),
+	).Then(clientv3.OpPut(ck, strings.Join(classes, ","))).Else(clientv3.OpGet(key)).Commit()
+	if err != nil {
+		return fmt.Errorf("write required classes: %w", err)
+	}
+	if !resp.Succeeded {
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].CreateRevision != term {
+			return errDeposed
+		}
+		return nil // another leader wrote them first: the next round reads them
+	}
+	l.log.Info("classes every node must serve to own partitions", "classes", strings.Join(classes, ","))
+	return nil
+}
+
+// warnKeptOut logs, once per node and class set, a live node that gets no
+// partition because it lacks a required class.
+func (l *Leader) warnKeptOut(snap placement.Snapshot) {
+	for id, ni := range snap.Nodes {
+		missing := ni.Missing(snap.Classes)
+		if ni.DC != l.cfg.DC || len(missing) == 0 {
+			delete(l.keptOut, id)
+			continue
+		}
+		if l.keptOut[id] != ni.Classes {
+			l.keptOut[id] = ni.Classes
+			l.log.Warn("node kept out of assignment: it does not serve every class the cluster requires",
+				"kept_out", id, "missing", strings.Join(missing, ","), "serves", ni.Classes)
+		}
+	}
 }
 
 // maxOpsPerTxn stays under etcd's default --max-txn-ops (128), counting

@@ -1,6 +1,7 @@
 package leader
 
 import (
+	"slices"
 	"sort"
 	"time"
 
@@ -40,13 +41,53 @@ type Reason string
 
 // The reasons of a change.
 const (
-	ReasonNew         Reason = "new"           // a partition without assignment, homed here
-	ReasonNewHomeDown Reason = "new_home_down" // one homed in a data center down for the grace period
-	ReasonHome        Reason = "home"          // an adopted partition goes home
-	ReasonNodeGone    Reason = "node_gone"     // its node's lease expired, or it drains
-	ReasonAdopted     Reason = "adopted"       // its data center is down for the grace period
-	ReasonRebalance   Reason = "rebalance"     // moved from the most to the least loaded node
+	ReasonNew          Reason = "new"           // a partition without assignment, homed here
+	ReasonNewHomeDown  Reason = "new_home_down" // one homed in a data center down for the grace period
+	ReasonHome         Reason = "home"          // an adopted partition goes home
+	ReasonNodeGone     Reason = "node_gone"     // its node's lease expired, or it drains
+	ReasonAdopted      Reason = "adopted"       // its data center is down for the grace period
+	ReasonRebalance    Reason = "rebalance"     // moved from the most to the least loaded node
+	ReasonLacksClasses Reason = "lacks_classes" // its node does not serve every class the cluster requires
 )
+
+// RequiredClasses returns the classes a node must serve to be assigned
+// partitions, given the snapshot and this leader's own registration
+// (self). It never shrinks: once a class is required, a node without it
+// gets no partition. It grows to what every live, non-draining node
+// serves, once that covers what is required: in a rolling deploy that adds
+// a class, old and new nodes share the partitions, and the class becomes
+// required when the last old node has left; a node that joins without a
+// required class (another program's) is kept out. Unset, it starts from
+// the leader's own classes. Nodes that do not say what they serve (older
+// versions) are left out of the reckoning. nil: nothing to require yet.
+func RequiredClasses(v placement.Snapshot, self string) []string {
+	cur := v.Classes
+	if cur == nil {
+		cur = v.Nodes[self].ClassList()
+		if cur == nil {
+			return nil
+		}
+	}
+	var common []string
+	first := true
+	for _, ni := range v.Nodes {
+		if ni.Draining || ni.Classes == "" {
+			continue
+		}
+		if first {
+			common, first = ni.ClassList(), false
+			continue
+		}
+		have := ni.ClassList()
+		common = slices.DeleteFunc(common, func(c string) bool { return !slices.Contains(have, c) })
+	}
+	covers := !first && !slices.ContainsFunc(cur, func(c string) bool { return !slices.Contains(common, c) })
+	if covers {
+		slices.Sort(common)
+		return common
+	}
+	return cur
+}
 
 // Plan returns the assignments the leader of v.DC writes, in this order of
 // duty:
@@ -67,7 +108,7 @@ const (
 func Plan(v View) []Change {
 	var local []string
 	for id, ni := range v.Nodes {
-		if ni.DC == v.DC && !ni.Draining {
+		if ni.DC == v.DC && v.Eligible(id) {
 			local = append(local, id)
 		}
 	}
@@ -130,7 +171,11 @@ func Plan(v View) []Change {
 			}
 			set(p, Assignment{Home: a.Home, DC: a.Home, Node: a.Node}, ReasonHome)
 		case a.DC == v.DC && !isLocal[a.Node]:
-			set(p, Assignment{Home: a.Home, DC: v.DC, Node: pick()}, ReasonNodeGone)
+			why := ReasonNodeGone
+			if ni, ok := v.Nodes[a.Node]; ok && !ni.Draining {
+				why = ReasonLacksClasses
+			}
+			set(p, Assignment{Home: a.Home, DC: v.DC, Node: pick()}, why)
 		case a.DC != v.DC && since(v.DownSince, a.DC, v.Grace):
 			set(p, Assignment{Home: a.Home, DC: v.DC, Node: pick()}, ReasonAdopted)
 		}

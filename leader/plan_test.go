@@ -276,3 +276,61 @@ func TestRebalanceIsGradualAndSticky(t *testing.T) {
 	require.Equal(t, 10, moved)
 	require.Greater(t, rounds, 4, "gradual")
 }
+
+// TestRequiredClassesNeverShrinkAndGrowOnceEveryNodeServesThem: unset, the
+// requirement starts from the leader's own classes; a node of another
+// program (a class set that does not cover it) changes nothing; in a
+// rolling deploy that adds a class, the class is required once every live,
+// non-draining node serves it; nodes that did not say are left out; it
+// never shrinks.
+func TestRequiredClassesNeverShrinkAndGrowOnceEveryNodeServesThem(t *testing.T) {
+	snap := func(required []string, nodes ...placement.NodeInfo) placement.Snapshot {
+		s := placement.Snapshot{Nodes: map[string]placement.NodeInfo{}, Classes: required}
+		for _, n := range nodes {
+			s.Nodes[n.ID] = n
+		}
+		return s
+	}
+	n := func(id, classes string) placement.NodeInfo { return placement.NodeInfo{ID: id, Classes: classes} }
+	for _, tc := range []struct {
+		name string
+		snap placement.Snapshot
+		want []string
+	}{
+		{"unset: the leader's own", snap(nil, n("l", "A,B"), n("x", "A")), []string{"A", "B"}},
+		{"unset, the leader did not say", snap(nil, n("l", ""), n("x", "A")), nil},
+		{"another program joins", snap([]string{"A", "B"}, n("l", "A,B"), n("x", "C,D")), []string{"A", "B"}},
+		{"rolling deploy, old nodes left", snap([]string{"A"}, n("l", "A,B"), n("x", "A")), []string{"A"}},
+		{"rolling deploy done", snap([]string{"A"}, n("l", "A,B"), n("x", "A,B")), []string{"A", "B"}},
+		{"draining old node ignored", snap([]string{"A"}, n("l", "A,B"), placement.NodeInfo{ID: "x", Classes: "A", Draining: true}), []string{"A", "B"}},
+		{"older version ignored", snap([]string{"A"}, n("l", "A,B"), n("x", "")), []string{"A", "B"}},
+		{"never shrinks", snap([]string{"A", "B"}, n("l", "A"), n("x", "A")), []string{"A", "B"}},
+		{"disjoint nodes never empty it", snap([]string{"A"}, n("l", "A"), n("x", "B")), []string{"A"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, RequiredClasses(tc.snap, "l"))
+		})
+	}
+}
+
+// TestNodeLackingARequiredClassGetsNoPartition: such a node is left out
+// like a draining one, its partitions move (lacks_classes), a node that
+// did not say what it serves (an older version) still counts.
+func TestNodeLackingARequiredClassGetsNoPartition(t *testing.T) {
+	v := cluster("a", 12, []string{"a"}, "a1@a", "a2@a", "a3@a")
+	settle(t, &v)
+	require.Equal(t, map[string]int{"a1": 4, "a2": 4, "a3": 4}, loads(v, "a"))
+	v.Classes = []string{"Chat"}
+	v.Nodes["a1"] = placement.NodeInfo{ID: "a1", DC: "a", Classes: "Chat,Counter"}
+	v.Nodes["a2"] = placement.NodeInfo{ID: "a2", DC: "a", Classes: "Counter"}
+	cs := Plan(v)
+	require.Len(t, cs, 4, "a2's partitions move, all in one round")
+	for _, c := range cs {
+		require.Equal(t, "a2", c.From)
+		require.Equal(t, ReasonLacksClasses, c.Why)
+		require.NotEqual(t, "a2", c.Next.Node)
+	}
+	require.Empty(t, Losses(v, cs, "a1"), "a registered node kept out is no loss")
+	settle(t, &v)
+	require.Equal(t, map[string]int{"a1": 6, "a2": 0, "a3": 6}, loads(v, "a"), "a3 did not say what it serves: it counts")
+}

@@ -61,6 +61,9 @@ type Set struct {
 	AlarmDeadLetters    *prometheus.CounterVec
 	AlarmLateness       *prometheus.HistogramVec
 	AlarmHandlerSeconds *prometheus.HistogramVec
+	// AlarmUnserved counts alarms due here for a class this node does not
+	// serve (each waits for a node that does, looked at again every 30 s).
+	AlarmUnserved *prometheus.CounterVec
 
 	// Group commit: Txns sent by result (ok, fence_failed, error), the
 	// object commits, write operations and bytes they carried, a Txn's
@@ -151,6 +154,8 @@ func newSet(reg prometheus.Registerer) *Set {
 			"Time from an alarm's due time (of this run: a retry's own time) to its handler's start, by class.", latenessBuckets, "class"),
 		AlarmHandlerSeconds: f.histogramVec("durable_alarm_handler_duration_seconds",
 			"Time an alarm handler ran, by class.", secondsBuckets, "class"),
+		AlarmUnserved: f.counterVec("durable_alarm_unserved_total",
+			"Alarms due on this node for a class it does not serve, by class: each waits (looked at again every 30 s) until a node that serves the class owns its partition.", "class"),
 
 		CommitTxns: f.counterVec("durable_commit_txns_total",
 			"Group-commit etcd Txns by result: ok, fence_failed (a partition was lost) or error (etcd failed or refused).", "result"),

@@ -1351,3 +1351,32 @@ func TestAlarmSetByACommitOfUnknownOutcomeFires(t *testing.T) {
 	requireRun(t, e.waitRuns(1)[0], 0, T)
 	e.waitNoRecord("a")
 }
+
+// TestAlarmOfAClassNotServedWaitsForANodeThatServesIt: an alarm stored for
+// a class this node does not serve (its partition came here from a node of
+// another program) is not parked silently: it is counted, logged and
+// looked at again every 30 s, and stays stored for a node that serves it.
+func TestAlarmOfAClassNotServedWaitsForANodeThatServesIt(t *testing.T) {
+	e := newAlarmEnv(t, nil)
+	const class = "Elsewhere"
+	id := durable.IDFromName(class, "x")
+	p := id.Partition(e.n().PartitionCount())
+	due := e.now().Add(time.Second)
+	store := alarmstore.New(e.Client, e.n().Keys())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := e.Client.Txn(ctx).Then(store.PutOps(nil, alarmstore.Record{Class: class, ID: id, Partition: p, Due: due, Scheduled: due})...).Commit()
+	require.NoError(t, err)
+	e.restart() // the claim loads it into the window
+	unserved := func() float64 { return metrics.Value(e.n().Config().Metrics.AlarmUnserved.WithLabelValues(class)) }
+	e.advanceTo(due)
+	e.eventually(func() bool { return unserved() == 1 }, "the unserved alarm counted")
+	e.advance(29 * time.Second)
+	e.WaitQuiet()
+	require.Equal(t, 1.0, unserved(), "looked at again before 30 s")
+	e.advance(time.Second)
+	e.eventually(func() bool { return unserved() == 2 }, "looked at again after 30 s")
+	rec, err := store.Get(ctx, p, class, id)
+	require.NoError(t, err)
+	require.NotNil(t, rec, "the alarm stays stored for a node that serves its class")
+}

@@ -124,6 +124,8 @@ type Node struct {
 	tab        *table
 	adm        *admission
 	peers      peerConns
+	// unservedLog bounds the lines about alarms of classes not served here.
+	unservedLog *rate.Limiter
 
 	// ctx lives from Start until Stop; background work (commits, loads)
 	// uses it so a caller's cancellation never leaves a commit ambiguous.
@@ -147,6 +149,7 @@ func New(cfg Config, reg *Registry, deps Deps) (*Node, error) {
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.peers.opts = tracing.DialOptions(n.cfg.TracerProvider)
+	n.unservedLog = rate.NewLimiter(rate.Every(time.Second), 5)
 	n.adm = newAdmission(&n.cfg)
 	n.tab = newTable(&n.wg, n.adm)
 	records := alarmstore.New(deps.KV, keys)
@@ -297,7 +300,16 @@ func (n *Node) deliverAlarm(e alarmstore.Entry) bool {
 	}
 	class, err := n.reg.Lookup(e.Class)
 	if err != nil {
-		n.log.Error("alarm of unregistered class left pending", "class", e.Class, "id", e.ID)
+		// Never parked silently: it waits for a node that serves the
+		// class (the leaders assign partitions only to nodes serving every
+		// required class; a class added in a rolling deploy is required
+		// once every node serves it).
+		n.cfg.Metrics.AlarmUnserved.WithLabelValues(e.Class).Inc()
+		if n.unservedLog.Allow() {
+			n.log.Warn("alarm of a class this node does not serve: it waits for a node that does", "class", e.Class, "id", e.ID,
+				"partition", e.Partition, "retry_in", unservedRetry)
+		}
+		n.sched.RetryAt(e.Partition, e.Class, e.ID, n.now().Add(unservedRetry))
 		return false
 	}
 	ok, full := n.tab.deliver(n.env, class, e.ID, e.Partition)
@@ -307,6 +319,10 @@ func (n *Node) deliverAlarm(e alarmstore.Entry) bool {
 	}
 	return ok
 }
+
+// unservedRetry is how often an alarm of a class the node does not serve
+// is looked at again.
+const unservedRetry = 30 * time.Second
 
 // sweepEvery is how often the node looks for idle objects: one ticker for
 // the node rather than a timer per object, which the runtime would have to

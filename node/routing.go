@@ -30,24 +30,36 @@ type Ref struct {
 	ID   string
 }
 
-// Resolve validates class and ref and returns the class and the object's ID.
+// Resolve validates class and ref and returns the class, which this node
+// must serve, and the object's ID.
 func (n *Node) Resolve(className string, ref Ref) (Class, durable.ID, error) {
 	class, err := n.reg.Lookup(className)
 	if err != nil {
 		return Class{}, durable.ID{}, err
 	}
+	id, err := ResolveID(className, ref)
+	return class, id, err
+}
+
+// ResolveID validates ref and returns the object's ID, whether this node
+// serves the class or not: a node routes calls for classes it does not
+// serve (the leaders keep it out of assignment when it lacks a class the
+// cluster requires), and the owner says whether the class exists.
+func ResolveID(className string, ref Ref) (durable.ID, error) {
+	if !classNameRE.MatchString(className) {
+		return durable.ID{}, fmt.Errorf("%w: %q", durable.ErrUnknownClass, truncate(className))
+	}
 	switch {
 	case ref.Name != "" && ref.ID != "":
-		return Class{}, durable.ID{}, durable.Invalidf("give an object name or an id, not both")
+		return durable.ID{}, durable.Invalidf("give an object name or an id, not both")
 	case ref.ID != "":
-		id, err := durable.IDFromString(class.Name, ref.ID)
-		return class, id, err
+		return durable.IDFromString(className, ref.ID)
 	case len(ref.Name) > durable.MaxNameBytes:
-		return Class{}, durable.ID{}, durable.Invalidf("object name of %d bytes exceeds the limit of %d", len(ref.Name), durable.MaxNameBytes)
+		return durable.ID{}, durable.Invalidf("object name of %d bytes exceeds the limit of %d", len(ref.Name), durable.MaxNameBytes)
 	case ref.Name != "":
-		return class, durable.IDFromName(class.Name, ref.Name), nil
+		return durable.IDFromName(className, ref.Name), nil
 	default:
-		return Class{}, durable.ID{}, durable.Invalidf("object name or id is required")
+		return durable.ID{}, durable.Invalidf("object name or id is required")
 	}
 }
 
@@ -117,7 +129,7 @@ func (n *Node) invoke(ctx context.Context, hops int, className string, ref Ref, 
 	if len(method) > maxMethodBytes {
 		return Result{}, durable.Invalidf("method name of %d bytes exceeds the limit of %d", len(method), maxMethodBytes)
 	}
-	class, id, err := n.Resolve(className, ref)
+	id, err := ResolveID(className, ref)
 	if err != nil {
 		return Result{}, err
 	}
@@ -139,6 +151,10 @@ func (n *Node) invoke(ctx context.Context, hops int, className string, ref Ref, 
 		var retry bool
 		switch {
 		case r.local:
+			class, err := n.reg.Lookup(className)
+			if err != nil {
+				return Result{}, err
+			}
 			res, err := n.invokeLocal(ctx, class, id, p, ref.Name, method, payload)
 			// Ownership lost before or while the event ran: nothing was
 			// committed (the fenced Txn failed or never ran), so the call
@@ -148,7 +164,7 @@ func (n *Node) invoke(ctx context.Context, hops int, className string, ref Ref, 
 			}
 			retry = true
 		case r.addr != "" && hops < maxHops:
-			res, err := n.forward(ctx, r.addr, hops+1, class.Name, ref, id, method, payload)
+			res, err := n.forward(ctx, r.addr, hops+1, className, ref, id, method, payload)
 			// The owner could not be reached or does not own p (any more):
 			// nothing was applied there, or the request id makes the
 			// retry return what was.

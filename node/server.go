@@ -37,7 +37,7 @@ func (s *objectsServer) Invoke(ctx context.Context, req *durablev1.InvokeRequest
 	res, err := s.n.invoke(ctx, hopsFrom(ctx), req.GetClass(), ref, req.GetMethod(), req.GetPayload())
 	if err != nil {
 		owner := ""
-		if _, id, rerr := s.n.Resolve(req.GetClass(), ref); rerr == nil {
+		if id, rerr := ResolveID(req.GetClass(), ref); rerr == nil {
 			owner = s.n.ownerAddr(s.n.partitionOf(id))
 		}
 		return nil, ToStatus(err, owner)

@@ -46,6 +46,10 @@ type Options struct {
 	// Register adds the classes under test to the registry shared by all
 	// nodes.
 	Register func(reg *node.Registry) error
+	// RegisterNode, when set, gives each node a registry of its own: the
+	// classes of Register, then those RegisterNode adds for node i (mixed
+	// class sets).
+	RegisterNode func(i int, reg *node.Registry) error
 	// Config adjusts each node's configuration after the test defaults (8
 	// partitions, 2 s lease TTL, 2 s data-center grace and stabilisation,
 	// partitions homed over DCs, a unique prefix) are set.
@@ -76,6 +80,9 @@ type Cluster struct {
 // restarts.
 type Member struct {
 	Config node.Config
+	// Registry is the node's own registry (Options.RegisterNode), nil for
+	// the cluster's.
+	Registry *node.Registry
 	// Listen is the member's address; the first start picks a free port
 	// and restarts reuse it, as a restarted process would.
 	Listen string
@@ -162,7 +169,19 @@ func Start(t testing.TB, opts Options) *Cluster {
 		if opts.Config != nil {
 			opts.Config(&cfg)
 		}
-		c.Nodes = append(c.Nodes, &Member{Config: cfg, Listen: "127.0.0.1:0"})
+		m := &Member{Config: cfg, Listen: "127.0.0.1:0"}
+		if opts.RegisterNode != nil {
+			m.Registry = node.NewRegistry()
+			if opts.Register != nil {
+				if err := opts.Register(m.Registry); err != nil {
+					t.Fatalf("nodetest: register classes: %v", err)
+				}
+			}
+			if err := opts.RegisterNode(i, m.Registry); err != nil {
+				t.Fatalf("nodetest: register node %d's classes: %v", i, err)
+			}
+		}
+		c.Nodes = append(c.Nodes, m)
 	}
 	t.Cleanup(c.StopAll)
 	for i := range c.Nodes {
@@ -220,7 +239,11 @@ func (c *Cluster) Restart(i int) {
 	if c.agent != nil {
 		c.agent(&cfg)
 	}
-	a, err := agent.Start(ctx, cfg, c.reg)
+	reg := c.reg
+	if m.Registry != nil {
+		reg = m.Registry
+	}
+	a, err := agent.Start(ctx, cfg, reg)
 	if err != nil {
 		cancel(nil)
 		c.t.Fatalf("nodetest: start node %d: %v", i, err)
@@ -321,13 +344,14 @@ func (c *Cluster) snapshot() placement.Snapshot {
 }
 
 // balanced reports whether, in every data center with running nodes, the
-// partitions its leader manages are spread over its running nodes that
-// are not draining, with loads differing by at most one.
+// partitions its leader manages are spread over its running nodes that may
+// own partitions (not draining, serving every required class), with loads
+// differing by at most one.
 func (c *Cluster) balanced(snap placement.Snapshot) bool {
 	load := map[string]int{}
 	dcNodes := map[string][]string{}
 	for _, m := range c.Nodes {
-		if m.Agent() != nil && !snap.Nodes[m.Config.ID].Draining {
+		if m.Agent() != nil && snap.Eligible(m.Config.ID) {
 			load[m.Config.ID] = 0
 			dcNodes[m.Config.DC] = append(dcNodes[m.Config.DC], m.Config.ID)
 		}

@@ -58,11 +58,23 @@ func (a Assignment) Encode() string {
 // live registrations, the leaders' assignments and the owner keys. The
 // leader plans over it; members and status start from it.
 type Snapshot struct {
-	Meta     Meta
-	Nodes    map[string]NodeInfo // live registrations
-	Assign   map[int]Assignment
-	Owners   map[int]Owner
-	Revision int64 // the etcd revision Nodes, Assign and Owners were read at
+	Meta   Meta
+	Nodes  map[string]NodeInfo // live registrations
+	Assign map[int]Assignment
+	Owners map[int]Owner
+	// Classes are the classes a node must serve to own partitions (nil:
+	// not set yet); ClassesRev the mod revision they were read at (0:
+	// absent).
+	Classes    []string
+	ClassesRev int64
+	Revision   int64 // the etcd revision Nodes, Assign and Owners were read at
+}
+
+// Eligible reports whether node id may be assigned partitions: it is live,
+// not draining, and serves every required class.
+func (v Snapshot) Eligible(id string) bool {
+	ni, ok := v.Nodes[id]
+	return ok && !ni.Draining && ni.Serves(v.Classes)
 }
 
 // Read loads a Snapshot in one revision.
@@ -71,6 +83,7 @@ func Read(ctx context.Context, kv clientv3.KV, keys keyspace.Space, meta Meta) (
 		clientv3.OpGet(keys.NodesPrefix(), clientv3.WithPrefix()),
 		clientv3.OpGet(keys.AssignPrefix(), clientv3.WithPrefix()),
 		clientv3.OpGet(keys.OwnerPrefix(), clientv3.WithPrefix()),
+		clientv3.OpGet(keys.Classes()),
 	).Commit()
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("placement: read cluster: %w", err)
@@ -97,6 +110,14 @@ func Read(ctx context.Context, kv clientv3.KV, keys keyspace.Space, meta Meta) (
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
 		if p, ok := keyspace.ParsePartitionKey(string(kv.Key), keys.OwnerPrefix()); ok {
 			v.Owners[p] = Owner{Node: string(kv.Value), Token: kv.CreateRevision}
+		}
+	}
+	if kvs := resp.Responses[3].GetResponseRange().Kvs; len(kvs) > 0 {
+		v.ClassesRev = kvs[0].ModRevision
+		if len(kvs[0].Value) > 0 {
+			v.Classes = strings.Split(string(kvs[0].Value), ",")
+		} else {
+			v.Classes = []string{}
 		}
 	}
 	return v, nil

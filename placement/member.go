@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,8 +39,11 @@ type Host interface {
 
 // MemberConfig configures a Member.
 type MemberConfig struct {
-	// ID, DC and Advertise are the node's registration.
+	// ID, DC and Advertise are the node's registration, with Classes, the
+	// classes it serves: the leaders assign partitions only to nodes that
+	// serve every class the cluster requires.
 	ID, DC, Advertise string
+	Classes           []string
 	// LeaseTTL is the TTL of the node's lease: whole seconds.
 	LeaseTTL time.Duration
 	// CommitTimeout bounds the member's own writes (release, drain mark).
@@ -167,7 +171,7 @@ func (m *Member) Register(ctx context.Context) error {
 func (m *Member) info() NodeInfo {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return NodeInfo{ID: m.cfg.ID, DC: m.cfg.DC, Address: m.cfg.Advertise, Draining: m.draining}
+	return NodeInfo{ID: m.cfg.ID, DC: m.cfg.DC, Address: m.cfg.Advertise, Draining: m.draining, Classes: JoinClasses(m.cfg.Classes)}
 }
 
 func (m *Member) grantAndRegister(ctx context.Context) (clientv3.LeaseID, error) {
@@ -738,6 +742,13 @@ func (m *Member) Drain() {
 		return
 	}
 	m.log.Info("draining")
+	// Only nodes serving every required class can take the partitions.
+	var required []string
+	rctx, rcancel := context.WithTimeout(context.Background(), m.cfg.CommitTimeout)
+	if resp, err := m.client.Get(rctx, m.keys.Classes()); err == nil && len(resp.Kvs) > 0 && len(resp.Kvs[0].Value) > 0 {
+		required = strings.Split(string(resp.Kvs[0].Value), ",")
+	}
+	rcancel()
 	deadline := m.cfg.Clock.After(drainLimit)
 	for {
 		m.mu.Lock()
@@ -754,7 +765,7 @@ func (m *Member) Drain() {
 		// node they wait for another data center to adopt them.
 		others := 0
 		for id, ni := range m.nodes {
-			if id != m.cfg.ID && !ni.Draining && ni.DC == m.cfg.DC {
+			if id != m.cfg.ID && !ni.Draining && ni.DC == m.cfg.DC && ni.Serves(required) {
 				others++
 			}
 		}

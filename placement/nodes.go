@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -16,6 +18,55 @@ type NodeInfo struct {
 	DC       string `json:"dc"`
 	Address  string `json:"address"`
 	Draining bool   `json:"draining,omitempty"`
+	// Classes are the classes the node serves, sorted and joined by ","
+	// (a string keeps NodeInfo comparable); "" for a node that did not
+	// say (an older version), which counts as serving every class.
+	Classes string `json:"classes,omitempty"`
+}
+
+// JoinClasses is the Classes field of a node serving names.
+func JoinClasses(names []string) string {
+	s := slices.Clone(names)
+	slices.Sort(s)
+	return strings.Join(slices.Compact(s), ",")
+}
+
+// ClassList returns the classes the node serves (nil when it did not say).
+func (n NodeInfo) ClassList() []string {
+	if n.Classes == "" {
+		return nil
+	}
+	return strings.Split(n.Classes, ",")
+}
+
+// Serves reports whether the node serves every class of required (a node
+// that did not say serves all).
+func (n NodeInfo) Serves(required []string) bool {
+	if n.Classes == "" {
+		return true
+	}
+	have := n.ClassList()
+	for _, c := range required {
+		if !slices.Contains(have, c) {
+			return false
+		}
+	}
+	return true
+}
+
+// Missing returns the classes of required the node does not serve.
+func (n NodeInfo) Missing(required []string) []string {
+	if n.Classes == "" {
+		return nil
+	}
+	have := n.ClassList()
+	var out []string
+	for _, c := range required {
+		if !slices.Contains(have, c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // Register puts nodes/<id> on lease, failing with ErrNodeIDInUse when a live

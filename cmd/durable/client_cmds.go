@@ -477,8 +477,12 @@ func dcState(d *durablev1.DataCenterStatus) string {
 
 func printStatus(cmd *cobra.Command, st *durablev1.StatusResponse, partitions bool) error {
 	out := cmd.OutOrStdout()
-	fmt.Fprintf(out, "cluster %s: %d partitions, %d pending alarms, %d dead letters (answered by %s)\n\n",
+	fmt.Fprintf(out, "cluster %s: %d partitions, %d pending alarms, %d dead letters (answered by %s)\n",
 		st.GetClusterPrefix(), st.GetPartitionCount(), st.GetPendingAlarms(), st.GetDeadLetters(), st.GetAnsweredBy())
+	if req := st.GetRequiredClasses(); len(req) > 0 {
+		fmt.Fprintf(out, "classes every node must serve: %s\n", strings.Join(req, ", "))
+	}
+	fmt.Fprintln(out)
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	// TERM counts the data center's elections (1 = its first leader).
 	fmt.Fprintln(w, "DC\tLEADER\tTERM\tELECTED\tNODES\tPARTITIONS\tADOPTED\tLAST REASSIGNMENT\tSTATE")
@@ -497,7 +501,7 @@ func printStatus(cmd *cobra.Command, st *durablev1.StatusResponse, partitions bo
 	}
 	fmt.Fprintln(out)
 	w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NODE\tDC\tADDRESS\tSTATE\tPARTITIONS\tALARMS")
+	fmt.Fprintln(w, "NODE\tDC\tADDRESS\tSTATE\tPARTITIONS\tALARMS\tCLASSES")
 	alarms := map[string]int64{}
 	unowned := 0
 	for _, p := range st.GetPartitions() {
@@ -508,10 +512,17 @@ func printStatus(cmd *cobra.Command, st *durablev1.StatusResponse, partitions bo
 	}
 	for _, n := range st.GetNodes() {
 		state := "up"
-		if n.GetDraining() {
+		switch {
+		case n.GetDraining():
 			state = "draining"
+		case len(n.GetMissingClasses()) > 0:
+			state = "kept out: lacks " + strings.Join(n.GetMissingClasses(), ",")
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\n", n.GetId(), n.GetDc(), n.GetAddress(), state, len(n.GetPartitions()), alarms[n.GetId()])
+		classes := strings.Join(n.GetClasses(), ",")
+		if classes == "" {
+			classes = "(not said)"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", n.GetId(), n.GetDc(), n.GetAddress(), state, len(n.GetPartitions()), alarms[n.GetId()], classes)
 	}
 	for _, l := range st.GetLostNodes() {
 		state := "lost " + ago(l.GetLostUnixMs())
@@ -524,7 +535,7 @@ func printStatus(cmd *cobra.Command, st *durablev1.StatusResponse, partitions bo
 		if l.GetWaiting() > 0 {
 			state += fmt.Sprintf(", %d partitions wait for adoption", l.GetWaiting())
 		}
-		fmt.Fprintf(w, "%s\t%s\t-\t%s\t-\t-\n", l.GetId(), l.GetDc(), state)
+		fmt.Fprintf(w, "%s\t%s\t-\t%s\t-\t-\t-\n", l.GetId(), l.GetDc(), state)
 	}
 	if unowned > 0 {
 		fmt.Fprintf(w, "(unowned)\t\t\t\t%d\t%d\n", unowned, alarms[""])

@@ -1187,6 +1187,11 @@ type NodeStatus struct {
 	// it lost and the tenures that ended without a handoff.
 	LeaseLosses    int64 `protobuf:"varint,13,opt,name=lease_losses,json=leaseLosses,proto3" json:"lease_losses,omitempty"`
 	PartitionsLost int64 `protobuf:"varint,14,opt,name=partitions_lost,json=partitionsLost,proto3" json:"partitions_lost,omitempty"`
+	// classes are the classes the node serves (empty: it did not say, an
+	// older version); missing_classes those of the cluster's required
+	// classes it lacks: such a node is kept out of assignment.
+	Classes        []string `protobuf:"bytes,15,rep,name=classes,proto3" json:"classes,omitempty"`
+	MissingClasses []string `protobuf:"bytes,16,rep,name=missing_classes,json=missingClasses,proto3" json:"missing_classes,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -1317,6 +1322,20 @@ func (x *NodeStatus) GetPartitionsLost() int64 {
 		return x.PartitionsLost
 	}
 	return 0
+}
+
+func (x *NodeStatus) GetClasses() []string {
+	if x != nil {
+		return x.Classes
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetMissingClasses() []string {
+	if x != nil {
+		return x.MissingClasses
+	}
+	return nil
 }
 
 type PartitionStatus struct {
@@ -1686,11 +1705,13 @@ type StatusResponse struct {
 	PendingAlarms  int64                  `protobuf:"varint,5,opt,name=pending_alarms,json=pendingAlarms,proto3" json:"pending_alarms,omitempty"`
 	DeadLetters    int64                  `protobuf:"varint,6,opt,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
 	// answered_by is the node id that produced this status.
-	AnsweredBy    string              `protobuf:"bytes,7,opt,name=answered_by,json=answeredBy,proto3" json:"answered_by,omitempty"`
-	DataCenters   []*DataCenterStatus `protobuf:"bytes,8,rep,name=data_centers,json=dataCenters,proto3" json:"data_centers,omitempty"`
-	LostNodes     []*LostNode         `protobuf:"bytes,9,rep,name=lost_nodes,json=lostNodes,proto3" json:"lost_nodes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AnsweredBy  string              `protobuf:"bytes,7,opt,name=answered_by,json=answeredBy,proto3" json:"answered_by,omitempty"`
+	DataCenters []*DataCenterStatus `protobuf:"bytes,8,rep,name=data_centers,json=dataCenters,proto3" json:"data_centers,omitempty"`
+	LostNodes   []*LostNode         `protobuf:"bytes,9,rep,name=lost_nodes,json=lostNodes,proto3" json:"lost_nodes,omitempty"`
+	// required_classes are the classes a node must serve to own partitions.
+	RequiredClasses []string `protobuf:"bytes,10,rep,name=required_classes,json=requiredClasses,proto3" json:"required_classes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1786,6 +1807,13 @@ func (x *StatusResponse) GetLostNodes() []*LostNode {
 	return nil
 }
 
+func (x *StatusResponse) GetRequiredClasses() []string {
+	if x != nil {
+		return x.RequiredClasses
+	}
+	return nil
+}
+
 var File_durable_v1_durable_proto protoreflect.FileDescriptor
 
 const file_durable_v1_durable_proto_rawDesc = "" +
@@ -1871,7 +1899,7 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\rDrainResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
 	"\tremaining\x18\x02 \x03(\x05R\tremaining\"\x0f\n" +
-	"\rStatusRequest\"\xd1\x03\n" +
+	"\rStatusRequest\"\x94\x04\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n" +
@@ -1892,7 +1920,9 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"call_limit\x18\v \x01(\x03R\tcallLimit\x12\x18\n" +
 	"\arefused\x18\f \x01(\x03R\arefused\x12!\n" +
 	"\flease_losses\x18\r \x01(\x03R\vleaseLosses\x12'\n" +
-	"\x0fpartitions_lost\x18\x0e \x01(\x03R\x0epartitionsLost\"\xe4\x01\n" +
+	"\x0fpartitions_lost\x18\x0e \x01(\x03R\x0epartitionsLost\x12\x18\n" +
+	"\aclasses\x18\x0f \x03(\tR\aclasses\x12'\n" +
+	"\x0fmissing_classes\x18\x10 \x03(\tR\x0emissingClasses\"\xe4\x01\n" +
 	"\x0fPartitionStatus\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x14\n" +
@@ -1933,7 +1963,7 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\awaiting\x18\x05 \x01(\x05R\awaiting\x1a:\n" +
 	"\fMovedToEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xac\x03\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xd7\x03\n" +
 	"\x0eStatusResponse\x12%\n" +
 	"\x0ecluster_prefix\x18\x01 \x01(\tR\rclusterPrefix\x12'\n" +
 	"\x0fpartition_count\x18\x02 \x01(\x05R\x0epartitionCount\x12,\n" +
@@ -1947,7 +1977,9 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"answeredBy\x12?\n" +
 	"\fdata_centers\x18\b \x03(\v2\x1c.durable.v1.DataCenterStatusR\vdataCenters\x123\n" +
 	"\n" +
-	"lost_nodes\x18\t \x03(\v2\x14.durable.v1.LostNodeR\tlostNodes2J\n" +
+	"lost_nodes\x18\t \x03(\v2\x14.durable.v1.LostNodeR\tlostNodes\x12)\n" +
+	"\x10required_classes\x18\n" +
+	" \x03(\tR\x0frequiredClasses2J\n" +
 	"\aObjects\x12?\n" +
 	"\x06Invoke\x12\x19.durable.v1.InvokeRequest\x1a\x1a.durable.v1.InvokeResponse2\xb7\x03\n" +
 	"\x05Admin\x12E\n" +
