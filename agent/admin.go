@@ -109,6 +109,35 @@ func (s *adminServer) ListDeadLetters(ctx context.Context, req *durablev1.ListDe
 	return out, nil
 }
 
+func (s *adminServer) PurgeDeadLetters(ctx context.Context, req *durablev1.PurgeDeadLettersRequest) (*durablev1.PurgeDeadLettersResponse, error) {
+	f := alarmstore.PurgeFilter{Class: req.GetClass(), Partitions: s.a.meta.Partitions}
+	if ms := req.GetAbandonedBeforeUnixMs(); ms > 0 {
+		f.AbandonedBefore = time.UnixMilli(ms)
+	}
+	filtered := f.Class != "" || req.GetObject() != nil || req.GetAbandonedBeforeUnixMs() > 0
+	switch {
+	case req.GetAll() && filtered:
+		return nil, node.ToStatus(durable.Invalidf("give all or filters (class, object, abandoned before), not both"), "")
+	case !req.GetAll() && !filtered:
+		return nil, node.ToStatus(durable.Invalidf("say which dead letters to purge (class, object, abandoned before), or all"), "")
+	case req.GetObject() != nil:
+		if f.Class == "" {
+			return nil, node.ToStatus(durable.Invalidf("an object needs its class"), "")
+		}
+		id, err := node.ResolveID(f.Class, node.RefOf(req.GetObject()))
+		if err != nil {
+			return nil, node.ToStatus(err, "")
+		}
+		f.ID = id
+	}
+	n, err := s.alarms().PurgeDead(ctx, f)
+	if err != nil {
+		return nil, node.ToStatus(listErr(err), "")
+	}
+	s.a.log.Info("dead letters purged", "purged", n, "class", f.Class, "object", req.GetObject().String(), "abandoned_before", f.AbandonedBefore)
+	return &durablev1.PurgeDeadLettersResponse{Purged: n}, nil
+}
+
 func (s *adminServer) Locate(ctx context.Context, req *durablev1.LocateRequest) (*durablev1.LocateResponse, error) {
 	class, id, err := s.a.Node.Resolve(req.GetClass(), node.RefOf(req.GetObject()))
 	if err != nil {

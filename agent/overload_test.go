@@ -235,3 +235,22 @@ func TestFullEtcd(t *testing.T) {
 	_, err = c.Dial(0).Invoke(ctx, "Counter", client.ByName("c"), "increment", nil)
 	require.NoError(t, err, "writes after the recovery")
 }
+
+// TestPurgeDeadLettersSaysWhichOrAll: an empty purge request, one with
+// both all and a filter, and an object without its class are refused and
+// delete nothing; a class filter purges (none here).
+func TestPurgeDeadLettersSaysWhichOrAll(t *testing.T) {
+	c := examplesCluster(t, 1)
+	admin := c.Dial(0).Admin()
+	for _, req := range []*durablev1.PurgeDeadLettersRequest{
+		{},
+		{All: true, Class: "Batcher"},
+		{Object: &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Name{Name: "x"}}},
+	} {
+		_, err := admin.PurgeDeadLetters(context.Background(), req)
+		require.Equal(t, codes.InvalidArgument, status.Code(err), "%v: %v", req, err)
+	}
+	resp, err := admin.PurgeDeadLetters(context.Background(), &durablev1.PurgeDeadLettersRequest{Class: "Batcher"})
+	require.NoError(t, err)
+	require.Zero(t, resp.GetPurged())
+}

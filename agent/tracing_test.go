@@ -69,15 +69,21 @@ func TestTraceCrossesAForward(t *testing.T) {
 		}
 		return out
 	}
+	// one waits for the span: a server span ends after its reply left,
+	// so the caller may see the reply first.
 	one := func(e *tracetest.InMemoryExporter, name string, kind trace.SpanKind) tracetest.SpanStub {
 		t.Helper()
-		for _, s := range byName(e, name) {
-			if s.SpanKind == kind && s.SpanContext.TraceID() == traceID {
-				return s
+		var found tracetest.SpanStub
+		c.WaitFor(fmt.Sprintf("a %s span %q of the call's trace", kind, name), func() bool {
+			for _, s := range byName(e, name) {
+				if s.SpanKind == kind && s.SpanContext.TraceID() == traceID {
+					found = s
+					return true
+				}
 			}
-		}
-		t.Fatalf("no %s span %q of the call's trace among %d", kind, name, len(e.GetSpans()))
-		return tracetest.SpanStub{}
+			return false
+		})
+		return found
 	}
 	one(exporters[0], "durable.v1.Objects/Invoke", trace.SpanKindServer)
 	one(exporters[0], "durable.v1.Objects/Invoke", trace.SpanKindClient) // the forward

@@ -380,3 +380,40 @@ func TestDeadLettersOfAClassAmongMany(t *testing.T) {
 	}
 	require.Equal(t, want, got, "each of the class's dead letters once, in key order")
 }
+
+// TestPurgeDeadLetters: a purge deletes exactly what its filter selects
+// (class, one object, abandoned before a time), across partitions and
+// pages, and says how many.
+func TestPurgeDeadLetters(t *testing.T) {
+	s, c, _ := setup(t)
+	ctx := context.Background()
+	const partitions = 4
+	// 12 dead letters: classes A and B, objects o0..o5, two scheduled
+	// times each, abandoned at 1000+i.
+	for i := range 12 {
+		class := []string{"A", "B"}[i%2]
+		id := durable.IDFromName(class, fmt.Sprint("o", i%6))
+		sched := time.UnixMilli(int64(100 + i/6))
+		r := Record{Class: class, ID: id, Partition: id.Partition(partitions), Due: sched, Scheduled: sched}
+		apply(t, c, []clientv3.Op{s.DeadLetterOp(r, time.UnixMilli(int64(1000+i)))})
+	}
+	left := func() int {
+		page, _, err := s.ListDead(ctx, DeadFilter{Limit: 100, Partitions: partitions})
+		require.NoError(t, err)
+		return len(page)
+	}
+	n, err := s.PurgeDead(ctx, PurgeFilter{Class: "A", ID: durable.IDFromName("A", "o0"), Partitions: partitions})
+	require.NoError(t, err)
+	require.EqualValues(t, 2, n, "one object's two dead letters")
+	n, err = s.PurgeDead(ctx, PurgeFilter{AbandonedBefore: time.UnixMilli(1004), Partitions: partitions})
+	require.NoError(t, err)
+	require.EqualValues(t, 3, n, "abandoned at 1001, 1002, 1003 (1000 went with o0)")
+	n, err = s.PurgeDead(ctx, PurgeFilter{Class: "B", Partitions: partitions})
+	require.NoError(t, err)
+	require.EqualValues(t, 4, n, "B's left: abandoned at 1005, 1007, 1009, 1011")
+	require.Equal(t, 3, left(), "A's abandoned at 1004, 1008, 1010 stay")
+	n, err = s.PurgeDead(ctx, PurgeFilter{Partitions: partitions})
+	require.NoError(t, err)
+	require.EqualValues(t, 3, n)
+	require.Zero(t, left())
+}

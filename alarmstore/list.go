@@ -338,3 +338,59 @@ func (s *Store) CountPending(ctx context.Context, partitions int) ([]int64, erro
 	}
 	return counts, nil
 }
+
+// PurgeFilter says which dead letters PurgeDead deletes: those of Class (""
+// any), of object ID (zero: any; Class required), abandoned before
+// AbandonedBefore (zero: any).
+type PurgeFilter struct {
+	Class           string
+	ID              durable.ID
+	AbandonedBefore time.Time
+	Partitions      int
+}
+
+// purgeBatch bounds the deletes of one Txn (below etcd's default
+// --max-txn-ops of 128).
+const purgeBatch = 100
+
+// PurgeDead deletes the dead letters f selects and returns how many.
+func (s *Store) PurgeDead(ctx context.Context, f PurgeFilter) (int64, error) {
+	var purged int64
+	var keys []string
+	flush := func() error {
+		for len(keys) > 0 {
+			n := min(len(keys), purgeBatch)
+			ops := make([]clientv3.Op, n)
+			for i, k := range keys[:n] {
+				ops[i] = clientv3.OpDelete(k)
+			}
+			if _, err := s.kv.Txn(ctx).Then(ops...).Commit(); err != nil {
+				return err
+			}
+			purged += int64(n)
+			keys = keys[n:]
+		}
+		return nil
+	}
+	var zero durable.ID
+	token := ""
+	for {
+		page, next, err := s.ListDead(ctx, DeadFilter{Class: f.Class, Limit: 1000, Partitions: f.Partitions, After: token})
+		if err != nil {
+			return purged, err
+		}
+		for _, d := range page {
+			if f.ID != zero && d.ID != f.ID || !f.AbandonedBefore.IsZero() && !d.Abandoned.Before(f.AbandonedBefore) {
+				continue
+			}
+			keys = append(keys, s.keys.Dead(d.Partition, d.Class, d.ID.String(), d.Scheduled))
+		}
+		if err := flush(); err != nil {
+			return purged, err
+		}
+		if next == "" {
+			return purged, nil
+		}
+		token = next
+	}
+}

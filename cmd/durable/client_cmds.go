@@ -229,7 +229,51 @@ func newAlarmCmd() *cobra.Command {
 	dead.Flags().Int32("limit", 100, "at most this many")
 	dead.Flags().String("page-token", "", "continue where the previous page ended")
 	dead.Flags().Bool("json", false, "print JSON")
+	dead.AddCommand(newPurgeCmd())
 	cmd.AddCommand(get, list, dead, newAlarmWaitCmd())
+	return cmd
+}
+
+func newPurgeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "purge",
+		Short: "Delete dead letters: of a class, of one object, older than a time, or all",
+		Long: "Delete the dead letters the flags select (--class, --object with --class,\n" +
+			"--older-than), or every one with --all. It prints how many it deleted." + envHelp,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			class, _ := cmd.Flags().GetString("class")
+			object, _ := cmd.Flags().GetString("object")
+			byID, _ := cmd.Flags().GetBool("id")
+			older, _ := cmd.Flags().GetDuration("older-than")
+			all, _ := cmd.Flags().GetBool("all")
+			req := &durablev1.PurgeDeadLettersRequest{Class: class, All: all}
+			if object != "" {
+				ref := &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Name{Name: object}}
+				if byID {
+					ref.Ref = &durablev1.ObjectRef_Id{Id: object}
+				}
+				req.Object = ref
+			}
+			if older > 0 {
+				req.AbandonedBeforeUnixMs = time.Now().Add(-older).UnixMilli()
+			}
+			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Admin().PurgeDeadLetters(ctx, req)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%d dead letters purged\n", resp.GetPurged())
+				return nil
+			})
+		},
+	}
+	addClientFlags(cmd, time.Minute)
+	cmd.Flags().String("class", "", "only dead letters of this class")
+	cmd.Flags().String("object", "", "only those of this object (name, or id with --id); needs --class")
+	cmd.Flags().Bool("id", false, "--object is an object ID, not a name")
+	cmd.Flags().Duration("older-than", 0, "only those abandoned longer ago than this, e.g. 24h")
+	cmd.Flags().Bool("all", false, "every dead letter (no other filter)")
 	return cmd
 }
 

@@ -131,12 +131,13 @@ var Objects_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Admin_GetAlarm_FullMethodName        = "/durable.v1.Admin/GetAlarm"
-	Admin_ListAlarms_FullMethodName      = "/durable.v1.Admin/ListAlarms"
-	Admin_ListDeadLetters_FullMethodName = "/durable.v1.Admin/ListDeadLetters"
-	Admin_Status_FullMethodName          = "/durable.v1.Admin/Status"
-	Admin_Drain_FullMethodName           = "/durable.v1.Admin/Drain"
-	Admin_Locate_FullMethodName          = "/durable.v1.Admin/Locate"
+	Admin_GetAlarm_FullMethodName         = "/durable.v1.Admin/GetAlarm"
+	Admin_ListAlarms_FullMethodName       = "/durable.v1.Admin/ListAlarms"
+	Admin_ListDeadLetters_FullMethodName  = "/durable.v1.Admin/ListDeadLetters"
+	Admin_Status_FullMethodName           = "/durable.v1.Admin/Status"
+	Admin_Drain_FullMethodName            = "/durable.v1.Admin/Drain"
+	Admin_Locate_FullMethodName           = "/durable.v1.Admin/Locate"
+	Admin_PurgeDeadLetters_FullMethodName = "/durable.v1.Admin/PurgeDeadLetters"
 )
 
 // AdminClient is the client API for Admin service.
@@ -160,6 +161,10 @@ type AdminClient interface {
 	// Locate says where an object lives: its ID, partition, owner and
 	// fencing token, and the node its data center's leader assigned.
 	Locate(ctx context.Context, in *LocateRequest, opts ...grpc.CallOption) (*LocateResponse, error)
+	// PurgeDeadLetters deletes dead letters: of a class, of one object, or
+	// abandoned before a time (all three filters optional; at least one is
+	// required, so that an empty request does not purge everything).
+	PurgeDeadLetters(ctx context.Context, in *PurgeDeadLettersRequest, opts ...grpc.CallOption) (*PurgeDeadLettersResponse, error)
 }
 
 type adminClient struct {
@@ -230,6 +235,16 @@ func (c *adminClient) Locate(ctx context.Context, in *LocateRequest, opts ...grp
 	return out, nil
 }
 
+func (c *adminClient) PurgeDeadLetters(ctx context.Context, in *PurgeDeadLettersRequest, opts ...grpc.CallOption) (*PurgeDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PurgeDeadLettersResponse)
+	err := c.cc.Invoke(ctx, Admin_PurgeDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -251,6 +266,10 @@ type AdminServer interface {
 	// Locate says where an object lives: its ID, partition, owner and
 	// fencing token, and the node its data center's leader assigned.
 	Locate(context.Context, *LocateRequest) (*LocateResponse, error)
+	// PurgeDeadLetters deletes dead letters: of a class, of one object, or
+	// abandoned before a time (all three filters optional; at least one is
+	// required, so that an empty request does not purge everything).
+	PurgeDeadLetters(context.Context, *PurgeDeadLettersRequest) (*PurgeDeadLettersResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -278,6 +297,9 @@ func (UnimplementedAdminServer) Drain(context.Context, *DrainRequest) (*DrainRes
 }
 func (UnimplementedAdminServer) Locate(context.Context, *LocateRequest) (*LocateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Locate not implemented")
+}
+func (UnimplementedAdminServer) PurgeDeadLetters(context.Context, *PurgeDeadLettersRequest) (*PurgeDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PurgeDeadLetters not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -408,6 +430,24 @@ func _Admin_Locate_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_PurgeDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PurgeDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).PurgeDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_PurgeDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).PurgeDeadLetters(ctx, req.(*PurgeDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -438,6 +478,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Locate",
 			Handler:    _Admin_Locate_Handler,
+		},
+		{
+			MethodName: "PurgeDeadLetters",
+			Handler:    _Admin_PurgeDeadLetters_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
