@@ -21,6 +21,7 @@ import (
 	"github.com/durable-run/durable/keyspace"
 	"github.com/durable-run/durable/metrics"
 	"github.com/durable-run/durable/placement"
+	"github.com/durable-run/durable/tracing"
 )
 
 // Config configures a Committer or a Reader.
@@ -98,7 +99,7 @@ func (c *Config) defaults() {
 // operations keeps its compares within etcd's limit too.
 type Committer struct {
 	batcher[*Request]
-	tracer trace.Tracer
+	tracer trace.Tracer // nil: tracing is off
 	kv     clientv3.KV
 	keys   keyspace.Space
 	cfg    Config
@@ -133,7 +134,10 @@ type Request struct {
 // NewCommitter returns a committer over kv; Stop it when done.
 func NewCommitter(kv clientv3.KV, keys keyspace.Space, cfg Config) *Committer {
 	cfg.defaults()
-	c := &Committer{kv: kv, keys: keys, cfg: cfg, tracer: cfg.TracerProvider.Tracer("github.com/durable-run/durable/commit")}
+	c := &Committer{kv: kv, keys: keys, cfg: cfg}
+	if tracing.Enabled(cfg.TracerProvider) {
+		c.tracer = cfg.TracerProvider.Tracer("github.com/durable-run/durable/commit")
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.batcher = batcher[*Request]{
 		parallelism: cfg.Parallelism, maxOps: cfg.MaxOps, maxBytes: cfg.MaxBytes,
@@ -262,11 +266,12 @@ func (c *Committer) send(batch []*Request) {
 	for _, r := range batch {
 		links = append(links, r.Links...)
 	}
-	ctx, span := c.tracer.Start(c.ctx, "durable.commit", trace.WithLinks(links...), trace.WithSpanKind(trace.SpanKindClient))
-	defer span.End()
-	if span.IsRecording() {
+	ctx, span := c.ctx, trace.SpanFromContext(c.ctx) // a no-op unless tracing is on
+	if c.tracer != nil {
+		ctx, span = c.tracer.Start(c.ctx, "durable.commit", trace.WithLinks(links...), trace.WithSpanKind(trace.SpanKindClient))
 		span.SetAttributes(attribute.Int("durable.commit.requests", len(batch)), attribute.Int("durable.commit.ops", nops), attribute.Int("durable.commit.bytes", nbytes))
 	}
+	defer span.End()
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	sent := time.Now()
 	for _, r := range batch {

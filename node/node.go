@@ -161,8 +161,11 @@ func New(cfg Config, reg *Registry, deps Deps) (*Node, error) {
 	policy.SystemRetryDelay = cfg.SystemRetryDelay
 	n.env = &env{
 		node: cfg.ID, cfg: &n.cfg, policy: policy, clock: cfg.Clock, log: n.log, m: n.cfg.Metrics, keys: keys, kv: deps.KV,
-		retryLog: rate.NewLimiter(retryLogRate, retryLogRate), tracer: n.cfg.TracerProvider.Tracer("github.com/durable-run/durable/node"),
-		commits: deps.Commits, reads: deps.Reads, alarms: n.sched, records: records, ctx: n.ctx, tab: n.tab,
+		retryLog: rate.NewLimiter(retryLogRate, retryLogRate),
+		commits:  deps.Commits, reads: deps.Reads, alarms: n.sched, records: records, ctx: n.ctx, tab: n.tab,
+	}
+	if tracing.Enabled(n.cfg.TracerProvider) {
+		n.env.tracer = n.cfg.TracerProvider.Tracer("github.com/durable-run/durable/node")
 	}
 	return n, nil
 }

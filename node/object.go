@@ -45,7 +45,7 @@ type env struct {
 	clock  clockwork.Clock
 	log    *slog.Logger
 	m      *metrics.Set
-	tracer trace.Tracer
+	tracer trace.Tracer // nil: tracing is off
 	// retryLog bounds the alarm retry lines (logRetry).
 	retryLog        *rate.Limiter
 	retriesUnlogged atomic.Int64
@@ -545,8 +545,8 @@ func (o *object) handleCall(c *call) {
 		c.respond(callResult{err: err})
 		return
 	}
-	c.ctx, c.span = o.env.tracer.Start(c.ctx, "durable.event")
-	if c.span.IsRecording() {
+	if t := o.env.tracer; t != nil {
+		c.ctx, c.span = t.Start(c.ctx, "durable.event")
 		c.span.SetAttributes(attribute.String("durable.class", o.key.class), attribute.String("durable.method", o.env.m.Method(o.key.class, c.method)),
 			attribute.String("durable.object", o.key.id.String()), attribute.Int("durable.partition", o.p))
 	}
@@ -586,7 +586,7 @@ func (o *object) handleCall(c *call) {
 	// The reply leaves once the event's writes, and the earlier ones it may
 	// have read, are durable; meanwhile the object goes on with its next
 	// event.
-	ec := eventCommit{tx: tx, alarm: o.pl.alarmAfter(tx), rid: c.rid, digest: c.digest, reply: out, span: c.span.SpanContext()}
+	ec := eventCommit{tx: tx, alarm: o.pl.alarmAfter(tx), rid: c.rid, digest: c.digest, reply: out, span: trace.SpanContextFromContext(c.ctx)}
 	o.pl.stage(ec, func(err error) {
 		if err != nil {
 			c.respond(callResult{err: err})
@@ -692,8 +692,9 @@ func (o *object) handleAlarm() {
 	}
 	r := *rec // the handler's run must not change what the pipeline knows
 	rec = &r
-	ctx, span := e.tracer.Start(ctx, "durable.alarm", trace.WithNewRoot())
-	if span.IsRecording() {
+	span := trace.SpanFromContext(ctx) // a no-op unless tracing is on
+	if e.tracer != nil {
+		ctx, span = e.tracer.Start(ctx, "durable.alarm", trace.WithNewRoot())
 		span.SetAttributes(attribute.String("durable.class", o.key.class), attribute.String("durable.object", o.key.id.String()),
 			attribute.Int("durable.partition", o.p), attribute.Int("durable.alarm.retry_count", rec.RetryCount),
 			attribute.Int64("durable.alarm.lateness_ms", e.clock.Since(rec.Due).Milliseconds()))
