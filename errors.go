@@ -37,6 +37,9 @@ var (
 	ErrCommitUnknown = errors.New("durable: commit outcome unknown")
 	// ErrNoAlarmHandler: the class has no Alarm method, so it cannot set one.
 	ErrNoAlarmHandler = errors.New("durable: class has no alarm handler")
+	// ErrAlarmPending: an operation that sets an object's alarm from
+	// outside (requeuing a dead letter) found one pending.
+	ErrAlarmPending = errors.New("durable: the object has an alarm pending")
 	// ErrNotInEvent: storage was used outside the object's own events.
 	ErrNotInEvent = errors.New("durable: storage used outside an event of its object")
 	// ErrStorageFull: etcd refused the write because its database is full

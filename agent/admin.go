@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
@@ -136,6 +137,44 @@ func (s *adminServer) PurgeDeadLetters(ctx context.Context, req *durablev1.Purge
 	}
 	s.a.log.Info("dead letters purged", "purged", n, "class", f.Class, "object", req.GetObject().String(), "abandoned_before", f.AbandonedBefore)
 	return &durablev1.PurgeDeadLettersResponse{Purged: n}, nil
+}
+
+// forwardedHeader marks an Admin call one node forwarded to another: it
+// is forwarded no further (views that disagree must not bounce it).
+const forwardedHeader = "durable-admin-forwarded"
+
+func (s *adminServer) RequeueDeadLetter(ctx context.Context, req *durablev1.RequeueDeadLetterRequest) (*durablev1.RequeueDeadLetterResponse, error) {
+	ref := node.RefOf(req.GetObject())
+	id, err := node.ResolveID(req.GetClass(), ref)
+	if err != nil {
+		return nil, node.ToStatus(err, "")
+	}
+	p := s.a.Node.PartitionOf(id)
+	local, owner := s.a.Node.Owner(p)
+	md, _ := metadata.FromIncomingContext(ctx)
+	if !local {
+		if owner == "" || len(md.Get(forwardedHeader)) > 0 {
+			return nil, node.ToStatus(fmt.Errorf("%w: partition %d has no owner this node can reach now", durable.ErrUnavailable, p), owner)
+		}
+		conn, err := s.a.Node.Peer(owner)
+		if err != nil {
+			return nil, node.ToStatus(fmt.Errorf("%w: %w", durable.ErrUnavailable, err), owner)
+		}
+		return durablev1.NewAdminClient(conn).RequeueDeadLetter(metadata.AppendToOutgoingContext(ctx, forwardedHeader, "1"), req)
+	}
+	var scheduled time.Time
+	if ms := req.GetScheduledUnixMs(); ms > 0 {
+		scheduled = time.UnixMilli(ms)
+	}
+	if err := s.a.Node.RequeueDeadLetter(ctx, req.GetClass(), ref, scheduled); err != nil {
+		return nil, node.ToStatus(err, "")
+	}
+	rec, err := s.alarms().Get(ctx, p, req.GetClass(), id)
+	if err != nil || rec == nil {
+		return &durablev1.RequeueDeadLetterResponse{}, nil // set and committed; it may already have run
+	}
+	s.a.log.Info("dead letter requeued", "class", req.GetClass(), "id", id, "due", rec.Due)
+	return &durablev1.RequeueDeadLetterResponse{Alarm: alarmProto(*rec)}, nil
 }
 
 func (s *adminServer) Locate(ctx context.Context, req *durablev1.LocateRequest) (*durablev1.LocateResponse, error) {

@@ -19,9 +19,11 @@ import (
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/agent"
+	"github.com/durable-run/durable/alarmstore"
 	"github.com/durable-run/durable/client"
 	"github.com/durable-run/durable/embedetcd"
 	"github.com/durable-run/durable/examples"
+	"github.com/durable-run/durable/keyspace"
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/nodetest"
 	"github.com/durable-run/durable/placement"
@@ -253,4 +255,64 @@ func TestPurgeDeadLettersSaysWhichOrAll(t *testing.T) {
 	resp, err := admin.PurgeDeadLetters(context.Background(), &durablev1.PurgeDeadLettersRequest{Class: "Batcher"})
 	require.NoError(t, err)
 	require.Zero(t, resp.GetPurged())
+}
+
+// TestRequeueDeadLetterThroughAnyNode: a dead letter of an object owned by
+// another node is requeued through this one (forwarded to the owner): the
+// dead letter is gone and the alarm set again; an object with an alarm
+// pending is refused and keeps its dead letter.
+func TestRequeueDeadLetterThroughAnyNode(t *testing.T) {
+	c := examplesCluster(t, 2)
+	ctx := context.Background()
+	admin := c.Dial(0).Admin()
+	ownedBy1 := func(prefix string) string {
+		for i := 0; ; i++ {
+			n := fmt.Sprint(prefix, i)
+			loc, err := admin.Locate(ctx, &durablev1.LocateRequest{Class: "Reminder", Object: &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Name{Name: n}}})
+			require.NoError(t, err)
+			if loc.GetOwner() == c.Nodes[1].Config.ID {
+				return n
+			}
+		}
+	}
+	store := alarmstore.New(c.Client, keyspace.New(c.Prefix))
+	bury := func(name string) {
+		id := durable.IDFromName("Reminder", name)
+		sched := time.UnixMilli(1_700_000_000_000)
+		r := alarmstore.Record{Class: "Reminder", ID: id, Name: name, Partition: id.Partition(c.Agent(0).Node.PartitionCount()), Due: sched, Scheduled: sched, RetryCount: 6, LastError: "boom"}
+		_, err := c.Client.Txn(ctx).Then(store.DeadLetterOp(r, time.Now())).Commit()
+		require.NoError(t, err)
+	}
+	deadOf := func(name string) int {
+		resp, err := admin.ListDeadLetters(ctx, &durablev1.ListDeadLettersRequest{Class: "Reminder"})
+		require.NoError(t, err)
+		n := 0
+		for _, d := range resp.GetDeadLetters() {
+			if d.GetAlarm().GetName() == name {
+				n++
+			}
+		}
+		return n
+	}
+	ref := func(name string) *durablev1.ObjectRef {
+		return &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Name{Name: name}}
+	}
+
+	name := ownedBy1("requeue-")
+	bury(name)
+	require.Equal(t, 1, deadOf(name))
+	_, err := admin.RequeueDeadLetter(ctx, &durablev1.RequeueDeadLetterRequest{Class: "Reminder", Object: ref(name)})
+	require.NoError(t, err)
+	require.Zero(t, deadOf(name), "the dead letter stays")
+	_, err = admin.RequeueDeadLetter(ctx, &durablev1.RequeueDeadLetterRequest{Class: "Reminder", Object: ref(name)})
+	require.Equal(t, codes.InvalidArgument, status.Code(err), "requeued twice: %v", err)
+
+	busy := ownedBy1("busy-")
+	_, err = c.Dial(0).Invoke(ctx, "Reminder", client.ByName(busy), "set", []byte(`{"message":"later","in":"1h"}`))
+	require.NoError(t, err)
+	bury(busy)
+	_, err = admin.RequeueDeadLetter(ctx, &durablev1.RequeueDeadLetterRequest{Class: "Reminder", Object: ref(busy)})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
+	require.Equal(t, "ALARM_PENDING", client.Detail(err).GetReason())
+	require.Equal(t, 1, deadOf(busy), "a refused requeue deleted the dead letter")
 }

@@ -848,6 +848,19 @@ func TestAlarmAbandonedAfterSixRetriesIntoDeadLetters(t *testing.T) {
 		e.advance(15 * time.Second)
 	}
 	e.requireRunsStay(7, "an abandoned alarm ran again")
+
+	// Requeued, it runs again at once from retry 0, and its dead letter
+	// is gone; a second requeue finds none.
+	e.probe.setScript(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, e.n().RequeueDeadLetter(ctx, probeClass, node.Ref{Name: "a"}, time.Time{}))
+	require.Empty(t, e.deadLetters(), "the dead letter stays")
+	runs := e.waitRuns(8)
+	require.Equal(t, 0, runs[7].Info.RetryCount)
+	e.waitNoRecord("a")
+	err := e.n().RequeueDeadLetter(ctx, probeClass, node.Ref{Name: "a"}, time.Time{})
+	require.ErrorIs(t, err, durable.ErrInvalidArgument, "requeued twice")
 }
 
 func TestAlarmFailureDiscardsHandlerWrites(t *testing.T) {

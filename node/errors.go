@@ -30,6 +30,7 @@ var errorTable = []errorRule{
 	{durable.ErrInvalidArgument, codes.InvalidArgument, "INVALID_ARGUMENT", false},
 	{durable.ErrUnknownClass, codes.NotFound, "UNKNOWN_CLASS", false},
 	{durable.ErrNoAlarmHandler, codes.FailedPrecondition, "NO_ALARM_HANDLER", false},
+	{durable.ErrAlarmPending, codes.FailedPrecondition, "ALARM_PENDING", false},
 	{durable.ErrOverloaded, codes.ResourceExhausted, "OVERLOADED", false},
 	{durable.ErrObjectBusy, codes.ResourceExhausted, "OBJECT_BUSY", false},
 	{durable.ErrStorageFull, codes.ResourceExhausted, "STORAGE_FULL", false},

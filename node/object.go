@@ -71,6 +71,9 @@ type call struct {
 	reply   chan callResult
 	release func()     // ends the call's admission, once replied
 	span    trace.Span // the event's span (handleCall), ended with the reply
+	// op, when set, is a runtime event run instead of the class's Invoke
+	// (RequeueDeadLetter): it changes tx and returns ops to commit with it.
+	op func(ctx context.Context, o *object, tx *eventTx) ([]clientv3.Op, error)
 }
 
 type callResult struct {
@@ -562,6 +565,10 @@ func (o *object) handleCall(c *call) {
 		return
 	}
 	defer o.pl.endEvent()
+	if c.op != nil {
+		o.runOp(c, tx)
+		return
+	}
 	if err := o.ensureInstance(c.ctx); err != nil {
 		o.failEvent(tx)
 		c.respond(callResult{err: err})
@@ -594,6 +601,18 @@ func (o *object) handleCall(c *call) {
 		}
 		c.respond(callResult{payload: out})
 	})
+}
+
+// runOp runs a runtime event (c.op) on tx and stages its outcome like an
+// invocation's: nothing of it is written if it fails.
+func (o *object) runOp(c *call, tx *eventTx) {
+	extra, err := c.op(c.ctx, o, tx)
+	if err != nil {
+		o.pl.discardWrites(tx)
+		c.respond(callResult{err: err})
+		return
+	}
+	o.pl.stage(eventCommit{tx: tx, alarm: o.pl.alarmAfter(tx), extra: extra}, func(err error) { c.respond(callResult{err: err}) })
 }
 
 // failEvent discards a failed event: it writes nothing, and its instance

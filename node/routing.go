@@ -313,6 +313,9 @@ func hopsFrom(ctx context.Context) int {
 	return 0
 }
 
+// Peer returns the node's connection to another node at addr (cached).
+func (n *Node) Peer(addr string) (*grpc.ClientConn, error) { return n.peers.get(addr) }
+
 // peerConns caches gRPC connections to other nodes.
 type peerConns struct {
 	opts  []grpc.DialOption // beyond plaintext (tracing)

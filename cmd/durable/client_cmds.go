@@ -229,7 +229,7 @@ func newAlarmCmd() *cobra.Command {
 	dead.Flags().Int32("limit", 100, "at most this many")
 	dead.Flags().String("page-token", "", "continue where the previous page ended")
 	dead.Flags().Bool("json", false, "print JSON")
-	dead.AddCommand(newPurgeCmd())
+	dead.AddCommand(newPurgeCmd(), newRequeueCmd())
 	cmd.AddCommand(get, list, dead, newAlarmWaitCmd())
 	return cmd
 }
@@ -249,11 +249,7 @@ func newPurgeCmd() *cobra.Command {
 			all, _ := cmd.Flags().GetBool("all")
 			req := &durablev1.PurgeDeadLettersRequest{Class: class, All: all}
 			if object != "" {
-				ref := &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Name{Name: object}}
-				if byID {
-					ref.Ref = &durablev1.ObjectRef_Id{Id: object}
-				}
-				req.Object = ref
+				req.Object = refProto(object, byID)
 			}
 			if older > 0 {
 				req.AbandonedBeforeUnixMs = time.Now().Add(-older).UnixMilli()
@@ -275,6 +271,54 @@ func newPurgeCmd() *cobra.Command {
 	cmd.Flags().Duration("older-than", 0, "only those abandoned longer ago than this, e.g. 24h")
 	cmd.Flags().Bool("all", false, "every dead letter (no other filter)")
 	return cmd
+}
+
+func newRequeueCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "requeue CLASS NAME",
+		Short: "Set an abandoned alarm again, due now, and delete its dead letter",
+		Long: "Set the alarm of the object of CLASS named NAME (or with ID NAME, with --id) again,\n" +
+			"due now with its retries from 0, and delete its dead letter (the latest, or the one\n" +
+			"scheduled at --scheduled), in one commit on the object's owner. An object with an\n" +
+			"alarm pending is refused." + envHelp,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			byID, _ := cmd.Flags().GetBool("id")
+			sched, _ := cmd.Flags().GetString("scheduled")
+			req := &durablev1.RequeueDeadLetterRequest{Class: args[0], Object: refProto(args[1], byID)}
+			if sched != "" {
+				t, err := time.Parse(time.RFC3339Nano, sched)
+				if err != nil {
+					return usageError{fmt.Errorf("--scheduled %q: want an RFC 3339 time (as alarm dead prints it)", sched)}
+				}
+				req.ScheduledUnixMs = t.UnixMilli()
+			}
+			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Admin().RequeueDeadLetter(ctx, req)
+				if err != nil {
+					return err
+				}
+				if a := resp.GetAlarm(); a != nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "requeued: due %s\n", fmtMillis(a.GetDueUnixMs()))
+				} else {
+					fmt.Fprintln(cmd.OutOrStdout(), "requeued (it has run already)")
+				}
+				return nil
+			})
+		},
+	}
+	addClientFlags(cmd, 30*time.Second)
+	cmd.Flags().Bool("id", false, "NAME is an object ID (64 hex digits), not a name")
+	cmd.Flags().String("scheduled", "", "the dead letter's scheduled time (RFC 3339, as alarm dead prints it); default: the latest")
+	return cmd
+}
+
+// refProto is an object reference of the API: a name, or an id.
+func refProto(arg string, byID bool) *durablev1.ObjectRef {
+	if byID {
+		return &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Id{Id: arg}}
+	}
+	return &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Name{Name: arg}}
 }
 
 func newAlarmWaitCmd() *cobra.Command {

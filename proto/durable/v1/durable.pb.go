@@ -360,6 +360,113 @@ func (x *ErrorDetail) GetRetryAfterMs() int64 {
 	return 0
 }
 
+type RequeueDeadLetterRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Class  string                 `protobuf:"bytes,1,opt,name=class,proto3" json:"class,omitempty"`
+	Object *ObjectRef             `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	// scheduled_unix_ms names the dead letter (its alarm's scheduled time);
+	// 0: the object's latest.
+	ScheduledUnixMs int64 `protobuf:"varint,3,opt,name=scheduled_unix_ms,json=scheduledUnixMs,proto3" json:"scheduled_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RequeueDeadLetterRequest) Reset() {
+	*x = RequeueDeadLetterRequest{}
+	mi := &file_durable_v1_durable_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequeueDeadLetterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequeueDeadLetterRequest) ProtoMessage() {}
+
+func (x *RequeueDeadLetterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_durable_v1_durable_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequeueDeadLetterRequest.ProtoReflect.Descriptor instead.
+func (*RequeueDeadLetterRequest) Descriptor() ([]byte, []int) {
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RequeueDeadLetterRequest) GetClass() string {
+	if x != nil {
+		return x.Class
+	}
+	return ""
+}
+
+func (x *RequeueDeadLetterRequest) GetObject() *ObjectRef {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
+func (x *RequeueDeadLetterRequest) GetScheduledUnixMs() int64 {
+	if x != nil {
+		return x.ScheduledUnixMs
+	}
+	return 0
+}
+
+type RequeueDeadLetterResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// alarm is the object's alarm as set again.
+	Alarm         *Alarm `protobuf:"bytes,1,opt,name=alarm,proto3" json:"alarm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequeueDeadLetterResponse) Reset() {
+	*x = RequeueDeadLetterResponse{}
+	mi := &file_durable_v1_durable_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequeueDeadLetterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequeueDeadLetterResponse) ProtoMessage() {}
+
+func (x *RequeueDeadLetterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_durable_v1_durable_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequeueDeadLetterResponse.ProtoReflect.Descriptor instead.
+func (*RequeueDeadLetterResponse) Descriptor() ([]byte, []int) {
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RequeueDeadLetterResponse) GetAlarm() *Alarm {
+	if x != nil {
+		return x.Alarm
+	}
+	return nil
+}
+
 type PurgeDeadLettersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Class string                 `protobuf:"bytes,1,opt,name=class,proto3" json:"class,omitempty"`
@@ -375,7 +482,7 @@ type PurgeDeadLettersRequest struct {
 
 func (x *PurgeDeadLettersRequest) Reset() {
 	*x = PurgeDeadLettersRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[4]
+	mi := &file_durable_v1_durable_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -387,7 +494,7 @@ func (x *PurgeDeadLettersRequest) String() string {
 func (*PurgeDeadLettersRequest) ProtoMessage() {}
 
 func (x *PurgeDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[4]
+	mi := &file_durable_v1_durable_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -400,7 +507,7 @@ func (x *PurgeDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*PurgeDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{4}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PurgeDeadLettersRequest) GetClass() string {
@@ -440,7 +547,7 @@ type PurgeDeadLettersResponse struct {
 
 func (x *PurgeDeadLettersResponse) Reset() {
 	*x = PurgeDeadLettersResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[5]
+	mi := &file_durable_v1_durable_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -452,7 +559,7 @@ func (x *PurgeDeadLettersResponse) String() string {
 func (*PurgeDeadLettersResponse) ProtoMessage() {}
 
 func (x *PurgeDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[5]
+	mi := &file_durable_v1_durable_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -465,7 +572,7 @@ func (x *PurgeDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*PurgeDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{5}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PurgeDeadLettersResponse) GetPurged() int64 {
@@ -485,7 +592,7 @@ type LocateRequest struct {
 
 func (x *LocateRequest) Reset() {
 	*x = LocateRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[6]
+	mi := &file_durable_v1_durable_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +604,7 @@ func (x *LocateRequest) String() string {
 func (*LocateRequest) ProtoMessage() {}
 
 func (x *LocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[6]
+	mi := &file_durable_v1_durable_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +617,7 @@ func (x *LocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateRequest.ProtoReflect.Descriptor instead.
 func (*LocateRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{6}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LocateRequest) GetClass() string {
@@ -549,7 +656,7 @@ type LocateResponse struct {
 
 func (x *LocateResponse) Reset() {
 	*x = LocateResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[7]
+	mi := &file_durable_v1_durable_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +668,7 @@ func (x *LocateResponse) String() string {
 func (*LocateResponse) ProtoMessage() {}
 
 func (x *LocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[7]
+	mi := &file_durable_v1_durable_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +681,7 @@ func (x *LocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateResponse.ProtoReflect.Descriptor instead.
 func (*LocateResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{7}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LocateResponse) GetId() string {
@@ -659,7 +766,7 @@ type Alarm struct {
 
 func (x *Alarm) Reset() {
 	*x = Alarm{}
-	mi := &file_durable_v1_durable_proto_msgTypes[8]
+	mi := &file_durable_v1_durable_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +778,7 @@ func (x *Alarm) String() string {
 func (*Alarm) ProtoMessage() {}
 
 func (x *Alarm) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[8]
+	mi := &file_durable_v1_durable_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +791,7 @@ func (x *Alarm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Alarm.ProtoReflect.Descriptor instead.
 func (*Alarm) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{8}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Alarm) GetClass() string {
@@ -753,7 +860,7 @@ type GetAlarmRequest struct {
 
 func (x *GetAlarmRequest) Reset() {
 	*x = GetAlarmRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[9]
+	mi := &file_durable_v1_durable_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +872,7 @@ func (x *GetAlarmRequest) String() string {
 func (*GetAlarmRequest) ProtoMessage() {}
 
 func (x *GetAlarmRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[9]
+	mi := &file_durable_v1_durable_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +885,7 @@ func (x *GetAlarmRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAlarmRequest.ProtoReflect.Descriptor instead.
 func (*GetAlarmRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{9}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetAlarmRequest) GetClass() string {
@@ -805,7 +912,7 @@ type GetAlarmResponse struct {
 
 func (x *GetAlarmResponse) Reset() {
 	*x = GetAlarmResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[10]
+	mi := &file_durable_v1_durable_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +924,7 @@ func (x *GetAlarmResponse) String() string {
 func (*GetAlarmResponse) ProtoMessage() {}
 
 func (x *GetAlarmResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[10]
+	mi := &file_durable_v1_durable_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +937,7 @@ func (x *GetAlarmResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAlarmResponse.ProtoReflect.Descriptor instead.
 func (*GetAlarmResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{10}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetAlarmResponse) GetAlarm() *Alarm {
@@ -857,7 +964,7 @@ type ListAlarmsRequest struct {
 
 func (x *ListAlarmsRequest) Reset() {
 	*x = ListAlarmsRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[11]
+	mi := &file_durable_v1_durable_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +976,7 @@ func (x *ListAlarmsRequest) String() string {
 func (*ListAlarmsRequest) ProtoMessage() {}
 
 func (x *ListAlarmsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[11]
+	mi := &file_durable_v1_durable_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +989,7 @@ func (x *ListAlarmsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlarmsRequest.ProtoReflect.Descriptor instead.
 func (*ListAlarmsRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{11}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListAlarmsRequest) GetClass() string {
@@ -926,7 +1033,7 @@ type ListAlarmsResponse struct {
 
 func (x *ListAlarmsResponse) Reset() {
 	*x = ListAlarmsResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[12]
+	mi := &file_durable_v1_durable_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +1045,7 @@ func (x *ListAlarmsResponse) String() string {
 func (*ListAlarmsResponse) ProtoMessage() {}
 
 func (x *ListAlarmsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[12]
+	mi := &file_durable_v1_durable_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1058,7 @@ func (x *ListAlarmsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlarmsResponse.ProtoReflect.Descriptor instead.
 func (*ListAlarmsResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{12}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListAlarmsResponse) GetAlarms() []*Alarm {
@@ -985,7 +1092,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_durable_v1_durable_proto_msgTypes[13]
+	mi := &file_durable_v1_durable_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1104,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[13]
+	mi := &file_durable_v1_durable_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1117,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{13}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeadLetter) GetAlarm() *Alarm {
@@ -1038,7 +1145,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[14]
+	mi := &file_durable_v1_durable_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1157,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[14]
+	mi := &file_durable_v1_durable_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1170,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{14}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListDeadLettersRequest) GetClass() string {
@@ -1098,7 +1205,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[15]
+	mi := &file_durable_v1_durable_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1217,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[15]
+	mi := &file_durable_v1_durable_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1230,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{15}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -1155,7 +1262,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[16]
+	mi := &file_durable_v1_durable_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1274,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[16]
+	mi := &file_durable_v1_durable_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1287,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{16}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{18}
 }
 
 type DrainResponse struct {
@@ -1196,7 +1303,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[17]
+	mi := &file_durable_v1_durable_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1315,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[17]
+	mi := &file_durable_v1_durable_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1328,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{17}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DrainResponse) GetNode() string {
@@ -1246,7 +1353,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[18]
+	mi := &file_durable_v1_durable_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1365,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[18]
+	mi := &file_durable_v1_durable_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1378,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{18}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{20}
 }
 
 type NodeStatus struct {
@@ -1313,7 +1420,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_durable_v1_durable_proto_msgTypes[19]
+	mi := &file_durable_v1_durable_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +1432,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[19]
+	mi := &file_durable_v1_durable_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +1445,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{19}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -1475,7 +1582,7 @@ type PartitionStatus struct {
 
 func (x *PartitionStatus) Reset() {
 	*x = PartitionStatus{}
-	mi := &file_durable_v1_durable_proto_msgTypes[20]
+	mi := &file_durable_v1_durable_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1594,7 @@ func (x *PartitionStatus) String() string {
 func (*PartitionStatus) ProtoMessage() {}
 
 func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[20]
+	mi := &file_durable_v1_durable_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1607,7 @@ func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatus.ProtoReflect.Descriptor instead.
 func (*PartitionStatus) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{20}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PartitionStatus) GetPartition() int32 {
@@ -1594,7 +1701,7 @@ type DataCenterStatus struct {
 
 func (x *DataCenterStatus) Reset() {
 	*x = DataCenterStatus{}
-	mi := &file_durable_v1_durable_proto_msgTypes[21]
+	mi := &file_durable_v1_durable_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1713,7 @@ func (x *DataCenterStatus) String() string {
 func (*DataCenterStatus) ProtoMessage() {}
 
 func (x *DataCenterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[21]
+	mi := &file_durable_v1_durable_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1726,7 @@ func (x *DataCenterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataCenterStatus.ProtoReflect.Descriptor instead.
 func (*DataCenterStatus) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{21}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DataCenterStatus) GetDc() string {
@@ -1748,7 +1855,7 @@ type LostNode struct {
 
 func (x *LostNode) Reset() {
 	*x = LostNode{}
-	mi := &file_durable_v1_durable_proto_msgTypes[22]
+	mi := &file_durable_v1_durable_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +1867,7 @@ func (x *LostNode) String() string {
 func (*LostNode) ProtoMessage() {}
 
 func (x *LostNode) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[22]
+	mi := &file_durable_v1_durable_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +1880,7 @@ func (x *LostNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LostNode.ProtoReflect.Descriptor instead.
 func (*LostNode) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{22}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LostNode) GetId() string {
@@ -1831,7 +1938,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[23]
+	mi := &file_durable_v1_durable_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +1950,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[23]
+	mi := &file_durable_v1_durable_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +1963,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{23}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StatusResponse) GetClusterPrefix() string {
@@ -1957,7 +2064,13 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\fobject_error\x18\x02 \x01(\bR\vobjectError\x12#\n" +
 	"\rowner_address\x18\x03 \x01(\tR\fownerAddress\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12$\n" +
-	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\"\xa9\x01\n" +
+	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\"\x8b\x01\n" +
+	"\x18RequeueDeadLetterRequest\x12\x14\n" +
+	"\x05class\x18\x01 \x01(\tR\x05class\x12-\n" +
+	"\x06object\x18\x02 \x01(\v2\x15.durable.v1.ObjectRefR\x06object\x12*\n" +
+	"\x11scheduled_unix_ms\x18\x03 \x01(\x03R\x0fscheduledUnixMs\"D\n" +
+	"\x19RequeueDeadLetterResponse\x12'\n" +
+	"\x05alarm\x18\x01 \x01(\v2\x11.durable.v1.AlarmR\x05alarm\"\xa9\x01\n" +
 	"\x17PurgeDeadLettersRequest\x12\x14\n" +
 	"\x05class\x18\x01 \x01(\tR\x05class\x12-\n" +
 	"\x06object\x18\x02 \x01(\v2\x15.durable.v1.ObjectRefR\x06object\x127\n" +
@@ -2103,7 +2216,7 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\x10required_classes\x18\n" +
 	" \x03(\tR\x0frequiredClasses2J\n" +
 	"\aObjects\x12?\n" +
-	"\x06Invoke\x12\x19.durable.v1.InvokeRequest\x1a\x1a.durable.v1.InvokeResponse2\x96\x04\n" +
+	"\x06Invoke\x12\x19.durable.v1.InvokeRequest\x1a\x1a.durable.v1.InvokeResponse2\xf8\x04\n" +
 	"\x05Admin\x12E\n" +
 	"\bGetAlarm\x12\x1b.durable.v1.GetAlarmRequest\x1a\x1c.durable.v1.GetAlarmResponse\x12K\n" +
 	"\n" +
@@ -2112,7 +2225,8 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\x06Status\x12\x19.durable.v1.StatusRequest\x1a\x1a.durable.v1.StatusResponse\x12<\n" +
 	"\x05Drain\x12\x18.durable.v1.DrainRequest\x1a\x19.durable.v1.DrainResponse\x12?\n" +
 	"\x06Locate\x12\x19.durable.v1.LocateRequest\x1a\x1a.durable.v1.LocateResponse\x12]\n" +
-	"\x10PurgeDeadLetters\x12#.durable.v1.PurgeDeadLettersRequest\x1a$.durable.v1.PurgeDeadLettersResponseB;Z9github.com/durable-run/durable/proto/durable/v1;durablev1b\x06proto3"
+	"\x10PurgeDeadLetters\x12#.durable.v1.PurgeDeadLettersRequest\x1a$.durable.v1.PurgeDeadLettersResponse\x12`\n" +
+	"\x11RequeueDeadLetter\x12$.durable.v1.RequeueDeadLetterRequest\x1a%.durable.v1.RequeueDeadLetterResponseB;Z9github.com/durable-run/durable/proto/durable/v1;durablev1b\x06proto3"
 
 var (
 	file_durable_v1_durable_proto_rawDescOnce sync.Once
@@ -2126,70 +2240,76 @@ func file_durable_v1_durable_proto_rawDescGZIP() []byte {
 	return file_durable_v1_durable_proto_rawDescData
 }
 
-var file_durable_v1_durable_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_durable_v1_durable_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_durable_v1_durable_proto_goTypes = []any{
-	(*ObjectRef)(nil),                // 0: durable.v1.ObjectRef
-	(*InvokeRequest)(nil),            // 1: durable.v1.InvokeRequest
-	(*InvokeResponse)(nil),           // 2: durable.v1.InvokeResponse
-	(*ErrorDetail)(nil),              // 3: durable.v1.ErrorDetail
-	(*PurgeDeadLettersRequest)(nil),  // 4: durable.v1.PurgeDeadLettersRequest
-	(*PurgeDeadLettersResponse)(nil), // 5: durable.v1.PurgeDeadLettersResponse
-	(*LocateRequest)(nil),            // 6: durable.v1.LocateRequest
-	(*LocateResponse)(nil),           // 7: durable.v1.LocateResponse
-	(*Alarm)(nil),                    // 8: durable.v1.Alarm
-	(*GetAlarmRequest)(nil),          // 9: durable.v1.GetAlarmRequest
-	(*GetAlarmResponse)(nil),         // 10: durable.v1.GetAlarmResponse
-	(*ListAlarmsRequest)(nil),        // 11: durable.v1.ListAlarmsRequest
-	(*ListAlarmsResponse)(nil),       // 12: durable.v1.ListAlarmsResponse
-	(*DeadLetter)(nil),               // 13: durable.v1.DeadLetter
-	(*ListDeadLettersRequest)(nil),   // 14: durable.v1.ListDeadLettersRequest
-	(*ListDeadLettersResponse)(nil),  // 15: durable.v1.ListDeadLettersResponse
-	(*DrainRequest)(nil),             // 16: durable.v1.DrainRequest
-	(*DrainResponse)(nil),            // 17: durable.v1.DrainResponse
-	(*StatusRequest)(nil),            // 18: durable.v1.StatusRequest
-	(*NodeStatus)(nil),               // 19: durable.v1.NodeStatus
-	(*PartitionStatus)(nil),          // 20: durable.v1.PartitionStatus
-	(*DataCenterStatus)(nil),         // 21: durable.v1.DataCenterStatus
-	(*LostNode)(nil),                 // 22: durable.v1.LostNode
-	(*StatusResponse)(nil),           // 23: durable.v1.StatusResponse
-	nil,                              // 24: durable.v1.LostNode.MovedToEntry
+	(*ObjectRef)(nil),                 // 0: durable.v1.ObjectRef
+	(*InvokeRequest)(nil),             // 1: durable.v1.InvokeRequest
+	(*InvokeResponse)(nil),            // 2: durable.v1.InvokeResponse
+	(*ErrorDetail)(nil),               // 3: durable.v1.ErrorDetail
+	(*RequeueDeadLetterRequest)(nil),  // 4: durable.v1.RequeueDeadLetterRequest
+	(*RequeueDeadLetterResponse)(nil), // 5: durable.v1.RequeueDeadLetterResponse
+	(*PurgeDeadLettersRequest)(nil),   // 6: durable.v1.PurgeDeadLettersRequest
+	(*PurgeDeadLettersResponse)(nil),  // 7: durable.v1.PurgeDeadLettersResponse
+	(*LocateRequest)(nil),             // 8: durable.v1.LocateRequest
+	(*LocateResponse)(nil),            // 9: durable.v1.LocateResponse
+	(*Alarm)(nil),                     // 10: durable.v1.Alarm
+	(*GetAlarmRequest)(nil),           // 11: durable.v1.GetAlarmRequest
+	(*GetAlarmResponse)(nil),          // 12: durable.v1.GetAlarmResponse
+	(*ListAlarmsRequest)(nil),         // 13: durable.v1.ListAlarmsRequest
+	(*ListAlarmsResponse)(nil),        // 14: durable.v1.ListAlarmsResponse
+	(*DeadLetter)(nil),                // 15: durable.v1.DeadLetter
+	(*ListDeadLettersRequest)(nil),    // 16: durable.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),   // 17: durable.v1.ListDeadLettersResponse
+	(*DrainRequest)(nil),              // 18: durable.v1.DrainRequest
+	(*DrainResponse)(nil),             // 19: durable.v1.DrainResponse
+	(*StatusRequest)(nil),             // 20: durable.v1.StatusRequest
+	(*NodeStatus)(nil),                // 21: durable.v1.NodeStatus
+	(*PartitionStatus)(nil),           // 22: durable.v1.PartitionStatus
+	(*DataCenterStatus)(nil),          // 23: durable.v1.DataCenterStatus
+	(*LostNode)(nil),                  // 24: durable.v1.LostNode
+	(*StatusResponse)(nil),            // 25: durable.v1.StatusResponse
+	nil,                               // 26: durable.v1.LostNode.MovedToEntry
 }
 var file_durable_v1_durable_proto_depIdxs = []int32{
 	0,  // 0: durable.v1.InvokeRequest.object:type_name -> durable.v1.ObjectRef
-	0,  // 1: durable.v1.PurgeDeadLettersRequest.object:type_name -> durable.v1.ObjectRef
-	0,  // 2: durable.v1.LocateRequest.object:type_name -> durable.v1.ObjectRef
-	8,  // 3: durable.v1.LocateResponse.pending_alarm:type_name -> durable.v1.Alarm
-	0,  // 4: durable.v1.GetAlarmRequest.object:type_name -> durable.v1.ObjectRef
-	8,  // 5: durable.v1.GetAlarmResponse.alarm:type_name -> durable.v1.Alarm
-	8,  // 6: durable.v1.ListAlarmsResponse.alarms:type_name -> durable.v1.Alarm
-	8,  // 7: durable.v1.DeadLetter.alarm:type_name -> durable.v1.Alarm
-	13, // 8: durable.v1.ListDeadLettersResponse.dead_letters:type_name -> durable.v1.DeadLetter
-	24, // 9: durable.v1.LostNode.moved_to:type_name -> durable.v1.LostNode.MovedToEntry
-	19, // 10: durable.v1.StatusResponse.nodes:type_name -> durable.v1.NodeStatus
-	20, // 11: durable.v1.StatusResponse.partitions:type_name -> durable.v1.PartitionStatus
-	21, // 12: durable.v1.StatusResponse.data_centers:type_name -> durable.v1.DataCenterStatus
-	22, // 13: durable.v1.StatusResponse.lost_nodes:type_name -> durable.v1.LostNode
-	1,  // 14: durable.v1.Objects.Invoke:input_type -> durable.v1.InvokeRequest
-	9,  // 15: durable.v1.Admin.GetAlarm:input_type -> durable.v1.GetAlarmRequest
-	11, // 16: durable.v1.Admin.ListAlarms:input_type -> durable.v1.ListAlarmsRequest
-	14, // 17: durable.v1.Admin.ListDeadLetters:input_type -> durable.v1.ListDeadLettersRequest
-	18, // 18: durable.v1.Admin.Status:input_type -> durable.v1.StatusRequest
-	16, // 19: durable.v1.Admin.Drain:input_type -> durable.v1.DrainRequest
-	6,  // 20: durable.v1.Admin.Locate:input_type -> durable.v1.LocateRequest
-	4,  // 21: durable.v1.Admin.PurgeDeadLetters:input_type -> durable.v1.PurgeDeadLettersRequest
-	2,  // 22: durable.v1.Objects.Invoke:output_type -> durable.v1.InvokeResponse
-	10, // 23: durable.v1.Admin.GetAlarm:output_type -> durable.v1.GetAlarmResponse
-	12, // 24: durable.v1.Admin.ListAlarms:output_type -> durable.v1.ListAlarmsResponse
-	15, // 25: durable.v1.Admin.ListDeadLetters:output_type -> durable.v1.ListDeadLettersResponse
-	23, // 26: durable.v1.Admin.Status:output_type -> durable.v1.StatusResponse
-	17, // 27: durable.v1.Admin.Drain:output_type -> durable.v1.DrainResponse
-	7,  // 28: durable.v1.Admin.Locate:output_type -> durable.v1.LocateResponse
-	5,  // 29: durable.v1.Admin.PurgeDeadLetters:output_type -> durable.v1.PurgeDeadLettersResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	0,  // 1: durable.v1.RequeueDeadLetterRequest.object:type_name -> durable.v1.ObjectRef
+	10, // 2: durable.v1.RequeueDeadLetterResponse.alarm:type_name -> durable.v1.Alarm
+	0,  // 3: durable.v1.PurgeDeadLettersRequest.object:type_name -> durable.v1.ObjectRef
+	0,  // 4: durable.v1.LocateRequest.object:type_name -> durable.v1.ObjectRef
+	10, // 5: durable.v1.LocateResponse.pending_alarm:type_name -> durable.v1.Alarm
+	0,  // 6: durable.v1.GetAlarmRequest.object:type_name -> durable.v1.ObjectRef
+	10, // 7: durable.v1.GetAlarmResponse.alarm:type_name -> durable.v1.Alarm
+	10, // 8: durable.v1.ListAlarmsResponse.alarms:type_name -> durable.v1.Alarm
+	10, // 9: durable.v1.DeadLetter.alarm:type_name -> durable.v1.Alarm
+	15, // 10: durable.v1.ListDeadLettersResponse.dead_letters:type_name -> durable.v1.DeadLetter
+	26, // 11: durable.v1.LostNode.moved_to:type_name -> durable.v1.LostNode.MovedToEntry
+	21, // 12: durable.v1.StatusResponse.nodes:type_name -> durable.v1.NodeStatus
+	22, // 13: durable.v1.StatusResponse.partitions:type_name -> durable.v1.PartitionStatus
+	23, // 14: durable.v1.StatusResponse.data_centers:type_name -> durable.v1.DataCenterStatus
+	24, // 15: durable.v1.StatusResponse.lost_nodes:type_name -> durable.v1.LostNode
+	1,  // 16: durable.v1.Objects.Invoke:input_type -> durable.v1.InvokeRequest
+	11, // 17: durable.v1.Admin.GetAlarm:input_type -> durable.v1.GetAlarmRequest
+	13, // 18: durable.v1.Admin.ListAlarms:input_type -> durable.v1.ListAlarmsRequest
+	16, // 19: durable.v1.Admin.ListDeadLetters:input_type -> durable.v1.ListDeadLettersRequest
+	20, // 20: durable.v1.Admin.Status:input_type -> durable.v1.StatusRequest
+	18, // 21: durable.v1.Admin.Drain:input_type -> durable.v1.DrainRequest
+	8,  // 22: durable.v1.Admin.Locate:input_type -> durable.v1.LocateRequest
+	6,  // 23: durable.v1.Admin.PurgeDeadLetters:input_type -> durable.v1.PurgeDeadLettersRequest
+	4,  // 24: durable.v1.Admin.RequeueDeadLetter:input_type -> durable.v1.RequeueDeadLetterRequest
+	2,  // 25: durable.v1.Objects.Invoke:output_type -> durable.v1.InvokeResponse
+	12, // 26: durable.v1.Admin.GetAlarm:output_type -> durable.v1.GetAlarmResponse
+	14, // 27: durable.v1.Admin.ListAlarms:output_type -> durable.v1.ListAlarmsResponse
+	17, // 28: durable.v1.Admin.ListDeadLetters:output_type -> durable.v1.ListDeadLettersResponse
+	25, // 29: durable.v1.Admin.Status:output_type -> durable.v1.StatusResponse
+	19, // 30: durable.v1.Admin.Drain:output_type -> durable.v1.DrainResponse
+	9,  // 31: durable.v1.Admin.Locate:output_type -> durable.v1.LocateResponse
+	7,  // 32: durable.v1.Admin.PurgeDeadLetters:output_type -> durable.v1.PurgeDeadLettersResponse
+	5,  // 33: durable.v1.Admin.RequeueDeadLetter:output_type -> durable.v1.RequeueDeadLetterResponse
+	25, // [25:34] is the sub-list for method output_type
+	16, // [16:25] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_durable_v1_durable_proto_init() }
@@ -2207,7 +2327,7 @@ func file_durable_v1_durable_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_durable_v1_durable_proto_rawDesc), len(file_durable_v1_durable_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

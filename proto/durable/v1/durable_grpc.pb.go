@@ -131,13 +131,14 @@ var Objects_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Admin_GetAlarm_FullMethodName         = "/durable.v1.Admin/GetAlarm"
-	Admin_ListAlarms_FullMethodName       = "/durable.v1.Admin/ListAlarms"
-	Admin_ListDeadLetters_FullMethodName  = "/durable.v1.Admin/ListDeadLetters"
-	Admin_Status_FullMethodName           = "/durable.v1.Admin/Status"
-	Admin_Drain_FullMethodName            = "/durable.v1.Admin/Drain"
-	Admin_Locate_FullMethodName           = "/durable.v1.Admin/Locate"
-	Admin_PurgeDeadLetters_FullMethodName = "/durable.v1.Admin/PurgeDeadLetters"
+	Admin_GetAlarm_FullMethodName          = "/durable.v1.Admin/GetAlarm"
+	Admin_ListAlarms_FullMethodName        = "/durable.v1.Admin/ListAlarms"
+	Admin_ListDeadLetters_FullMethodName   = "/durable.v1.Admin/ListDeadLetters"
+	Admin_Status_FullMethodName            = "/durable.v1.Admin/Status"
+	Admin_Drain_FullMethodName             = "/durable.v1.Admin/Drain"
+	Admin_Locate_FullMethodName            = "/durable.v1.Admin/Locate"
+	Admin_PurgeDeadLetters_FullMethodName  = "/durable.v1.Admin/PurgeDeadLetters"
+	Admin_RequeueDeadLetter_FullMethodName = "/durable.v1.Admin/RequeueDeadLetter"
 )
 
 // AdminClient is the client API for Admin service.
@@ -165,6 +166,11 @@ type AdminClient interface {
 	// abandoned before a time (all three filters optional; at least one is
 	// required, so that an empty request does not purge everything).
 	PurgeDeadLetters(ctx context.Context, in *PurgeDeadLettersRequest, opts ...grpc.CallOption) (*PurgeDeadLettersResponse, error)
+	// RequeueDeadLetter sets an object's abandoned alarm again, due now
+	// (retry count 0), and deletes its dead letter, in one commit on the
+	// object's owner (any node forwards it there). An object with an alarm
+	// pending is refused (FailedPrecondition, ALARM_PENDING).
+	RequeueDeadLetter(ctx context.Context, in *RequeueDeadLetterRequest, opts ...grpc.CallOption) (*RequeueDeadLetterResponse, error)
 }
 
 type adminClient struct {
@@ -245,6 +251,16 @@ func (c *adminClient) PurgeDeadLetters(ctx context.Context, in *PurgeDeadLetters
 	return out, nil
 }
 
+func (c *adminClient) RequeueDeadLetter(ctx context.Context, in *RequeueDeadLetterRequest, opts ...grpc.CallOption) (*RequeueDeadLetterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RequeueDeadLetterResponse)
+	err := c.cc.Invoke(ctx, Admin_RequeueDeadLetter_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -270,6 +286,11 @@ type AdminServer interface {
 	// abandoned before a time (all three filters optional; at least one is
 	// required, so that an empty request does not purge everything).
 	PurgeDeadLetters(context.Context, *PurgeDeadLettersRequest) (*PurgeDeadLettersResponse, error)
+	// RequeueDeadLetter sets an object's abandoned alarm again, due now
+	// (retry count 0), and deletes its dead letter, in one commit on the
+	// object's owner (any node forwards it there). An object with an alarm
+	// pending is refused (FailedPrecondition, ALARM_PENDING).
+	RequeueDeadLetter(context.Context, *RequeueDeadLetterRequest) (*RequeueDeadLetterResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -300,6 +321,9 @@ func (UnimplementedAdminServer) Locate(context.Context, *LocateRequest) (*Locate
 }
 func (UnimplementedAdminServer) PurgeDeadLetters(context.Context, *PurgeDeadLettersRequest) (*PurgeDeadLettersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PurgeDeadLetters not implemented")
+}
+func (UnimplementedAdminServer) RequeueDeadLetter(context.Context, *RequeueDeadLetterRequest) (*RequeueDeadLetterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RequeueDeadLetter not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -448,6 +472,24 @@ func _Admin_PurgeDeadLetters_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_RequeueDeadLetter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RequeueDeadLetterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RequeueDeadLetter(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RequeueDeadLetter_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RequeueDeadLetter(ctx, req.(*RequeueDeadLetterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -482,6 +524,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PurgeDeadLetters",
 			Handler:    _Admin_PurgeDeadLetters_Handler,
+		},
+		{
+			MethodName: "RequeueDeadLetter",
+			Handler:    _Admin_RequeueDeadLetter_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
