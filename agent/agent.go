@@ -20,10 +20,10 @@ import (
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -35,6 +35,7 @@ import (
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/placement"
 	durablev1 "github.com/durable-run/durable/proto/durable/v1"
+	"github.com/durable-run/durable/security"
 	"github.com/durable-run/durable/tracing"
 )
 
@@ -47,8 +48,11 @@ type Config struct {
 	EtcdTLS *tls.Config
 	// Listen is the gRPC listen address (host:port; port 0 picks one).
 	Listen string
-	// TLS, when set, serves gRPC over TLS.
-	TLS *tls.Config
+	// Security: TLS, authentication and authorisation of the node's
+	// callers, and its etcd user; zero: plaintext and open.
+	Security Security
+	// Limits bound what callers can hold on the gRPC server.
+	Limits Limits
 	// DialTimeout bounds the first connection to etcd.
 	DialTimeout time.Duration
 	// DebugListen, when set, serves the process's profiles over HTTP there
@@ -78,6 +82,10 @@ func (c *Config) Validate() error {
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 5 * time.Second
 	}
+	if err := c.Security.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	c.Limits.applyDefaults()
 	return errors.Join(errs...)
 }
 
@@ -112,6 +120,10 @@ type Agent struct {
 	debug    *DebugServer // nil unless Config.DebugListen
 	ops      *OpsServer   // nil unless Config.MetricsListen
 	metrics  *metrics.Set
+	tls      *security.Source // nil unless Config.Security.Enabled()
+	guard    *security.Guard  // nil unless Config.Security.Enabled()
+	conns    atomic.Int64     // open gRPC connections
+	secured  []grpc.ServerOption
 
 	runErr error
 	done   chan struct{}
@@ -136,6 +148,7 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 		cfg.Node.Advertise = lis.Addr().String()
 	}
 	a := &Agent{cfg: cfg, keys: keyspace.New(cfg.Node.Prefix), addr: lis.Addr().String(), done: make(chan struct{})}
+	lis = limitListener(lis, cfg.Limits.MaxConnections, &a.conns)
 	a.log = cfg.Node.Logger.With("component", "agent", "node", cfg.Node.ID)
 	if err := a.build(ctx, reg); err != nil {
 		lis.Close()
@@ -158,17 +171,22 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 		grpc.ChainStreamInterceptor(rpcMetrics.StreamServerInterceptor()),
 	}
 	opts = append(opts, tracing.ServerOptions(a.cfg.Node.TracerProvider)...)
-	if cfg.TLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
-	}
+	opts = append(opts, a.secured...) // after the metrics: refusals are counted as RPCs too
+	opts = append(opts, cfg.Limits.serverOptions()...)
 	a.srv = grpc.NewServer(append(opts, cfg.ServerOptions...)...)
 	a.Node.Register(a.srv)
 	durablev1.RegisterAdminServer(a.srv, &adminServer{a: a})
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.srv, a.health)
-	reflection.Register(a.srv)
+	if cfg.Security.Reflection {
+		reflection.Register(a.srv)
+	}
 	if cfg.MetricsListen != "" {
-		if a.ops, err = ServeOps(cfg.MetricsListen, Ops{Metrics: a.metrics.Registry, Health: a.Serving, Dashboard: a.dashboard(), Pprof: cfg.Pprof}); err != nil {
+		ops := Ops{Metrics: a.metrics.Registry, Health: a.Serving, Dashboard: a.dashboard(), Pprof: cfg.Pprof}
+		if a.tls != nil {
+			ops.TLS, ops.Guard = a.tls.ServerConfig(false), a.guard
+		}
+		if a.ops, err = ServeOps(cfg.MetricsListen, ops); err != nil {
 			if a.debug != nil {
 				a.debug.Close()
 			}
@@ -192,15 +210,20 @@ func (a *Agent) build(ctx context.Context, reg *node.Registry) error {
 		a.metrics = metrics.New()
 	}
 	a.cfg.Node.Metrics = a.metrics
+	var err error
+	if a.secured, err = a.secure(); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
 	nc := a.cfg.Node
-	client, err := Dial(ctx, a.cfg.Etcd, a.cfg.EtcdTLS, a.cfg.DialTimeout)
+	etcd := EtcdConfig{Endpoints: a.cfg.Etcd, TLS: a.cfg.EtcdTLS, User: a.cfg.Security.EtcdUser, Password: a.cfg.Security.EtcdPassword, Timeout: a.cfg.DialTimeout, Prefix: a.cfg.Node.Prefix}
+	client, err := Dial(ctx, etcd)
 	if err != nil {
 		return err
 	}
 	a.client = client
 	// The lease is renewed over a connection of its own: renewals must not
 	// queue behind the node's commits and reads.
-	if a.leases, err = Dial(ctx, a.cfg.Etcd, a.cfg.EtcdTLS, a.cfg.DialTimeout); err != nil {
+	if a.leases, err = Dial(ctx, etcd); err != nil {
 		return err
 	}
 	homes := nc.HomeDCs
@@ -401,22 +424,57 @@ func (a *Agent) stopServer(crashed bool) {
 	})
 }
 
-// Dial connects to etcd and checks that it answers within timeout.
-func Dial(ctx context.Context, endpoints []string, tlsCfg *tls.Config, timeout time.Duration) (*clientv3.Client, error) {
+// EtcdConfig is how a node reaches etcd.
+type EtcdConfig struct {
+	Endpoints []string
+	// TLS, when set, secures the connection (and may carry a client
+	// certificate).
+	TLS *tls.Config
+	// User and Password authenticate with etcd's user/password auth.
+	User, Password string
+	// Timeout bounds the first connection.
+	Timeout time.Duration
+	// Prefix is the cluster's key prefix: the check that etcd answers
+	// reads a key under it.
+	Prefix string
+}
+
+// refusedLogin reports whether etcd refused the client's credentials or
+// its permission.
+func refusedLogin(err error) bool {
+	switch rpctypes.Error(err) {
+	case rpctypes.ErrAuthFailed, rpctypes.ErrAuthNotEnabled, rpctypes.ErrPermissionDenied, rpctypes.ErrUserEmpty,
+		rpctypes.ErrInvalidAuthToken, rpctypes.ErrAuthOldRevision:
+		return true
+	}
+	return false
+}
+
+// Dial connects to etcd and checks that it answers within c.Timeout; a
+// refused login says so, naming the endpoints and the user.
+func Dial(ctx context.Context, c EtcdConfig) (*clientv3.Client, error) {
+	cctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
 	client, err := clientv3.New(clientv3.Config{
-		Endpoints: endpoints, DialTimeout: timeout, TLS: tlsCfg, Logger: zap.NewNop(),
+		Endpoints: c.Endpoints, DialTimeout: c.Timeout, TLS: c.TLS, Logger: zap.NewNop(), Context: ctx,
+		Username: c.User, Password: c.Password,
 		// Keep-alives notice a dead etcd member quickly so the client fails
 		// over to another endpoint.
 		DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: 2 * time.Second,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("agent: etcd client: %w", err)
+		if refusedLogin(err) {
+			return nil, fmt.Errorf("agent: etcd at %v refused user %q: %w", c.Endpoints, c.User, rpctypes.Error(err))
+		}
+		return nil, fmt.Errorf("agent: etcd client for %v: %w", c.Endpoints, err)
 	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if _, err := client.Get(cctx, "health-check-key-that-need-not-exist"); err != nil {
+	// A key of the node's own prefix: a node's etcd role may grant no more.
+	if _, err := client.Get(cctx, c.Prefix+"health-check"); err != nil {
 		client.Close()
-		return nil, fmt.Errorf("agent: etcd at %v is unreachable: %w", endpoints, err)
+		if refusedLogin(err) {
+			return nil, fmt.Errorf("agent: etcd at %v refused the node (user %q): %w", c.Endpoints, c.User, rpctypes.Error(err))
+		}
+		return nil, fmt.Errorf("agent: etcd at %v is unreachable: %w", c.Endpoints, err)
 	}
 	return client, nil
 }

@@ -55,13 +55,17 @@ func (k *kv) Invoke(ctx context.Context, method string, payload []byte) ([]byte,
 	return nil, nil
 }
 
-func startKV(t *testing.T) *nodetest.Harness {
-	return nodetest.StartOne(t, nodetest.Options{Register: func(reg *node.Registry) error {
+func startKV(t *testing.T, agentCfg ...func(*agent.Config)) *nodetest.Harness {
+	opts := nodetest.Options{Register: func(reg *node.Registry) error {
 		if err := examples.Register(reg, examples.Config{Upstream: "http://127.0.0.1:1"}); err != nil {
 			return err
 		}
 		return node.RegisterClass(reg, "KV", func(_ context.Context, st durable.State) (*kv, error) { return &kv{st: st}, nil })
-	}})
+	}}
+	if len(agentCfg) > 0 {
+		opts.Agent = agentCfg[0]
+	}
+	return nodetest.StartOne(t, opts)
 }
 
 func dataKeys(t *testing.T, h *nodetest.Harness) int64 {
@@ -131,8 +135,17 @@ func TestObjectErrorIsMarkedAsTheObjects(t *testing.T) {
 	require.False(t, client.Retryable(err))
 }
 
+func TestReflectionIsOffUnlessEnabled(t *testing.T) {
+	c := startKV(t).Dial()
+	stream, err := reflectionpb.NewServerReflectionClient(c.Conn()).ServerReflectionInfo(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}))
+	_, err = stream.Recv()
+	require.Equal(t, codes.Unimplemented, status.Code(err), "%v", err)
+}
+
 func TestHealthAndReflection(t *testing.T) {
-	h := startKV(t)
+	h := startKV(t, func(cfg *agent.Config) { cfg.Security.Reflection = true })
 	c := h.Dial()
 	ctx := context.Background()
 	hr, err := healthpb.NewHealthClient(c.Conn()).Check(ctx, &healthpb.HealthCheckRequest{})

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/durable-run/durable/security"
 )
 
 // Ops is what an OpsServer serves; each part is off when unset.
@@ -28,6 +31,11 @@ type Ops struct {
 	// goroutine's stack. Profiles expose internals and cost CPU while they
 	// are taken: enable them on loopback or a private network only.
 	Pprof bool
+	// TLS, when set, serves HTTPS with it; Guard, when set, checks every
+	// request (opsPermission: health and the dashboard's files are open,
+	// profiles need admin, the rest read).
+	TLS   *tls.Config
+	Guard *security.Guard
 }
 
 // OpsServer serves a node's operator endpoints over HTTP (Ops).
@@ -74,8 +82,15 @@ func ServeOps(addr string, o Ops) (*OpsServer, error) {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
+	var h http.Handler = mux
+	if o.Guard != nil {
+		h = o.Guard.HTTP(opsPermission, mux)
+	}
+	if o.TLS != nil {
+		lis = tls.NewListener(lis, o.TLS)
+	}
 	d := &OpsServer{
-		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute},
+		srv:  &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute},
 		addr: lis.Addr().String(), done: make(chan struct{}),
 	}
 	go func() {

@@ -9,6 +9,8 @@ import (
 // parts already keep (no copy on the hot path).
 func (a *Agent) registerMetrics() {
 	m, n := a.metrics, a.Node
+	m.GaugeFunc("durable_grpc_connections", "Open connections to the node's gRPC server (at most --max-connections).",
+		func() float64 { return float64(a.conns.Load()) })
 	m.GaugeFunc("durable_objects_active", "Objects in memory on this node (running or parked).",
 		func() float64 { return float64(n.ActiveObjects()) })
 	m.GaugeFunc("durable_calls_in_flight", "Invocations running or queued on this node.",

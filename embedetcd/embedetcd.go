@@ -30,6 +30,7 @@ package embedetcd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,6 +43,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -135,6 +137,14 @@ type Config struct {
 	// UnsafeNoFsync disables fsync in etcd. Only for tests and throwaway
 	// dev clusters: a crash of the machine loses acknowledged writes.
 	UnsafeNoFsync bool
+	// TLSCert and TLSKey, when set, serve clients over TLS (https://
+	// endpoints) with this certificate; TLSCA, when set, is the CA Client
+	// verifies it with. Peers stay plaintext (a dev member has none).
+	TLSCert, TLSKey, TLSCA string
+	// BcryptCost is the cost of hashing auth passwords; zero: etcd's
+	// default. Tests lower it (bcrypt under the race detector takes
+	// seconds per hash).
+	BcryptCost uint
 	// Logger receives this package's logs and etcd's; etcd's carry the
 	// attribute origin=etcd. Nil: slog.Default().
 	Logger *slog.Logger
@@ -200,6 +210,7 @@ type Server struct {
 	dir       string
 	removeDir bool
 	endpoints []string
+	tlsCA     string
 	maxSend   int
 	log       *slog.Logger
 	// stopping is set when Close begins; see slogCore.
@@ -279,14 +290,19 @@ func startOnce(ctx context.Context, cfg Config, dir string, client, peer hostPor
 	if testHooks.picked != nil {
 		testHooks.picked(client)
 	}
-	clientURL := url.URL{Scheme: "http", Host: client.listen()}
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	clientURL := url.URL{Scheme: scheme, Host: client.listen()}
 	peerURL := url.URL{Scheme: "http", Host: peer.listen()}
 
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name
 	ec.Dir = dir
 	ec.ListenClientUrls = []url.URL{clientURL}
-	ec.AdvertiseClientUrls = []url.URL{{Scheme: "http", Host: client.advertise()}}
+	ec.AdvertiseClientUrls = []url.URL{{Scheme: scheme, Host: client.advertise()}}
+	ec.ClientTLSInfo.CertFile, ec.ClientTLSInfo.KeyFile = cfg.TLSCert, cfg.TLSKey
 	ec.ListenPeerUrls = []url.URL{peerURL}
 	ec.AdvertisePeerUrls = []url.URL{{Scheme: "http", Host: peer.advertise()}}
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
@@ -300,6 +316,9 @@ func startOnce(ctx context.Context, cfg Config, dir string, client, peer hostPor
 	ec.AutoCompactionMode = cfg.AutoCompactionMode
 	ec.AutoCompactionRetention = cfg.AutoCompactionRetention
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
+	if cfg.BcryptCost > 0 {
+		ec.BcryptCost = cfg.BcryptCost
+	}
 	ec.QuotaBackendBytes = cfg.QuotaBackendBytes
 	ec.Logger = "zap"
 	ec.LogLevel = zapLevelName(cfg.EtcdLogLevel.Level())
@@ -323,7 +342,8 @@ func startOnce(ctx context.Context, cfg Config, dir string, client, peer hostPor
 	s := &Server{
 		etcd:      e,
 		dir:       dir,
-		endpoints: []string{"http://" + client.advertise()},
+		endpoints: []string{scheme + "://" + client.advertise()},
+		tlsCA:     cfg.TLSCA,
 		maxSend:   int(cfg.MaxRequestBytes) + grpcOverheadBytes,
 		log:       cfg.Logger,
 		stopping:  stopping,
@@ -391,8 +411,16 @@ func (s *Server) Client() (*clientv3.Client, error) {
 		return nil, errors.New("embedetcd: server is stopped")
 	default:
 	}
+	var tlsCfg *tls.Config
+	if s.tlsCA != "" {
+		var err error
+		if tlsCfg, err = (transport.TLSInfo{TrustedCAFile: s.tlsCA}).ClientConfig(); err != nil {
+			return nil, fmt.Errorf("embedetcd: %w", err)
+		}
+	}
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:          s.Endpoints(),
+		TLS:                tlsCfg,
 		DialTimeout:        dialTimeout,
 		MaxCallSendMsgSize: s.maxSend,
 		Logger:             zap.NewNop(),

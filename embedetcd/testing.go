@@ -36,6 +36,7 @@ func Test(tb testing.TB) *Server {
 	cfg := DefaultConfig()
 	cfg.Dir = filepath.Join(tb.TempDir(), "etcd")
 	cfg.UnsafeNoFsync = true
+	cfg.BcryptCost = 4 // bcrypt.MinCost
 	cfg.ElectionTimeout = TestElectionTimeout
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	s, err := Start(context.Background(), cfg)
@@ -103,6 +104,7 @@ func startTestCluster(tb testing.TB, n int) ([]*TestMember, []string, error) {
 		cfg.Dir = filepath.Join(tb.TempDir(), cfg.Name)
 		cfg.ClientAddr, cfg.PeerAddr = freeAddr(tb), freeAddr(tb)
 		cfg.UnsafeNoFsync = true
+		cfg.BcryptCost = 4 // bcrypt.MinCost
 		cfg.ElectionTimeout = TestElectionTimeout
 		cfg.Logger = slog.New(slog.DiscardHandler)
 		peers = append(peers, cfg.Name+"=http://"+cfg.PeerAddr)
@@ -195,6 +197,7 @@ func sanitize(name string) string {
 func Main(m *testing.M, shared **Server, ignore ...goleak.Option) {
 	cfg := DefaultConfig()
 	cfg.UnsafeNoFsync = true
+	cfg.BcryptCost = 4 // bcrypt.MinCost
 	srv, err := Start(context.Background(), cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "embedetcd: start the shared test server:", err)

@@ -92,6 +92,12 @@ type Set struct {
 	Elections     prometheus.Counter
 	Reassignments *prometheus.CounterVec
 
+	// Security: calls refused by authentication or authorisation, by
+	// reason (unauthenticated, permission_denied) and RPC; reloads of the
+	// TLS files and the auth policy, by what was reloaded and result.
+	AuthRefusals *prometheus.CounterVec
+	Reloads      *prometheus.CounterVec
+
 	methods methodLabels
 	names   *[]string // every metric name registered, in order
 }
@@ -179,6 +185,10 @@ func newSet(reg prometheus.Registerer) *Set {
 		Elections: f.counter("durable_leader_elections_total", "Elections this node won as its data center's leader."),
 		Reassignments: f.counterVec("durable_leader_reassignments_total",
 			"Partition assignments written by this node as leader, by why (new, node_gone, draining, adopted, home, rebalance).", "why"),
+		AuthRefusals: f.counterVec("durable_auth_refusals_total",
+			"Calls refused by authentication (unauthenticated) or authorisation (permission_denied), by reason and RPC (the gRPC method, or ops for the HTTP listener).", "reason", "rpc"),
+		Reloads: f.counterVec("durable_security_reloads_total",
+			"Reloads of changed security files, by what (tls, auth_policy) and result (ok, error: the previous files stay in use).", "what", "result"),
 		methods: methodLabels{byClass: map[string]map[string]struct{}{}},
 	}
 }

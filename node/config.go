@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/durable-run/durable/metrics"
 )
@@ -115,6 +116,10 @@ type Config struct {
 	// TracerProvider traces invocations (durable.event), alarm runs
 	// (durable.alarm) and forwards; nil: no tracing.
 	TracerProvider trace.TracerProvider
+	// PeerCredentials secure the node's calls to other nodes (forwards,
+	// forwarded admin calls): the node's own certificate, checked by the
+	// peer as a node's. Nil: plaintext.
+	PeerCredentials credentials.TransportCredentials
 
 	// CommitHook is for tests: it runs for each object commit about to be
 	// sent to etcd and may block it or fail it as etcd would (the commit

@@ -149,6 +149,7 @@ func New(cfg Config, reg *Registry, deps Deps) (*Node, error) {
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.peers.opts = tracing.DialOptions(n.cfg.TracerProvider)
+	n.peers.creds = n.cfg.PeerCredentials
 	n.unservedLog = rate.NewLimiter(rate.Every(time.Second), 5)
 	n.adm = newAdmission(&n.cfg)
 	n.tab = newTable(&n.wg, n.adm)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -318,7 +319,8 @@ func (n *Node) Peer(addr string) (*grpc.ClientConn, error) { return n.peers.get(
 
 // peerConns caches gRPC connections to other nodes.
 type peerConns struct {
-	opts  []grpc.DialOption // beyond plaintext (tracing)
+	creds credentials.TransportCredentials // nil: plaintext
+	opts  []grpc.DialOption                // beyond the credentials (tracing)
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
@@ -329,7 +331,11 @@ func (pc *peerConns) get(addr string) (*grpc.ClientConn, error) {
 	if c, ok := pc.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, pc.opts...)...)
+	creds := pc.creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, pc.opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to peer %s: %w", addr, err)
 	}

@@ -116,7 +116,7 @@ func newAgentCmd() *cobra.Command {
 			cfg.DebugListen, _ = fs.GetString("debug-listen")
 			cfg.MetricsListen, _ = fs.GetString("metrics-listen")
 			cfg.Pprof, _ = fs.GetBool("pprof")
-			if cfg.TLS, err = serverTLS(fs); err != nil {
+			if err := nodeSecurity(fs, &cfg); err != nil {
 				return err
 			}
 			if cfg.EtcdTLS, err = etcdTLS(fs); err != nil {
@@ -152,8 +152,7 @@ func newAgentCmd() *cobra.Command {
 	fs.String("dc", "dc1", "data center of this node")
 	fs.String("listen", defaultAddr, "gRPC listen address")
 	fs.String("advertise", "", "gRPC address other nodes and clients use (default: the listen address)")
-	fs.String("tls-cert", "", "serve gRPC over TLS with this certificate (PEM)")
-	fs.String("tls-key", "", "private key of --tls-cert (PEM)")
+	addNodeSecurityFlags(fs)
 	fs.String("etcd-ca", "", "CA bundle to verify etcd (PEM)")
 	fs.String("etcd-cert", "", "client certificate for etcd (PEM)")
 	fs.String("etcd-key", "", "private key of --etcd-cert (PEM)")
@@ -161,22 +160,6 @@ func newAgentCmd() *cobra.Command {
 	fs.Bool("pprof", false, "also serve the process's profiles under /debug/pprof/ on --metrics-listen")
 	nodeFlags(fs, node.DefaultConfig(), "http://127.0.0.1:4680", "")
 	return cmd
-}
-
-func serverTLS(fs *pflag.FlagSet) (*tls.Config, error) {
-	cert, _ := fs.GetString("tls-cert")
-	key, _ := fs.GetString("tls-key")
-	if cert == "" && key == "" {
-		return nil, nil
-	}
-	if cert == "" || key == "" {
-		return nil, usageError{fmt.Errorf("--tls-cert and --tls-key go together")}
-	}
-	pair, err := tls.LoadX509KeyPair(cert, key)
-	if err != nil {
-		return nil, fmt.Errorf("load TLS key pair: %w", err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
 }
 
 func etcdTLS(fs *pflag.FlagSet) (*tls.Config, error) {

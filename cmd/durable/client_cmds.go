@@ -26,13 +26,18 @@ const defaultAddr = "127.0.0.1:4600"
 func addClientFlags(cmd *cobra.Command, timeout time.Duration) {
 	cmd.Flags().String("addr", defaultAddr, "address of any node of the cluster, or several separated by commas")
 	cmd.Flags().Duration("timeout", timeout, "deadline of the call, retries included")
+	addClientSecurityFlags(cmd.Flags())
 }
 
 // withClient dials the node named by --addr and runs fn with a deadline.
 func withClient(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client) error) error {
 	addr, _ := cmd.Flags().GetString("addr")
 	timeout, _ := cmd.Flags().GetDuration("timeout")
-	c, err := client.Dial(addr, client.Options{})
+	dial, err := clientDialOptions(cmd.Flags())
+	if err != nil {
+		return err
+	}
+	c, err := client.Dial(addr, client.Options{DialOptions: dial})
 	if err != nil {
 		return err
 	}

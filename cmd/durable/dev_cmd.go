@@ -41,6 +41,9 @@ func newDevCmd() *cobra.Command {
 	fs.String("sink-listen", "127.0.0.1:4680", "HTTP address of the sink the example classes deliver to")
 	fs.String("sink-file", "", "also append the sink's deliveries to this JSON-lines file")
 	fs.String("metrics-listen", "127.0.0.1:4700", "HTTP address of the first node's Prometheus metrics (/metrics) and health (/healthz); node i serves on the port i above it; off if empty")
+	fs.Bool("secure", false, "run secured: a throw-away CA and certificates in --certs-dir, etcd over TLS with user/password auth, nodes with mutual TLS and an auth policy; prints the environment for the CLI")
+	fs.Bool("insecure", false, insecureHelp)
+	fs.String("certs-dir", "", "where --secure keeps its certificates, tokens and passwords (default: certs beside --data-dir, or a temporary directory removed on exit)")
 	nodeFlags(fs, devNodeDefaults(), "", " (default: the dev sink's URL)")
 	return cmd
 }
@@ -58,11 +61,31 @@ func runDev(cmd *cobra.Command, _ []string) error {
 	ecfg.ClientAddr, _ = fs.GetString("etcd-listen")
 	ecfg.PeerAddr, _ = fs.GetString("etcd-peer-listen")
 	ecfg.Logger = log.With("component", "etcd")
+	count, _ := fs.GetInt("nodes")
+	secure, _ := fs.GetBool("secure")
+	// The sink stays plaintext even with --secure: it is a test endpoint.
+	if err := checkExposure(fs, secure, "give --secure", "listen", "metrics-listen", "debug-listen", "etcd-listen", "sink-listen"); err != nil {
+		return err
+	}
+	var sec *devSecurity
+	if secure {
+		if sec, err = prepareDevSecurity(fs, count); err != nil {
+			return err
+		}
+		defer sec.cleanup()
+		etcdFiles := sec.paths.EtcdServer()
+		ecfg.TLSCert, ecfg.TLSKey, ecfg.TLSCA = etcdFiles.Cert, etcdFiles.Key, etcdFiles.CA
+	}
 	etcd, err := embedetcd.Start(ctx, ecfg)
 	if err != nil {
 		return fmt.Errorf("start embedded etcd: %w", err)
 	}
 	defer etcd.Close()
+	if sec != nil {
+		if err := sec.setupEtcd(ctx, etcd.Endpoints(), nodeConfig(fs).Prefix); err != nil {
+			return err
+		}
+	}
 
 	sinkAddr, _ := fs.GetString("sink-listen")
 	sinkFile, _ := fs.GetString("sink-file")
@@ -90,7 +113,6 @@ func runDev(cmd *cobra.Command, _ []string) error {
 		defer d.Close()
 		log.Info("profiles served", "url", "http://"+d.Addr()+"/debug/pprof/")
 	}
-	count, _ := fs.GetInt("nodes")
 	dcs, _ := fs.GetStringSlice("dcs")
 	listen, _ := fs.GetString("listen")
 	addrs, err := devAddrs(listen, count)
@@ -131,7 +153,11 @@ Ctrl-C stops everything.
 		if metricsAddrs != nil {
 			cfg.MetricsListen = metricsAddrs[i]
 		}
-		cfg.Node.ID, cfg.Node.DC = fmt.Sprintf("dev-%d", i+1), dcs[i%len(dcs)]
+		cfg.Node.ID, cfg.Node.DC = devNodeID(i), dcs[i%len(dcs)]
+		cfg.Security.Reflection = true // loopback: grpcurl works
+		if sec != nil {
+			sec.apply(&cfg)
+		}
 		if len(cfg.Node.HomeDCs) == 0 {
 			cfg.Node.HomeDCs = slices.Compact(slices.Sorted(slices.Values(dcs)))
 		}
@@ -160,13 +186,20 @@ Ctrl-C stops everything.
 	if agents[0].Addr() != defaultAddr {
 		addrFlag = " --addr " + agents[0].Addr()
 	}
+	scheme := "http"
+	if sec != nil {
+		scheme = "https"
+	}
 	var nodes strings.Builder
 	for _, a := range agents {
 		fmt.Fprintf(&nodes, "  node %-8s %s (%s)", a.Node.Config().ID, a.Addr(), a.Node.Config().DC)
 		if m := a.MetricsAddr(); m != "" {
-			fmt.Fprintf(&nodes, "   dashboard http://%s/  metrics http://%s/metrics", m, m)
+			fmt.Fprintf(&nodes, "   dashboard %s://%s/  metrics %s://%s/metrics", scheme, m, scheme, m)
 		}
 		nodes.WriteString("\n")
+	}
+	if sec != nil {
+		nodes.WriteString(sec.banner())
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), `
 durable dev is running
@@ -187,6 +220,9 @@ Ctrl-C stops everything.
 	}
 	return errors.Join(errs...)
 }
+
+// devNodeID is the id of dev node i (from 0).
+func devNodeID(i int) string { return fmt.Sprintf("dev-%d", i+1) }
 
 // devCommitMaxOps is the group-commit batch limit of `durable dev`, the
 // docker-compose demo and the bench: their etcd accepts 10240 operations per

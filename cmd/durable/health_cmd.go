@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +15,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/durable-run/durable/client"
+	"github.com/durable-run/durable/security"
 )
 
 // newHealthCmd probes a node's gRPC health service, an etcd member or an
@@ -33,10 +36,24 @@ func newHealthCmd() *cobra.Command {
 			switch {
 			case etcd != "" && url != "":
 				return usageError{errors.New("give --probe-etcd or --probe-http, not both")}
+			}
+			sec, err := clientSecurity(fs)
+			if err != nil {
+				return err
+			}
+			var tlsCfg *tls.Config
+			if sec.Enabled() || strings.HasPrefix(etcd, "https://") || strings.HasPrefix(url, "https://") {
+				src, err := security.NewSource(sec.TLS)
+				if err != nil {
+					return err
+				}
+				tlsCfg = src.ClientConfig(sec.ServerName)
+			}
+			switch {
 			case etcd != "":
-				return etcdHealth(ctx, cmd, etcd)
+				return etcdHealth(ctx, cmd, etcd, tlsCfg)
 			case url != "":
-				return httpHealth(ctx, cmd, url)
+				return httpHealth(ctx, cmd, url, tlsCfg)
 			}
 			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
 				resp, err := healthpb.NewHealthClient(c.Conn()).Check(ctx, &healthpb.HealthCheckRequest{})
@@ -57,8 +74,11 @@ func newHealthCmd() *cobra.Command {
 	return cmd
 }
 
-func etcdHealth(ctx context.Context, cmd *cobra.Command, endpoint string) error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+func etcdHealth(ctx context.Context, cmd *cobra.Command, endpoint string, tlsCfg *tls.Config) error {
+	if !strings.HasPrefix(endpoint, "https://") {
+		tlsCfg = nil
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 2 * time.Second, Logger: zap.NewNop(), TLS: tlsCfg})
 	if err != nil {
 		return err
 	}
@@ -74,12 +94,12 @@ func etcdHealth(ctx context.Context, cmd *cobra.Command, endpoint string) error 
 	return nil
 }
 
-func httpHealth(ctx context.Context, cmd *cobra.Command, url string) error {
+func httpHealth(ctx context.Context, cmd *cobra.Command, url string, tlsCfg *tls.Config) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return usageError{err}
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}).Do(req)
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,11 @@ func newLoadCmd() *cobra.Command {
 			if objects < 1 || rate <= 0 || alarmIn <= 0 || report <= 0 {
 				return usageError{errors.New("--objects, --rate, --alarm-in and --report must be positive")}
 			}
-			c, err := client.Dial(addr, client.Options{})
+			dial, err := clientDialOptions(fs)
+			if err != nil {
+				return err
+			}
+			c, err := client.Dial(addr, client.Options{DialOptions: dial})
 			if err != nil {
 				return err
 			}
