@@ -5,7 +5,7 @@ PROTOC_GEN_GO        ?= v1.36.12
 PROTOC_GEN_GO_GRPC   ?= v1.6.2
 GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 
-.PHONY: help build test test-short vet fmt proto proto-tools dev binaries images demo demo-down chaos chaos-short
+.PHONY: help build test test-short vet fmt proto proto-tools dev binaries certs images demo demo-down chaos chaos-short
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,7 +39,12 @@ binaries: ## build static bin/durable and bin/etcd (from the etcd server module)
 	CGO_ENABLED=0 $(GO) build -buildvcs=auto -trimpath -o bin/durable ./cmd/durable
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/etcd go.etcd.io/etcd/server/v3
 
-images: binaries ## build the durable:dev and durable-etcd:dev images (FROM scratch, nothing pulled)
+DEMO_NODES ?= dc1-n1,dc1-n2,dc1-n3,dc2-n1,dc2-n2
+
+certs: binaries ## the compose demo's throw-away CA, certificates, tokens and etcd passwords in deploy/certs (kept if present)
+	bin/durable certs --dir deploy/certs --nodes $(DEMO_NODES) --etcd --etcd-hosts etcd1,etcd2,etcd3 --readable
+
+images: binaries certs ## build the durable:dev and durable-etcd:dev images (FROM scratch, nothing pulled) and the demo's certificates
 	docker build -q -f deploy/durable.Dockerfile -t durable:dev .
 	docker build -q -f deploy/etcd.Dockerfile -t durable-etcd:dev .
 

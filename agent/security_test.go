@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -281,5 +283,25 @@ func TestEtcdAuthGivesTheNodeItsPrefixOnly(t *testing.T) {
 	_, err = cli.Put(ctx, "/elsewhere", "x")
 	require.Equal(t, rpctypes.ErrPermissionDenied, rpctypes.Error(err), "%v", err)
 	_, err = cli.Get(ctx, "/secure/nodes/", clientv3.WithPrefix())
+	require.NoError(t, err)
+}
+
+func TestClientWithSeveralSeedsVerifiesEachNodesName(t *testing.T) {
+	p := newTestPKI(t)
+	c := nodetest.Start(t, nodetest.Options{Nodes: 2, Register: registerExamples, Agent: func(cfg *agent.Config) {
+		cfg.Security = agent.Security{TLS: p.node(cfg.Node.ID)}
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// The seeds by "localhost:port": each node's certificate names
+	// localhost, none names the channel's "seeds".
+	var seeds []string
+	for i := range 2 {
+		_, port, err := net.SplitHostPort(c.Addr(i))
+		require.NoError(t, err)
+		seeds = append(seeds, "localhost:"+port)
+	}
+	cl := dialSecure(t, strings.Join(seeds, ","), security.ClientConfig{TLS: p.client("ops")}, client.Options{NoDirect: true, MaxAttempts: 1})
+	_, err := cl.Invoke(ctx, "Counter", client.ByName("c"), "increment", nil)
 	require.NoError(t, err)
 }

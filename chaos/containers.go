@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/durable-run/durable/client"
+	"github.com/durable-run/durable/security"
 )
 
 // Compose is the docker-compose demo cluster as a chaos Target: faults are
@@ -26,6 +29,7 @@ type Compose struct {
 	etcd    []string // services of the etcd members
 	// SinkURL and Addrs are the host's view of the sink and the nodes.
 	etcdURL string
+	certs   security.Paths // the demo's, from make images
 	SinkURL string
 	Addrs   []string
 }
@@ -58,11 +62,12 @@ func StartCompose(tb testing.TB, project, portPrefix, etcdPort string) *Compose 
 		etcd:  []string{"etcd1", "etcd2", "etcd3"},
 	}
 	c.SinkURL = "http://127.0.0.1:" + portPrefix + "80"
-	c.etcdURL = "http://127.0.0.1:" + etcdPort
+	c.etcdURL = "https://127.0.0.1:" + etcdPort
 	for i := range c.nodes {
 		c.Addrs = append(c.Addrs, fmt.Sprintf("127.0.0.1:%s0%d", portPrefix, i+1))
 	}
-	c.run(10*time.Minute, "make", "images")
+	c.run(10*time.Minute, "make", "images") // and deploy/certs
+	c.certs = security.Paths{Dir: filepath.Join(root, "deploy", "certs")}
 	tb.Cleanup(c.down)
 	c.compose(5*time.Minute, "up", "-d")
 	for i := range c.nodes {
@@ -153,12 +158,21 @@ var _ Target = (*Compose)(nil)
 func (c *Compose) Nodes() int           { return len(c.nodes) }
 func (c *Compose) DC(i int) string      { return c.dcs[i] }
 func (c *Compose) ClientTarget() string { return strings.Join(c.Addrs, ",") }
-func (c *Compose) ID(i int) string      { return c.nodes[i] }
-func (c *Compose) Kill(i int)           { c.docker("kill", c.container(c.nodes[i])) }
-func (c *Compose) Pause(i int)          { c.docker("pause", c.container(c.nodes[i])) }
-func (c *Compose) Resume(i int)         { c.docker("unpause", c.container(c.nodes[i])) }
-func (c *Compose) EtcdMembers() int     { return len(c.etcd) }
-func (c *Compose) StopEtcd(i int)       { c.docker("kill", c.container(c.etcd[i])) }
+
+// ClientOptions call the demo's mutual-TLS nodes as its admin client.
+func (c *Compose) ClientOptions() client.Options {
+	dial, err := security.ClientConfig{TLS: c.certs.Client("admin")}.DialOptions()
+	if err != nil {
+		c.tb.Fatalf("chaos: the demo's admin certificate: %v", err)
+	}
+	return client.Options{DialOptions: dial}
+}
+func (c *Compose) ID(i int) string  { return c.nodes[i] }
+func (c *Compose) Kill(i int)       { c.docker("kill", c.container(c.nodes[i])) }
+func (c *Compose) Pause(i int)      { c.docker("pause", c.container(c.nodes[i])) }
+func (c *Compose) Resume(i int)     { c.docker("unpause", c.container(c.nodes[i])) }
+func (c *Compose) EtcdMembers() int { return len(c.etcd) }
+func (c *Compose) StopEtcd(i int)   { c.docker("kill", c.container(c.etcd[i])) }
 func (c *Compose) StartEtcd(i int) {
 	c.docker("start", c.container(c.etcd[i]))
 	c.waitHealthy(c.etcd[i])
@@ -182,5 +196,11 @@ func (c *Compose) Reconnect(i int) error {
 // Leader returns the index of dc's leader, read from the election keys in
 // etcd (through the published etcd1).
 func (c *Compose) Leader(dc string) int {
-	return leaderIndex([]string{c.etcdURL}, "/durable/", dc, c.nodes)
+	// As etcd's root user, by its client certificate.
+	src, err := security.NewSource(c.certs.EtcdClient("root"))
+	if err != nil {
+		c.tb.Errorf("chaos: etcd's root certificate: %v", err)
+		return -1
+	}
+	return leaderIndex([]string{c.etcdURL}, src.ClientConfig(""), "/durable/", dc, c.nodes)
 }

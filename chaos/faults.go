@@ -15,8 +15,10 @@ import (
 
 // Target is what faults act on: real processes (Procs) or containers.
 type Target interface {
-	// ClientTarget is the nodes' addresses as a client dials them.
+	// ClientTarget is the nodes' addresses as a client dials them, with
+	// the options it needs (the credentials of a secured cluster).
 	ClientTarget() string
+	ClientOptions() client.Options
 	Nodes() int
 	DC(i int) string
 	ID(i int) string // node i's id, as its events report it
@@ -101,7 +103,9 @@ var Faults = map[string]FaultFunc{
 		// their leases (the checker then finds no lost or early alarm and
 		// no overlap among the workload's objects).
 		// Unthrottled: the nodes must shed the load, not this client.
-		cl, err := client.Dial(t.ClientTarget(), client.Options{NoThrottle: true})
+		opts := t.ClientOptions()
+		opts.NoThrottle = true
+		cl, err := client.Dial(t.ClientTarget(), opts)
 		if err != nil {
 			return Fault{}, err
 		}

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/durable-run/durable/client"
 	"github.com/durable-run/durable/embedetcd"
 	"github.com/durable-run/durable/keyspace"
 	"github.com/durable-run/durable/leader"
@@ -262,14 +264,14 @@ func (c *Procs) Leader(dc string) int {
 	for i, p := range c.Procs {
 		ids[i] = p.ID
 	}
-	return leaderIndex(c.Endpoints, c.prefix, dc, ids)
+	return leaderIndex(c.Endpoints, nil, c.prefix, dc, ids)
 }
 
 // leaderIndex reads dc's leader from the election keys under prefix (not
 // from a node's status, which is slow under load) and returns its index in
 // ids, or -1.
-func leaderIndex(endpoints []string, prefix, dc string, ids []string) int {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
+func leaderIndex(endpoints []string, tlsCfg *tls.Config, prefix, dc string, ids []string) int {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: tlsCfg, DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return -1
 	}
@@ -322,9 +324,12 @@ var _ Target = (*Procs)(nil)
 func (c *Procs) Nodes() int           { return len(c.Procs) }
 func (c *Procs) DC(i int) string      { return c.Procs[i].DC }
 func (c *Procs) ClientTarget() string { return c.Addrs() }
-func (c *Procs) ID(i int) string      { return c.Procs[i].ID }
-func (c *Procs) Restart(i int)        { c.Start(i); c.WaitHealthy(i) }
-func (c *Procs) EtcdMembers() int     { return len(c.Etcd) }
+
+// ClientOptions: the processes serve plaintext on loopback.
+func (c *Procs) ClientOptions() client.Options { return client.Options{} }
+func (c *Procs) ID(i int) string               { return c.Procs[i].ID }
+func (c *Procs) Restart(i int)                 { c.Start(i); c.WaitHealthy(i) }
+func (c *Procs) EtcdMembers() int              { return len(c.Etcd) }
 
 // Disconnect is not supported for processes sharing the host's loopback.
 func (c *Procs) Disconnect(int) error { return ErrUnsupported }

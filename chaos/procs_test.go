@@ -95,7 +95,7 @@ type RunOptions struct {
 // logged, and written to $DURABLE_CHAOS_REPORT if set.
 func Run(t *testing.T, target Target, addrs, sinkURL string, opts RunOptions) Report {
 	t.Helper()
-	cl, err := client.Dial(addrs, client.Options{})
+	cl, err := client.Dial(addrs, target.ClientOptions())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -170,6 +170,7 @@ func runReadme(t *testing.T, section string) {
 	require.NoError(t, err)
 	var bg *background
 	t.Cleanup(func() { bg.stop(t) })
+	env := userEnv() // what `export` lines change, as in one terminal
 	ran := 0
 	for _, b := range readmeBlocks(t, filepath.Join(root, "README.md")) {
 		if b.section != section || b.kind == "skip" {
@@ -177,11 +178,11 @@ func runReadme(t *testing.T, section string) {
 		}
 		if b.kind == "background" {
 			bg.stop(t)
-			bg = startBackground(t, root, b.lines[0])
+			bg = startBackground(t, root, b.lines[0], env)
 			continue
 		}
 		for _, l := range b.lines {
-			runReadmeLine(t, root, l, bg)
+			env = runReadmeLine(t, root, l, bg, env)
 			ran++
 		}
 	}
@@ -191,12 +192,18 @@ func runReadme(t *testing.T, section string) {
 // readmeLineTimeout bounds one command (make images builds etcd).
 const readmeLineTimeout = 10 * time.Minute
 
-func runReadmeLine(t *testing.T, root string, l readmeLine, bg *background) {
+// runReadmeLine runs one line with env and returns the environment the
+// next line sees: env, or what an `export` line left.
+func runReadmeLine(t *testing.T, root string, l readmeLine, bg *background, env []string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), readmeLineTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", l.text)
-	cmd.Dir, cmd.Env = root, userEnv()
+	text, export := l.text, strings.HasPrefix(strings.TrimSpace(l.text), "export ")
+	if export {
+		text += "\nenv -0"
+	}
+	cmd := exec.CommandContext(ctx, "bash", "-c", text)
+	cmd.Dir, cmd.Env = root, env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -209,7 +216,11 @@ func runReadmeLine(t *testing.T, root string, l readmeLine, bg *background) {
 	case err != nil:
 		t.Fatalf("README.md:%d: %s: %v", l.n, l.text, err)
 	}
-	t.Logf("README.md:%d (%s, exit %d): %s\n%s", l.n, time.Since(start).Round(time.Millisecond), code, strings.TrimSpace(l.text), head(stdout.String(), 24))
+	shown := head(stdout.String(), 24)
+	if export {
+		shown = "" // the environment
+	}
+	t.Logf("README.md:%d (%s, exit %d): %s\n%s", l.n, time.Since(start).Round(time.Millisecond), code, strings.TrimSpace(l.text), shown)
 	fail := ""
 	switch {
 	case code != l.exit:
@@ -221,6 +232,10 @@ func runReadmeLine(t *testing.T, root string, l readmeLine, bg *background) {
 		t.Fatalf("README.md:%d: %s\n%s\n--- stdout\n%s--- stderr\n%s--- background\n%s", l.n, strings.TrimSpace(l.text), fail,
 			stdout.String(), stderr.String(), bg.tail())
 	}
+	if export {
+		return strings.Split(strings.TrimSuffix(stdout.String(), "\x00"), "\x00")
+	}
+	return env
 }
 
 // userEnv is the test's environment without DURABLE_* variables, as in a
@@ -251,11 +266,11 @@ func (b *background) Write(p []byte) (int, error) {
 	return b.out.Write(p)
 }
 
-func startBackground(t *testing.T, root string, l readmeLine) *background {
+func startBackground(t *testing.T, root string, l readmeLine, env []string) *background {
 	t.Helper()
 	b := &background{line: l, done: make(chan error, 1)}
 	b.cmd = exec.Command("bash", "-c", l.text)
-	b.cmd.Dir, b.cmd.Env = root, userEnv()
+	b.cmd.Dir, b.cmd.Env = root, env
 	b.cmd.Stdout, b.cmd.Stderr = b, b
 	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	require.NoError(t, b.cmd.Start(), "README.md:%d", l.n)

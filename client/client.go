@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -88,7 +89,13 @@ func Dial(target string, opts Options) (*Client, error) {
 	var addrs []resolver.Address
 	for _, a := range strings.Split(target, ",") {
 		if a = strings.TrimSpace(a); a != "" {
-			addrs = append(addrs, resolver.Address{Addr: a})
+			// Over TLS, each seed's certificate is checked against its own
+			// host (the channel's authority is "seeds").
+			host, _, err := net.SplitHostPort(a)
+			if err != nil {
+				host = a
+			}
+			addrs = append(addrs, resolver.Address{Addr: a, ServerName: host})
 		}
 	}
 	if len(addrs) == 0 {

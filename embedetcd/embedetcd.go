@@ -141,6 +141,11 @@ type Config struct {
 	// endpoints) with this certificate; TLSCA, when set, is the CA Client
 	// verifies it with. Peers stay plaintext (a dev member has none).
 	TLSCert, TLSKey, TLSCA string
+	// ClientCertAuth requires clients to present a certificate TLSCA
+	// signed; with etcd's auth on, its common name is the user. Client then
+	// presents ClientCert and ClientKey.
+	ClientCertAuth        bool
+	ClientCert, ClientKey string
 	// BcryptCost is the cost of hashing auth passwords; zero: etcd's
 	// default. Tests lower it (bcrypt under the race detector takes
 	// seconds per hash).
@@ -210,7 +215,7 @@ type Server struct {
 	dir       string
 	removeDir bool
 	endpoints []string
-	tlsCA     string
+	tlsClient transport.TLSInfo // what Client dials with, when TLS is on
 	maxSend   int
 	log       *slog.Logger
 	// stopping is set when Close begins; see slogCore.
@@ -303,6 +308,9 @@ func startOnce(ctx context.Context, cfg Config, dir string, client, peer hostPor
 	ec.ListenClientUrls = []url.URL{clientURL}
 	ec.AdvertiseClientUrls = []url.URL{{Scheme: scheme, Host: client.advertise()}}
 	ec.ClientTLSInfo.CertFile, ec.ClientTLSInfo.KeyFile = cfg.TLSCert, cfg.TLSKey
+	if cfg.ClientCertAuth {
+		ec.ClientTLSInfo.ClientCertAuth, ec.ClientTLSInfo.TrustedCAFile = true, cfg.TLSCA
+	}
 	ec.ListenPeerUrls = []url.URL{peerURL}
 	ec.AdvertisePeerUrls = []url.URL{{Scheme: "http", Host: peer.advertise()}}
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
@@ -343,7 +351,7 @@ func startOnce(ctx context.Context, cfg Config, dir string, client, peer hostPor
 		etcd:      e,
 		dir:       dir,
 		endpoints: []string{scheme + "://" + client.advertise()},
-		tlsCA:     cfg.TLSCA,
+		tlsClient: transport.TLSInfo{TrustedCAFile: cfg.TLSCA, CertFile: cfg.ClientCert, KeyFile: cfg.ClientKey},
 		maxSend:   int(cfg.MaxRequestBytes) + grpcOverheadBytes,
 		log:       cfg.Logger,
 		stopping:  stopping,
@@ -412,9 +420,9 @@ func (s *Server) Client() (*clientv3.Client, error) {
 	default:
 	}
 	var tlsCfg *tls.Config
-	if s.tlsCA != "" {
+	if s.tlsClient.TrustedCAFile != "" {
 		var err error
-		if tlsCfg, err = (transport.TLSInfo{TrustedCAFile: s.tlsCA}).ClientConfig(); err != nil {
+		if tlsCfg, err = s.tlsClient.ClientConfig(); err != nil {
 			return nil, fmt.Errorf("embedetcd: %w", err)
 		}
 	}

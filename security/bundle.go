@@ -21,6 +21,8 @@ import (
 //	clients/<name>.pem, …-key.pem       one per client: spiffe://durable/client/<name>
 //	etcd/server.pem, …-key.pem          etcd's server certificate (with Etcd)
 //	etcd/root.password, etcd/node.password
+//	etcd/node-client.pem, …-key.pem     the nodes' etcd client certificate: CN node, etcd's user
+//	etcd/root-client.pem, …-key.pem     etcd's root user's (etcd-auth)
 //	tokens/<name>.token                 bearer tokens (the policy keeps their SHA-256)
 //	auth.json                           the auth policy: each client's roles, each token's
 //
@@ -45,6 +47,10 @@ type Bundle struct {
 	EtcdHosts []string
 	// Validity of the CA and the certificates; zero: Validity.
 	Validity time.Duration
+	// Readable writes every file readable by all users (0644; directories
+	// 0755), for bind-mounting into containers that run as another user
+	// (the compose demo). Never for keys that matter.
+	Readable bool
 }
 
 // DefaultClients are the clients `durable certs` makes by default.
@@ -61,7 +67,9 @@ var DefaultTokens = map[string][]Role{"viewer": {RoleRead}}
 // Paths names the files of a bundle.
 type Paths struct{ Dir string }
 
-func (p Paths) path(parts ...string) string { return filepath.Join(append([]string{p.Dir}, parts...)...) }
+func (p Paths) path(parts ...string) string {
+	return filepath.Join(append([]string{p.Dir}, parts...)...)
+}
 
 // CA is the CA's certificate file.
 func (p Paths) CA() string { return p.path("ca.pem") }
@@ -84,6 +92,12 @@ func (p Paths) EtcdServer() Files {
 // EtcdPassword is the password file of etcd user "root" or "node".
 func (p Paths) EtcdPassword(user string) string { return p.path("etcd", user+".password") }
 
+// EtcdClient is the etcd client certificate of etcd user "node" or "root"
+// (etcd with --client-cert-auth takes the common name as the user).
+func (p Paths) EtcdClient(user string) Files {
+	return Files{CA: p.CA(), Cert: p.path("etcd", user+"-client.pem"), Key: p.path("etcd", user+"-client-key.pem")}
+}
+
 // Token is token name's file.
 func (p Paths) Token(name string) string { return p.path("tokens", name+".token") }
 
@@ -104,12 +118,20 @@ func (b Bundle) Write() (Paths, error) {
 			return p, err
 		}
 	}
+	fileMode, dirMode := os.FileMode(0o600), os.FileMode(0o700)
+	if b.Readable {
+		fileMode, dirMode = 0o644, 0o755
+	}
 	for _, d := range []string{"", "nodes", "clients", "etcd", "tokens"} {
-		if err := os.MkdirAll(p.path(d), 0o700); err != nil {
+		if err := os.MkdirAll(p.path(d), dirMode); err != nil {
+			return p, fmt.Errorf("security: %w", err)
+		}
+		if err := os.Chmod(p.path(d), dirMode); err != nil {
 			return p, fmt.Errorf("security: %w", err)
 		}
 	}
-	ca, err := b.authority(p)
+	writeFiles := func(files map[string][]byte) error { return writeFiles(files, fileMode) }
+	ca, err := b.authority(p, fileMode)
 	if err != nil {
 		return p, err
 	}
@@ -126,6 +148,7 @@ func (b Bundle) Write() (Paths, error) {
 		}
 		return writeFiles(map[string][]byte{f.Key: is.KeyPEM, f.Cert: is.CertPEM})
 	}
+	writeSecret := func(name string) error { return writeSecret(name, fileMode) }
 	for _, id := range b.Nodes {
 		if err := issue(p.Node(id), Leaf{Identity: Identity{Kind: Node, Name: id}, Hosts: append(slices.Clone(hosts), id), Server: true, Client: true}); err != nil {
 			return p, err
@@ -146,6 +169,12 @@ func (b Bundle) Write() (Paths, error) {
 			if err := writeSecret(p.EtcdPassword(user)); err != nil {
 				return p, err
 			}
+			// A client certificate whose common name is the etcd user:
+			// etcd then needs no password, and the Go client no login per
+			// stream (see docs/security.md).
+			if err := issue(p.EtcdClient(user), Leaf{Identity: Identity{Kind: Client, Name: user}, Client: true}); err != nil {
+				return p, err
+			}
 		}
 	}
 	for name := range b.Tokens {
@@ -153,10 +182,10 @@ func (b Bundle) Write() (Paths, error) {
 			return p, err
 		}
 	}
-	return p, b.writePolicy(p)
+	return p, b.writePolicy(p, fileMode)
 }
 
-func (b Bundle) authority(p Paths) (*Authority, error) {
+func (b Bundle) authority(p Paths, mode os.FileMode) (*Authority, error) {
 	if exists(p.CA()) {
 		return LoadAuthority(p.CA(), p.path("ca-key.pem"))
 	}
@@ -164,10 +193,10 @@ func (b Bundle) authority(p Paths) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ca, writeFiles(map[string][]byte{p.path("ca-key.pem"): ca.KeyPEM, p.CA(): ca.CertPEM})
+	return ca, writeFiles(map[string][]byte{p.path("ca-key.pem"): ca.KeyPEM, p.CA(): ca.CertPEM}, mode)
 }
 
-func (b Bundle) writePolicy(p Paths) error {
+func (b Bundle) writePolicy(p Paths, mode os.FileMode) error {
 	if exists(p.Policy()) {
 		return nil
 	}
@@ -186,7 +215,7 @@ func (b Bundle) writePolicy(p Paths) error {
 	if err != nil {
 		return err
 	}
-	return writeFiles(map[string][]byte{p.Policy(): append(data, '\n')})
+	return writeFiles(map[string][]byte{p.Policy(): append(data, '\n')}, mode)
 }
 
 func exists(name string) bool {
@@ -195,7 +224,7 @@ func exists(name string) bool {
 }
 
 // writeSecret writes a random secret (hex) to name unless it exists.
-func writeSecret(name string) error {
+func writeSecret(name string, mode os.FileMode) error {
 	if exists(name) {
 		return nil
 	}
@@ -203,13 +232,16 @@ func writeSecret(name string) error {
 	if _, err := rand.Read(b); err != nil {
 		return err
 	}
-	return writeFiles(map[string][]byte{name: []byte(hex.EncodeToString(b))})
+	return writeFiles(map[string][]byte{name: []byte(hex.EncodeToString(b))}, mode)
 }
 
-// writeFiles writes each file readable by its owner only.
-func writeFiles(files map[string][]byte) error {
+// writeFiles writes each file with mode.
+func writeFiles(files map[string][]byte, mode os.FileMode) error {
 	for name, data := range files {
-		if err := os.WriteFile(name, data, 0o600); err != nil {
+		if err := os.WriteFile(name, data, mode); err != nil {
+			return fmt.Errorf("security: %w", err)
+		}
+		if err := os.Chmod(name, mode); err != nil { // whatever the umask
 			return fmt.Errorf("security: %w", err)
 		}
 	}

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/durable-run/durable/agent"
+	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/security"
 )
 
@@ -34,6 +37,7 @@ func newCertsCmd() *cobra.Command {
 			b.Etcd, _ = fs.GetBool("etcd")
 			b.EtcdHosts, _ = fs.GetStringSlice("etcd-hosts")
 			b.Validity, _ = fs.GetDuration("validity")
+			b.Readable, _ = fs.GetBool("readable")
 			var err error
 			clients, _ := fs.GetStringSlice("client")
 			if b.Clients, err = parseGrants("--client", clients); err != nil {
@@ -63,7 +67,70 @@ func newCertsCmd() *cobra.Command {
 	fs.Bool("etcd", false, "also a server certificate for etcd and passwords for its root and node users")
 	fs.StringSlice("etcd-hosts", nil, "more DNS names or IP addresses of etcd's certificate")
 	fs.Duration("validity", security.Validity, "how long the CA and certificates are valid")
+	fs.Bool("readable", false, "make every file readable by all users, to bind-mount into containers running as another user (the compose demo); never for keys that matter")
 	return cmd
+}
+
+func newEtcdAuthCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "etcd-auth",
+		Short: "Turn on etcd's authentication for a cluster: root, a role with read/write on --prefix only, and the nodes' user",
+		Long: "Create etcd's root user (or log in as root when auth is on already), the role " + agent.NodeRole + " with\n" +
+			"read/write on --prefix and nothing else, the nodes' user (--user) with that role, and enable auth.\n" +
+			"It can run again: what exists is kept, the user's password is set again. The compose demo runs it\n" +
+			"once before the nodes start." + envHelp,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fs := cmd.Flags()
+			s := agent.EtcdAuthSetup{}
+			s.Endpoints, _ = fs.GetStringSlice("etcd")
+			s.User, _ = fs.GetString("user")
+			s.Prefix, _ = fs.GetString("prefix")
+			var err error
+			if s.TLS, err = etcdTLS(fs); err != nil {
+				return err
+			}
+			rootFile, _ := fs.GetString("root-password-file")
+			userFile, _ := fs.GetString("password-file")
+			s.RootByCert, _ = fs.GetBool("root-by-cert")
+			if rootFile == "" || s.User == "" {
+				return usageError{errors.New("--root-password-file and --user are required")}
+			}
+			if s.RootPassword, err = readSecret(rootFile); err != nil {
+				return err
+			}
+			if userFile != "" {
+				if s.Password, err = readSecret(userFile); err != nil {
+					return err
+				}
+			}
+			if err := agent.SetupEtcdAuth(cmd.Context(), s); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "etcd auth on at %s: user %s may read and write %s only\n", strings.Join(s.Endpoints, ","), s.User, s.Prefix)
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringSlice("etcd", []string{"http://127.0.0.1:2379"}, "etcd client endpoints, comma-separated")
+	fs.String("etcd-ca", "", "CA bundle to verify etcd (PEM)")
+	fs.String("etcd-cert", "", "client certificate for etcd (PEM)")
+	fs.String("etcd-key", "", "private key of --etcd-cert (PEM)")
+	fs.String("root-password-file", "", "file holding the password of etcd's root user")
+	fs.String("user", "node", "the nodes' etcd user")
+	fs.String("password-file", "", "file holding the nodes' user's password (none: the user logs in by client certificate only, its common name)")
+	fs.Bool("root-by-cert", false, "--etcd-cert names etcd's root user (etcd runs with --client-cert-auth): no password login")
+	fs.String("prefix", node.DefaultConfig().Prefix, "the cluster's etcd key prefix: all the nodes' role may touch")
+	return cmd
+}
+
+// readSecret reads a password or token file, without its final newline.
+func readSecret(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
 func grantFlags(m map[string][]security.Role) []string {

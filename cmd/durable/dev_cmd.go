@@ -73,8 +73,9 @@ func runDev(cmd *cobra.Command, _ []string) error {
 			return err
 		}
 		defer sec.cleanup()
-		etcdFiles := sec.paths.EtcdServer()
+		etcdFiles, root := sec.paths.EtcdServer(), sec.paths.EtcdClient("root")
 		ecfg.TLSCert, ecfg.TLSKey, ecfg.TLSCA = etcdFiles.Cert, etcdFiles.Key, etcdFiles.CA
+		ecfg.ClientCertAuth, ecfg.ClientCert, ecfg.ClientKey = true, root.Cert, root.Key
 	}
 	etcd, err := embedetcd.Start(ctx, ecfg)
 	if err != nil {

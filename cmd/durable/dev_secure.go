@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -14,12 +13,13 @@ import (
 	"github.com/durable-run/durable/security"
 )
 
-// devSecurity is what `durable dev --secure` runs with: a test PKI, etcd's
-// passwords and the TLS configuration the nodes reach etcd with.
+// devSecurity is what `durable dev --secure` runs with: a test PKI and the
+// TLS configurations etcd's root (the auth setup) and the nodes (etcd's
+// user node, by their client certificate) reach etcd with.
 type devSecurity struct {
-	paths   security.Paths
-	etcdTLS *tls.Config
-	temp    bool // paths.Dir is removed on exit
+	paths            security.Paths
+	rootTLS, nodeTLS *tls.Config
+	temp             bool // paths.Dir is removed on exit
 }
 
 // prepareDevSecurity writes (or reuses) the PKI of a dev cluster of count
@@ -47,12 +47,17 @@ func prepareDevSecurity(fs *pflag.FlagSet, count int) (*devSecurity, error) {
 		d.cleanup()
 		return nil, err
 	}
-	src, err := security.NewSource(security.Files{CA: d.paths.CA()})
-	if err != nil {
-		d.cleanup()
-		return nil, err
+	for _, c := range []struct {
+		user string
+		cfg  **tls.Config
+	}{{"root", &d.rootTLS}, {"node", &d.nodeTLS}} {
+		src, err := security.NewSource(d.paths.EtcdClient(c.user))
+		if err != nil {
+			d.cleanup()
+			return nil, err
+		}
+		*c.cfg = src.ClientConfig("")
 	}
-	d.etcdTLS = src.ClientConfig("")
 	return d, nil
 }
 
@@ -62,31 +67,21 @@ func (d *devSecurity) cleanup() {
 	}
 }
 
-func (d *devSecurity) password(user string) (string, error) {
-	b, err := os.ReadFile(d.paths.EtcdPassword(user))
-	return strings.TrimSpace(string(b)), err
-}
-
-// setupEtcd turns on etcd's auth with the nodes' user limited to prefix.
+// setupEtcd turns on etcd's auth with the nodes' user limited to prefix;
+// etcd's users log in by client certificate.
 func (d *devSecurity) setupEtcd(ctx context.Context, endpoints []string, prefix string) error {
-	root, err := d.password("root")
+	root, err := readSecret(d.paths.EtcdPassword("root"))
 	if err != nil {
 		return err
 	}
-	nodePW, err := d.password("node")
-	if err != nil {
-		return err
-	}
-	return agent.SetupEtcdAuth(ctx, agent.EtcdAuthSetup{Endpoints: endpoints, TLS: d.etcdTLS, RootPassword: root, User: "node", Password: nodePW, Prefix: prefix})
+	return agent.SetupEtcdAuth(ctx, agent.EtcdAuthSetup{Endpoints: endpoints, TLS: d.rootTLS, RootByCert: true, RootPassword: root, User: "node", Prefix: prefix})
 }
 
 // apply secures one dev node's configuration.
 func (d *devSecurity) apply(cfg *agent.Config) {
 	cfg.Security.TLS = d.paths.Node(cfg.Node.ID)
 	cfg.Security.Policy = d.paths.Policy()
-	cfg.Security.EtcdUser = "node"
-	cfg.Security.EtcdPassword, _ = d.password("node")
-	cfg.EtcdTLS = d.etcdTLS
+	cfg.EtcdTLS = d.nodeTLS
 }
 
 // banner tells how to reach the secured cluster.

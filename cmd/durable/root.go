@@ -30,7 +30,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().String("log-format", "text", "log format: text (key=value) or json (one object per line)")
-	root.AddCommand(newDevCmd(), newAgentCmd(), newInvokeCmd(), newAlarmCmd(), newStatusCmd(), newLocateCmd(), newDrainCmd(), newSinkCmd(), newHealthCmd(), newLoadCmd(), newBenchCmd(), newVersionCmd(), newCertsCmd())
+	root.AddCommand(newDevCmd(), newAgentCmd(), newInvokeCmd(), newAlarmCmd(), newStatusCmd(), newLocateCmd(), newDrainCmd(), newSinkCmd(), newHealthCmd(), newLoadCmd(), newBenchCmd(), newVersionCmd(), newCertsCmd(), newEtcdAuthCmd())
 	return root
 }
 

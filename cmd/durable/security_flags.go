@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
@@ -38,11 +37,10 @@ func clientSecurity(fs *pflag.FlagSet) (security.ClientConfig, error) {
 	case file != "" && c.Token != "":
 		return c, usageError{errors.New("give --token or --token-file, not both")}
 	case file != "":
-		b, err := os.ReadFile(file)
-		if err != nil {
+		var err error
+		if c.Token, err = readSecret(file); err != nil {
 			return c, fmt.Errorf("read --token-file: %w", err)
 		}
-		c.Token = strings.TrimSpace(string(b))
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		return c, usageError{errors.New("--tls-cert and --tls-key go together")}
@@ -87,11 +85,10 @@ func nodeSecurity(fs *pflag.FlagSet, cfg *agent.Config) error {
 	s.Reflection, _ = fs.GetBool("reflection")
 	s.EtcdUser, _ = fs.GetString("etcd-user")
 	if file, _ := fs.GetString("etcd-password-file"); file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
+		var err error
+		if s.EtcdPassword, err = readSecret(file); err != nil {
 			return fmt.Errorf("read --etcd-password-file: %w", err)
 		}
-		s.EtcdPassword = strings.TrimRight(string(b), "\r\n")
 	} else {
 		s.EtcdPassword = os.Getenv(envPrefix + "ETCD_PASSWORD")
 	}
@@ -122,7 +119,6 @@ func checkExposure(fs *pflag.FlagSet, secured bool, how string, names ...string)
 }
 
 const insecureHelp = "serve plaintext without authentication on an address other than loopback: anyone who reaches it can call, read and drain the cluster"
-
 
 // loopback reports whether addr (host:port) listens on loopback only.
 func loopback(addr string) bool {
