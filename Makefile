@@ -5,7 +5,7 @@ PROTOC_GEN_GO        ?= v1.36.12
 PROTOC_GEN_GO_GRPC   ?= v1.6.2
 GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 
-.PHONY: help build test test-short vet fmt proto proto-tools dev binaries certs images demo demo-down chaos chaos-short
+.PHONY: help build test test-short vet fmt proto proto-tools dev binaries certs images demo demo-down chaos chaos-short fuzz
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,6 +22,11 @@ test-short: ## run the quick tests only
 vet: ## go vet and gofmt check
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+FUZZTIME ?= 30s
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s) with scripts/fuzz.sh
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
 dev: ## run a development cluster (embedded etcd, example classes, sink)
 	$(GO) run ./cmd/durable dev

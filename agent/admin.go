@@ -66,15 +66,20 @@ func clampLimit(l int32, def, most int) int {
 	return int(l)
 }
 
-func (s *adminServer) ListAlarms(ctx context.Context, req *durablev1.ListAlarmsRequest) (*durablev1.ListAlarmsResponse, error) {
+// listFilter is the listing req asks for over a cluster of partitions.
+func listFilter(req *durablev1.ListAlarmsRequest, partitions int) alarmstore.ListFilter {
 	f := alarmstore.ListFilter{
 		Class: req.GetClass(), Limit: clampLimit(req.GetLimit(), 100, 10000),
-		Partitions: s.a.meta.Partitions, After: req.GetPageToken(),
+		Partitions: partitions, After: req.GetPageToken(),
 	}
 	if ms := req.GetDueBeforeUnixMs(); ms > 0 {
 		f.DueBefore = time.UnixMilli(ms)
 	}
-	recs, next, err := s.alarms().List(ctx, f)
+	return f
+}
+
+func (s *adminServer) ListAlarms(ctx context.Context, req *durablev1.ListAlarmsRequest) (*durablev1.ListAlarmsResponse, error) {
+	recs, next, err := s.alarms().List(ctx, listFilter(req, s.a.meta.Partitions))
 	if err != nil {
 		return nil, node.ToStatus(listErr(err), "")
 	}
@@ -110,26 +115,37 @@ func (s *adminServer) ListDeadLetters(ctx context.Context, req *durablev1.ListDe
 	return out, nil
 }
 
-func (s *adminServer) PurgeDeadLetters(ctx context.Context, req *durablev1.PurgeDeadLettersRequest) (*durablev1.PurgeDeadLettersResponse, error) {
-	f := alarmstore.PurgeFilter{Class: req.GetClass(), Partitions: s.a.meta.Partitions}
+// purgeFilter validates req and returns the dead letters it selects over a
+// cluster of partitions. An empty request is refused: purging everything
+// must be asked for with all.
+func purgeFilter(req *durablev1.PurgeDeadLettersRequest, partitions int) (alarmstore.PurgeFilter, error) {
+	f := alarmstore.PurgeFilter{Class: req.GetClass(), Partitions: partitions}
 	if ms := req.GetAbandonedBeforeUnixMs(); ms > 0 {
 		f.AbandonedBefore = time.UnixMilli(ms)
 	}
 	filtered := f.Class != "" || req.GetObject() != nil || req.GetAbandonedBeforeUnixMs() > 0
 	switch {
 	case req.GetAll() && filtered:
-		return nil, node.ToStatus(durable.Invalidf("give all or filters (class, object, abandoned before), not both"), "")
+		return f, durable.Invalidf("give all or filters (class, object, abandoned before), not both")
 	case !req.GetAll() && !filtered:
-		return nil, node.ToStatus(durable.Invalidf("say which dead letters to purge (class, object, abandoned before), or all"), "")
+		return f, durable.Invalidf("say which dead letters to purge (class, object, abandoned before), or all")
 	case req.GetObject() != nil:
 		if f.Class == "" {
-			return nil, node.ToStatus(durable.Invalidf("an object needs its class"), "")
+			return f, durable.Invalidf("an object needs its class")
 		}
 		id, err := node.ResolveID(f.Class, node.RefOf(req.GetObject()))
 		if err != nil {
-			return nil, node.ToStatus(err, "")
+			return f, err
 		}
 		f.ID = id
+	}
+	return f, nil
+}
+
+func (s *adminServer) PurgeDeadLetters(ctx context.Context, req *durablev1.PurgeDeadLettersRequest) (*durablev1.PurgeDeadLettersResponse, error) {
+	f, err := purgeFilter(req, s.a.meta.Partitions)
+	if err != nil {
+		return nil, node.ToStatus(err, "")
 	}
 	n, err := s.alarms().PurgeDead(ctx, f)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -31,11 +32,40 @@ type Record struct {
 }
 
 type recordJSON struct {
-	Name       string `json:"name,omitempty"`
+	Name string `json:"name,omitempty"`
+	// NameBytes holds a name that is not valid UTF-8 (JSON would replace
+	// its bad bytes with U+FFFD), in base64: the name must come back
+	// exactly, as State.Name of the alarm's run.
+	NameBytes  []byte `json:"name_bytes,omitempty"`
 	DueMS      int64  `json:"due_ms"`
 	ScheduleMS int64  `json:"scheduled_ms"`
 	Retry      int    `json:"retry_count,omitempty"`
 	LastError  string `json:"last_error,omitempty"`
+}
+
+// jsonOf is r's stored form.
+func jsonOf(r Record) recordJSON {
+	j := recordJSON{
+		Name: r.Name, DueMS: r.Due.UnixMilli(), ScheduleMS: r.Scheduled.UnixMilli(),
+		Retry: r.RetryCount, LastError: r.LastError,
+	}
+	if !utf8.ValidString(r.Name) {
+		j.Name, j.NameBytes = "", []byte(r.Name)
+	}
+	return j
+}
+
+// record is the Record of object class/id in partition p stored as j.
+func (j recordJSON) record(p int, class string, id durable.ID) Record {
+	name := j.Name
+	if j.NameBytes != nil {
+		name = string(j.NameBytes)
+	}
+	return Record{
+		Class: class, ID: id, Name: name, Partition: p,
+		Due: time.UnixMilli(j.DueMS), Scheduled: time.UnixMilli(j.ScheduleMS),
+		RetryCount: j.Retry, LastError: j.LastError,
+	}
 }
 
 // DeadLetter is an alarm abandoned after its last retry.
@@ -59,10 +89,7 @@ type Store struct {
 func New(kv clientv3.KV, keys keyspace.Space) *Store { return &Store{kv: kv, keys: keys} }
 
 func encode(r Record) string {
-	b, _ := json.Marshal(recordJSON{
-		Name: r.Name, DueMS: r.Due.UnixMilli(), ScheduleMS: r.Scheduled.UnixMilli(),
-		Retry: r.RetryCount, LastError: r.LastError,
-	})
+	b, _ := json.Marshal(jsonOf(r))
 	return string(b)
 }
 
@@ -84,11 +111,8 @@ func Decode(p int, class string, id durable.ID, v []byte) (*Record, error) {
 	if err := json.Unmarshal(v, &j); err != nil {
 		return nil, fmt.Errorf("alarmstore: corrupt record %s/%s: %w", class, id, err)
 	}
-	return &Record{
-		Class: class, ID: id, Name: j.Name, Partition: p,
-		Due: time.UnixMilli(j.DueMS), Scheduled: time.UnixMilli(j.ScheduleMS),
-		RetryCount: j.Retry, LastError: j.LastError,
-	}, nil
+	rec := j.record(p, class, id)
+	return &rec, nil
 }
 
 // PutOps writes rec, replacing old (nil when the object had no alarm).
@@ -119,10 +143,7 @@ func (s *Store) DeleteOps(old Record) []clientv3.Op {
 // DeleteOps, or by replacing it) in the same Txn.
 func (s *Store) DeadLetterOp(old Record, t time.Time) clientv3.Op {
 	b, _ := json.Marshal(deadJSON{
-		recordJSON: recordJSON{
-			Name: old.Name, DueMS: old.Due.UnixMilli(), ScheduleMS: old.Scheduled.UnixMilli(),
-			Retry: old.RetryCount, LastError: old.LastError,
-		},
+		recordJSON:  jsonOf(old),
 		AbandonedMS: t.UnixMilli(),
 	})
 	return clientv3.OpPut(s.keys.Dead(old.Partition, old.Class, old.ID.String(), old.Scheduled), string(b))

@@ -311,11 +311,7 @@ func decodeDead(rest string, v []byte) (DeadLetter, bool, error) {
 		return DeadLetter{}, false, fmt.Errorf("alarmstore: corrupt dead letter %s: %w", rest, err)
 	}
 	return DeadLetter{
-		Record: Record{
-			Class: parts[1], ID: id, Name: j.Name, Partition: p,
-			Due: time.UnixMilli(j.DueMS), Scheduled: time.UnixMilli(j.ScheduleMS),
-			RetryCount: j.Retry, LastError: j.LastError,
-		},
+		Record:    j.record(p, parts[1], id),
 		Abandoned: time.UnixMilli(j.AbandonedMS),
 	}, true, nil
 }

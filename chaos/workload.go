@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -189,28 +188,20 @@ func (w *Workload) LastDue() time.Time {
 	return last
 }
 
-// ReadEvents fetches the Witness reports a sink at sinkURL recorded.
+// ReadEvents fetches the Witness reports a sink at sinkURL recorded, every
+// page of them.
 func ReadEvents(ctx context.Context, sinkURL string) ([]examples.WitnessEvent, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, sinkURL+"/deliveries", nil)
+	ds, err := sink.Fetch(ctx, nil, sinkURL, 0)
 	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("read sink: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("read sink: %s", resp.Status)
-	}
-	var ds []sink.Delivery
-	if err := json.NewDecoder(resp.Body).Decode(&ds); err != nil {
 		return nil, fmt.Errorf("read sink: %w", err)
 	}
 	var out []examples.WitnessEvent
 	for _, d := range ds {
 		if d.Path != "/witness" {
 			continue
+		}
+		if d.BodyDropped {
+			return nil, fmt.Errorf("read sink: delivery %d: body dropped by the sink's retention cap (MaxRetainedBytes)", d.Seq)
 		}
 		var ev examples.WitnessEvent
 		if err := json.Unmarshal(d.Body, &ev); err != nil {

@@ -18,6 +18,9 @@
 //
 // Partitions are written as 5 decimal digits and times as 16 decimal digits of
 // Unix milliseconds, both zero-padded, so that byte order is numeric order.
+// Times are encoded exactly from the epoch to MaxTime; a time outside that
+// range is clamped to its end (so byte order never contradicts time order),
+// which is why SetAlarm refuses alarms after MaxTime.
 // Class names may not contain '/', so the components parse back unambiguously.
 package keyspace
 
@@ -41,8 +44,33 @@ func (s Space) Prefix() string { return s.prefix }
 
 func part(p int) string { return fmt.Sprintf("%05d", p) }
 
-// FormatMillis writes t as 16 zero-padded digits of Unix milliseconds.
-func FormatMillis(t time.Time) string { return fmt.Sprintf("%016d", max(t.UnixMilli(), 0)) }
+const (
+	// millisDigits is the width of a time in a key.
+	millisDigits = 16
+	// maxMillis is the largest Unix millisecond count millisDigits hold.
+	maxMillis = 9_999_999_999_999_999
+)
+
+// MaxTime is the last instant a time key encodes exactly (about the year
+// 318857). A later time would need a 17th digit and sort before earlier
+// ones, so FormatMillis clamps it to MaxTime, and alarms after it are
+// refused.
+var MaxTime = time.UnixMilli(maxMillis).UTC()
+
+// FormatMillis writes t as 16 zero-padded digits of Unix milliseconds. A
+// time before the epoch is written as 0 and one after MaxTime as MaxTime, so
+// the order of the strings never contradicts the order of the times.
+func FormatMillis(t time.Time) string {
+	ms := int64(0)
+	switch {
+	case t.After(MaxTime):
+		// Compared as times: UnixMilli overflows long before time.Time does.
+		ms = maxMillis
+	case t.UnixMilli() > 0:
+		ms = t.UnixMilli()
+	}
+	return fmt.Sprintf("%016d", ms)
+}
 
 // Meta is the cluster metadata key.
 func (s Space) Meta() string { return s.prefix + "meta/cluster" }
@@ -86,13 +114,25 @@ func (s Space) OwnerPrefix() string { return s.prefix + "owner/" }
 // Owner is the ownership key of partition p.
 func (s Space) Owner(p int) string { return s.OwnerPrefix() + part(p) }
 
-// ParsePartitionKey returns p from a key of the form <prefix><p>.
+// ParsePartitionKey returns p from a key of the form <prefix><p>, p in
+// decimal digits (no sign: a partition is never negative).
 func ParsePartitionKey(key, prefix string) (int, bool) {
-	if !strings.HasPrefix(key, prefix) {
+	rest, ok := strings.CutPrefix(key, prefix)
+	if !ok || !allDigits(rest) {
 		return 0, false
 	}
-	p, err := strconv.Atoi(key[len(prefix):])
+	p, err := strconv.Atoi(rest)
 	return p, err == nil
+}
+
+// allDigits reports whether s is non-empty and all ASCII decimal digits.
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // Object is the metadata key of an object.
@@ -131,19 +171,25 @@ func (s Space) Due(p int, t time.Time, class, id string) string {
 }
 
 // DueUntil is the first index key of partition p after every entry due at or
-// before t: the exclusive end of a range read of the window up to t.
+// before t: the exclusive end of a range read of the window up to t. From
+// MaxTime on it is the end of the partition's index.
 func (s Space) DueUntil(p int, t time.Time) string {
+	if !t.Before(MaxTime) {
+		return PrefixEnd(s.DuePrefix(p))
+	}
 	return s.DuePrefix(p) + FormatMillis(t.Add(time.Millisecond))
 }
 
 // ParseDue splits an index key of partition p into due time, class and id.
+// It accepts only what Due writes (the time in exactly 16 digits), so a key
+// it parses is Due of what it returns.
 func (s Space) ParseDue(p int, key string) (due time.Time, class, id string, ok bool) {
 	rest, found := strings.CutPrefix(key, s.DuePrefix(p))
 	if !found {
 		return time.Time{}, "", "", false
 	}
 	parts := strings.SplitN(rest, "/", 3)
-	if len(parts) != 3 {
+	if len(parts) != 3 || len(parts[0]) != millisDigits || !allDigits(parts[0]) {
 		return time.Time{}, "", "", false
 	}
 	ms, err := strconv.ParseInt(parts[0], 10, 64)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/alarmstore"
+	"github.com/durable-run/durable/keyspace"
 	"github.com/durable-run/durable/metrics"
 	"github.com/durable-run/durable/node"
 )
@@ -105,6 +106,7 @@ func (p *alarmProbe) hasEvent(s string) bool {
 // probeObject is the test class with an Alarm handler. Its methods:
 //
 //	set <RFC3339Nano>   SetAlarm, then returns GetAlarm of the same event
+//	setms <unix ms>     SetAlarm(time.UnixMilli), then returns GetAlarm
 //	get                 GetAlarm ("none" when there is none)
 //	delete              DeleteAlarm, then returns GetAlarm of the same event
 //	setzero             SetAlarm(zero time); "invalid" if refused as such
@@ -145,6 +147,15 @@ func (o *probeObject) Invoke(ctx context.Context, method string, payload []byte)
 			return nil, err
 		}
 		if err := s.SetAlarm(ctx, t); err != nil {
+			return nil, err
+		}
+		return reply(getAlarmString(ctx, s))
+	case "setms":
+		ms, err := strconv.ParseInt(string(payload), 10, 64)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.SetAlarm(ctx, time.UnixMilli(ms)); err != nil {
 			return nil, err
 		}
 		return reply(getAlarmString(ctx, s))
@@ -453,6 +464,30 @@ func TestAlarmSetZeroTimeIsInvalidArgument(t *testing.T) {
 	require.Equal(t, "invalid", e.mustInvoke(probeClass, "a", "setzero", ""))
 	require.Equal(t, "none", e.getAlarm("a"))
 	require.EqualValues(t, 0, e.keyCount("alarm/"))
+}
+
+func TestAlarmBeyondTheKeyRangeIsInvalidArgumentAndChangesNothing(t *testing.T) {
+	e := newAlarmEnv(t, nil)
+	T := e.now().Add(10 * time.Second)
+	e.set("a", T)
+	last := keyspace.MaxTime.UnixMilli()
+	for _, ms := range []int64{last + 1, 10_000_000_000_000_000, 1<<63 - 1} {
+		_, err := e.invoke(probeClass, "a", "setms", strconv.FormatInt(ms, 10))
+		require.ErrorIs(t, err, durable.ErrInvalidArgument, "alarm at %d ms", ms)
+		require.ErrorContains(t, err, "the latest an alarm can be set for")
+	}
+	requireTime(t, T, e.getAlarm("a"), "the refused calls left the alarm as it was")
+	rec := e.record("a")
+	require.NotNil(t, rec)
+	require.True(t, rec.Due.Equal(T), "record %+v", rec)
+	require.EqualValues(t, 1, e.keyCount("due/"))
+
+	// The last instant the key holds is accepted.
+	e.mustInvoke(probeClass, "b", "setms", strconv.FormatInt(last, 10))
+	rec = e.record("b")
+	require.NotNil(t, rec)
+	require.True(t, rec.Due.Equal(keyspace.MaxTime), "record %+v", rec)
+	require.EqualValues(t, 2, e.keyCount("due/"))
 }
 
 func TestAlarmSetWithoutAlarmHandlerIsRefused(t *testing.T) {

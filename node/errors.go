@@ -60,7 +60,9 @@ func ToStatus(err error, ownerAddr string) error {
 		return err
 	}
 	code, detail := classify(err)
-	detail.OwnerAddress = ownerAddr
+	// A proto string must be valid UTF-8, or the detail cannot be
+	// marshalled and is lost; an address with bad bytes is no address.
+	detail.OwnerAddress = strings.ToValidUTF8(ownerAddr, "\uFFFD")
 	var ra *retryAfterError
 	switch {
 	case errors.As(err, &ra):

@@ -488,7 +488,14 @@ func (h *storageHandle) SetAlarm(ctx context.Context, t time.Time) error {
 	if !h.o.class.HasAlarm {
 		return fmt.Errorf("%w: %q", durable.ErrNoAlarmHandler, h.o.class.Name)
 	}
-	return h.touchAlarm(alarmstore.CeilMillis(t))
+	due := alarmstore.CeilMillis(t)
+	if due.After(keyspace.MaxTime) {
+		// The index key could not hold it: it would sort before earlier
+		// alarms (or, clamped, fire at the wrong time).
+		return durable.Invalidf("alarm time %s is after %s, the latest an alarm can be set for",
+			t.UTC().Format(time.RFC3339Nano), keyspace.MaxTime.Format(time.RFC3339))
+	}
+	return h.touchAlarm(due)
 }
 
 func (h *storageHandle) DeleteAlarm(ctx context.Context) error {

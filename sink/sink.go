@@ -6,20 +6,40 @@
 // Job: a Sink records each POST as a Delivery and serves what it recorded:
 //
 //	POST /<any path>   record a delivery; 200 {"seq":N,"duplicate":bool}
-//	GET  /deliveries   recorded deliveries as a JSON array, oldest first;
-//	                   ?since=SEQ keeps those after SEQ, ?key=K those whose
-//	                   Idempotency-Key is K
-//	GET  /stats        {"deliveries":N,"unique_keys":N,"duplicates":N}
+//	GET  /deliveries   one page of the recorded deliveries as a JSON array,
+//	                   oldest first: ?since=SEQ those after SEQ, ?key=K
+//	                   those whose Idempotency-Key is K, ?limit=N at most N
+//	                   (default DefaultPageLimit, at most MaxPageLimit; a
+//	                   page also stops after pageBodyBytes of bodies). When
+//	                   more may follow, the Next-Since header holds the
+//	                   since of the next page; Fetch walks every page.
+//	GET  /stats        {"deliveries":N,"unique_keys":N,"duplicates":N,
+//	                   "dropped_bodies":N,"retained_bytes":N}
 //	GET  /healthz      200 {"ok":true}
 //
-// A body over Options.MaxBodyBytes is refused with 413; any other method,
-// or GET on another path, with 405.
+// A body over Options.MaxBodyBytes is refused with 413; a body not sent
+// within Options.ReadTimeout with 408; a path, Idempotency-Key or
+// Content-Type that is not valid UTF-8 with 400 (the file could not hold it
+// exactly, so duplicate detection would change after a restart); any other
+// method, or GET on another path, with 405. Nothing refused is recorded.
+//
+// Limits: the sink keeps at most Options.MaxRetainedBytes of bodies in
+// memory. Past that it drops the oldest bodies (a dropped delivery keeps
+// its Seq, key, Duplicate flag and BodySize, with BodyDropped set; the file,
+// if any, still holds the body), so numbering and duplicate detection stay
+// exact while memory stays bounded; /stats counts the dropped bodies. Serve
+// bounds reading a request (Options.ReadTimeout), writing a response
+// (Options.WriteTimeout) and idle keep-alive connections
+// (Options.IdleTimeout), so a slow or idle client cannot hold a connection
+// forever.
 //
 // Invariants:
 //   - Deliveries are numbered 1, 2, 3, ... in the order they are recorded,
 //     with no gap; Seq is also the position in Deliveries.
 //   - A delivery is a Duplicate exactly when an earlier delivery carried
 //     the same non-empty Idempotency-Key header.
+//   - The bodies retained in memory total at most Options.MaxRetainedBytes;
+//     those dropped are the oldest.
 //   - A delivery is acknowledged (200) only after it is recorded, and, with
 //     Options.File set, after its line is written to the file. A delivery
 //     that could not be written is not recorded and gets 500, so a retry is
@@ -30,7 +50,9 @@
 //
 // Concurrency: all methods of Sink are safe for concurrent use, and its
 // handler serves any number of requests at once. Wait sleeps on a channel
-// that each new delivery closes; it never polls.
+// that each new delivery closes; it never polls. Recorded deliveries are
+// never changed in place (dropping bodies replaces the slice with a copy),
+// so readers take a clipped slice under the mutex and read it without.
 package sink
 
 import (
@@ -47,6 +69,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -55,6 +78,25 @@ import (
 const (
 	// DefaultMaxBodyBytes is the default Options.MaxBodyBytes.
 	DefaultMaxBodyBytes int64 = 4 << 20
+	// DefaultMaxRetainedBytes is the default Options.MaxRetainedBytes:
+	// sixteen bodies of the largest default size. The examples' and chaos
+	// checks' deliveries are a few hundred bytes, so they keep all theirs.
+	DefaultMaxRetainedBytes int64 = 64 << 20
+	// DefaultReadTimeout, DefaultWriteTimeout and DefaultIdleTimeout are
+	// the defaults of the Options of the same names: a 4 MiB body needs
+	// 70 KB/s to arrive in a minute.
+	DefaultReadTimeout  = time.Minute
+	DefaultWriteTimeout = time.Minute
+	DefaultIdleTimeout  = 2 * time.Minute
+
+	// DefaultPageLimit and MaxPageLimit bound the deliveries of one GET
+	// /deliveries: without ?limit, and whatever ?limit says.
+	DefaultPageLimit = 1000
+	MaxPageLimit     = 10000
+	// NextSinceHeader, on a page of /deliveries that more may follow,
+	// holds the since of the next page.
+	NextSinceHeader = "Next-Since"
+
 	// IdempotencyKeyHeader is the request header whose value is a
 	// delivery's IdempotencyKey.
 	IdempotencyKeyHeader = "Idempotency-Key"
@@ -66,9 +108,19 @@ const (
 	shutdownTimeout = 5 * time.Second
 )
 
+// pageBodyBytes stops a page of /deliveries once its bodies reach it (a
+// page has at least one delivery): a page of large bodies stays a few MiB.
+const pageBodyBytes = 8 << 20
+
 // ErrClosed is returned by Wait, and reported to senders as 503, once the
 // sink is closed.
 var ErrClosed = errors.New("sink: closed")
+
+// ErrInvalid is returned by Record, and reported to senders as 400, for a
+// delivery the sink's file could not hold exactly: a path, key or content
+// type that is not valid UTF-8 (JSON would turn its bad bytes into U+FFFD,
+// and a replayed key would no longer match the one sent again).
+var ErrInvalid = errors.New("sink: invalid delivery")
 
 // Options configures New.
 type Options struct {
@@ -82,14 +134,65 @@ type Options struct {
 	// MaxBodyBytes is the largest body accepted; larger ones get 413.
 	// Zero: DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// MaxRetainedBytes bounds the bodies kept in memory; past it the oldest
+	// are dropped (see the package doc). Zero: DefaultMaxRetainedBytes.
+	MaxRetainedBytes int64
+	// ReadTimeout bounds reading a whole request, body included, in Serve;
+	// a body not sent in time gets 408 and is not recorded. Zero:
+	// DefaultReadTimeout.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds handling a request and writing its response in
+	// Serve. Zero: DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle for this long in
+	// Serve. Zero: DefaultIdleTimeout.
+	IdleTimeout time.Duration
+}
+
+// withDefaults validates o and fills in its zero fields.
+func (o Options) withDefaults() (Options, error) {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxBodyBytes", o.MaxBodyBytes},
+		{"MaxRetainedBytes", o.MaxRetainedBytes},
+		{"ReadTimeout", int64(o.ReadTimeout)},
+		{"WriteTimeout", int64(o.WriteTimeout)},
+		{"IdleTimeout", int64(o.IdleTimeout)},
+	} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("sink: negative %s %d", f.name, f.v))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return o, err
+	}
+	fill := func(v *int64, def int64) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	fill(&o.MaxBodyBytes, DefaultMaxBodyBytes)
+	fill(&o.MaxRetainedBytes, DefaultMaxRetainedBytes)
+	fill((*int64)(&o.ReadTimeout), int64(DefaultReadTimeout))
+	fill((*int64)(&o.WriteTimeout), int64(DefaultWriteTimeout))
+	fill((*int64)(&o.IdleTimeout), int64(DefaultIdleTimeout))
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o, nil
 }
 
 // Delivery is one recorded POST. Body shares memory with the sink: callers
 // must not modify it.
 //
-// In JSON a Body that is valid JSON is embedded as is (re-encoded
-// compactly); any other body is a string with "body_encoding" set to "text"
-// (valid UTF-8) or "base64". An empty body is left out.
+// In JSON a Body that is compact JSON (as encoding/json writes it) is
+// embedded as is; any other body is a string with "body_encoding" set to
+// "text" (valid UTF-8) or "base64", so that every body reads back byte for
+// byte. An empty or dropped body is left out; "body_size" gives the
+// length of a non-empty one.
 type Delivery struct {
 	// Seq numbers deliveries from 1 in the order they were recorded.
 	Seq int64
@@ -101,8 +204,14 @@ type Delivery struct {
 	IdempotencyKey string
 	// ContentType is the request's Content-Type header, or "".
 	ContentType string
-	// Body is the request body, byte for byte; nil if it was empty.
+	// Body is the request body, byte for byte; nil if it was empty or
+	// dropped.
 	Body []byte
+	// BodySize is the length of the request body, dropped or not.
+	BodySize int
+	// BodyDropped is set when the sink dropped Body to stay within
+	// Options.MaxRetainedBytes.
+	BodyDropped bool
 	// Duplicate is set when an earlier delivery had the same non-empty
 	// IdempotencyKey.
 	Duplicate bool
@@ -123,6 +232,8 @@ type deliveryJSON struct {
 	IdempotencyKey string          `json:"idempotency_key,omitempty"`
 	ContentType    string          `json:"content_type,omitempty"`
 	Duplicate      bool            `json:"duplicate"`
+	BodySize       int             `json:"body_size,omitempty"`
+	BodyDropped    bool            `json:"body_dropped,omitempty"`
 	BodyEncoding   string          `json:"body_encoding,omitempty"`
 	Body           json.RawMessage `json:"body,omitempty"`
 }
@@ -136,11 +247,13 @@ func (d Delivery) MarshalJSON() ([]byte, error) {
 		IdempotencyKey: d.IdempotencyKey,
 		ContentType:    d.ContentType,
 		Duplicate:      d.Duplicate,
+		BodySize:       d.BodySize,
+		BodyDropped:    d.BodyDropped,
 	}
 	var err error
 	switch {
 	case len(d.Body) == 0:
-	case json.Valid(d.Body):
+	case embeddable(d.Body):
 		j.Body = d.Body
 	case utf8.Valid(d.Body):
 		j.BodyEncoding = encodingText
@@ -153,6 +266,17 @@ func (d Delivery) MarshalJSON() ([]byte, error) {
 		return nil, err
 	}
 	return json.Marshal(j)
+}
+
+// embeddable reports whether b, embedded in a JSON document, is written out
+// unchanged: valid, compact, valid UTF-8, and free of what encoding/json
+// escapes (<, >, &, U+2028, U+2029).
+func embeddable(b []byte) bool {
+	if !utf8.Valid(b) || bytes.ContainsAny(b, "<>&\u2028\u2029") {
+		return false
+	}
+	var c bytes.Buffer
+	return json.Compact(&c, b) == nil && bytes.Equal(c.Bytes(), b)
 }
 
 // UnmarshalJSON implements json.Unmarshaler, reversing MarshalJSON.
@@ -182,6 +306,10 @@ func (d *Delivery) UnmarshalJSON(data []byte) error {
 	default:
 		return fmt.Errorf("sink: unknown body_encoding %q", j.BodyEncoding)
 	}
+	size := j.BodySize
+	if !j.BodyDropped {
+		size = len(body)
+	}
 	*d = Delivery{
 		Seq:            j.Seq,
 		ReceivedAt:     j.ReceivedAt,
@@ -189,6 +317,8 @@ func (d *Delivery) UnmarshalJSON(data []byte) error {
 		IdempotencyKey: j.IdempotencyKey,
 		ContentType:    j.ContentType,
 		Body:           body,
+		BodySize:       size,
+		BodyDropped:    j.BodyDropped,
 		Duplicate:      j.Duplicate,
 	}
 	return nil
@@ -202,19 +332,30 @@ type Stats struct {
 	UniqueKeys int `json:"unique_keys"`
 	// Duplicates is the number of deliveries marked Duplicate.
 	Duplicates int `json:"duplicates"`
+	// DroppedBodies is the number of bodies dropped to stay within
+	// Options.MaxRetainedBytes.
+	DroppedBodies int `json:"dropped_bodies"`
+	// RetainedBytes is the total size of the bodies kept in memory.
+	RetainedBytes int64 `json:"retained_bytes"`
 }
 
 // Sink records deliveries. Create it with New.
 type Sink struct {
-	log     *slog.Logger
-	maxBody int64
+	log  *slog.Logger
+	opts Options
 
 	mu sync.Mutex
-	// deliveries[i] has Seq i+1. Entries are never changed once appended,
-	// so a clipped prefix may be read without mu.
+	// deliveries[i] has Seq i+1. Entries are never changed in place (see
+	// dropBodiesLocked), so a clipped prefix may be read without mu.
 	deliveries []Delivery
 	keys       map[string]struct{}
 	duplicates int
+	// retained is the size of the bodies in deliveries; dropped counts the
+	// bodies dropped; deliveries before kept have had theirs dropped (or
+	// had none).
+	retained int64
+	dropped  int
+	kept     int
 	// changed is closed, and replaced, on each new delivery and on Close.
 	changed chan struct{}
 	closed  bool
@@ -235,18 +376,13 @@ type logFile interface {
 
 // New returns a Sink configured by opts, opening opts.File if set.
 func New(opts Options) (*Sink, error) {
-	if opts.MaxBodyBytes < 0 {
-		return nil, fmt.Errorf("sink: negative MaxBodyBytes %d", opts.MaxBodyBytes)
-	}
-	if opts.MaxBodyBytes == 0 {
-		opts.MaxBodyBytes = DefaultMaxBodyBytes
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	s := &Sink{
 		log:     opts.Logger,
-		maxBody: opts.MaxBodyBytes,
+		opts:    opts,
 		keys:    make(map[string]struct{}),
 		changed: make(chan struct{}),
 	}
@@ -287,13 +423,7 @@ func (s *Sink) openFile(path string) error {
 	for _, d := range ds {
 		_, seen := s.keys[d.IdempotencyKey]
 		d.Duplicate = d.IdempotencyKey != "" && seen
-		if d.IdempotencyKey != "" {
-			s.keys[d.IdempotencyKey] = struct{}{}
-		}
-		if d.Duplicate {
-			s.duplicates++
-		}
-		s.deliveries = append(s.deliveries, d)
+		s.appendLocked(d)
 	}
 	s.file = f
 	s.fileSize = int64(n)
@@ -348,6 +478,13 @@ func (s *Sink) record(path, key, contentType string, body []byte) (Delivery, err
 	if s.closed {
 		return Delivery{}, ErrClosed
 	}
+	for _, f := range []struct{ name, v string }{
+		{"path", path}, {IdempotencyKeyHeader, key}, {"Content-Type", contentType},
+	} {
+		if !utf8.ValidString(f.v) {
+			return Delivery{}, fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalid, f.name)
+		}
+	}
 	if len(body) == 0 {
 		body = nil
 	}
@@ -359,6 +496,7 @@ func (s *Sink) record(path, key, contentType string, body []byte) (Delivery, err
 		IdempotencyKey: key,
 		ContentType:    contentType,
 		Body:           body,
+		BodySize:       len(body),
 		Duplicate:      key != "" && seen,
 	}
 	if s.file != nil {
@@ -366,16 +504,47 @@ func (s *Sink) record(path, key, contentType string, body []byte) (Delivery, err
 			return Delivery{}, err
 		}
 	}
+	d = s.appendLocked(d)
+	close(s.changed)
+	s.changed = make(chan struct{})
+	return d, nil
+}
+
+// appendLocked adds d, numbered and marked, to the recorded deliveries,
+// drops the oldest bodies if the retained ones exceed the cap, and returns
+// d as recorded (its own body may be the one dropped).
+func (s *Sink) appendLocked(d Delivery) Delivery {
 	s.deliveries = append(s.deliveries, d)
-	if key != "" {
-		s.keys[key] = struct{}{}
+	s.retained += int64(len(d.Body))
+	if d.IdempotencyKey != "" {
+		s.keys[d.IdempotencyKey] = struct{}{}
 	}
 	if d.Duplicate {
 		s.duplicates++
 	}
-	close(s.changed)
-	s.changed = make(chan struct{})
-	return d, nil
+	if s.retained > s.opts.MaxRetainedBytes {
+		s.dropBodiesLocked()
+	}
+	return s.deliveries[len(s.deliveries)-1]
+}
+
+// dropBodiesLocked drops the oldest bodies until those retained fill at
+// most three quarters of the cap: the slack makes the copy below happen
+// once per quarter of the cap received, not on every delivery. Readers may
+// hold a snapshot of the slice, so the bodies are dropped in a copy.
+func (s *Sink) dropBodiesLocked() {
+	low := s.opts.MaxRetainedBytes - s.opts.MaxRetainedBytes/4
+	ds := slices.Clone(s.deliveries)
+	for ; s.kept < len(ds) && s.retained > low; s.kept++ {
+		d := &ds[s.kept]
+		if d.Body == nil {
+			continue
+		}
+		s.retained -= int64(len(d.Body))
+		d.Body, d.BodyDropped = nil, true
+		s.dropped++
+	}
+	s.deliveries = ds
 }
 
 // writeLine appends d's line to the file under mu. If the write fails, the
@@ -421,9 +590,11 @@ func (s *Sink) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Stats{
-		Deliveries: len(s.deliveries),
-		UniqueKeys: len(s.keys),
-		Duplicates: s.duplicates,
+		Deliveries:    len(s.deliveries),
+		UniqueKeys:    len(s.keys),
+		Duplicates:    s.duplicates,
+		DroppedBodies: s.dropped,
+		RetainedBytes: s.retained,
 	}
 }
 
@@ -492,14 +663,19 @@ type postResponse struct {
 }
 
 func (s *Sink) handlePost(w http.ResponseWriter, r *http.Request) {
-	if r.ContentLength > s.maxBody {
-		writeError(w, http.StatusRequestEntityTooLarge, "body exceeds "+strconv.FormatInt(s.maxBody, 10)+" bytes")
+	maxBody := s.opts.MaxBodyBytes
+	if r.ContentLength > maxBody {
+		writeError(w, http.StatusRequestEntityTooLarge, "body exceeds "+strconv.FormatInt(maxBody, 10)+" bytes")
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			writeError(w, http.StatusRequestEntityTooLarge, "body exceeds "+strconv.FormatInt(s.maxBody, 10)+" bytes")
+			writeError(w, http.StatusRequestEntityTooLarge, "body exceeds "+strconv.FormatInt(maxBody, 10)+" bytes")
+			return
+		}
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+			writeError(w, http.StatusRequestTimeout, "body not received within "+s.opts.ReadTimeout.String())
 			return
 		}
 		writeError(w, http.StatusBadRequest, "reading body failed")
@@ -507,6 +683,9 @@ func (s *Sink) handlePost(w http.ResponseWriter, r *http.Request) {
 	}
 	d, err := s.Record(r.URL.Path, r.Header.Get(IdempotencyKeyHeader), r.Header.Get("Content-Type"), body)
 	switch {
+	case errors.Is(err, ErrInvalid):
+		writeError(w, http.StatusBadRequest, strings.TrimPrefix(err.Error(), "sink: "))
+		return
 	case errors.Is(err, ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, "sink is closed")
 		return
@@ -529,17 +708,42 @@ func (s *Sink) handleDeliveries(w http.ResponseWriter, r *http.Request) {
 		}
 		since = n
 	}
-	ds, _, _ := s.snapshot()
-	// deliveries[i] has Seq i+1, so those after since start at index since.
-	ds = ds[min(since, int64(len(ds))):]
-	out := make([]Delivery, 0, len(ds))
-	key, byKey := q.Get("key"), q.Has("key")
-	for _, d := range ds {
-		if !byKey || d.IdempotencyKey == key {
-			out = append(out, d)
+	limit := DefaultPageLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, "limit must be a number >= 1")
+			return
 		}
+		limit = min(n, MaxPageLimit)
+	}
+	ds, _, _ := s.snapshot()
+	out, next := page(ds, since, limit, q.Get("key"), q.Has("key"))
+	if next > 0 {
+		w.Header().Set(NextSinceHeader, strconv.FormatInt(next, 10))
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// page returns the deliveries of ds after since (whose Idempotency-Key is
+// key, if byKey), at most limit and, past the first, no more than
+// pageBodyBytes of bodies; and the since of the next page, 0 if none
+// follows.
+func page(ds []Delivery, since int64, limit int, key string, byKey bool) ([]Delivery, int64) {
+	// ds[i] has Seq i+1, so those after since start at index since.
+	out := []Delivery{}
+	size := 0
+	for _, d := range ds[min(since, int64(len(ds))):] {
+		if byKey && d.IdempotencyKey != key {
+			continue
+		}
+		if len(out) == limit || len(out) > 0 && size+len(d.Body) > pageBodyBytes {
+			return out, out[len(out)-1].Seq
+		}
+		out = append(out, d)
+		size += len(d.Body)
+	}
+	return out, 0
 }
 
 // writeJSON writes v as the JSON body of a response with status code.
@@ -565,11 +769,7 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 // five seconds, then closes what is left. It closes ln and returns nil
 // after a stop by ctx, or the error that ended serving otherwise.
 func (s *Sink) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: readHeaderTimeout,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	srv := s.HTTPServer()
 	addr := ln.Addr().String()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -590,6 +790,20 @@ func (s *Sink) Serve(ctx context.Context, ln net.Listener) error {
 	<-served // http.ErrServerClosed after Shutdown or Close.
 	s.log.Info("sink stopped", slog.String("addr", addr))
 	return nil
+}
+
+// HTTPServer returns an http.Server with the sink's handler and the
+// timeouts of its Options, for a caller that runs the server itself; Serve
+// uses one.
+func (s *Sink) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: min(readHeaderTimeout, s.opts.ReadTimeout),
+		ReadTimeout:       s.opts.ReadTimeout,
+		WriteTimeout:      s.opts.WriteTimeout,
+		IdleTimeout:       s.opts.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
 }
 
 // ListenAndServe listens on addr ("127.0.0.1:0" picks a free port) and
@@ -674,4 +888,41 @@ func excerpt(b []byte) string {
 		cut--
 	}
 	return string(b[:cut]) + "…"
+}
+
+// Fetch returns the deliveries a sink serving at baseURL (such as
+// "http://127.0.0.1:4680") recorded after since, oldest first, walking
+// the pages of GET /deliveries; c nil is http.DefaultClient.
+func Fetch(ctx context.Context, c *http.Client, baseURL string, since int64) ([]Delivery, error) {
+	if c == nil {
+		c = http.DefaultClient
+	}
+	var all []Delivery
+	for {
+		url := baseURL + "/deliveries?since=" + strconv.FormatInt(since, 10) + "&limit=" + strconv.Itoa(MaxPageLimit)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return nil, fmt.Errorf("sink: fetch: %w", err)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("sink: fetch: %w", err)
+		}
+		var ds []Delivery
+		if resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("sink: fetch %s: %s", url, resp.Status)
+		} else if derr := json.NewDecoder(resp.Body).Decode(&ds); derr != nil {
+			err = fmt.Errorf("sink: fetch %s: %w", url, derr)
+		}
+		_ = resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, ds...)
+		next, perr := strconv.ParseInt(resp.Header.Get(NextSinceHeader), 10, 64)
+		if perr != nil || next <= since {
+			return all, nil // the last page (a next page must move on)
+		}
+		since = next
+	}
 }

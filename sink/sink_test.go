@@ -141,7 +141,11 @@ func TestPostRecordsDeliveries(t *testing.T) {
 		assert.False(t, d.ReceivedAt.Before(before), "ReceivedAt %v before the test", d.ReceivedAt)
 		assert.Equal(t, time.UTC, d.ReceivedAt.Location())
 	}
-	assert.Equal(t, Stats{Deliveries: 4, UniqueKeys: 2}, s.Stats())
+	retained := 0
+	for _, p := range posts {
+		retained += len(p.body)
+	}
+	assert.Equal(t, Stats{Deliveries: 4, UniqueKeys: 2, RetainedBytes: int64(retained)}, s.Stats())
 }
 
 func TestDuplicatesByKey(t *testing.T) {
@@ -167,12 +171,12 @@ func TestDuplicatesByKey(t *testing.T) {
 		require.Equal(t, http.StatusOK, code)
 		assert.Equal(t, postResponse{Seq: int64(i + 1), Duplicate: st.wantDup}, out, "step %d", i)
 	}
-	want := Stats{Deliveries: 8, UniqueKeys: 3, Duplicates: 3}
+	want := Stats{Deliveries: 8, UniqueKeys: 3, Duplicates: 3, RetainedBytes: 8 * 2}
 	assert.Equal(t, want, s.Stats())
 
 	code, body := get(t, srv, "/stats")
 	require.Equal(t, http.StatusOK, code)
-	assert.JSONEq(t, `{"deliveries":8,"unique_keys":3,"duplicates":3}`, string(body))
+	assert.JSONEq(t, `{"deliveries":8,"unique_keys":3,"duplicates":3,"dropped_bodies":0,"retained_bytes":16}`, string(body))
 }
 
 func TestDeliveriesQuery(t *testing.T) {
@@ -217,7 +221,7 @@ func TestDeliveriesJSONShape(t *testing.T) {
 	t.Parallel()
 	s := newSink(t, Options{})
 	srv := serve(t, s)
-	code, _ := post{path: "/j", key: "k", contentType: "application/json", body: `{"a": [1, 2]}`}.do(t, srv)
+	code, _ := post{path: "/j", key: "k", contentType: "application/json", body: `{"a":[1,2]}`}.do(t, srv)
 	require.Equal(t, http.StatusOK, code)
 	code, _ = post{path: "/t", body: "plain <text> & more"}.do(t, srv)
 	require.Equal(t, http.StatusOK, code)
@@ -248,6 +252,8 @@ func TestDeliveriesJSONShape(t *testing.T) {
 	assert.Equal(t, "base64", raw[2]["body_encoding"])
 	assert.NotContains(t, raw[3], "body")
 	assert.NotContains(t, raw[3], "body_encoding")
+	assert.NotContains(t, raw[3], "body_size")
+	assert.Equal(t, 11.0, raw[0]["body_size"])
 }
 
 func TestDeliveryJSONRoundTrip(t *testing.T) {
@@ -267,7 +273,7 @@ func TestDeliveryJSONRoundTrip(t *testing.T) {
 	}
 	for name, body := range bodies {
 		t.Run(name, func(t *testing.T) {
-			in := Delivery{Seq: 9, ReceivedAt: at, Path: "/p", IdempotencyKey: "k", ContentType: "c", Body: body, Duplicate: true}
+			in := Delivery{Seq: 9, ReceivedAt: at, Path: "/p", IdempotencyKey: "k", ContentType: "c", Body: body, BodySize: len(body), Duplicate: true}
 			data, err := json.Marshal(in)
 			require.NoError(t, err)
 			var out Delivery
@@ -276,12 +282,25 @@ func TestDeliveryJSONRoundTrip(t *testing.T) {
 		})
 	}
 
-	// Valid JSON is re-encoded compactly.
-	data, err := json.Marshal(Delivery{Body: []byte(" { \"a\" : 1 } ")})
-	require.NoError(t, err)
+	// JSON that encoding/json would rewrite (spaces, escapes) is kept as
+	// text, byte for byte; compact JSON is embedded.
+	for body, enc := range map[string]string{
+		` { "a" : 1 } `:      "text",
+		`{"a":"<b>"}`:        "text",
+		"{\"a\":\"\u2028\"}": "text",
+		`{"a":"\u00e9"}`:     "",
+		`{"a":1}`:            "",
+	} {
+		data, err := json.Marshal(Delivery{Body: []byte(body), BodySize: len(body)})
+		require.NoError(t, err)
+		var j deliveryJSON
+		require.NoError(t, json.Unmarshal(data, &j))
+		assert.Equal(t, enc, j.BodyEncoding, "%s", data)
+		var out Delivery
+		require.NoError(t, json.Unmarshal(data, &out))
+		assert.Equal(t, body, string(out.Body))
+	}
 	var out Delivery
-	require.NoError(t, json.Unmarshal(data, &out))
-	assert.Equal(t, `{"a":1}`, string(out.Body))
 
 	for _, bad := range []string{
 		`{"seq":1,"body_encoding":"rot13","body":"x"}`,
@@ -330,7 +349,7 @@ func TestBodyLimit(t *testing.T) {
 	assert.Equal(t, 2, s.Stats().Deliveries, "refused bodies were recorded")
 
 	def := newSink(t, Options{})
-	assert.Equal(t, DefaultMaxBodyBytes, def.maxBody)
+	assert.Equal(t, DefaultMaxBodyBytes, def.opts.MaxBodyBytes)
 	_, err := New(Options{MaxBodyBytes: -1})
 	assert.Error(t, err)
 }
@@ -348,7 +367,7 @@ func TestMethodsAndPaths(t *testing.T) {
 	}{
 		{method: http.MethodGet, path: "/healthz", want: http.StatusOK, wantBody: `{"ok":true}`},
 		{method: http.MethodHead, path: "/healthz", want: http.StatusOK},
-		{method: http.MethodGet, path: "/stats", want: http.StatusOK, wantBody: `{"deliveries":0,"unique_keys":0,"duplicates":0}`},
+		{method: http.MethodGet, path: "/stats", want: http.StatusOK, wantBody: `{"deliveries":0,"unique_keys":0,"duplicates":0,"dropped_bodies":0,"retained_bytes":0}`},
 		{method: http.MethodGet, path: "/deliveries", want: http.StatusOK, wantBody: `[]`},
 		{method: http.MethodHead, path: "/deliveries", want: http.StatusOK},
 		{method: http.MethodGet, path: "/other", want: http.StatusMethodNotAllowed, wantAllow: "POST"},
@@ -506,7 +525,7 @@ func TestFileReplayedOnRestart(t *testing.T) {
 	var logs bytes.Buffer
 	second := newSink(t, Options{File: path, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	assert.Contains(t, logs.String(), "sink file replayed")
-	assert.Equal(t, Stats{Deliveries: 3, UniqueKeys: 2, Duplicates: 1}, second.Stats())
+	assert.Equal(t, Stats{Deliveries: 3, UniqueKeys: 2, Duplicates: 1, RetainedBytes: 3 * 2}, second.Stats())
 	d, err := second.Record("/p", "b", "", nil)
 	require.NoError(t, err)
 	assert.Equal(t, int64(4), d.Seq, "numbering continues")
@@ -613,10 +632,10 @@ func TestWriteFailureRecordsNothing(t *testing.T) {
 
 	code, _ = post{path: "/p", key: "k2", body: "{}"}.do(t, srv)
 	assert.Equal(t, http.StatusInternalServerError, code)
-	assert.Equal(t, Stats{Deliveries: 1, UniqueKeys: 1}, s.Stats(), "a delivery that was not written was recorded")
+	assert.Equal(t, Stats{Deliveries: 1, UniqueKeys: 1, RetainedBytes: 2}, s.Stats(), "a delivery that was not written was recorded")
 	_, err = s.Record("/p", "k2", "", nil)
 	assert.ErrorContains(t, err, "cut back file")
-	assert.Equal(t, Stats{Deliveries: 1, UniqueKeys: 1}, s.Stats())
+	assert.Equal(t, Stats{Deliveries: 1, UniqueKeys: 1, RetainedBytes: 2}, s.Stats())
 
 	got, err := ReadFile(path)
 	require.NoError(t, err)
@@ -745,7 +764,8 @@ func TestConcurrentPosts(t *testing.T) {
 	rg.Wait()
 
 	const total = workers * perWorker
-	assert.Equal(t, Stats{Deliveries: total, UniqueKeys: keys, Duplicates: total - keys}, s.Stats())
+	st := s.Stats()
+	assert.Equal(t, Stats{Deliveries: total, UniqueKeys: keys, Duplicates: total - keys, RetainedBytes: st.RetainedBytes}, st)
 	ds := s.Deliveries()
 	seen := map[string]bool{}
 	for i, d := range ds {

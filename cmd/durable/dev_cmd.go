@@ -90,7 +90,7 @@ func runDev(cmd *cobra.Command, _ []string) error {
 
 	sinkAddr, _ := fs.GetString("sink-listen")
 	sinkFile, _ := fs.GetString("sink-file")
-	stopSink, sinkURL, err := startSink(ctx, log, sinkAddr, sinkFile)
+	stopSink, sinkURL, err := startSink(ctx, log, sinkAddr, sink.Options{File: sinkFile})
 	if err != nil {
 		return err
 	}
@@ -262,10 +262,11 @@ func devAddrs(listen string, count int) ([]string, error) {
 	return addrs, nil
 }
 
-// startSink serves a sink on addr until ctx ends; it returns a stop function
-// and the sink's base URL.
-func startSink(ctx context.Context, log *slog.Logger, addr, file string) (func(), string, error) {
-	s, err := sink.New(sink.Options{File: file, Logger: log.With("component", "sink")})
+// startSink serves a sink configured by opts on addr until ctx ends; it
+// returns a stop function and the sink's base URL.
+func startSink(ctx context.Context, log *slog.Logger, addr string, opts sink.Options) (func(), string, error) {
+	opts.Logger = log.With("component", "sink")
+	s, err := sink.New(opts)
 	if err != nil {
 		return nil, "", err
 	}
@@ -273,7 +274,7 @@ func startSink(ctx context.Context, log *slog.Logger, addr, file string) (func()
 	if err != nil {
 		return nil, "", fmt.Errorf("sink: listen on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := s.HTTPServer()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -296,16 +297,23 @@ func newSinkCmd() *cobra.Command {
 		Use:   "sink",
 		Short: "Run an HTTP sink that records deliveries (the upstream of Batcher and Reminder)",
 		Long: "Serve POST /<any path> (records the body and its Idempotency-Key),\n" +
-			"GET /deliveries, GET /stats and GET /healthz." + envHelp,
+			"GET /deliveries (paged: ?since=SEQ&limit=N, Next-Since header), GET /stats and GET /healthz." + envHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd)
 			if err != nil {
 				return err
 			}
-			addr, _ := cmd.Flags().GetString("listen")
-			file, _ := cmd.Flags().GetString("file")
-			stop, url, err := startSink(cmd.Context(), log, addr, file)
+			fs := cmd.Flags()
+			addr, _ := fs.GetString("listen")
+			var opts sink.Options
+			opts.File, _ = fs.GetString("file")
+			opts.MaxBodyBytes, _ = fs.GetInt64("max-body-bytes")
+			opts.MaxRetainedBytes, _ = fs.GetInt64("max-retained-bytes")
+			opts.ReadTimeout, _ = fs.GetDuration("read-timeout")
+			opts.WriteTimeout, _ = fs.GetDuration("write-timeout")
+			opts.IdleTimeout, _ = fs.GetDuration("idle-timeout")
+			stop, url, err := startSink(cmd.Context(), log, addr, opts)
 			if err != nil {
 				return err
 			}
@@ -317,5 +325,10 @@ func newSinkCmd() *cobra.Command {
 	}
 	cmd.Flags().String("listen", "127.0.0.1:4680", "HTTP listen address")
 	cmd.Flags().String("file", "", "append deliveries to this JSON-lines file")
+	cmd.Flags().Int64("max-body-bytes", sink.DefaultMaxBodyBytes, "largest body accepted (larger: 413)")
+	cmd.Flags().Int64("max-retained-bytes", sink.DefaultMaxRetainedBytes, "bodies kept in memory; past it the oldest are dropped (metadata and the file keep them)")
+	cmd.Flags().Duration("read-timeout", sink.DefaultReadTimeout, "time to read a whole request, body included (slower: 408)")
+	cmd.Flags().Duration("write-timeout", sink.DefaultWriteTimeout, "time to handle a request and write its response")
+	cmd.Flags().Duration("idle-timeout", sink.DefaultIdleTimeout, "close keep-alive connections idle this long")
 	return cmd
 }
