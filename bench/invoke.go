@@ -241,7 +241,7 @@ type seed struct {
 func discover(ctx context.Context, env *Env) (*topology, error) {
 	top := &topology{owner: map[int]string{}}
 	for _, addr := range env.Nodes {
-		cl, err := client.Dial(addr, client.Options{NoDirect: true})
+		cl, err := env.Dial(addr, client.Options{NoDirect: true})
 		if err != nil {
 			top.close()
 			return nil, fmt.Errorf("bench: dial %s: %w", addr, err)
