@@ -41,12 +41,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/durable-run/durable/client"
 	"github.com/durable-run/durable/node"
@@ -115,7 +117,7 @@ func FullProfile() Profile {
 }
 
 // ShortProfile is the quick profile: `durable bench all --short` finishes in
-// under a minute.
+// about a minute, plus about 13 s for invoke's mTLS rows.
 func ShortProfile() Profile {
 	return Profile{Name: "short", Short: true, Phase: time.Second, Warmup: 250 * time.Millisecond}
 }
@@ -168,6 +170,12 @@ type Env struct {
 	// Client is a Go client seeded with every node: it learns owners and
 	// calls them directly.
 	Client *client.Client
+	// Transport is how the bench's clients reach the nodes: Plaintext, or
+	// MTLS on an embedded cluster with ClusterConfig.MTLS.
+	Transport string
+	// DialOptions are the gRPC dial options of every client of the nodes
+	// (Dial adds them): none for plaintext.
+	DialOptions []grpc.DialOption
 	// EtcdEndpoints are the cluster's etcd endpoints; empty for a given
 	// cluster without --etcd (no ceilings then).
 	EtcdEndpoints []string
@@ -188,6 +196,13 @@ type Env struct {
 	// extra holds the rows of ceilings measured on demand, which belong to
 	// the etcd scenario whatever scenario asked for them.
 	extra []Result
+}
+
+// Dial returns a client of target (node addresses, comma-separated) with
+// the env's dial options added to opts.
+func (e *Env) Dial(target string, opts client.Options) (*client.Client, error) {
+	opts.DialOptions = append(slices.Clone(e.DialOptions), opts.DialOptions...)
+	return client.Dial(target, opts)
 }
 
 // ErrNoEtcd is returned for a ceiling when the run has no etcd endpoints.
@@ -271,7 +286,7 @@ func Run(ctx context.Context, scenarios []Scenario, opts Options) (_ *Report, er
 func newEnv(ctx context.Context, scenarios []Scenario, opts Options) (*Env, func() error, error) {
 	env := &Env{
 		Profile: opts.Profile, Progress: opts.Progress, Log: opts.Log,
-		RunID: randomHex(3), ceilings: map[CeilingSpec]Ceiling{},
+		RunID: randomHex(3), Transport: Plaintext, ceilings: map[CeilingSpec]Ceiling{},
 	}
 	var closers []func() error
 	closeAll := func() error {
@@ -305,7 +320,7 @@ func newEnv(ctx context.Context, scenarios []Scenario, opts Options) (*Env, func
 			return fail(err)
 		}
 		closers = append(closers, c.Close)
-		env.Cluster, env.Nodes, env.EtcdEndpoints = c, c.Addrs(), c.EtcdEndpoints()
+		env.useCluster(c)
 	}
 	if len(env.EtcdEndpoints) > 0 {
 		ec, err := dialEtcd(ctx, env.EtcdEndpoints)
@@ -324,13 +339,35 @@ func newEnv(ctx context.Context, scenarios []Scenario, opts Options) (*Env, func
 		})
 		env.Etcd = ec
 	}
-	cl, err := client.Dial(strings.Join(env.Nodes, ","), client.Options{})
+	cl, err := env.Dial(strings.Join(env.Nodes, ","), client.Options{})
 	if err != nil {
 		return fail(fmt.Errorf("bench: dial the cluster: %w", err))
 	}
 	closers = append(closers, cl.Close)
 	env.Client = cl
 	return env, closeAll, nil
+}
+
+// useCluster points the env at embedded cluster c.
+func (e *Env) useCluster(c *Cluster) {
+	e.Cluster, e.Nodes, e.EtcdEndpoints = c, c.Addrs(), c.EtcdEndpoints()
+	e.Transport, e.DialOptions = c.Transport(), c.DialOptions()
+}
+
+// sub returns an env on cluster c, a scenario's own (same profile, progress,
+// log and run id; its own clients), and the function that closes its
+// clients, then c. The ceilings stay with e: sub measures none.
+func (e *Env) sub(ctx context.Context, c *Cluster) (*Env, func() error, error) {
+	s := &Env{Profile: e.Profile, Progress: e.Progress, Log: e.Log, RunID: e.RunID, ceilings: map[CeilingSpec]Ceiling{}}
+	s.useCluster(c)
+	var err error
+	if s.Etcd, err = dialEtcd(ctx, s.EtcdEndpoints); err != nil {
+		return nil, nil, errors.Join(err, c.Close())
+	}
+	if s.Client, err = s.Dial(strings.Join(s.Nodes, ","), client.Options{}); err != nil {
+		return nil, nil, errors.Join(fmt.Errorf("bench: dial the cluster: %w", err), s.Etcd.Close(), c.Close())
+	}
+	return s, func() error { return errors.Join(s.Client.Close(), s.Etcd.Close(), c.Close()) }, nil
 }
 
 // dialEtcd connects a client to endpoints and checks that etcd answers.

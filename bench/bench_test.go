@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +120,58 @@ func TestEtcdAndInvokeTinyRun(t *testing.T) {
 	left, err := resp.Get(ctx, "/durable-bench", clientv3.WithPrefix(), clientv3.WithCountOnly())
 	require.NoError(t, err)
 	require.Zero(t, left.Count, "the run's keys are gone")
+}
+
+// TestInvokeOverMTLSTinyRun measures invoke on plaintext, then again on a
+// second cluster secured with mutual TLS: every row exists for both
+// transports, every call succeeded, each mTLS row is compared with its
+// plaintext row and placed beside the same ceilings, and the run leaves no
+// key and no certificate behind.
+func TestInvokeOverMTLSTinyRun(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp) // where the cluster writes its certificates
+	ctx, cancel := context.WithTimeout(context.Background(), tinyRunTimeout)
+	defer cancel()
+	rep, err := Run(ctx, []Scenario{InvokeScenario{MTLS: true}}, Options{Profile: tiny(), Cluster: tinyCluster(2)})
+	require.NoError(t, err)
+
+	rows := map[string]Result{}
+	for _, r := range rep.Results {
+		requireSane(t, r)
+		if r.Scenario == "invoke" {
+			rows[r.Transport+"/"+r.Case] = r
+		}
+	}
+	cases := []string{
+		"get via owner", "get via non-owner", "get open loop, ½ target rate",
+		"increment via owner", "increment via non-owner", "increment open loop, ½ target rate",
+	}
+	for _, c := range cases {
+		plain, ok := rows["plaintext/"+c]
+		require.True(t, ok, "no plaintext row %q", c)
+		require.Nil(t, plain.VsPlaintext, c)
+		m, ok := rows["mtls/"+c]
+		require.True(t, ok, "no mtls row %q", c)
+		require.NotNil(t, m.VsPlaintext, c)
+		require.InDelta(t, m.Rate/plain.Rate, m.VsPlaintext.Rate, 1e-9, c)
+		require.InDelta(t, m.Latency.P50/plain.Latency.P50, m.VsPlaintext.P50, 1e-9, c)
+		require.Len(t, m.Ceilings, len(plain.Ceilings), c)
+		for i, pc := range plain.Ceilings {
+			require.Equal(t, pc.Name, m.Ceilings[i].Name, "%s: beside the same ceilings", c)
+			require.Equal(t, pc.Rate, m.Ceilings[i].Rate, "%s: beside the same ceilings", c)
+		}
+	}
+	require.Len(t, rows, 2*len(cases))
+
+	resp, err := sharedEtcd.Client()
+	require.NoError(t, err)
+	defer resp.Close()
+	left, err := resp.Get(ctx, "/durable-bench", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	require.NoError(t, err)
+	require.Zero(t, left.Count, "the run's keys are gone")
+	pki, err := filepath.Glob(filepath.Join(tmp, "durable-bench-pki-*"))
+	require.NoError(t, err)
+	require.Empty(t, pki, "the certificates are gone")
 }
 
 // TestAlarmsTinyRun runs the alarms scenario end to end with a few hundred

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/durable-run/durable/agent"
 	"github.com/durable-run/durable/embedetcd"
@@ -16,6 +18,7 @@ import (
 	"github.com/durable-run/durable/keyspace"
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/placement"
+	"github.com/durable-run/durable/security"
 )
 
 // ClusterConfig configures an embedded cluster. Zero fields take the
@@ -46,7 +49,19 @@ type ClusterConfig struct {
 	Logger *slog.Logger
 	// Progress shows the start; nil shows nothing.
 	Progress *Progress
+	// MTLS secures the nodes with mutual TLS 1.3: a throw-away CA and
+	// certificates in a temporary directory (removed by Close), every node
+	// serving and calling its peers with its own certificate, every client
+	// of the bench dialling with DialOptions (the "admin" client's
+	// certificate). The nodes' etcd connections stay plaintext.
+	MTLS bool
 }
+
+// The transports of the bench's rows (Result.Transport).
+const (
+	Plaintext = "plaintext"
+	MTLS      = "mtls"
+)
 
 // DefaultClusterConfig returns 3 nodes, 256 partitions, lease TTL 3 s, an
 // in-process etcd with fsync on.
@@ -94,7 +109,10 @@ type Cluster struct {
 	keys      keyspace.Space
 	ownPrefix bool // the prefix was made up for this cluster: Close deletes it
 	reg       *node.Registry
+	preps     []Preparer
 	log       *slog.Logger
+	pki       security.Paths    // the bundle's directory; empty without MTLS
+	dial      []grpc.DialOption // the clients' dial options
 
 	mu      sync.Mutex // guards members' agent, cancel and listen
 	members []*member
@@ -115,7 +133,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig, preps ...Preparer) (c 
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("bench: cluster: %w", err)
 	}
-	c = &Cluster{cfg: cfg, reg: node.NewRegistry(), log: cfg.Logger}
+	c = &Cluster{cfg: cfg, reg: node.NewRegistry(), preps: preps, log: cfg.Logger}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, c.Close())
@@ -168,12 +186,21 @@ func StartCluster(ctx context.Context, cfg ClusterConfig, preps ...Preparer) (c 
 		mc.ID = fmt.Sprintf("bench-%d", i+1)
 		c.members = append(c.members, &member{cfg: mc, listen: "127.0.0.1:0"})
 	}
+	if cfg.MTLS {
+		if err := c.issueCertificates(); err != nil {
+			return c, err
+		}
+	}
 	for i := range c.members {
 		if err := c.Restart(ctx, i); err != nil {
 			return c, err
 		}
 	}
-	bar := cfg.Progress.Counted("start cluster: partitions owned", int64(cfg.Partitions))
+	what := "start cluster"
+	if cfg.MTLS {
+		what = "start mTLS cluster"
+	}
+	bar := cfg.Progress.Counted(what+": partitions owned", int64(cfg.Partitions))
 	sctx, cancel := context.WithTimeout(ctx, cfg.SettleTimeout)
 	defer cancel()
 	if err := c.WaitSettled(sctx, func(owned int) { bar.Set(int64(owned)) }); err != nil {
@@ -182,6 +209,55 @@ func StartCluster(ctx context.Context, cfg ClusterConfig, preps ...Preparer) (c 
 	}
 	bar.Done(fmt.Sprintf("%d node(s), %d partitions settled", cfg.Nodes, cfg.Partitions))
 	return c, nil
+}
+
+// issueCertificates writes a bundle for the members and the bench's admin
+// client into a temporary directory, and the clients' dial options.
+func (c *Cluster) issueCertificates() error {
+	dir, err := os.MkdirTemp("", "durable-bench-pki-")
+	if err != nil {
+		return fmt.Errorf("bench: certificates: %w", err)
+	}
+	c.pki.Dir = dir
+	b := security.Bundle{Dir: dir, Clients: map[string][]security.Role{"admin": {security.RoleAdmin, security.RoleInvoke}}}
+	for _, m := range c.members {
+		b.Nodes = append(b.Nodes, m.cfg.ID)
+	}
+	if c.pki, err = b.Write(); err != nil {
+		return fmt.Errorf("bench: certificates: %w", err)
+	}
+	// The nodes listen on 127.0.0.1 (in their certificates). Said
+	// explicitly: a client of several seeds dials them through a resolver
+	// whose authority ("seeds") would otherwise be checked.
+	cc := security.ClientConfig{TLS: c.pki.Client("admin"), ServerName: "127.0.0.1"}
+	if c.dial, err = cc.DialOptions(); err != nil {
+		return fmt.Errorf("bench: certificates: %w", err)
+	}
+	return nil
+}
+
+// Transport returns Plaintext or MTLS.
+func (c *Cluster) Transport() string {
+	if c.cfg.MTLS {
+		return MTLS
+	}
+	return Plaintext
+}
+
+// DialOptions returns the gRPC dial options a client of the nodes needs:
+// none for plaintext, the admin client's certificate with MTLS.
+func (c *Cluster) DialOptions() []grpc.DialOption { return c.dial }
+
+// Twin starts another cluster like c — the same configuration and
+// preparers — on c's etcd under a fresh prefix (deleted by its Close),
+// with edit applied to the configuration first (nil: none).
+func (c *Cluster) Twin(ctx context.Context, edit func(*ClusterConfig)) (*Cluster, error) {
+	cfg := c.cfg
+	cfg.EtcdEndpoints, cfg.Prefix = c.endpoints, ""
+	if edit != nil {
+		edit(&cfg)
+	}
+	return StartCluster(ctx, cfg, c.preps...)
 }
 
 // Size returns the number of node slots.
@@ -230,7 +306,11 @@ func (c *Cluster) Restart(ctx context.Context, i int) error {
 	c.mu.Unlock()
 	// The node's life is the cluster's, not the caller's ctx.
 	actx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	a, err := agent.Start(actx, agent.Config{Node: cfg, Etcd: c.endpoints, Listen: listen}, c.reg)
+	acfg := agent.Config{Node: cfg, Etcd: c.endpoints, Listen: listen}
+	if c.cfg.MTLS {
+		acfg.Security = agent.Security{TLS: c.pki.Node(cfg.ID)}
+	}
+	a, err := agent.Start(actx, acfg, c.reg)
 	if err != nil {
 		cancel(nil)
 		return fmt.Errorf("bench: start node %d: %w", i, err)
@@ -341,7 +421,8 @@ func (c *Cluster) settled(ctx context.Context) (bool, int, error) {
 
 // Close kills every node (a benchmark's cluster is thrown away, so nothing
 // is handed off), then deletes the keys under a prefix it made up on an
-// external etcd, or stops the in-process one, and returns once everything has ended.
+// external etcd, or stops the in-process one, removes the certificates of
+// MTLS, and returns once everything has ended.
 func (c *Cluster) Close() error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(c.members))
@@ -361,6 +442,9 @@ func (c *Cluster) Close() error {
 	}
 	if c.etcd != nil {
 		errs = append(errs, c.etcd.Close())
+	}
+	if c.pki.Dir != "" {
+		errs = append(errs, os.RemoveAll(c.pki.Dir))
 	}
 	return errors.Join(errs...)
 }

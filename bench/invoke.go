@@ -22,9 +22,20 @@ import (
 // directly — and (2) via a non-owner: one client per node, pinned to it
 // (NoDirect), each caller's object owned by another node, so every call is
 // forwarded once. Then an open loop sends each method via the owner at half
-// its target rate, with latency measured from the intended send time. Targets (DESIGN §7): ≥ 20,000 read-only and ≥ 10,000 writing
+// its target rate, with latency measured from the intended send time.
+// Targets (DESIGN §7): ≥ 20,000 read-only and ≥ 10,000 writing
 // invocations/s, p99 ≤ 10 ms at half load.
-type InvokeScenario struct{}
+//
+// With MTLS, every row is also measured on a second embedded cluster like
+// the first but secured with mutual TLS 1.3 (ClusterConfig.MTLS, Cluster.Twin),
+// on the same etcd, each mTLS phase right after its plaintext one and
+// beside the same etcd ceilings; each mTLS row carries its ratios to the
+// plaintext one (Result.VsPlaintext).
+type InvokeScenario struct {
+	// MTLS also measures every row over mutual TLS (an embedded cluster
+	// only; a given one is measured as it is).
+	MTLS bool
+}
 
 // Name implements Scenario.
 func (InvokeScenario) Name() string { return "invoke" }
@@ -44,110 +55,181 @@ const (
 const counterClass = "Counter"
 
 // Run implements Scenario.
-func (InvokeScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
+func (s InvokeScenario) Run(ctx context.Context, env *Env) (_ []Result, err error) {
 	levels := env.Profile.Levels([]int{64, 256}, []int{1, 16, 64, 256})
-	top, err := discover(ctx, env)
-	if err != nil {
-		return nil, err
-	}
-	defer top.close()
 	ceil, err := measureInvokeCeilings(ctx, env, levels)
 	if err != nil {
 		return nil, err
 	}
+	envs := []*Env{env}
+	switch {
+	case !s.MTLS || env.Transport == MTLS:
+	case env.Cluster == nil:
+		env.Progress.Linef("%-36s skipped: a given cluster (--addr) is measured as it is", "invoke over mTLS")
+	default:
+		twin, err := env.Cluster.Twin(ctx, func(cfg *ClusterConfig) { cfg.MTLS = true })
+		if err != nil {
+			return nil, err
+		}
+		sub, closeSub, err := env.sub(ctx, twin)
+		if err != nil {
+			return nil, err
+		}
+		defer func() { err = errors.Join(err, closeSub()) }()
+		envs = append(envs, sub)
+	}
+	var sides []side
+	defer func() {
+		for _, sd := range sides {
+			sd.top.close()
+		}
+	}()
+	for _, e := range envs {
+		top, err := discover(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		sides = append(sides, side{env: e, top: top})
+	}
 
 	var rows []Result
 	for _, method := range []string{"get", "increment"} {
-		r, err := invokeMethod(ctx, env, top, ceil, method, levels)
+		r, err := invokeMethod(ctx, sides, ceil, method, levels)
 		rows = append(rows, r...)
 		if err != nil {
 			return rows, err
 		}
 	}
+	compareTransports(rows)
 	return rows, nil
 }
 
-// invokeMethod measures one method: closed loops via the owner and
-// forwarded at every level, then the open loop at half the target rate.
-func invokeMethod(ctx context.Context, env *Env, top *topology, ceil *invokeCeilings, method string, levels []int) ([]Result, error) {
+// side is one transport's cluster: the plaintext one, and with MTLS its
+// secured twin.
+type side struct {
+	env *Env
+	top *topology
+}
+
+// compareTransports sets VsPlaintext of every mtls row that has a
+// plaintext row of the same case and concurrency.
+func compareTransports(rows []Result) {
+	for i := range rows {
+		m := &rows[i]
+		if m.Transport != MTLS {
+			continue
+		}
+		j := slices.IndexFunc(rows, func(p Result) bool {
+			return p.Transport == Plaintext && p.Case == m.Case && p.Concurrency == m.Concurrency
+		})
+		if j >= 0 {
+			m.VsPlaintext = m.versus(rows[j])
+		}
+	}
+}
+
+// invokeMethod measures one method on every side: closed loops via the
+// owner and forwarded at every level, then the open loop at half the
+// target rate. The sides take turns phase by phase, so that the rows
+// compared with one another are measured seconds apart, under the same
+// load from the rest of the machine.
+func invokeMethod(ctx context.Context, sides []side, ceil *invokeCeilings, method string, levels []int) ([]Result, error) {
 	maxC := slices.Max(levels)
-	direct := make([]string, maxC)
-	for i := range direct {
-		direct[i] = fmt.Sprintf("bench-%s-%s-%d", env.RunID, method, i)
-	}
-	forwarded, err := top.forwardedObjects(env.RunID, method, maxC)
-	if err != nil {
-		return nil, err
-	}
-	if err := warm(ctx, env, append(slices.Clone(direct), forwarded.names...)); err != nil {
-		return nil, err
-	}
-	viaOwner := func(ctx context.Context, w int) error {
-		_, err := env.Client.Invoke(ctx, counterClass, client.ByName(direct[w]), method, nil)
-		return err
+	viaOwner := make([]Op, len(sides))
+	viaOther := make([]Op, len(sides)) // nil on one node
+	for i, sd := range sides {
+		env := sd.env
+		direct := make([]string, maxC)
+		for i := range direct {
+			direct[i] = fmt.Sprintf("bench-%s-%s-%d", env.RunID, method, i)
+		}
+		forwarded, err := sd.top.forwardedObjects(env.RunID, method, maxC)
+		if err != nil {
+			return nil, err
+		}
+		if err := warm(ctx, env, append(slices.Clone(direct), forwarded.names...)); err != nil {
+			return nil, err
+		}
+		viaOwner[i] = func(ctx context.Context, w int) error {
+			_, err := env.Client.Invoke(ctx, counterClass, client.ByName(direct[w]), method, nil)
+			return err
+		}
+		if len(forwarded.via) > 0 {
+			viaOther[i] = func(ctx context.Context, w int) error {
+				_, err := forwarded.via[w].Invoke(ctx, counterClass, client.ByName(forwarded.names[w]), method, nil)
+				return err
+			}
+		}
 	}
 
 	var rows []Result
-	best := -1
+	best := make([]int, len(sides)) // each side's best row via the owner
 	for _, c := range levels {
-		row, err := invokePhase(ctx, env, method, "owner", c, viaOwner)
-		if err != nil {
-			return rows, err
-		}
-		ceil.place(&row, method, c)
-		rows = append(rows, row)
-		if best < 0 || row.Rate > rows[best].Rate {
-			best = len(rows) - 1
+		for i, sd := range sides {
+			row, err := invokePhase(ctx, sd.env, method, "owner", c, viaOwner[i])
+			if err != nil {
+				return rows, err
+			}
+			ceil.place(&row, method, c)
+			rows = append(rows, row)
+			if c == levels[0] || row.Rate > rows[best[i]].Rate {
+				best[i] = len(rows) - 1
+			}
 		}
 	}
 	target := float64(targetWritesPerSec)
 	if method == "get" {
 		target = targetReadsPerSec
 	}
-	rows[best].Target, rows[best].Note = AtLeast(target, rows[best].Rate), "best via the owner"
+	for _, b := range best {
+		rows[b].Target, rows[b].Note = AtLeast(target, rows[b].Rate), "best via the owner"
+	}
 
-	if len(top.seeds) < 2 {
-		env.Progress.Linef("%-36s skipped: one node, nothing to forward", "invoke "+method+" via non-owner")
+	if viaOther[0] == nil {
+		sides[0].env.Progress.Linef("%-36s skipped: one node, nothing to forward", "invoke "+method+" via non-owner")
 	} else {
 		for _, c := range levels {
-			row, err := invokePhase(ctx, env, method, "non-owner", c, func(ctx context.Context, w int) error {
-				_, err := forwarded.via[w].Invoke(ctx, counterClass, client.ByName(forwarded.names[w]), method, nil)
-				return err
-			})
-			if err != nil {
-				return rows, err
+			for i, sd := range sides {
+				row, err := invokePhase(ctx, sd.env, method, "non-owner", c, viaOther[i])
+				if err != nil {
+					return rows, err
+				}
+				ceil.place(&row, method, c)
+				rows = append(rows, row)
 			}
-			ceil.place(&row, method, c)
-			rows = append(rows, row)
 		}
 	}
 
 	// Open loop at half the target rate ("p99 ≤ 10 ms at half that load")
 	// via the owner, over as many objects as the best run had callers.
-	b := rows[best]
 	rate := target / 2
-	load := Load{
-		Name: fmt.Sprintf("invoke %s open loop %s/s", method, number(rate)), Concurrency: b.Concurrency,
-		Warmup: env.Profile.Warmup, Duration: env.Profile.Phase, Unit: "ops", Op: viaOwner,
+	for i, sd := range sides {
+		env, objects := sd.env, rows[best[i]].Concurrency
+		load := Load{
+			Name: fmt.Sprintf("invoke %s open loop %s/s%s", method, number(rate), over(env)), Concurrency: objects,
+			Warmup: env.Profile.Warmup, Duration: env.Profile.Phase, Unit: "ops", Op: viaOwner[i],
+		}
+		out, err := load.Open(ctx, env.Progress, rate)
+		if err != nil {
+			return rows, err
+		}
+		row := Result{
+			Scenario: "invoke", Case: method + " open loop, ½ target rate", Count: out.Count, Errors: out.Errors,
+			Seconds: out.Elapsed.Seconds(), Rate: out.Rate(), Unit: "ops/s", Latency: out.Samples.Summary(),
+			Extra:     map[string]float64{"offered_ops/s": rate, "objects": float64(objects), "overrun_ms": ms(out.Overrun)},
+			Note:      "latency from the intended send time",
+			Transport: env.Transport,
+		}
+		row.Target = P99AtMost(targetP99HalfLoad, row.Latency)
+		rows = append(rows, row)
 	}
-	out, err := load.Open(ctx, env.Progress, rate)
-	if err != nil {
-		return rows, err
-	}
-	row := Result{
-		Scenario: "invoke", Case: method + " open loop, ½ target rate", Count: out.Count, Errors: out.Errors,
-		Seconds: out.Elapsed.Seconds(), Rate: out.Rate(), Unit: "ops/s", Latency: out.Samples.Summary(),
-		Extra: map[string]float64{"offered_ops/s": rate, "objects": float64(b.Concurrency), "overrun_ms": ms(out.Overrun)},
-		Note:  "latency from the intended send time",
-	}
-	row.Target = P99AtMost(targetP99HalfLoad, row.Latency)
-	return append(rows, row), nil
+	return rows, nil
 }
 
 // invokePhase runs one closed-loop phase and returns its row.
 func invokePhase(ctx context.Context, env *Env, method, route string, c int, op Op) (Result, error) {
 	load := Load{
-		Name: fmt.Sprintf("invoke %s via %s c=%d", method, route, c), Concurrency: c,
+		Name: fmt.Sprintf("invoke %s via %s c=%d%s", method, route, c, over(env)), Concurrency: c,
 		Warmup: env.Profile.Warmup, Duration: env.Profile.Phase, Unit: "ops", Op: op,
 	}
 	out, err := load.Closed(ctx, env.Progress)
@@ -157,7 +239,17 @@ func invokePhase(ctx context.Context, env *Env, method, route string, c int, op 
 	return Result{
 		Scenario: "invoke", Case: method + " via " + route, Concurrency: c, Count: out.Count, Errors: out.Errors,
 		Seconds: out.Elapsed.Seconds(), Rate: out.Rate(), Unit: "ops/s", Latency: out.Samples.Summary(),
+		Transport: env.Transport,
 	}, nil
+}
+
+// over names env's transport in progress lines: " over mTLS", or nothing
+// for plaintext.
+func over(env *Env) string {
+	if env.Transport == MTLS {
+		return " over mTLS"
+	}
+	return ""
 }
 
 // invokeCeilings holds the etcd ceilings the invoke rows are printed
@@ -213,7 +305,7 @@ func (ic *invokeCeilings) place(row *Result, method string, c int) {
 // phases find them active, with a value, and the direct client knows their
 // owners.
 func warm(ctx context.Context, env *Env, names []string) error {
-	return each(ctx, env, fmt.Sprintf("invoke: activate %d objects", len(names)), len(names), 32, func(ctx context.Context, i int) error {
+	return each(ctx, env, fmt.Sprintf("invoke: activate %d objects%s", len(names), over(env)), len(names), 32, func(ctx context.Context, i int) error {
 		if _, err := env.Client.Invoke(ctx, counterClass, client.ByName(names[i]), "increment", nil); err != nil {
 			return fmt.Errorf("bench: activate %s %s: %w", counterClass, names[i], err)
 		}
@@ -241,7 +333,7 @@ type seed struct {
 func discover(ctx context.Context, env *Env) (*topology, error) {
 	top := &topology{owner: map[int]string{}}
 	for _, addr := range env.Nodes {
-		cl, err := client.Dial(addr, client.Options{NoDirect: true})
+		cl, err := env.Dial(addr, client.Options{NoDirect: true})
 		if err != nil {
 			top.close()
 			return nil, fmt.Errorf("bench: dial %s: %w", addr, err)

@@ -56,7 +56,7 @@ func (OverloadScenario) Prepare(reg *node.Registry, _ *node.Config) error {
 func (s OverloadScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
 	// Without the client's throttling: the nodes must shed the excess, and
 	// the phases must not inherit one another's refusal history.
-	cl, err := client.Dial(strings.Join(env.Nodes, ","), client.Options{NoThrottle: true})
+	cl, err := env.Dial(strings.Join(env.Nodes, ","), client.Options{NoThrottle: true})
 	if err != nil {
 		return nil, err
 	}
@@ -211,19 +211,11 @@ func overloadAlarms(ctx context.Context, env *Env, ttl time.Duration) (Result, e
 	if err != nil {
 		return Result{}, err
 	}
-	defer c.Close()
-	cl, err := client.Dial(strings.Join(c.Addrs(), ","), client.Options{})
+	sub, closeSub, err := env.sub(ctx, c)
 	if err != nil {
 		return Result{}, err
 	}
-	defer cl.Close()
-	ec, err := dialEtcd(ctx, c.EtcdEndpoints())
-	if err != nil {
-		return Result{}, err
-	}
-	defer ec.Close()
-	sub := &Env{Profile: env.Profile, Nodes: c.Addrs(), Client: cl, Etcd: ec, EtcdEndpoints: c.EtcdEndpoints(),
-		Cluster: c, Progress: env.Progress, Log: env.Log, RunID: env.RunID}
+	defer closeSub()
 	before := clusterHealth(sub)
 	row, err := alarmRun(ctx, sub, fmt.Sprintf("spread, one node, TTL %s, %d over %s", ttl, n, spread), n, spread)
 	if err != nil {

@@ -104,6 +104,36 @@ type Result struct {
 	// Extra holds further metrics, the unit in the name (e.g.
 	// "offered_ops/s", "etcd_conns").
 	Extra map[string]float64 `json:"extra,omitempty"`
+	// Transport is how the clients reached the nodes, on rows measured
+	// over more than one (invoke): "plaintext" or "mtls" (mutual TLS 1.3
+	// from the client to the node and between nodes).
+	Transport string `json:"transport,omitempty"`
+	// VsPlaintext compares an mtls row with the plaintext row of the same
+	// case and concurrency, measured in the same run.
+	VsPlaintext *Ratios `json:"vs_plaintext,omitempty"`
+}
+
+// Ratios are a row's rate and latency percentiles divided by another
+// row's (zero where the other is zero).
+type Ratios struct {
+	Rate float64 `json:"rate"`
+	P50  float64 `json:"p50"`
+	P99  float64 `json:"p99"`
+}
+
+// versus returns r's ratios to other.
+func (r Result) versus(other Result) *Ratios {
+	div := func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	v := &Ratios{Rate: div(r.Rate, other.Rate)}
+	if r.Latency != nil && other.Latency != nil {
+		v.P50, v.P99 = div(r.Latency.P50, other.Latency.P50), div(r.Latency.P99, other.Latency.P99)
+	}
+	return v
 }
 
 // CeilingRef places a result beside an etcd ceiling.
@@ -298,8 +328,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 	}
 	for _, sc := range order {
-		t := table{header: []string{"case", "conc", "count", "err", "rate", "p50 ms", "p90 ms", "p99 ms", "max ms", "vs etcd ceiling", "target"}}
-		t.right = []bool{false, true, true, true, true, true, true, true, true, false, false}
+		t := table{header: []string{"case", "transport", "conc", "count", "err", "rate", "p50 ms", "p90 ms", "p99 ms", "max ms", "vs plaintext", "vs etcd ceiling", "target"}}
+		t.right = []bool{false, false, true, true, true, true, true, true, true, true, false, false, false}
 		var notes []string
 		for _, res := range r.Results {
 			if res.Scenario != sc {
@@ -307,7 +337,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 			}
 			t.rows = append(t.rows, res.cells())
 			for _, c := range res.Ceilings[min(1, len(res.Ceilings)):] {
-				t.rows = append(t.rows, []string{"", "", "", "", "", "", "", "", "", c.cell(), ""})
+				t.rows = append(t.rows, []string{"", "", "", "", "", "", "", "", "", "", "", c.cell(), ""})
 			}
 			if res.Note != "" || len(res.Extra) > 0 {
 				notes = append(notes, res.notes())
@@ -330,15 +360,18 @@ func (r Result) cells() []string {
 	if r.Concurrency > 0 {
 		conc = strconv.Itoa(r.Concurrency)
 	}
-	row := []string{r.Case, conc, thousands(float64(r.Count)), thousands(float64(r.Errors)), rateCell(r.Rate, r.Unit), "", "", "", "", "", ""}
+	row := []string{r.Case, r.Transport, conc, thousands(float64(r.Count)), thousands(float64(r.Errors)), rateCell(r.Rate, r.Unit), "", "", "", "", "", "", ""}
 	if l := r.Latency; l != nil {
-		row[5], row[6], row[7], row[8] = fmtMS(l.P50), fmtMS(l.P90), fmtMS(l.P99), fmtMS(l.Max)
+		row[6], row[7], row[8], row[9] = fmtMS(l.P50), fmtMS(l.P90), fmtMS(l.P99), fmtMS(l.Max)
+	}
+	if v := r.VsPlaintext; v != nil {
+		row[10] = fmt.Sprintf("rate %s× p50 %s× p99 %s×", ratio(v.Rate), ratio(v.P50), ratio(v.P99))
 	}
 	if len(r.Ceilings) > 0 {
-		row[9] = r.Ceilings[0].cell()
+		row[11] = r.Ceilings[0].cell()
 	}
 	if t := r.Target; t != nil {
-		row[10] = t.cell(r.Unit)
+		row[12] = t.cell(r.Unit)
 	}
 	return row
 }
@@ -383,6 +416,9 @@ func (r Result) notes() string {
 		parts = append(parts, fmt.Sprintf("%s=%s", k, number(r.Extra[k])))
 	}
 	head := r.Case
+	if r.Transport != "" {
+		head += " (" + r.Transport + ")"
+	}
 	if r.Concurrency > 0 {
 		head += fmt.Sprintf(" c=%d", r.Concurrency)
 	}

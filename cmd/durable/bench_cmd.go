@@ -33,7 +33,7 @@ func newBenchCmd() *cobra.Command {
 	}
 	pf := cmd.PersistentFlags()
 	d := bench.DefaultClusterConfig()
-	pf.Bool("short", false, "quick profile: fewer cases, 1s phases; 'bench all --short' takes under a minute")
+	pf.Bool("short", false, "quick profile: fewer cases, 1s phases; 'bench all --short' takes about a minute (13s more with --mtls)")
 	pf.Bool("json", false, "print the report as JSON instead of tables")
 	pf.Int("nodes", d.Nodes, "nodes of the embedded cluster (1-16)")
 	pf.Int("partitions", d.Partitions, "partitions of the embedded cluster")
@@ -42,6 +42,7 @@ func newBenchCmd() *cobra.Command {
 	pf.StringSlice("etcd", nil, "etcd endpoints: the given cluster's (for the ceilings), or, without --addr, an etcd to run the embedded nodes on")
 	pf.Duration("duration", 0, "measure each phase this long (default 5s, 1s with --short)")
 	pf.Int("alarms", 0, "alarms per case of the alarms and failover scenarios (default: the profile's)")
+	pf.Bool("mtls", true, "invoke: also measure every row on a second embedded cluster secured with mutual TLS 1.3, beside the plaintext rows (--mtls=false: plaintext only)")
 	pf.Bool("peers", false, "with all: also run the peers scenario (asynq and River via bench/peers/run.sh)")
 	pf.String("peers-dir", "bench/peers", "the bench/peers directory of a checkout of this repository")
 	pf.Bool("quiet", false, "no progress bars, only a line per phase")
@@ -123,7 +124,7 @@ func benchOptions(cmd *cobra.Command, scenarios []bench.Scenario) (bench.Options
 		}
 	}
 	if len(opts.Addrs) > 0 {
-		for _, f := range []string{"nodes", "partitions", "lease-ttl"} {
+		for _, f := range []string{"nodes", "partitions", "lease-ttl", "mtls"} {
 			if fs.Changed(f) {
 				errs = append(errs, fmt.Errorf("--%s describes the embedded cluster; it does not go with --addr", f))
 			}
@@ -161,9 +162,13 @@ func runBench(cmd *cobra.Command, scenarios []bench.Scenario) error {
 	}
 	fs := cmd.Flags()
 	peersDir, _ := fs.GetString("peers-dir")
+	mtls, _ := fs.GetBool("mtls")
 	for i, s := range scenarios {
-		if _, ok := s.(bench.PeersScenario); ok {
+		switch s.(type) {
+		case bench.PeersScenario:
 			scenarios[i] = bench.PeersScenario{Dir: peersDir}
+		case bench.InvokeScenario:
+			scenarios[i] = bench.InvokeScenario{MTLS: mtls && len(opts.Addrs) == 0}
 		}
 	}
 	asJSON, _ := fs.GetBool("json")

@@ -32,6 +32,7 @@ func TestBenchRejectsBadFlagsAsUsageErrors(t *testing.T) {
 		{[]string{"invoke", "--lease-ttl", "1500ms"}, "--lease-ttl 1.5s must be a whole number of seconds"},
 		{[]string{"all", "--duration", "-1s"}, "--duration -1s must not be negative"},
 		{[]string{"invoke", "--addr", "127.0.0.1:1", "--nodes", "2"}, "--nodes describes the embedded cluster"},
+		{[]string{"invoke", "--addr", "127.0.0.1:1", "--mtls"}, "--mtls describes the embedded cluster"},
 		{[]string{"etcd", "--addr", "127.0.0.1:1"}, "the etcd scenario needs the given cluster's etcd: add --etcd"},
 		{[]string{"all", "--addr", "127.0.0.1:1"}, "add --etcd"},
 		{[]string{"nope"}, `unknown scenario "nope": want etcd, invoke, alarms, failover, overload, peers or all`},
