@@ -61,7 +61,9 @@ var DefaultTokens = map[string][]Role{"viewer": {RoleRead}}
 // Paths names the files of a bundle.
 type Paths struct{ Dir string }
 
-func (p Paths) path(parts ...string) string { return filepath.Join(append([]string{p.Dir}, parts...)...) }
+func (p Paths) path(parts ...string) string {
+	return filepath.Join(append([]string{p.Dir}, parts...)...)
+}
 
 // CA is the CA's certificate file.
 func (p Paths) CA() string { return p.path("ca.pem") }

@@ -123,7 +123,6 @@ func checkExposure(fs *pflag.FlagSet, secured bool, how string, names ...string)
 
 const insecureHelp = "serve plaintext without authentication on an address other than loopback: anyone who reaches it can call, read and drain the cluster"
 
-
 // loopback reports whether addr (host:port) listens on loopback only.
 func loopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
