@@ -2,20 +2,32 @@ package agent_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
+	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/agent"
+	"github.com/durable-run/durable/alarmstore"
 	"github.com/durable-run/durable/examples"
+	"github.com/durable-run/durable/keyspace"
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/nodetest"
+	durablev1 "github.com/durable-run/durable/proto/durable/v1"
+	"github.com/durable-run/durable/security"
 )
 
 // chromium returns the path of a headless-capable Chromium (Debian's
@@ -142,3 +154,170 @@ func TestDashboardShowsTheClusterAndANodesLoss(t *testing.T) {
 }
 
 // flaky is a class whose alarm always fails (it ends as a dead letter);
+// any method sets its alarm an hour ahead.
+type flaky struct{ st durable.State }
+
+func (f *flaky) Invoke(ctx context.Context, _ string, _ []byte) ([]byte, error) {
+	return nil, f.st.Storage().SetAlarm(ctx, f.st.Clock().Now().Add(time.Hour))
+}
+
+func (*flaky) Alarm(context.Context, durable.AlarmInfo) error {
+	return errors.New("flaky: the upstream is down")
+}
+
+// registerFlaky registers the examples and Flaky.
+func registerFlaky(reg *node.Registry) error {
+	if err := registerExamples(reg); err != nil {
+		return err
+	}
+	return node.RegisterClass(reg, "Flaky", func(_ context.Context, st durable.State) (*flaky, error) { return &flaky{st: st}, nil })
+}
+
+// httpsClient trusts the test PKI's CA.
+func httpsClient(t *testing.T, p *testPKI) *http.Client {
+	pem, err := os.ReadFile(filepath.Join(p.dir, "ca.pem"))
+	require.NoError(t, err)
+	roots := x509.NewCertPool()
+	require.True(t, roots.AppendCertsFromPEM(pem))
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
+}
+
+// call sends one request to the dashboard's API and returns the status and
+// body.
+func call(t *testing.T, hc *http.Client, method, url, token string, header map[string]string, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	require.NoError(t, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := hc.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(b)
+}
+
+var jsonBody = map[string]string{"Content-Type": "application/json"}
+
+// requeueBody is /api/requeue's body for the dead letter of Flaky/name
+// scheduled at sched, as the page sends it.
+func requeueBody(name string, sched time.Time) string {
+	return fmt.Sprintf(`{"class": "Flaky", "object": {"name": %q}, "scheduled_unix_ms": "%d"}`, name, sched.UnixMilli())
+}
+
+// TestDashboardAPINeedsATokenAndRequeueNeedsAdmin: on a secured node the
+// dashboard's data needs a token with the read role (401 with a Bearer
+// challenge without one) and /api/requeue the admin role.
+func TestDashboardAPINeedsATokenAndRequeueNeedsAdmin(t *testing.T) {
+	p := newTestPKI(t)
+	policy := p.policy(`{"tokens": [
+	  {"name": "viewer", "sha256": "` + security.TokenSHA256("read-token") + `", "roles": ["read"]},
+	  {"name": "ops", "sha256": "` + security.TokenSHA256("admin-token") + `", "roles": ["admin"]}
+	]}`)
+	c := nodetest.Start(t, nodetest.Options{Nodes: 1, Register: registerFlaky, Agent: func(cfg *agent.Config) {
+		cfg.Security = agent.Security{TLS: p.node(cfg.Node.ID), Policy: policy, ClientCertOptional: true}
+		cfg.MetricsListen = "127.0.0.1:0"
+	}})
+	hc := httpsClient(t, p)
+	base := "https://" + c.Agent(0).MetricsAddr()
+	sched := time.UnixMilli(1_700_000_000_000)
+	buryDeadLetter(t, c, "Flaky", "f", sched)
+
+	code, _ := call(t, hc, "GET", base+"/", "", nil, "")
+	require.Equal(t, http.StatusOK, code, "the page itself is open")
+	req, err := http.NewRequest("GET", base+"/api/status", nil)
+	require.NoError(t, err)
+	resp, err := hc.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Equal(t, `Bearer realm="durable"`, resp.Header.Get("WWW-Authenticate"))
+	code, body := call(t, hc, "GET", base+"/api/status", "read-token", nil, "")
+	require.Equal(t, http.StatusOK, code, body)
+	code, body = call(t, hc, "GET", base+"/api/dead", "read-token", nil, "")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, `"name":"f"`)
+
+	code, body = call(t, hc, "POST", base+"/api/requeue", "", jsonBody, requeueBody("f", sched))
+	require.Equal(t, http.StatusUnauthorized, code, body)
+	code, body = call(t, hc, "POST", base+"/api/requeue", "read-token", jsonBody, requeueBody("f", sched))
+	require.Equal(t, http.StatusForbidden, code, body)
+	require.Contains(t, body, "may not admin")
+	code, body = call(t, hc, "POST", base+"/api/requeue", "admin-token", map[string]string{
+		"Content-Type": "application/json", "Origin": "http://evil.example"}, requeueBody("f", sched))
+	require.Equal(t, http.StatusForbidden, code, "a cross-origin requeue is refused, admin token or not: %s", body)
+
+	code, body = call(t, hc, "POST", base+"/api/requeue", "admin-token", map[string]string{
+		"Content-Type": "application/json", "Origin": base}, requeueBody("f", sched))
+	require.Equal(t, http.StatusOK, code, body)
+	var out struct {
+		Alarm *struct {
+			Name string `json:"name"`
+		} `json:"alarm"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &out), body)
+	require.NotNil(t, out.Alarm, "the reply has the alarm as set again: %s", body)
+	require.Equal(t, "f", out.Alarm.Name)
+	code, body = call(t, hc, "GET", base+"/api/dead", "read-token", nil, "")
+	require.Equal(t, http.StatusOK, code, body)
+	require.NotContains(t, body, `"name":"f"`, "the dead letter was requeued")
+	rec, err := alarmstore.New(c.Client, keyspace.New(c.Prefix)).Get(context.Background(),
+		c.Node(0).PartitionOf(durable.IDFromName("Flaky", "f")), "Flaky", durable.IDFromName("Flaky", "f"))
+	require.NoError(t, err)
+	require.NotNil(t, rec, "f's alarm is set again")
+}
+
+// TestDashboardRequeueTakesOnlySameOriginJSON: even on an unsecured node,
+// /api/requeue takes only a POST of application/json from no or its own
+// origin, and answers a refused requeue with the Admin error's reason.
+func TestDashboardRequeueTakesOnlySameOriginJSON(t *testing.T) {
+	c := nodetest.Start(t, nodetest.Options{Nodes: 1, Register: registerFlaky, Agent: func(cfg *agent.Config) {
+		cfg.MetricsListen = "127.0.0.1:0"
+	}})
+	hc := &http.Client{Timeout: 20 * time.Second}
+	base := "http://" + c.Agent(0).MetricsAddr()
+	url := base + "/api/requeue"
+	sched := time.UnixMilli(1_700_000_000_000)
+	buryDeadLetter(t, c, "Flaky", "f", sched)
+	_, err := c.Invoke(0, "Flaky", "busy", "arm", nil)
+	require.NoError(t, err)
+	buryDeadLetter(t, c, "Flaky", "busy", sched)
+
+	for _, tc := range []struct {
+		name, method string
+		header       map[string]string
+		body         string
+		code         int
+		says         string
+	}{
+		{"cross-origin", "POST", map[string]string{"Content-Type": "application/json", "Origin": "http://evil.example"}, requeueBody("f", sched), http.StatusForbidden, "cross-origin"},
+		{"cross-site fetch", "POST", map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, requeueBody("f", sched), http.StatusForbidden, "cross-origin"},
+		{"form", "POST", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, "class=Flaky", http.StatusUnsupportedMediaType, "application/json"},
+		{"text", "POST", map[string]string{"Content-Type": "text/plain"}, requeueBody("f", sched), http.StatusUnsupportedMediaType, "application/json"},
+		{"GET", "GET", nil, "", http.StatusMethodNotAllowed, "POST"},
+		{"not a request", "POST", jsonBody, `{"klass": 1}`, http.StatusBadRequest, "not a RequeueDeadLetterRequest"},
+		{"alarm pending", "POST", jsonBody, requeueBody("busy", sched), http.StatusConflict, `"reason":"ALARM_PENDING"`},
+		{"no such dead letter", "POST", jsonBody, requeueBody("f", sched.Add(time.Second)), http.StatusBadRequest, "has no dead letter"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := call(t, hc, tc.method, url, "", tc.header, tc.body)
+			require.Equal(t, tc.code, code, body)
+			require.Contains(t, body, tc.says)
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dead, err := c.Dial(0).Admin().ListDeadLetters(ctx, &durablev1.ListDeadLettersRequest{Class: "Flaky"})
+	require.NoError(t, err)
+	require.Len(t, dead.GetDeadLetters(), 2, "no refused request requeued")
+
+	code, body := call(t, hc, "POST", url, "", map[string]string{"Content-Type": "application/json; charset=utf-8", "Origin": base}, requeueBody("f", sched))
+	require.Equal(t, http.StatusOK, code, "same origin: %s", body)
+}
