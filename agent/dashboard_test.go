@@ -173,6 +173,57 @@ func registerFlaky(reg *node.Registry) error {
 	return node.RegisterClass(reg, "Flaky", func(_ context.Context, st durable.State) (*flaky, error) { return &flaky{st: st}, nil })
 }
 
+func byName(name string) *durablev1.ObjectRef {
+	return &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Name{Name: name}}
+}
+
+// TestDashboardRequeuesADeadLetter: the dashboard lists two dead letters
+// of Flaky; requeueing the one whose object has an alarm pending shows the
+// refusal (ALARM_PENDING) next to its row, which stays; requeueing the
+// other removes its row, its dead letter is gone and its alarm is set
+// again, scheduled now.
+func TestDashboardRequeuesADeadLetter(t *testing.T) {
+	chromium(t)
+	c := nodetest.Start(t, nodetest.Options{Nodes: 1, Register: registerFlaky, Agent: func(cfg *agent.Config) {
+		cfg.MetricsListen = "127.0.0.1:0"
+	}})
+	_, err := c.Invoke(0, "Flaky", "busy", "arm", nil)
+	require.NoError(t, err)
+	sched := time.UnixMilli(1_700_000_000_000)
+	buryDeadLetter(t, c, "Flaky", "idle", sched)
+	buryDeadLetter(t, c, "Flaky", "busy", sched)
+
+	b := openPage(t, "http://"+c.Agent(0).MetricsAddr()+"/")
+	row := func(name string) string {
+		return fmt.Sprintf(`document.querySelector('#dead tbody tr[data-object=%q]')`, name)
+	}
+	b.wait("both dead letters", row("idle")+" !== null && "+row("busy")+" !== null")
+
+	b.run(chromedp.Click(chromedp.CSS(`#dead tbody tr[data-object="busy"] button`)))
+	b.wait("the refusal next to busy's row", `(() => {
+		const note = `+row("busy")+`?.querySelector('.note.error');
+		return note != null && note.textContent.startsWith("ALARM_PENDING: ") && note.textContent.includes("alarm pending");
+	})()`)
+	b.shot("dashboard-requeue-refused.png")
+
+	clicked := time.Now()
+	b.run(chromedp.Click(chromedp.CSS(`#dead tbody tr[data-object="idle"] button`)))
+	b.wait("idle's row gone, busy's kept", row("idle")+" === null && "+row("busy")+" !== null")
+	b.shot("dashboard-requeued.png")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	admin := c.Dial(0).Admin()
+	dead, err := admin.ListDeadLetters(ctx, &durablev1.ListDeadLettersRequest{Class: "Flaky"})
+	require.NoError(t, err)
+	require.Len(t, dead.GetDeadLetters(), 1)
+	require.Equal(t, "busy", dead.GetDeadLetters()[0].GetAlarm().GetName(), "the refused requeue kept its dead letter")
+	got, err := admin.GetAlarm(ctx, &durablev1.GetAlarmRequest{Class: "Flaky", Object: byName("idle")})
+	require.NoError(t, err)
+	require.NotNil(t, got.GetAlarm(), "idle's alarm is set again (it fails, and retries for minutes)")
+	require.GreaterOrEqual(t, got.GetAlarm().GetScheduledUnixMs(), clicked.UnixMilli(), "scheduled by the requeue, not the dead letter's time")
+}
+
 // httpsClient trusts the test PKI's CA.
 func httpsClient(t *testing.T, p *testPKI) *http.Client {
 	pem, err := os.ReadFile(filepath.Join(p.dir, "ca.pem"))
