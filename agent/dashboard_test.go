@@ -372,3 +372,39 @@ func TestDashboardRequeueTakesOnlySameOriginJSON(t *testing.T) {
 	code, body := call(t, hc, "POST", url, "", map[string]string{"Content-Type": "application/json; charset=utf-8", "Origin": base}, requeueBody("f", sched))
 	require.Equal(t, http.StatusOK, code, "same origin: %s", body)
 }
+
+// TestDashboardAsksForATokenOnASecuredNode: on a secured node the page
+// asks for a token; a wrong one is refused and asked for again; with a
+// read token it shows the cluster and its dead letter, and requeueing it
+// says the token lacks the admin role.
+func TestDashboardAsksForATokenOnASecuredNode(t *testing.T) {
+	chromium(t)
+	p := newTestPKI(t)
+	policy := p.policy(`{"tokens": [{"name": "viewer", "sha256": "` + security.TokenSHA256("read-token") + `", "roles": ["read"]}]}`)
+	c := nodetest.Start(t, nodetest.Options{Nodes: 1, Register: registerFlaky, Agent: func(cfg *agent.Config) {
+		cfg.Security = agent.Security{TLS: p.node(cfg.Node.ID), Policy: policy, ClientCertOptional: true}
+		cfg.MetricsListen = "127.0.0.1:0"
+	}})
+	buryDeadLetter(t, c, "Flaky", "f", time.UnixMilli(1_700_000_000_000))
+
+	// The test CA is not one Chromium trusts.
+	b := openPage(t, "https://"+c.Agent(0).MetricsAddr()+"/", chromedp.Flag("ignore-certificate-errors", true))
+	login := `!document.querySelector('#login').hidden && document.querySelector('#login').innerText.includes("tokens/viewer.token")`
+	b.wait("the token form", login+` && document.querySelector('#summary').textContent === "waiting for a token"`)
+	b.shot("dashboard-token-form.png")
+
+	b.run(chromedp.SendKeys(chromedp.ID("token"), "guess"), chromedp.Click(chromedp.CSS(`#login button`)))
+	b.wait("the wrong token refused", login+` && document.querySelector('#login-note').textContent.startsWith("this token was refused")`)
+
+	b.run(chromedp.SendKeys(chromedp.ID("token"), "read-token"), chromedp.Click(chromedp.CSS(`#login button`)))
+	b.wait("the cluster and the dead letter", `document.querySelector('#login').hidden && !document.querySelector('#forget').hidden &&
+		document.querySelectorAll('#nodes tbody tr.up').length === 1 &&
+		document.querySelector('#dead tbody tr[data-object="f"]') !== null`)
+
+	b.run(chromedp.Click(chromedp.CSS(`#dead tbody tr[data-object="f"] button`)))
+	b.wait("the requeue refused for want of the admin role", `(() => {
+		const note = document.querySelector('#dead tbody tr[data-object="f"] .note.error');
+		return note !== null && note.textContent.startsWith("this token may not requeue dead letters: it needs the admin role");
+	})()`)
+	b.shot("dashboard-token-read-only.png")
+}
