@@ -57,8 +57,10 @@ func (a *Agent) dashboard() http.Handler {
 	// handler takes only a POST of application/json, which a cross-origin
 	// form cannot send and a cross-origin fetch sends only after a CORS
 	// preflight, which this server never grants; and CrossOriginProtection
-	// refuses a request whose Sec-Fetch-Site says cross-site, or whose
-	// Origin header is present and names another host than the request's.
+	// refuses a request whose Sec-Fetch-Site names another origin (same-site
+	// or cross-site), or, without it, whose Origin header is present and
+	// names another host than the request's Host. (A client that is not a
+	// browser sends neither header; it needs the admin role when secured.)
 	csrf := http.NewCrossOriginProtection()
 	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSONError(w, http.StatusForbidden, "", "cross-origin request refused: requeue from the node's own dashboard")
