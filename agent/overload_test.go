@@ -257,6 +257,21 @@ func TestPurgeDeadLettersSaysWhichOrAll(t *testing.T) {
 	require.Zero(t, resp.GetPurged())
 }
 
+// buryDeadLetter writes a dead letter of the object class/name, its alarm
+// scheduled at sched, straight into etcd, as an alarm abandoned after its
+// last retry leaves one.
+func buryDeadLetter(t *testing.T, c *nodetest.Cluster, class, name string, sched time.Time) {
+	t.Helper()
+	id := durable.IDFromName(class, name)
+	store := alarmstore.New(c.Client, keyspace.New(c.Prefix))
+	r := alarmstore.Record{Class: class, ID: id, Name: name, Partition: id.Partition(c.Agent(0).Node.PartitionCount()),
+		Due: sched, Scheduled: sched, RetryCount: 6, LastError: "boom"}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.Client.Txn(ctx).Then(store.DeadLetterOp(r, time.Now())).Commit()
+	require.NoError(t, err)
+}
+
 // TestRequeueDeadLetterThroughAnyNode: a dead letter of an object owned by
 // another node is requeued through this one (forwarded to the owner): the
 // dead letter is gone and the alarm set again; an object with an alarm
@@ -275,14 +290,7 @@ func TestRequeueDeadLetterThroughAnyNode(t *testing.T) {
 			}
 		}
 	}
-	store := alarmstore.New(c.Client, keyspace.New(c.Prefix))
-	bury := func(name string) {
-		id := durable.IDFromName("Reminder", name)
-		sched := time.UnixMilli(1_700_000_000_000)
-		r := alarmstore.Record{Class: "Reminder", ID: id, Name: name, Partition: id.Partition(c.Agent(0).Node.PartitionCount()), Due: sched, Scheduled: sched, RetryCount: 6, LastError: "boom"}
-		_, err := c.Client.Txn(ctx).Then(store.DeadLetterOp(r, time.Now())).Commit()
-		require.NoError(t, err)
-	}
+	bury := func(name string) { buryDeadLetter(t, c, "Reminder", name, time.UnixMilli(1_700_000_000_000)) }
 	deadOf := func(name string) int {
 		resp, err := admin.ListDeadLetters(ctx, &durablev1.ListDeadLettersRequest{Class: "Reminder"})
 		require.NoError(t, err)

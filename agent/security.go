@@ -200,12 +200,14 @@ func describe(id security.Identity) string {
 
 // opsPermission is what a request to the operations listener needs when
 // the node is secured: probes and the dashboard's static files are open,
-// profiles need admin, the rest (metrics, the dashboard's data) read.
+// profiles and the dashboard's requeue (it changes the cluster, as
+// Admin.RequeueDeadLetter does) need admin, the rest (metrics, the
+// dashboard's data) read.
 func opsPermission(path string) security.Permission {
 	switch {
 	case path == "/healthz", path == "/", path == "/index.html", path == "/app.js", path == "/style.css", path == "/favicon.ico":
 		return security.PermOpen
-	case strings.HasPrefix(path, "/debug/pprof"):
+	case strings.HasPrefix(path, "/debug/pprof"), path == "/api/requeue":
 		return security.PermAdmin
 	}
 	return security.PermRead

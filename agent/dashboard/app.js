@@ -1,13 +1,20 @@
 // The durable dashboard: polls this node's /api/status (the cluster, as
 // `durable status --json` prints it), /api/node (this node's counters) and
-// /api/dead, and renders them. No framework, no build step.
+// /api/dead, and renders them; a dead letter's button POSTs /api/requeue.
+// On a secured node every /api/ call carries the token the operator
+// pasted (kept in sessionStorage: this tab only, gone when it closes).
+// No framework, no build step.
 "use strict";
 
 const POLL_MS = 1000;
 const HISTORY_MS = 5 * 60 * 1000;
+const TOKEN_KEY = "durable-token";
 const samples = []; // {t, rate, late, overdue}
 let lastNode = null;
 let pollCount = 0;
+let deadStale = true; // fetch the dead letters at the next poll
+let needToken = false; // the login form is up: polling waits for it
+const notes = new Map(); // dead letter key → {text, error}: survives re-renders
 
 const num = (v) => Number(v || 0); // 64-bit integers arrive as strings
 const $ = (sel) => document.querySelector(sel);
@@ -168,34 +175,172 @@ function addSample(n) {
   chart("#chart-overdue", "overdue");
 }
 
+const deadKey = (a) => a.class + "/" + a.id + "/" + a.scheduled_unix_ms;
+
 function renderDead(resp) {
   fill($("#dead tbody"), (resp.dead_letters || []).map((d) => {
     const tr = document.createElement("tr");
     const a = d.alarm || {};
+    tr.dataset.class = a.class;
+    tr.dataset.object = a.name || a.id;
     [a.class, a.name || a.id, new Date(num(a.scheduled_unix_ms)).toISOString(), ago(d.abandoned_unix_ms), String(a.retry_count || 0), a.last_error || ""].forEach((v) => cell(tr, v));
+    const td = document.createElement("td");
+    td.className = "act";
+    const button = Object.assign(document.createElement("button"), { type: "button", textContent: "requeue" });
+    button.title = "set this alarm again, due now, from retry 0";
+    const note = Object.assign(document.createElement("span"), { className: "note" });
+    const n = notes.get(deadKey(a));
+    if (n) {
+      note.textContent = n.text;
+      note.classList.toggle("error", n.error);
+    }
+    button.addEventListener("click", () => requeue(a, tr, button, note));
+    td.append(button, note);
+    tr.appendChild(td);
     return tr;
   }));
 }
 
+// requeue asks the node to requeue one dead letter (Admin.RequeueDeadLetter
+// behind /api/requeue): its row goes on success; a refusal (an alarm
+// pending, the dead letter already gone, a token without the admin role)
+// is shown next to it.
+async function requeue(a, tr, button, note) {
+  const key = deadKey(a);
+  const show = (text, error) => {
+    notes.set(key, { text, error });
+    note.textContent = text;
+    note.classList.toggle("error", error);
+  };
+  button.disabled = true;
+  show("requeueing…", false);
+  try {
+    const resp = await api("api/requeue", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      // By name when it has one: the alarm set again keeps it (the
+      // object's State.Name), as the dead letter did.
+      body: JSON.stringify({ class: a.class, object: a.name ? { name: a.name } : { id: a.id }, scheduled_unix_ms: a.scheduled_unix_ms }),
+    });
+    if (resp.ok) {
+      notes.delete(key);
+      tr.remove();
+      deadStale = true;
+      return;
+    }
+    // The handler answers {"error", "reason"}; the auth check in front of
+    // it answers plain text.
+    const text = (await resp.text()).trim();
+    let out;
+    try {
+      out = JSON.parse(text);
+    } catch (_) {
+      out = null;
+    }
+    if (resp.status === 403 && out === null) {
+      show("this token may not requeue dead letters: it needs the admin role (" + text + ")", true);
+    } else if (out === null) {
+      show("requeue failed: " + resp.status + " " + text, true);
+    } else {
+      show((out.reason ? out.reason + ": " : "") + (out.error || resp.status + " " + resp.statusText), true);
+    }
+  } catch (e) {
+    show(e instanceof NeedToken ? "paste a token above, then requeue again" : "requeue failed: " + (e.message || e), true);
+  }
+  button.disabled = false;
+}
+
+// NeedToken: the node answered 401; the login form is up.
+class NeedToken extends Error {}
+
+// api fetches path with the stored token, if any, as a bearer token. A
+// 401 puts up the login form and throws NeedToken (unless the token was
+// replaced meanwhile: then the caller just tries again later).
+async function api(path, init = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = new Headers(init.headers);
+  if (token) headers.set("Authorization", "Bearer " + token);
+  const resp = await fetch(path, { cache: "no-store", ...init, headers });
+  if (resp.status === 401) {
+    const why = (await resp.text()).trim();
+    if (token === sessionStorage.getItem(TOKEN_KEY)) {
+      askToken(token ? "this token was refused: " + why : "");
+    }
+    throw new NeedToken(path + ": 401 " + why);
+  }
+  return resp;
+}
+
 async function getJSON(path) {
-  const resp = await fetch(path, { cache: "no-store" });
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const resp = await api(path);
+  if (resp.status === 403) {
+    const why = (await resp.text()).trim();
+    if (token === sessionStorage.getItem(TOKEN_KEY)) {
+      askToken("this token may not read this node's status: it needs the read role (" + why + ")");
+    }
+    throw new NeedToken(path + ": 403 " + why);
+  }
   if (!resp.ok) throw new Error(path + ": " + resp.status + " " + (await resp.text()));
   return resp.json();
 }
 
+function askToken(note) {
+  needToken = true;
+  $("#login").hidden = false;
+  $("#login-note").textContent = note;
+  $("#summary").textContent = "waiting for a token";
+  $("#error").hidden = true;
+  $("#token").focus();
+}
+
+$("#login").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const token = $("#token").value.trim();
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("#token").value = "";
+  $("#login").hidden = true;
+  $("#forget").hidden = false;
+  needToken = false;
+  deadStale = true;
+  poll();
+});
+
+$("#forget").addEventListener("click", () => {
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("#forget").hidden = true;
+});
+$("#forget").hidden = !sessionStorage.getItem(TOKEN_KEY);
+
+let timer = 0;
+let polling = false;
+
 async function poll() {
+  clearTimeout(timer);
+  if (polling) return; // the poll in flight schedules the next
+  polling = true;
   try {
-    const [st, n] = await Promise.all([getJSON("api/status"), getJSON("api/node")]);
-    render(st);
-    addSample(n);
-    if (pollCount % 5 === 0) renderDead(await getJSON("api/dead"));
-    $("#error").hidden = true;
-    document.body.dataset.polls = String(++pollCount);
+    if (!needToken) {
+      const [st, n] = await Promise.all([getJSON("api/status"), getJSON("api/node")]);
+      render(st);
+      addSample(n);
+      if (deadStale || pollCount % 5 === 0) {
+        renderDead(await getJSON("api/dead"));
+        deadStale = false;
+      }
+      $("#error").hidden = true;
+      document.body.dataset.polls = String(++pollCount);
+    }
   } catch (e) {
-    $("#error").hidden = false;
-    $("#error").textContent = String(e.message || e);
+    if (!(e instanceof NeedToken)) {
+      $("#error").hidden = false;
+      $("#error").textContent = String(e.message || e);
+    }
+  } finally {
+    polling = false;
   }
-  setTimeout(poll, POLL_MS);
+  timer = setTimeout(poll, POLL_MS);
 }
 
 poll();
