@@ -156,7 +156,11 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 		return nil, err
 	}
 	if cfg.DebugListen != "" {
-		if a.debug, err = ServeDebug(cfg.DebugListen); err != nil {
+		debug := Ops{Pprof: true}
+		if a.tls != nil { // behind the same TLS and guard (admin)
+			debug.TLS, debug.Guard = a.tls.ServerConfig(false), a.guard
+		}
+		if a.debug, err = ServeOps(cfg.DebugListen, debug); err != nil {
 			lis.Close()
 			a.closeClients()
 			return nil, err
@@ -496,6 +500,10 @@ func (a *Agent) MetricsAddr() string {
 	}
 	return a.ops.Addr()
 }
+
+// Connections returns the open connections to the gRPC server (the gauge
+// durable_grpc_connections).
+func (a *Agent) Connections() int64 { return a.conns.Load() }
 
 // Metrics returns the node's metric set.
 func (a *Agent) Metrics() *metrics.Set { return a.metrics }
