@@ -185,3 +185,54 @@ func TestDevClusterCommands(t *testing.T) {
 		t.Fatal("dev did not stop")
 	}
 }
+
+// TestDevSecure runs `durable dev --secure` and uses the environment it
+// prints: the admin client calls, a client without a certificate is
+// refused at the handshake, the loadgen client may not drain.
+func TestDevSecure(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var devOut syncBuffer
+	devDone := make(chan error, 1)
+	go func() {
+		cmd := newRootCmd()
+		cmd.SetOut(&devOut)
+		cmd.SetErr(&devOut)
+		cmd.SetArgs([]string{"dev", "--secure", "--nodes", "2", "--log-level", "error", "--partitions", "16", "--certs-dir", t.TempDir(),
+			"--listen", "127.0.0.1:0", "--etcd-listen", "127.0.0.1:0", "--sink-listen", "127.0.0.1:0", "--metrics-listen", ""})
+		devDone <- cmd.ExecuteContext(ctx)
+	}()
+	exportLine := regexp.MustCompile(`export DURABLE_TLS_CA=(\S+) DURABLE_TLS_CERT=(\S+) DURABLE_TLS_KEY=(\S+)`)
+	nodeLine := regexp.MustCompile(`node (dev-\d)\s+(\S+) \(dc1\)`)
+	var creds []string
+	var addrs []string
+	require.Eventually(t, func() bool {
+		m := exportLine.FindStringSubmatch(devOut.String())
+		n := nodeLine.FindAllStringSubmatch(devOut.String(), -1)
+		if m == nil || len(n) < 2 {
+			return false
+		}
+		creds = []string{"--tls-ca", m[1], "--tls-cert", m[2], "--tls-key", m[3]}
+		addrs = []string{n[0][2], n[1][2]}
+		return true
+	}, 60*time.Second, 10*time.Millisecond, "dev --secure did not print its nodes and environment: %s", devOut.String())
+
+	// Through both nodes, one of them forwarding over mutual TLS.
+	out, err := run(ctx, append([]string{"invoke", "--addr", strings.Join(addrs, ",")}, append(creds, "Counter", "c", "increment")...)...)
+	require.NoError(t, err, out)
+	require.Equal(t, `{"value":1}`, strings.TrimSpace(out))
+	out, err = run(ctx, append([]string{"invoke", "--addr", addrs[1]}, append(creds, "Counter", "c", "increment")...)...)
+	require.NoError(t, err, out)
+	require.Equal(t, `{"value":2}`, strings.TrimSpace(out))
+
+	_, err = run(ctx, "status", "--addr", addrs[0], "--tls-ca", creds[1], "--timeout", "2s")
+	require.Error(t, err, "no client certificate: refused")
+	require.Equal(t, 4, exitCode(err), "%v", err)
+
+	loadgen := strings.Replace(creds[3], "admin.pem", "loadgen.pem", 1)
+	out, err = run(ctx, "drain", "--addr", addrs[0], "--tls-ca", creds[1], "--tls-cert", loadgen, "--tls-key", strings.Replace(loadgen, ".pem", "-key.pem", 1))
+	require.Error(t, err, out)
+	require.Contains(t, err.Error(), "PermissionDenied")
+	cancel()
+	require.NoError(t, <-devDone)
+}
