@@ -163,6 +163,24 @@ func parseGrants(flag string, values []string) (map[string][]security.Role, erro
 	return out, nil
 }
 
+// cliClient is the client the CLI is shown to use: "admin", else the
+// first with the admin role, else the first ("": none).
+func cliClient(clients map[string][]security.Role) string {
+	names := slices.Sorted(maps.Keys(clients))
+	if _, ok := clients["admin"]; ok {
+		return "admin"
+	}
+	for _, n := range names {
+		if slices.Contains(clients[n], security.RoleAdmin) {
+			return n
+		}
+	}
+	if len(names) > 0 {
+		return names[0]
+	}
+	return ""
+}
+
 // printBundle says what was written and how to use it.
 func printBundle(w io.Writer, b security.Bundle, p security.Paths) {
 	fmt.Fprintf(w, "wrote a test PKI in %s (valid until %s)\n", p.Dir, time.Now().Add(b.Validity).Format(time.DateOnly))
@@ -179,8 +197,8 @@ func printBundle(w io.Writer, b security.Bundle, p security.Paths) {
 	for _, name := range slices.Sorted(maps.Keys(b.Tokens)) {
 		fmt.Fprintf(w, "  token %-10s %s\n", name, p.Token(name))
 	}
-	if _, ok := b.Clients["admin"]; ok {
-		c := p.Client("admin")
-		fmt.Fprintf(w, "\nUse the CLI as the admin client:\n  export DURABLE_TLS_CA=%s DURABLE_TLS_CERT=%s DURABLE_TLS_KEY=%s\n", c.CA, c.Cert, c.Key)
+	if name := cliClient(b.Clients); name != "" {
+		c := p.Client(name)
+		fmt.Fprintf(w, "\nUse the CLI as the client %s:\n  export DURABLE_TLS_CA=%s DURABLE_TLS_CERT=%s DURABLE_TLS_KEY=%s\n", name, c.CA, c.Cert, c.Key)
 	}
 }

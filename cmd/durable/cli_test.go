@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -42,6 +43,21 @@ func run(ctx context.Context, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// start runs the CLI in-process in the background until ctx ends; its
+// output grows in the returned buffer, and its result arrives on the
+// channel.
+func start(ctx context.Context, args ...string) (*syncBuffer, <-chan error) {
+	out, done := &syncBuffer{}, make(chan error, 1)
+	go func() {
+		cmd := newRootCmd()
+		cmd.SetOut(out)
+		cmd.SetErr(out)
+		cmd.SetArgs(args)
+		done <- cmd.ExecuteContext(ctx)
+	}()
+	return out, done
+}
+
 func TestDevAddrs(t *testing.T) {
 	got, err := devAddrs("127.0.0.1:4600", 3)
 	require.NoError(t, err)
@@ -63,15 +79,7 @@ func TestDevAddrs(t *testing.T) {
 func TestDevWithoutNodesRunsEtcdAndTheSink(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var devOut syncBuffer
-	devDone := make(chan error, 1)
-	go func() {
-		cmd := newRootCmd()
-		cmd.SetOut(&devOut)
-		cmd.SetErr(&devOut)
-		cmd.SetArgs([]string{"dev", "--nodes", "0", "--log-level", "error", "--etcd-listen", "127.0.0.1:0", "--sink-listen", "127.0.0.1:0"})
-		devDone <- cmd.ExecuteContext(ctx)
-	}()
+	devOut, devDone := start(ctx, "dev", "--nodes", "0", "--log-level", "error", "--etcd-listen", "127.0.0.1:0", "--sink-listen", "127.0.0.1:0")
 	etcdLine := regexp.MustCompile(`etcd\s+(http://\S+)`)
 	var endpoint string
 	require.Eventually(t, func() bool {
@@ -113,16 +121,8 @@ func TestDevWithoutNodesRunsEtcdAndTheSink(t *testing.T) {
 func TestDevClusterCommands(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var devOut syncBuffer
-	devDone := make(chan error, 1)
-	go func() {
-		cmd := newRootCmd()
-		cmd.SetOut(&devOut)
-		cmd.SetErr(&devOut)
-		cmd.SetArgs([]string{"dev", "--nodes", "2", "--log-level", "error", "--partitions", "16",
-			"--listen", "127.0.0.1:0", "--etcd-listen", "127.0.0.1:0", "--sink-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"})
-		devDone <- cmd.ExecuteContext(ctx)
-	}()
+	devOut, devDone := start(ctx, "dev", "--nodes", "2", "--log-level", "error", "--partitions", "16",
+		"--listen", "127.0.0.1:0", "--etcd-listen", "127.0.0.1:0", "--sink-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
 	nodeLine := regexp.MustCompile(`node (dev-\d)\s+(\S+) \(dc1\)`)
 	var addrs []string
 	require.Eventually(t, func() bool {
@@ -192,16 +192,8 @@ func TestDevClusterCommands(t *testing.T) {
 func TestDevSecure(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var devOut syncBuffer
-	devDone := make(chan error, 1)
-	go func() {
-		cmd := newRootCmd()
-		cmd.SetOut(&devOut)
-		cmd.SetErr(&devOut)
-		cmd.SetArgs([]string{"dev", "--secure", "--nodes", "2", "--log-level", "error", "--partitions", "16", "--certs-dir", t.TempDir(),
-			"--listen", "127.0.0.1:0", "--etcd-listen", "127.0.0.1:0", "--sink-listen", "127.0.0.1:0", "--metrics-listen", ""})
-		devDone <- cmd.ExecuteContext(ctx)
-	}()
+	devOut, devDone := start(ctx, "dev", "--secure", "--nodes", "2", "--log-level", "error", "--partitions", "16", "--certs-dir", t.TempDir(),
+		"--listen", "127.0.0.1:0", "--etcd-listen", "127.0.0.1:0", "--sink-listen", "127.0.0.1:0", "--metrics-listen", "")
 	exportLine := regexp.MustCompile(`export DURABLE_TLS_CA=(\S+) DURABLE_TLS_CERT=(\S+) DURABLE_TLS_KEY=(\S+)`)
 	nodeLine := regexp.MustCompile(`node (dev-\d)\s+(\S+) \(dc1\)`)
 	var creds []string
@@ -235,4 +227,30 @@ func TestDevSecure(t *testing.T) {
 	require.Contains(t, err.Error(), "PermissionDenied")
 	cancel()
 	require.NoError(t, <-devDone)
+}
+
+func TestCertsRefusesBadInputAndWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	for _, args := range [][]string{
+		{"certs"}, // no --dir
+		{"certs", "--dir", "D", "--client", "ops"},
+		{"certs", "--dir", "D", "--client", "ops=root"},
+		{"certs", "--dir", "D", "--token", "t="},
+		{"certs", "--dir", "D", "--nodes", "../evil"},
+	} {
+		dir := t.TempDir()
+		for i, a := range args {
+			if a == "D" {
+				args[i] = dir
+			}
+		}
+		_, err := run(ctx, args...)
+		require.Error(t, err, "%v", args)
+		entries, _ := os.ReadDir(dir)
+		require.Empty(t, entries, "%v wrote something", args)
+	}
+	dir := t.TempDir()
+	out, err := run(ctx, "certs", "--dir", dir, "--nodes", "n1", "--client", "ops=admin+invoke")
+	require.NoError(t, err)
+	require.Contains(t, out, "DURABLE_TLS_CERT="+dir+"/clients/")
 }
