@@ -1,20 +1,24 @@
 // Command durable is the single binary of the durable runtime: a node agent,
-// a development cluster, a client and admin tool, and a delivery sink.
+// a development cluster, a client and admin tool, and a delivery sink. It is
+// package cli with the example classes, delivering to --upstream, and the
+// bench's class, so that `durable bench --addr` can measure its clusters.
 package main
 
 import (
-	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
+	"github.com/durable-run/durable/bench/benchclass"
+	"github.com/durable-run/durable/cli"
+	"github.com/durable-run/durable/examples"
+	"github.com/durable-run/durable/node"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := newRootCmd().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "durable:", err)
-		os.Exit(exitCode(err))
-	}
+func main() { cli.Main(options) }
+
+var options = cli.Options{
+	Name:     "durable",
+	Run:      "go run ./cmd/durable",
+	Register: func(reg *node.Registry) error { return benchclass.Register(reg, nil) },
+	RegisterUpstream: func(reg *node.Registry, upstream string) error {
+		return examples.Register(reg, examples.Config{Upstream: upstream})
+	},
+	Try: []string{"invoke Batcher foo add hello", "alarm get Batcher foo", "status"},
 }

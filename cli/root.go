@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"encoding/json"
@@ -18,10 +18,12 @@ import (
 
 const envPrefix = "DURABLE_"
 
-func newRootCmd() *cobra.Command {
+// newRootCmd builds the command tree of a binary with opts, whose defaults
+// are applied (see Options.withDefaults).
+func newRootCmd(opts Options) *cobra.Command {
 	root := &cobra.Command{
-		Use:           "durable",
-		Short:         "Durable objects with alarms, on etcd",
+		Use:           opts.Name,
+		Short:         opts.Short,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -30,7 +32,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().String("log-format", "text", "log format: text (key=value) or json (one object per line)")
-	root.AddCommand(newDevCmd(), newAgentCmd(), newInvokeCmd(), newAlarmCmd(), newStatusCmd(), newLocateCmd(), newDrainCmd(), newSinkCmd(), newHealthCmd(), newLoadCmd(), newBenchCmd(), newVersionCmd(), newCertsCmd(), newEtcdAuthCmd())
+	root.AddCommand(newDevCmd(opts), newAgentCmd(opts), newInvokeCmd(), newAlarmCmd(), newStatusCmd(), newLocateCmd(), newDrainCmd(), newSinkCmd(), newHealthCmd(), newLoadCmd(), newBenchCmd(), newVersionCmd(opts.Name), newCertsCmd(), newEtcdAuthCmd())
 	return root
 }
 
@@ -72,7 +74,7 @@ func newLogger(cmd *cobra.Command) (*slog.Logger, error) {
 	}
 }
 
-func newVersionCmd() *cobra.Command {
+func newVersionCmd(name string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the version: module version, VCS revision, Go version and platform",
@@ -87,7 +89,7 @@ func newVersionCmd() *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout(), string(b))
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "durable %s (revision %s%s, built %s, %s, %s)\n", v.Version, v.Revision, dirty(v.Modified), v.Time, v.Go, v.Platform)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s (revision %s%s, built %s, %s, %s)\n", name, v.Version, v.Revision, dirty(v.Modified), v.Time, v.Go, v.Platform)
 			return nil
 		},
 	}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -21,15 +21,15 @@ import (
 	"github.com/durable-run/durable/tracing"
 )
 
-func newDevCmd() *cobra.Command {
+func newDevCmd(opts Options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dev",
-		Short: "Run a development cluster: embedded etcd, nodes with the example classes, and a sink",
+		Short: "Run a development cluster: embedded etcd, nodes with " + opts.Name + "'s classes, and a sink",
 		Long: "Run everything on loopback in one process: an embedded etcd, one or more durable\n" +
-			"nodes (--nodes) serving the example classes (Batcher, Counter, Reminder, Cleaner),\n" +
-			"and a sink that records what Batcher and Reminder deliver. Ctrl-C stops it cleanly." + envHelp,
+			"nodes (--nodes) serving " + opts.Name + "'s classes, and an HTTP sink that records\n" +
+			"what classes deliver to it. Ctrl-C stops it cleanly." + envHelp,
 		Args: cobra.NoArgs,
-		RunE: runDev,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd, opts) },
 	}
 	fs := cmd.Flags()
 	fs.String("data-dir", "", "etcd data directory (default: a temporary directory removed on exit)")
@@ -44,11 +44,11 @@ func newDevCmd() *cobra.Command {
 	fs.Bool("secure", false, "run secured: a throw-away CA and certificates in --certs-dir, etcd over TLS with user/password auth, nodes with mutual TLS and an auth policy; prints the environment for the CLI")
 	fs.Bool("insecure", false, insecureHelp)
 	fs.String("certs-dir", "", "where --secure keeps its certificates, tokens and passwords (default: certs beside --data-dir, or a temporary directory removed on exit)")
-	nodeFlags(fs, devNodeDefaults(), "", " (default: the dev sink's URL)")
+	nodeFlags(fs, opts, devNodeDefaults(), "", " (default: the dev sink's URL)")
 	return cmd
 }
 
-func runDev(cmd *cobra.Command, _ []string) error {
+func runDev(cmd *cobra.Command, opts Options) error {
 	ctx := cmd.Context()
 	fs := cmd.Flags()
 	log, err := newLogger(cmd)
@@ -95,13 +95,13 @@ func runDev(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer stopSink()
-	if up, _ := fs.GetString("upstream"); up == "" {
+	if up, err := fs.GetString("upstream"); err == nil && up == "" {
 		if err := fs.Set("upstream", sinkURL); err != nil {
 			return err
 		}
 	}
 
-	reg, err := exampleRegistry(fs)
+	reg, err := registry(opts, fs)
 	if err != nil {
 		return err
 	}
@@ -130,16 +130,20 @@ func runDev(cmd *cobra.Command, _ []string) error {
 		}
 	}
 	if count == 0 {
+		upstreamFlag := ""
+		if opts.RegisterUpstream != nil {
+			upstreamFlag = " --upstream " + sinkURL
+		}
 		fmt.Fprintf(cmd.OutOrStdout(), `
-durable dev is running, without nodes
+%s dev is running, without nodes
   etcd          %s
   sink (HTTP)   %s
 
 Start nodes apart, e.g.:
-  go run ./cmd/durable agent --etcd %s --upstream %s
+  %s agent --etcd %s%s
 
 Ctrl-C stops everything.
-`, strings.Join(etcd.Endpoints(), ","), sinkURL, strings.Join(etcd.Endpoints(), ","), sinkURL)
+`, opts.Name, strings.Join(etcd.Endpoints(), ","), sinkURL, opts.Run, strings.Join(etcd.Endpoints(), ","), upstreamFlag)
 		<-ctx.Done()
 		return nil
 	}
@@ -202,24 +206,37 @@ Ctrl-C stops everything.
 	if sec != nil {
 		nodes.WriteString(sec.banner())
 	}
+	var try strings.Builder
+	for _, line := range opts.Try {
+		fmt.Fprintf(&try, "  %s\n", tryLine(cmd.Root(), opts.Run, line, addrFlag))
+	}
 	fmt.Fprintf(cmd.OutOrStdout(), `
-durable dev is running
+%s dev is running
 %s  etcd          %s
   sink (HTTP)   %s   (deliveries: %s/deliveries)
 
 Try, in another terminal:
-  go run ./cmd/durable invoke%s Batcher foo add hello
-  go run ./cmd/durable alarm get%s Batcher foo
-  go run ./cmd/durable status%s
-  curl -s %s/deliveries
+%s  curl -s %s/deliveries
 
 Ctrl-C stops everything.
-`, nodes.String(), strings.Join(etcd.Endpoints(), ","), sinkURL, sinkURL, addrFlag, addrFlag, addrFlag, sinkURL)
+`, opts.Name, nodes.String(), strings.Join(etcd.Endpoints(), ","), sinkURL, sinkURL, try.String(), sinkURL)
 	var errs []error
 	for _, a := range agents {
 		errs = append(errs, a.Wait())
 	}
 	return errors.Join(errs...)
+}
+
+// tryLine is a command of dev's banner: run, then line with addrFlag after
+// its subcommand (e.g. "alarm get" --addr … "Batcher foo").
+func tryLine(root *cobra.Command, run, line, addrFlag string) string {
+	args := strings.Fields(line)
+	sub, rest, err := root.Find(args)
+	if err != nil || sub == root {
+		return run + " " + line
+	}
+	path := strings.TrimPrefix(sub.CommandPath(), root.Name()+" ")
+	return strings.Join(append([]string{run, path + addrFlag}, rest...), " ")
 }
 
 // devNodeID is the id of dev node i (from 0).

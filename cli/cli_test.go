@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -12,6 +12,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/durable-run/durable/bench/benchclass"
+	"github.com/durable-run/durable/examples"
+	"github.com/durable-run/durable/node"
 )
 
 // syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
@@ -32,10 +36,20 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// testOptions is the durable binary's (cmd/durable): the example classes,
+// delivering to --upstream, and the bench's class.
+var testOptions = Options{
+	Name:     "durable",
+	Register: func(reg *node.Registry) error { return benchclass.Register(reg, nil) },
+	RegisterUpstream: func(reg *node.Registry, upstream string) error {
+		return examples.Register(reg, examples.Config{Upstream: upstream})
+	},
+}
+
 // run executes the CLI in-process and returns its output.
 func run(ctx context.Context, args ...string) (string, error) {
 	var out bytes.Buffer
-	cmd := newRootCmd()
+	cmd := Command(testOptions)
 	cmd.SetOut(&out)
 	cmd.SetErr(&out)
 	cmd.SetArgs(args)
@@ -49,7 +63,7 @@ func run(ctx context.Context, args ...string) (string, error) {
 func start(ctx context.Context, args ...string) (*syncBuffer, <-chan error) {
 	out, done := &syncBuffer{}, make(chan error, 1)
 	go func() {
-		cmd := newRootCmd()
+		cmd := Command(testOptions)
 		cmd.SetOut(out)
 		cmd.SetErr(out)
 		cmd.SetArgs(args)

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -6,24 +6,22 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/durable-run/durable/agent"
-	"github.com/durable-run/durable/bench/benchclass"
-	"github.com/durable-run/durable/examples"
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/tracing"
 )
 
 // nodeFlags registers the flags shared by `agent` and `dev` that fill a
 // node.Config, with the command's own defaults d, so that --help shows the
-// values the command uses. upstream is the default of --upstream; empty
-// means the command picks one itself (dev: its sink).
-func nodeFlags(fs *pflag.FlagSet, d node.Config, upstream, upstreamHelp string) {
+// values the command uses. With opts.RegisterUpstream it also registers
+// --upstream, whose default is upstream; empty means the command picks one
+// itself (dev: its sink).
+func nodeFlags(fs *pflag.FlagSet, opts Options, d node.Config, upstream, upstreamHelp string) {
 	fs.String("prefix", d.Prefix, "etcd key prefix of the cluster")
 	fs.Int("partitions", d.Partitions, "partition count when creating a new cluster")
 	fs.Duration("lease-ttl", d.LeaseTTL, "TTL of the node's etcd lease and leader session (whole seconds)")
@@ -46,7 +44,9 @@ func nodeFlags(fs *pflag.FlagSet, d node.Config, upstream, upstreamHelp string) 
 	fs.Int("max-reply-bytes", d.MaxReplyBytes, "largest invocation reply; a larger one fails the call before its writes commit")
 	fs.Duration("forward-timeout", d.ForwardTimeout, "bound one forward to another node (0: none; a forward ends anyway when the owner changes)")
 	fs.String("debug-listen", "", "serve the process's profiles (net/http/pprof) over HTTP at this address; off if empty")
-	fs.String("upstream", upstream, "URL the example classes deliver to (e.g. a durable sink)"+upstreamHelp)
+	if opts.RegisterUpstream != nil {
+		fs.String("upstream", upstream, "URL the classes deliver to (e.g. a durable sink)"+upstreamHelp)
+	}
 }
 
 func nodeConfig(fs *pflag.FlagSet) node.Config {
@@ -77,26 +77,12 @@ func nodeConfig(fs *pflag.FlagSet) node.Config {
 	return c
 }
 
-func exampleRegistry(fs *pflag.FlagSet) (*node.Registry, error) {
-	upstream, _ := fs.GetString("upstream")
-	reg := node.NewRegistry()
-	if err := examples.Register(reg, examples.Config{Upstream: strings.TrimSuffix(upstream, "/")}); err != nil {
-		return nil, err
-	}
-	// The bench's alarm class, so `durable bench --addr` can measure this
-	// node's cluster.
-	if err := benchclass.Register(reg, nil); err != nil {
-		return nil, err
-	}
-	return reg, nil
-}
-
-func newAgentCmd() *cobra.Command {
+func newAgentCmd(opts Options) *cobra.Command {
 	host, _ := os.Hostname()
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run one node of a cluster",
-		Long: "Run one durable node with the example classes, joining the cluster stored in etcd.\n" +
+		Long: "Run one durable node with " + opts.Name + "'s classes, joining the cluster stored in etcd.\n" +
 			"Traces go to an OTLP collector when the OpenTelemetry environment asks for one\n" +
 			"(OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER=otlp); off otherwise." + envHelp,
 		Args: cobra.NoArgs,
@@ -122,7 +108,7 @@ func newAgentCmd() *cobra.Command {
 			if cfg.EtcdTLS, err = etcdTLS(fs); err != nil {
 				return err
 			}
-			reg, err := exampleRegistry(fs)
+			reg, err := registry(opts, fs)
 			if err != nil {
 				return err
 			}
@@ -158,7 +144,7 @@ func newAgentCmd() *cobra.Command {
 	fs.String("etcd-key", "", "private key of --etcd-cert (PEM)")
 	fs.String("metrics-listen", "", "serve Prometheus metrics (/metrics) and health (/healthz) over HTTP at this address; off if empty")
 	fs.Bool("pprof", false, "also serve the process's profiles under /debug/pprof/ on --metrics-listen")
-	nodeFlags(fs, node.DefaultConfig(), "http://127.0.0.1:4680", "")
+	nodeFlags(fs, opts, node.DefaultConfig(), "http://127.0.0.1:4680", "")
 	return cmd
 }
 

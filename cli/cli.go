@@ -1,0 +1,121 @@
+// Package cli is the durable command line as a library: the root command and
+// every subcommand (dev, agent, invoke, alarm, status, locate, drain, health,
+// load, bench, version, certs, etcd-auth, sink) with their flags, DURABLE_*
+// environment variables, TLS and security options and exit codes. The durable
+// binary (cmd/durable) is Main with the example classes; a user's binary is
+// Main with its own:
+//
+//	func main() {
+//		cli.Main(cli.Options{Name: "chat", Register: func(reg *node.Registry) error {
+//			return node.RegisterClass(reg, "Room", newRoom)
+//		}})
+//	}
+//
+// Such a binary gets every command; dev and agent serve the classes Register
+// adds. Flags only some classes need are not generic: --upstream (the URL
+// durable's example classes deliver to; dev defaults it to its sink) exists
+// only when Options.RegisterUpstream is set, as cmd/durable does. Every other
+// flag and its DURABLE_<FLAG> variable is the same in every binary.
+//
+// Exit codes: 0 success, 1 failure, 2 usage or bad input, 3 not found,
+// 4 unavailable.
+//
+// Concurrency: Main and Command build a fresh command tree on each call and
+// keep no package state, so tests run several in one process.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/durable-run/durable/node"
+)
+
+// Options say what a binary built on this package serves and how it is named.
+// The zero value is a binary named "durable" that serves no classes.
+type Options struct {
+	// Name is the binary's name in help, usage lines, `version` and the
+	// prefix of error messages ("chat: …"). Default "durable".
+	Name string
+	// Short is the one-line description in the root command's help.
+	// Default "Durable objects with alarms, on etcd".
+	Short string
+	// Run is how dev's banner tells a user to run the binary, e.g.
+	// "go run ./cmd/chat". Default Name.
+	Run string
+	// Register adds the binary's classes to reg. dev and agent call it once
+	// per process, before they start serving; dev's nodes share the registry.
+	Register func(reg *node.Registry) error
+	// RegisterUpstream, when set, gives dev and agent the --upstream flag (the
+	// URL classes deliver to; agent's default http://127.0.0.1:4680, dev's
+	// its own sink) and is called after Register with its value, without a
+	// trailing slash.
+	RegisterUpstream func(reg *node.Registry, upstream string) error
+	// Try lists commands dev's banner suggests, each without the binary's
+	// name, e.g. "invoke Counter c increment"; dev inserts --addr after the
+	// subcommand when its first node is not at the default address.
+	// Default: "status".
+	Try []string
+}
+
+func (o Options) withDefaults() Options {
+	if o.Name == "" {
+		o.Name = "durable"
+	}
+	if o.Short == "" {
+		o.Short = "Durable objects with alarms, on etcd"
+	}
+	if o.Run == "" {
+		o.Run = o.Name
+	}
+	if len(o.Try) == 0 {
+		o.Try = []string{"status"}
+	}
+	return o
+}
+
+// Main runs the command line given by os.Args with a context that SIGINT and
+// SIGTERM cancel, prints an error prefixed by the binary's name and exits
+// with its exit code. It returns only if the command succeeded.
+func Main(opts Options) {
+	opts = opts.withDefaults()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := Command(opts).ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", opts.Name, err)
+		os.Exit(exitCode(err))
+	}
+}
+
+// Command returns the root command of a binary built with opts, for a binary
+// that adds commands of its own or a test that runs the command line
+// in-process (SetArgs, SetOut, ExecuteContext).
+func Command(opts Options) *cobra.Command {
+	return newRootCmd(opts.withDefaults())
+}
+
+// registry is the registry dev and agent serve: opts' classes, with fs's
+// --upstream when opts take one.
+func registry(opts Options, fs *pflag.FlagSet) (*node.Registry, error) {
+	reg := node.NewRegistry()
+	if opts.Register != nil {
+		if err := opts.Register(reg); err != nil {
+			return nil, err
+		}
+	}
+	if opts.RegisterUpstream != nil {
+		upstream, _ := fs.GetString("upstream")
+		if err := opts.RegisterUpstream(reg, strings.TrimSuffix(upstream, "/")); err != nil {
+			return nil, err
+		}
+	}
+	return reg, nil
+}
