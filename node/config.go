@@ -17,8 +17,12 @@ import (
 	"github.com/durable-run/durable/metrics"
 )
 
-// Config configures a Node. Start from DefaultConfig and call Validate (New
-// does) before use.
+// Config configures a Node. Validate (New and agent.Start call it) fills
+// every zero field with DefaultConfig's value, so a Config with only ID set
+// works; only ID has no default (two nodes must not share one). A few
+// fields' zero means "off" and is kept: ForwardTimeout (no bound),
+// CallLatencyTarget (not watched; DefaultConfig's is 100ms) and HomeDCs
+// (this node's DC).
 type Config struct {
 	// ID names the node; unique among live nodes.
 	ID string
@@ -158,9 +162,10 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate checks the configuration and fills the injectable defaults
-// (clock, jitter, logger).
+// Validate fills zero fields with defaults (see applyDefaults) and checks
+// the configuration, reporting every bad field at once.
 func (c *Config) Validate() error {
+	c.applyDefaults()
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.ID == "" || strings.ContainsAny(c.ID, "/ \t\n") {
@@ -229,6 +234,60 @@ func (c *Config) Validate() error {
 	if c.QueueSize < 1 {
 		bad("queue size %d must be at least 1", c.QueueSize)
 	}
+	return errors.Join(errs...)
+}
+
+// applyDefaults sets every zero field that has a default to DefaultConfig's
+// value, and the injectable dependencies (clock, jitter, logger, metrics,
+// tracer) to real ones. Zero that means "off" is left alone: ForwardTimeout,
+// CallLatencyTarget and HomeDCs (see Config). A set but wrong value, e.g. a
+// negative duration, is kept for Validate to report.
+func (c *Config) applyDefaults() {
+	d := DefaultConfig()
+	setString := func(v *string, def string) {
+		if *v == "" {
+			*v = def
+		}
+	}
+	setInt := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setDuration := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setString(&c.DC, d.DC)
+	setString(&c.Prefix, d.Prefix)
+	setInt(&c.Partitions, d.Partitions)
+	setDuration(&c.LeaseTTL, d.LeaseTTL)
+	setDuration(&c.DCGrace, d.DCGrace)
+	setDuration(&c.Stabilise, d.Stabilise)
+	setDuration(&c.IdleTimeout, d.IdleTimeout)
+	setInt(&c.QueueSize, d.QueueSize)
+	setDuration(&c.AlarmWindow, d.AlarmWindow)
+	setDuration(&c.CommitTimeout, d.CommitTimeout)
+	setInt(&c.CommitMaxOps, d.CommitMaxOps)
+	setInt(&c.CommitMaxBytes, d.CommitMaxBytes)
+	setInt(&c.CommitParallelism, d.CommitParallelism)
+	setInt(&c.MaxCalls, d.MaxCalls)
+	if c.MinCalls == 0 {
+		// A MaxCalls set below the default floor keeps its own value as
+		// the floor rather than failing min <= max.
+		c.MinCalls = min(d.MinCalls, max(c.MaxCalls, 1))
+	}
+	setInt(&c.MaxActiveObjects, d.MaxActiveObjects)
+	if c.MaxActivationRate == 0 {
+		c.MaxActivationRate = d.MaxActivationRate
+	}
+	setDuration(&c.CommitLatencyTarget, d.CommitLatencyTarget)
+	setInt(&c.MaxReplyBytes, d.MaxReplyBytes)
+	setInt(&c.MaxRunningAlarms, d.MaxRunningAlarms)
+	setDuration(&c.AlarmHandlerTimeout, d.AlarmHandlerTimeout)
+	setDuration(&c.BlockTimeout, d.BlockTimeout)
+	setDuration(&c.SystemRetryDelay, d.SystemRetryDelay)
 	if c.Clock == nil {
 		c.Clock = clockwork.NewRealClock()
 	}
@@ -244,5 +303,4 @@ func (c *Config) Validate() error {
 	if c.TracerProvider == nil {
 		c.TracerProvider = noop.NewTracerProvider()
 	}
-	return errors.Join(errs...)
 }
