@@ -47,9 +47,9 @@ type Options struct {
 	// Short is the one-line description in the root command's help.
 	// Default "Durable objects with alarms, on etcd".
 	Short string
-	// Run is how dev's banner tells a user to run the binary, e.g.
+	// RunAs is how dev's banner tells a user to run the binary, e.g.
 	// "go run ./cmd/chat". Default Name.
-	Run string
+	RunAs string
 	// Register adds the binary's classes to reg. dev and agent call it once
 	// per process, before they start serving; dev's nodes share the registry.
 	Register func(reg *node.Registry) error
@@ -72,8 +72,8 @@ func (o Options) withDefaults() Options {
 	if o.Short == "" {
 		o.Short = "Durable objects with alarms, on etcd"
 	}
-	if o.Run == "" {
-		o.Run = o.Name
+	if o.RunAs == "" {
+		o.RunAs = o.Name
 	}
 	if len(o.Try) == 0 {
 		o.Try = []string{"status"}

@@ -143,7 +143,7 @@ Start nodes apart, e.g.:
   %s agent --etcd %s%s
 
 Ctrl-C stops everything.
-`, opts.Name, strings.Join(etcd.Endpoints(), ","), sinkURL, opts.Run, strings.Join(etcd.Endpoints(), ","), upstreamFlag)
+`, opts.Name, strings.Join(etcd.Endpoints(), ","), sinkURL, opts.RunAs, strings.Join(etcd.Endpoints(), ","), upstreamFlag)
 		<-ctx.Done()
 		return nil
 	}
@@ -208,7 +208,7 @@ Ctrl-C stops everything.
 	}
 	var try strings.Builder
 	for _, line := range opts.Try {
-		fmt.Fprintf(&try, "  %s\n", tryLine(cmd.Root(), opts.Run, line, addrFlag))
+		fmt.Fprintf(&try, "  %s\n", tryLine(cmd.Root(), opts.RunAs, line, addrFlag))
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), `
 %s dev is running

@@ -15,7 +15,7 @@ func main() { cli.Main(options) }
 
 var options = cli.Options{
 	Name:     "durable",
-	Run:      "go run ./cmd/durable",
+	RunAs:    "go run ./cmd/durable",
 	Register: func(reg *node.Registry) error { return benchclass.Register(reg, nil) },
 	RegisterUpstream: func(reg *node.Registry, upstream string) error {
 		return examples.Register(reg, examples.Config{Upstream: upstream})

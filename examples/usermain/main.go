@@ -19,8 +19,8 @@ import (
 func main() { cli.Main(options) }
 
 var options = cli.Options{
-	Name: "usermain",
-	Run:  "go run ./examples/usermain",
+	Name:  "usermain",
+	RunAs: "go run ./examples/usermain",
 	Register: func(reg *node.Registry) error {
 		return node.RegisterClass(reg, "Greeter", newGreeter)
 	},
