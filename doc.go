@@ -12,6 +12,12 @@
 // is released only after that commit is durable (the output gate). An event
 // that fails writes nothing (for alarms, see the retry rules on Alarmer).
 //
+// A class handles invocations by name and bytes (Object.Invoke), or declares
+// typed methods — Method, bound to handlers with Handle and routed by a
+// Router built with Methods — whose payloads are JSON, or protobuf for
+// proto.Message types; the Go client calls them with client.Call. See
+// typed.go and docs/design.md ("Typed methods").
+//
 // The runtime that runs classes lives in package node; this package has no
 // dependency on etcd or gRPC so that class code stays small.
 package durable

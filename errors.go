@@ -50,6 +50,14 @@ var (
 	// (another method or payload) was sent again; nothing ran. It is an
 	// ErrInvalidArgument.
 	ErrRequestIDReused = fmt.Errorf("%w: request id reused with another call", ErrInvalidArgument)
+	// ErrUnknownMethod: the class has no method of that name (a Router
+	// without a fallback). Nothing ran. Not the object's own error: the
+	// caller asked for something the class does not offer.
+	ErrUnknownMethod = errors.New("durable: unknown method")
+	// ErrBadPayload: a typed method's payload cannot be decoded into its
+	// request type; the handler did not run and nothing was written. It is
+	// an ErrInvalidArgument.
+	ErrBadPayload = fmt.Errorf("%w: payload cannot be decoded", ErrInvalidArgument)
 	// ErrSyncInTransaction: Storage.Sync was called inside
 	// Storage.Transaction, which must stay all-or-nothing. Nothing was
 	// written. It is an ErrInvalidArgument.

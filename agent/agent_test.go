@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"strings"
@@ -51,6 +52,8 @@ func (k *kv) Invoke(ctx context.Context, method string, payload []byte) ([]byte,
 		return nil, s.PutMany(ctx, m)
 	case "alarm":
 		return nil, s.SetAlarm(ctx, time.Now().Add(time.Hour))
+	case "fail":
+		return nil, errors.New("the object says no")
 	}
 	return nil, nil
 }
@@ -112,6 +115,8 @@ func TestBadInputGetsDocumentedCodesAndWritesNothing(t *testing.T) {
 		{"too many keys", "KV", client.ByName("a"), "manykeys", codes.InvalidArgument, "INVALID_ARGUMENT"},
 		{"empty key", "KV", client.ByName("a"), "put", codes.InvalidArgument, "INVALID_ARGUMENT"},
 		{"alarm without handler", "KV", client.ByName("a"), "alarm", codes.FailedPrecondition, "NO_ALARM_HANDLER"},
+		{"unknown typed method", "Counter", client.ByName("a"), "nope", codes.Unimplemented, "UNKNOWN_METHOD"},
+		{"undecodable typed payload", "Counter", client.ByName("a"), "increment", codes.InvalidArgument, "BAD_PAYLOAD"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -129,7 +134,7 @@ func TestBadInputGetsDocumentedCodesAndWritesNothing(t *testing.T) {
 
 func TestObjectErrorIsMarkedAsTheObjects(t *testing.T) {
 	h := startKV(t)
-	_, err := h.Dial().Invoke(context.Background(), "Counter", client.ByName("c"), "no-such-method", nil)
+	_, err := h.Dial().Invoke(context.Background(), "KV", client.ByName("c"), "fail", nil)
 	require.Equal(t, codes.Unknown, status.Code(err))
 	require.True(t, client.IsObjectError(err), "handler errors are marked as the object's: %v", err)
 	require.False(t, client.Retryable(err))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/embedetcd"
@@ -193,11 +194,21 @@ func TestCounter(t *testing.T) {
 	require.JSONEq(t, `{"value":6}`, string(h.MustInvoke("Counter", "c", "get", nil)))
 	require.JSONEq(t, `{"value":-2}`, string(h.MustInvoke("Counter", "c", "set", []byte("-2"))))
 	require.JSONEq(t, `{"value":0}`, string(h.MustInvoke("Counter", "other", "get", nil)))
-	_, err := h.Invoke("Counter", "c", "increment", []byte("x"))
+	// The README's lines, byte for byte.
+	require.Equal(t, `{"value":1}`, string(h.MustInvoke("Counter", "readme", "increment", nil)))
+	require.Equal(t, `{"value":42}`, string(h.MustInvoke("Counter", "readme", "increment", []byte("41"))))
+	// Typed methods: a payload that is not an integer and an unknown method
+	// are the caller's errors, refused before the handler runs — not the
+	// object's own.
 	var oe *durable.ObjectError
-	require.True(t, errors.As(err, &oe), "bad payload is the object's error, got %v", err)
+	_, err := h.Invoke("Counter", "c", "increment", []byte("x"))
+	require.ErrorIs(t, err, durable.ErrBadPayload)
+	require.Equal(t, codes.InvalidArgument, node.Code(err))
+	require.False(t, errors.As(err, &oe), "a bad payload is not the object's error: %v", err)
 	_, err = h.Invoke("Counter", "c", "nope", nil)
-	require.True(t, errors.As(err, &oe), "unknown method is the object's error, got %v", err)
+	require.ErrorIs(t, err, durable.ErrUnknownMethod)
+	require.Equal(t, codes.Unimplemented, node.Code(err))
+	require.False(t, errors.As(err, &oe), "an unknown method is not the object's error: %v", err)
 	h.Restart()
 	require.JSONEq(t, `{"value":-2}`, string(h.MustInvoke("Counter", "c", "get", nil)))
 }

@@ -27,7 +27,9 @@ type errorRule struct {
 var errorTable = []errorRule{
 	{durable.ErrSyncInTransaction, codes.InvalidArgument, "SYNC_IN_TRANSACTION", false},
 	{durable.ErrRequestIDReused, codes.InvalidArgument, "REQUEST_ID_REUSED", false},
+	{durable.ErrBadPayload, codes.InvalidArgument, "BAD_PAYLOAD", false},
 	{durable.ErrInvalidArgument, codes.InvalidArgument, "INVALID_ARGUMENT", false},
+	{durable.ErrUnknownMethod, codes.Unimplemented, "UNKNOWN_METHOD", false},
 	{durable.ErrUnknownClass, codes.NotFound, "UNKNOWN_CLASS", false},
 	{durable.ErrNoAlarmHandler, codes.FailedPrecondition, "NO_ALARM_HANDLER", false},
 	{durable.ErrAlarmPending, codes.FailedPrecondition, "ALARM_PENDING", false},

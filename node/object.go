@@ -492,11 +492,13 @@ func (o *object) ensureInstance(ctx context.Context) error {
 
 // classifyHandlerErr turns a handler's failure into the caller's error: system
 // errors raised by our own storage and the runtime's refusals of bad input
-// (an oversized key, SetAlarm without a handler) keep their identity;
+// (an oversized key, SetAlarm without a handler, a typed method's unknown
+// name or undecodable payload) keep their identity;
 // anything else is the object's own error.
 func classifyHandlerErr(err error, how outcome) error {
 	if how == outcomeAbandoned || isSystemErr(err) ||
-		errors.Is(err, durable.ErrInvalidArgument) || errors.Is(err, durable.ErrNoAlarmHandler) {
+		errors.Is(err, durable.ErrInvalidArgument) || errors.Is(err, durable.ErrNoAlarmHandler) ||
+		errors.Is(err, durable.ErrUnknownMethod) {
 		return err
 	}
 	var oe *durable.ObjectError

@@ -286,7 +286,8 @@ type ErrorDetail struct {
 	// "INVALID_ARGUMENT", "OVERLOADED" (the node sheds load), "OBJECT_BUSY"
 	// (the object's queue is full), "OWNERSHIP_LOST", "OBJECT_RESET",
 	// "COMMIT_UNKNOWN", "OBJECT_ERROR", "UNAVAILABLE", "DEADLINE",
-	// "STORAGE_FULL", "REQUEST_ID_REUSED".
+	// "STORAGE_FULL", "REQUEST_ID_REUSED", "UNKNOWN_METHOD",
+	// "BAD_PAYLOAD".
 	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	// retry_after_ms, when > 0, is how long the caller should wait before it
 	// tries again (an overloaded node, a busy object, a full etcd).
