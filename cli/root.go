@@ -136,13 +136,13 @@ func dirty(modified bool) string {
 }
 
 // exitCode maps errors to exit codes: 2 for usage and bad input, 3 for
-// "not found", 4 for unavailable, 1 otherwise.
+// "not found" (a class or a method), 4 for unavailable, 1 otherwise.
 func exitCode(err error) int {
 	if st, ok := status.FromError(err); ok {
 		switch st.Code() {
 		case codes.InvalidArgument, codes.FailedPrecondition:
 			return 2
-		case codes.NotFound:
+		case codes.NotFound, codes.Unimplemented: // an unknown class or method
 			return 3
 		case codes.Unavailable, codes.DeadlineExceeded:
 			return 4
