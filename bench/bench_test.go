@@ -14,6 +14,7 @@ import (
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/client"
 	"github.com/durable-run/durable/embedetcd"
+	"github.com/durable-run/durable/metrics"
 	"github.com/durable-run/durable/node"
 )
 
@@ -401,4 +402,43 @@ func (stopScenario) Name() string { return "stop" }
 func (s stopScenario) Run(context.Context, *Env) ([]Result, error) {
 	s.cancel()
 	return []Result{{Scenario: "stop", Case: "stop", Count: 1, Rate: 1, Seconds: 1, Unit: "ops/s"}}, nil
+}
+
+// TestObservabilityOffSkipsMetricsOnly: nodes of an off cluster answer
+// calls but count none of them; nodes with metrics (and with tracing) count
+// every one. The off half is what the cost comparison measures against.
+func TestObservabilityOffSkipsMetricsOnly(t *testing.T) {
+	for _, tc := range []struct {
+		obs     string
+		counted bool
+	}{
+		{ObsOff, false},
+		{ObsMetrics, true},
+		{ObsTracing, true},
+	} {
+		t.Run(tc.obs, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), tinyRunTimeout)
+			defer cancel()
+			cfg := tinyCluster(1)
+			cfg.Observability = tc.obs
+			c, err := StartCluster(ctx, cfg)
+			require.NoError(t, err)
+			defer func() { require.NoError(t, c.Close()) }()
+			require.Equal(t, tc.obs, c.Observability())
+			cl, err := client.Dial(c.Addrs()[0], client.Options{})
+			require.NoError(t, err)
+			defer cl.Close()
+			for range 3 {
+				_, err := cl.Invoke(ctx, counterClass, client.ByName("obs"), "increment", nil)
+				require.NoError(t, err)
+			}
+			m := c.Agent(0).Metrics()
+			require.Equal(t, tc.counted, m.Enabled())
+			want := 0.0
+			if tc.counted {
+				want = 3
+			}
+			require.Equal(t, want, metrics.Value(m.Invocations))
+		})
+	}
 }
