@@ -64,6 +64,7 @@ type Config struct {
 	MetricsListen string
 	Pprof         bool
 	// Metrics is the node's metric set; nil: a new one (metrics.New).
+	// metrics.Off() skips the hot paths' updates and the RPC metrics.
 	Metrics *metrics.Set
 	// ServerOptions are added to the gRPC server's (after the agent's own
 	// credentials and interceptors): e.g. more interceptors.
@@ -166,13 +167,17 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 			return nil, err
 		}
 	}
-	// The RPCs' own metrics (grpc_server_handled_total, …), beside ours.
-	rpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
-		grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})))
-	a.metrics.Registry.MustRegister(rpcMetrics)
-	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(rpcMetrics.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(rpcMetrics.StreamServerInterceptor()),
+	// The RPCs' own metrics (grpc_server_handled_total, …), beside ours;
+	// none with metrics.Off, whose nodes measure the cost of metrics.
+	var opts []grpc.ServerOption
+	if a.metrics.Enabled() {
+		rpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+			grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})))
+		a.metrics.Registry.MustRegister(rpcMetrics)
+		opts = append(opts,
+			grpc.ChainUnaryInterceptor(rpcMetrics.UnaryServerInterceptor()),
+			grpc.ChainStreamInterceptor(rpcMetrics.StreamServerInterceptor()),
+		)
 	}
 	opts = append(opts, tracing.ServerOptions(a.cfg.Node.TracerProvider)...)
 	opts = append(opts, a.secured...) // after the metrics: refusals are counted as RPCs too

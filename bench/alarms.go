@@ -35,7 +35,17 @@ import (
 // is the commit of the alarm's success. Targets (DESIGN §7): ≥ 20,000
 // alarms/s; lateness p50 ≤ 5 ms, p99 ≤ 50 ms at that load; ≤ 200 bytes of
 // heap per alarm in the window.
-type AlarmsScenario struct{}
+//
+// With CompareObservability, both rates are measured on three clusters
+// (as InvokeScenario's): nodes without metrics updates or tracing, with
+// metrics, with metrics and tracing, case by case, each row with its
+// ratios to the off one (Result.VsOff). Memory is measured once, with
+// metrics.
+type AlarmsScenario struct {
+	// CompareObservability also measures the rates on nodes with other
+	// observability (an embedded cluster only).
+	CompareObservability bool
+}
 
 // Name implements Scenario.
 func (AlarmsScenario) Name() string { return "alarms" }
@@ -67,7 +77,7 @@ const (
 )
 
 // Run implements Scenario.
-func (AlarmsScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
+func (s AlarmsScenario) Run(ctx context.Context, env *Env) (_ []Result, err error) {
 	if env.Etcd == nil {
 		return nil, fmt.Errorf("the alarms scenario watches etcd for the alarms' commits: %w", ErrNoEtcd)
 	}
@@ -93,23 +103,34 @@ func (AlarmsScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
 		rows = append(rows, r)
 	}
 
-	r, err := alarmRun(ctx, env, "same instant", burst, 0)
+	envs, obs, closeObs, err := env.observabilities(ctx, s.CompareObservability, "alarms")
 	if err != nil {
-		return rows, err
+		return nil, err
 	}
-	r.Target = AtLeast(targetAlarmsPerSec, r.Rate)
-	add(r)
+	defer func() { err = errors.Join(err, closeObs()) }()
 
+	// Case by case, the observabilities taking turns.
+	for i, e := range envs {
+		r, err := alarmRun(ctx, e, obs[i], "same instant", burst, 0)
+		if err != nil {
+			return rows, err
+		}
+		r.Target = AtLeast(targetAlarmsPerSec, r.Rate)
+		add(r)
+	}
 	n := int(rate * spread.Seconds())
-	r, err = alarmRun(ctx, env, fmt.Sprintf("spread, %.0f/s for %s", rate, spread), n, spread)
-	if err != nil {
-		return rows, err
+	for i, e := range envs {
+		r, err := alarmRun(ctx, e, obs[i], fmt.Sprintf("spread, %.0f/s for %s", rate, spread), n, spread)
+		if err != nil {
+			return rows, err
+		}
+		r.Target = P99AtMost(targetLatenessP99, r.Latency)
+		if r.Latency != nil {
+			r.Note = fmt.Sprintf("p50 target %d ms: %s", targetLatenessP50, metOrMissed(r.Latency.P50 <= targetLatenessP50))
+		}
+		add(r)
 	}
-	r.Target = P99AtMost(targetLatenessP99, r.Latency)
-	if r.Latency != nil {
-		r.Note = fmt.Sprintf("p50 target %d ms: %s", targetLatenessP50, metOrMissed(r.Latency.P50 <= targetLatenessP50))
-	}
-	add(r)
+	compareObservability(rows)
 
 	if env.Cluster == nil {
 		env.Progress.Linef("%-36s skipped: needs the embedded cluster", "alarms memory")
@@ -143,12 +164,18 @@ func metOrMissed(ok bool) string {
 
 // alarmRun arms n objects with alarms due from an instant T on, spread
 // evenly over spread (0: all at T), waits until every alarm's completion is
-// committed, and returns the row.
-func alarmRun(ctx context.Context, env *Env, label string, n int, spread time.Duration) (Result, error) {
-	row := Result{Scenario: "alarms", Case: label, Unit: "alarms/s"}
+// committed, and returns the row, its Observability obs (which also keeps
+// the objects' names apart from other observabilities' in this process's
+// log of runs).
+func alarmRun(ctx context.Context, env *Env, obs, label string, n int, spread time.Duration) (Result, error) {
+	row := Result{Scenario: "alarms", Case: label, Unit: "alarms/s", Observability: obs}
+	tag := strings.Fields(label)[0]
+	if obs != "" {
+		tag += "-" + strings.ReplaceAll(obs, "+", "-")
+	}
 	names := make([]string, n)
 	for i := range names {
-		names[i] = fmt.Sprintf("bench-%s-%s-%d", env.RunID, strings.Fields(label)[0], i)
+		names[i] = fmt.Sprintf("bench-%s-%s-%d", env.RunID, tag, i)
 	}
 	due := func(t time.Time, i int) time.Time {
 		if spread <= 0 {
@@ -191,8 +218,12 @@ func alarmRun(ctx context.Context, env *Env, label string, n int, spread time.Du
 	if spread > 0 {
 		row.Extra["offered_alarms/s"] = float64(n) / spread.Seconds()
 	}
+	what := "alarms " + label
+	if obs != "" {
+		what += " (" + obs + ")"
+	}
 	env.Progress.Linef("%-36s %s alarms/s committed, lateness p50 %.1f ms p99 %.1f ms max %.1f ms",
-		"alarms "+label, thousands(row.Rate), row.Latency.P50, row.Latency.P99, row.Latency.Max)
+		what, thousands(row.Rate), row.Latency.P50, row.Latency.P99, row.Latency.Max)
 	return row, nil
 }
 

@@ -370,6 +370,50 @@ func (e *Env) sub(ctx context.Context, c *Cluster) (*Env, func() error, error) {
 	return s, func() error { return errors.Join(s.Client.Close(), s.Etcd.Close(), c.Close()) }, nil
 }
 
+// compared are the observabilities a scenario compares, in the order
+// their rows are printed.
+var compared = []string{ObsOff, ObsMetrics, ObsTracing}
+
+// observabilities returns the envs a scenario measures, each with its
+// rows' Observability, and the function that closes the ones it started.
+// Without compare, or on a given cluster (a line says it is skipped, for
+// what), that is e alone, unlabelled; with it, one env per compared
+// observability, in that order: e for its own, a twin (Cluster.Twin, on
+// the same etcd) for each other.
+func (e *Env) observabilities(ctx context.Context, compare bool, what string) (envs []*Env, obs []string, closeAll func() error, err error) {
+	var closers []func() error
+	closeAll = func() error {
+		var errs []error
+		for _, c := range closers {
+			errs = append(errs, c())
+		}
+		return errors.Join(errs...)
+	}
+	if compare && e.Cluster == nil {
+		e.Progress.Linef("%-36s skipped: a given cluster (--addr) is measured as it is", what+" observability")
+	}
+	if !compare || e.Cluster == nil {
+		return []*Env{e}, []string{""}, closeAll, nil
+	}
+	for _, o := range compared {
+		if o == e.Cluster.Observability() {
+			envs, obs = append(envs, e), append(obs, o)
+			continue
+		}
+		c, err := e.Cluster.Twin(ctx, func(cfg *ClusterConfig) { cfg.Observability = o })
+		if err != nil {
+			return nil, nil, nil, errors.Join(err, closeAll())
+		}
+		sub, closeSub, err := e.sub(ctx, c)
+		if err != nil {
+			return nil, nil, nil, errors.Join(err, closeAll())
+		}
+		closers = append(closers, closeSub)
+		envs, obs = append(envs, sub), append(obs, o)
+	}
+	return envs, obs, closeAll, nil
+}
+
 // dialEtcd connects a client to endpoints and checks that etcd answers.
 func dialEtcd(ctx context.Context, endpoints []string) (*clientv3.Client, error) {
 	c, err := clientv3.New(clientv3.Config{

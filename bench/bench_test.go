@@ -14,6 +14,7 @@ import (
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/client"
 	"github.com/durable-run/durable/embedetcd"
+	"github.com/durable-run/durable/metrics"
 	"github.com/durable-run/durable/node"
 )
 
@@ -176,6 +177,61 @@ func TestInvokeOverMTLSTinyRun(t *testing.T) {
 
 // TestAlarmsTinyRun runs the alarms scenario end to end with a few hundred
 // alarms: every alarm fires once, not early, and the rows are sane.
+// TestObservabilityTinyRun measures invoke and alarms in one run on nodes
+// without metrics, with metrics and with metrics and tracing: every row
+// exists for all three, every call succeeded and every alarm ran once,
+// each metrics and tracing row is compared with its off row, and the run
+// leaves no key behind.
+func TestObservabilityTinyRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), tinyRunTimeout)
+	defer cancel()
+	p := tiny()
+	p.Alarms = 300
+	rep, err := Run(ctx, []Scenario{InvokeScenario{CompareObservability: true}, AlarmsScenario{CompareObservability: true}},
+		Options{Profile: p, Cluster: tinyCluster(2)})
+	require.NoError(t, err)
+
+	rows := map[string]Result{}
+	for _, r := range rep.Results {
+		if r.Scenario == "etcd" || r.Unit == "bytes/alarm" {
+			continue
+		}
+		requireSane(t, r)
+		require.NotEmpty(t, r.Observability, "%s %s", r.Scenario, r.Case)
+		rows[r.Scenario+"/"+r.Observability+"/"+r.Case] = r
+	}
+	cases := []string{
+		"invoke/get via owner", "invoke/get via non-owner", "invoke/get open loop, ½ target rate",
+		"invoke/increment via owner", "invoke/increment via non-owner", "invoke/increment open loop, ½ target rate",
+		"alarms/same instant", "alarms/spread, 20000/s for 15ms",
+	}
+	for _, c := range cases {
+		sc, name, _ := strings.Cut(c, "/")
+		off, ok := rows[sc+"/"+ObsOff+"/"+name]
+		require.True(t, ok, "no off row %q", c)
+		require.Nil(t, off.VsOff, c)
+		for _, obs := range []string{ObsMetrics, ObsTracing} {
+			r, ok := rows[sc+"/"+obs+"/"+name]
+			require.True(t, ok, "no %s row %q", obs, c)
+			require.Contains(t, []string{"", Plaintext}, r.Transport, c)
+			require.NotNil(t, r.VsOff, "%s %s", obs, c)
+			require.InDelta(t, r.Rate/off.Rate, r.VsOff.Rate, 1e-9, c)
+			if sc == "alarms" {
+				require.EqualValues(t, 300, r.Count, c)
+				require.Zero(t, r.Extra["duplicate_runs"], c)
+			}
+		}
+	}
+	require.Len(t, rows, 3*len(cases))
+
+	resp, err := sharedEtcd.Client()
+	require.NoError(t, err)
+	defer resp.Close()
+	left, err := resp.Get(ctx, "/durable-bench", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	require.NoError(t, err)
+	require.Zero(t, left.Count, "the run's keys are gone")
+}
+
 func TestAlarmsTinyRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), tinyRunTimeout)
 	defer cancel()
@@ -346,4 +402,43 @@ func (stopScenario) Name() string { return "stop" }
 func (s stopScenario) Run(context.Context, *Env) ([]Result, error) {
 	s.cancel()
 	return []Result{{Scenario: "stop", Case: "stop", Count: 1, Rate: 1, Seconds: 1, Unit: "ops/s"}}, nil
+}
+
+// TestObservabilityOffSkipsMetricsOnly: nodes of an off cluster answer
+// calls but count none of them; nodes with metrics (and with tracing) count
+// every one. The off half is what the cost comparison measures against.
+func TestObservabilityOffSkipsMetricsOnly(t *testing.T) {
+	for _, tc := range []struct {
+		obs     string
+		counted bool
+	}{
+		{ObsOff, false},
+		{ObsMetrics, true},
+		{ObsTracing, true},
+	} {
+		t.Run(tc.obs, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), tinyRunTimeout)
+			defer cancel()
+			cfg := tinyCluster(1)
+			cfg.Observability = tc.obs
+			c, err := StartCluster(ctx, cfg)
+			require.NoError(t, err)
+			defer func() { require.NoError(t, c.Close()) }()
+			require.Equal(t, tc.obs, c.Observability())
+			cl, err := client.Dial(c.Addrs()[0], client.Options{})
+			require.NoError(t, err)
+			defer cl.Close()
+			for range 3 {
+				_, err := cl.Invoke(ctx, counterClass, client.ByName("obs"), "increment", nil)
+				require.NoError(t, err)
+			}
+			m := c.Agent(0).Metrics()
+			require.Equal(t, tc.counted, m.Enabled())
+			want := 0.0
+			if tc.counted {
+				want = 3
+			}
+			require.Equal(t, want, metrics.Value(m.Invocations))
+		})
+	}
 }

@@ -10,12 +10,15 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc"
 
 	"github.com/durable-run/durable/agent"
 	"github.com/durable-run/durable/embedetcd"
 	"github.com/durable-run/durable/examples"
 	"github.com/durable-run/durable/keyspace"
+	"github.com/durable-run/durable/metrics"
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/placement"
 	"github.com/durable-run/durable/security"
@@ -55,12 +58,26 @@ type ClusterConfig struct {
 	// of the bench dialling with DialOptions (the "admin" client's
 	// certificate). The nodes' etcd connections stay plaintext.
 	MTLS bool
+	// Observability is what the nodes measure of themselves: ObsMetrics
+	// (the default, as a node runs unless told otherwise), ObsOff (no
+	// metric updates on the hot paths: metrics.Off; no tracing) or
+	// ObsTracing (metrics and tracing: every span sampled and exported,
+	// in batches, to an exporter that drops them).
+	Observability string
 }
 
 // The transports of the bench's rows (Result.Transport).
 const (
 	Plaintext = "plaintext"
 	MTLS      = "mtls"
+)
+
+// The observability of the bench's nodes (ClusterConfig.Observability,
+// Result.Observability).
+const (
+	ObsOff     = "off"
+	ObsMetrics = "metrics"
+	ObsTracing = "metrics+tracing"
 )
 
 // DefaultClusterConfig returns 3 nodes, 256 partitions, lease TTL 3 s, an
@@ -86,15 +103,24 @@ func (c ClusterConfig) withDefaults() ClusterConfig {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Observability == "" {
+		c.Observability = ObsMetrics
+	}
 	return c
 }
 
 // Validate checks the fields the nodes do not check themselves.
 func (c ClusterConfig) Validate() error {
+	var errs []error
 	if c.Nodes < 1 || c.Nodes > 16 {
-		return fmt.Errorf("nodes %d must be between 1 and 16", c.Nodes)
+		errs = append(errs, fmt.Errorf("nodes %d must be between 1 and 16", c.Nodes))
 	}
-	return nil
+	switch c.Observability {
+	case "", ObsOff, ObsMetrics, ObsTracing:
+	default:
+		errs = append(errs, fmt.Errorf("observability %q must be %q, %q or %q", c.Observability, ObsOff, ObsMetrics, ObsTracing))
+	}
+	return errors.Join(errs...)
 }
 
 // Cluster is an embedded cluster: an etcd (in-process unless
@@ -111,8 +137,9 @@ type Cluster struct {
 	reg       *node.Registry
 	preps     []Preparer
 	log       *slog.Logger
-	pki       security.Paths    // the bundle's directory; empty without MTLS
-	dial      []grpc.DialOption // the clients' dial options
+	pki       security.Paths           // the bundle's directory; empty without MTLS
+	dial      []grpc.DialOption        // the clients' dial options
+	tracer    *sdktrace.TracerProvider // ObsTracing's; nil otherwise
 
 	mu      sync.Mutex // guards members' agent, cancel and listen
 	members []*member
@@ -176,6 +203,13 @@ func StartCluster(ctx context.Context, cfg ClusterConfig, preps ...Preparer) (c 
 	// one may take fewer: the committer learns its limit from a refusal).
 	tmpl.CommitMaxOps = 1024
 	tmpl.Logger = cfg.Logger
+	if cfg.Observability == ObsTracing {
+		// As a traced deployment runs, but for the exporter: every span
+		// recorded and batched, then dropped instead of sent to a collector.
+		c.tracer = sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
+			sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+		tmpl.TracerProvider = c.tracer
+	}
 	for _, p := range preps {
 		if err := p.Prepare(c.reg, &tmpl); err != nil {
 			return c, fmt.Errorf("bench: prepare %T: %w", p, err)
@@ -199,6 +233,9 @@ func StartCluster(ctx context.Context, cfg ClusterConfig, preps ...Preparer) (c 
 	what := "start cluster"
 	if cfg.MTLS {
 		what = "start mTLS cluster"
+	}
+	if cfg.Observability != ObsMetrics {
+		what += " (observability " + cfg.Observability + ")"
 	}
 	bar := cfg.Progress.Counted(what+": partitions owned", int64(cfg.Partitions))
 	sctx, cancel := context.WithTimeout(ctx, cfg.SettleTimeout)
@@ -240,6 +277,9 @@ func (c *Cluster) Transport() string {
 	}
 	return Plaintext
 }
+
+// Observability returns ObsOff, ObsMetrics or ObsTracing.
+func (c *Cluster) Observability() string { return c.cfg.Observability }
 
 // DialOptions returns the gRPC dial options a client of the nodes needs:
 // none for plaintext, the admin client's certificate with MTLS.
@@ -306,6 +346,9 @@ func (c *Cluster) Restart(ctx context.Context, i int) error {
 	acfg := agent.Config{Node: cfg, Etcd: c.endpoints, Listen: listen}
 	if c.cfg.MTLS {
 		acfg.Security = agent.Security{TLS: c.pki.Node(cfg.ID)}
+	}
+	if c.cfg.Observability == ObsOff {
+		acfg.Metrics = metrics.Off()
 	}
 	a, err := agent.Start(actx, acfg, c.reg)
 	if err != nil {
@@ -442,6 +485,11 @@ func (c *Cluster) Close() error {
 	}
 	if c.pki.Dir != "" {
 		errs = append(errs, os.RemoveAll(c.pki.Dir))
+	}
+	if c.tracer != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		errs = append(errs, c.tracer.Shutdown(ctx))
+		cancel()
 	}
 	return errors.Join(errs...)
 }

@@ -31,10 +31,20 @@ import (
 // on the same etcd, each mTLS phase right after its plaintext one and
 // beside the same etcd ceilings; each mTLS row carries its ratios to the
 // plaintext one (Result.VsPlaintext).
+//
+// With CompareObservability, every plaintext row is measured on three
+// clusters the same way (Cluster.Twin for the two the run did not start
+// with): nodes without metrics updates or tracing (ObsOff), with metrics
+// (ObsMetrics, as nodes run by default) and with metrics and every span
+// traced (ObsTracing), their phases taking turns; each row carries its
+// ratios to the off one (Result.VsOff).
 type InvokeScenario struct {
 	// MTLS also measures every row over mutual TLS (an embedded cluster
 	// only; a given one is measured as it is).
 	MTLS bool
+	// CompareObservability also measures every row on nodes with other
+	// observability (an embedded cluster only).
+	CompareObservability bool
 }
 
 // Name implements Scenario.
@@ -61,7 +71,11 @@ func (s InvokeScenario) Run(ctx context.Context, env *Env) (_ []Result, err erro
 	if err != nil {
 		return nil, err
 	}
-	envs := []*Env{env}
+	envs, obs, closeObs, err := env.observabilities(ctx, s.CompareObservability, "invoke")
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, closeObs()) }()
 	switch {
 	case !s.MTLS || env.Transport == MTLS:
 	case env.Cluster == nil:
@@ -76,7 +90,11 @@ func (s InvokeScenario) Run(ctx context.Context, env *Env) (_ []Result, err erro
 			return nil, err
 		}
 		defer func() { err = errors.Join(err, closeSub()) }()
-		envs = append(envs, sub)
+		label := ""
+		if len(envs) > 1 { // observability compared: the twin's rows are labelled too
+			label = twin.Observability()
+		}
+		envs, obs = append(envs, sub), append(obs, label)
 	}
 	var sides []side
 	defer func() {
@@ -84,12 +102,12 @@ func (s InvokeScenario) Run(ctx context.Context, env *Env) (_ []Result, err erro
 			sd.top.close()
 		}
 	}()
-	for _, e := range envs {
+	for i, e := range envs {
 		top, err := discover(ctx, e)
 		if err != nil {
 			return nil, err
 		}
-		sides = append(sides, side{env: e, top: top})
+		sides = append(sides, side{env: e, top: top, obs: obs[i]})
 	}
 
 	var rows []Result
@@ -101,18 +119,21 @@ func (s InvokeScenario) Run(ctx context.Context, env *Env) (_ []Result, err erro
 		}
 	}
 	compareTransports(rows)
+	compareObservability(rows)
 	return rows, nil
 }
 
-// side is one transport's cluster: the plaintext one, and with MTLS its
-// secured twin.
+// side is one cluster of the comparisons: the one the run started, with
+// MTLS its secured twin, with CompareObservability its twins of other
+// observability.
 type side struct {
 	env *Env
 	top *topology
+	obs string // the rows' Observability: set only when compared
 }
 
 // compareTransports sets VsPlaintext of every mtls row that has a
-// plaintext row of the same case and concurrency.
+// plaintext row of the same observability, case and concurrency.
 func compareTransports(rows []Result) {
 	for i := range rows {
 		m := &rows[i]
@@ -120,10 +141,27 @@ func compareTransports(rows []Result) {
 			continue
 		}
 		j := slices.IndexFunc(rows, func(p Result) bool {
-			return p.Transport == Plaintext && p.Case == m.Case && p.Concurrency == m.Concurrency
+			return p.Transport == Plaintext && p.Observability == m.Observability && p.Case == m.Case && p.Concurrency == m.Concurrency
 		})
 		if j >= 0 {
 			m.VsPlaintext = m.versus(rows[j])
+		}
+	}
+}
+
+// compareObservability sets VsOff of every row measured with metrics or
+// tracing that has an off row of the same transport, case and concurrency.
+func compareObservability(rows []Result) {
+	for i := range rows {
+		m := &rows[i]
+		if m.Observability == "" || m.Observability == ObsOff {
+			continue
+		}
+		j := slices.IndexFunc(rows, func(p Result) bool {
+			return p.Observability == ObsOff && p.Transport == m.Transport && p.Case == m.Case && p.Concurrency == m.Concurrency
+		})
+		if j >= 0 {
+			m.VsOff = m.versus(rows[j])
 		}
 	}
 }
@@ -166,7 +204,7 @@ func invokeMethod(ctx context.Context, sides []side, ceil *invokeCeilings, metho
 	best := make([]int, len(sides)) // each side's best row via the owner
 	for _, c := range levels {
 		for i, sd := range sides {
-			row, err := invokePhase(ctx, sd.env, method, "owner", c, viaOwner[i])
+			row, err := invokePhase(ctx, sd, method, "owner", c, viaOwner[i])
 			if err != nil {
 				return rows, err
 			}
@@ -190,7 +228,7 @@ func invokeMethod(ctx context.Context, sides []side, ceil *invokeCeilings, metho
 	} else {
 		for _, c := range levels {
 			for i, sd := range sides {
-				row, err := invokePhase(ctx, sd.env, method, "non-owner", c, viaOther[i])
+				row, err := invokePhase(ctx, sd, method, "non-owner", c, viaOther[i])
 				if err != nil {
 					return rows, err
 				}
@@ -206,7 +244,7 @@ func invokeMethod(ctx context.Context, sides []side, ceil *invokeCeilings, metho
 	for i, sd := range sides {
 		env, objects := sd.env, rows[best[i]].Concurrency
 		load := Load{
-			Name: fmt.Sprintf("invoke %s open loop %s/s%s", method, number(rate), over(env)), Concurrency: objects,
+			Name: fmt.Sprintf("invoke %s open loop %s/s%s", method, number(rate), sd.over()), Concurrency: objects,
 			Warmup: env.Profile.Warmup, Duration: env.Profile.Phase, Unit: "ops", Op: viaOwner[i],
 		}
 		out, err := load.Open(ctx, env.Progress, rate)
@@ -218,7 +256,7 @@ func invokeMethod(ctx context.Context, sides []side, ceil *invokeCeilings, metho
 			Seconds: out.Elapsed.Seconds(), Rate: out.Rate(), Unit: "ops/s", Latency: out.Samples.Summary(),
 			Extra:     map[string]float64{"offered_ops/s": rate, "objects": float64(objects), "overrun_ms": ms(out.Overrun)},
 			Note:      "latency from the intended send time",
-			Transport: env.Transport,
+			Transport: env.Transport, Observability: sd.obs,
 		}
 		row.Target = P99AtMost(targetP99HalfLoad, row.Latency)
 		rows = append(rows, row)
@@ -227,9 +265,10 @@ func invokeMethod(ctx context.Context, sides []side, ceil *invokeCeilings, metho
 }
 
 // invokePhase runs one closed-loop phase and returns its row.
-func invokePhase(ctx context.Context, env *Env, method, route string, c int, op Op) (Result, error) {
+func invokePhase(ctx context.Context, sd side, method, route string, c int, op Op) (Result, error) {
+	env := sd.env
 	load := Load{
-		Name: fmt.Sprintf("invoke %s via %s c=%d%s", method, route, c, over(env)), Concurrency: c,
+		Name: fmt.Sprintf("invoke %s via %s c=%d%s", method, route, c, sd.over()), Concurrency: c,
 		Warmup: env.Profile.Warmup, Duration: env.Profile.Phase, Unit: "ops", Op: op,
 	}
 	out, err := load.Closed(ctx, env.Progress)
@@ -239,8 +278,18 @@ func invokePhase(ctx context.Context, env *Env, method, route string, c int, op 
 	return Result{
 		Scenario: "invoke", Case: method + " via " + route, Concurrency: c, Count: out.Count, Errors: out.Errors,
 		Seconds: out.Elapsed.Seconds(), Rate: out.Rate(), Unit: "ops/s", Latency: out.Samples.Summary(),
-		Transport: env.Transport,
+		Transport: env.Transport, Observability: sd.obs,
 	}, nil
+}
+
+// over names the side's transport and compared observability in progress
+// lines: e.g. " over mTLS", " (metrics+tracing)", or nothing.
+func (sd side) over() string {
+	s := over(sd.env)
+	if sd.obs != "" {
+		s += " (" + sd.obs + ")"
+	}
+	return s
 }
 
 // over names env's transport in progress lines: " over mTLS", or nothing

@@ -283,7 +283,7 @@ func summary(unit string, o *Outcome, err error) string {
 		s += fmt.Sprintf(", p50 %s ms, p99 %s ms", fmtMS(l.P50), fmtMS(l.P99))
 	}
 	if o.Errors > 0 {
-		s += fmt.Sprintf(", %d errors", o.Errors)
+		s += fmt.Sprintf(", %d errors, the first: %v", o.Errors, o.FirstErr)
 	}
 	return s
 }

@@ -217,7 +217,7 @@ func overloadAlarms(ctx context.Context, env *Env, ttl time.Duration) (Result, e
 	}
 	defer closeSub()
 	before := clusterHealth(sub)
-	row, err := alarmRun(ctx, sub, fmt.Sprintf("spread, one node, TTL %s, %d over %s", ttl, n, spread), n, spread)
+	row, err := alarmRun(ctx, sub, "", fmt.Sprintf("spread, one node, TTL %s, %d over %s", ttl, n, spread), n, spread)
 	if err != nil {
 		return row, err
 	}

@@ -111,6 +111,13 @@ type Result struct {
 	// VsPlaintext compares an mtls row with the plaintext row of the same
 	// case and concurrency, measured in the same run.
 	VsPlaintext *Ratios `json:"vs_plaintext,omitempty"`
+	// Observability is what the nodes measured of themselves, on rows
+	// measured with more than one (invoke with CompareObservability):
+	// "off", "metrics" or "metrics+tracing" (ClusterConfig.Observability).
+	Observability string `json:"observability,omitempty"`
+	// VsOff compares a row with the "off" row of the same transport, case
+	// and concurrency, measured in the same run.
+	VsOff *Ratios `json:"vs_off,omitempty"`
 }
 
 // Ratios are a row's rate and latency percentiles divided by another
@@ -328,8 +335,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 	}
 	for _, sc := range order {
-		t := table{header: []string{"case", "transport", "conc", "count", "err", "rate", "p50 ms", "p90 ms", "p99 ms", "max ms", "vs plaintext", "vs etcd ceiling", "target"}}
-		t.right = []bool{false, false, true, true, true, true, true, true, true, true, false, false, false}
+		t := table{header: []string{"case", "transport", "observability", "conc", "count", "err", "rate", "p50 ms", "p90 ms", "p99 ms", "max ms", "vs plaintext", "vs off", "vs etcd ceiling", "target"}}
+		t.right = []bool{false, false, false, true, true, true, true, true, true, true, true, false, false, false, false}
 		var notes []string
 		for _, res := range r.Results {
 			if res.Scenario != sc {
@@ -337,7 +344,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 			}
 			t.rows = append(t.rows, res.cells())
 			for _, c := range res.Ceilings[min(1, len(res.Ceilings)):] {
-				t.rows = append(t.rows, []string{"", "", "", "", "", "", "", "", "", "", "", c.cell(), ""})
+				t.rows = append(t.rows, []string{"", "", "", "", "", "", "", "", "", "", "", "", "", c.cell(), ""})
 			}
 			if res.Note != "" || len(res.Extra) > 0 {
 				notes = append(notes, res.notes())
@@ -360,20 +367,27 @@ func (r Result) cells() []string {
 	if r.Concurrency > 0 {
 		conc = strconv.Itoa(r.Concurrency)
 	}
-	row := []string{r.Case, r.Transport, conc, thousands(float64(r.Count)), thousands(float64(r.Errors)), rateCell(r.Rate, r.Unit), "", "", "", "", "", "", ""}
+	row := []string{r.Case, r.Transport, r.Observability, conc, thousands(float64(r.Count)), thousands(float64(r.Errors)), rateCell(r.Rate, r.Unit), "", "", "", "", "", "", "", ""}
 	if l := r.Latency; l != nil {
-		row[6], row[7], row[8], row[9] = fmtMS(l.P50), fmtMS(l.P90), fmtMS(l.P99), fmtMS(l.Max)
+		row[7], row[8], row[9], row[10] = fmtMS(l.P50), fmtMS(l.P90), fmtMS(l.P99), fmtMS(l.Max)
 	}
 	if v := r.VsPlaintext; v != nil {
-		row[10] = fmt.Sprintf("rate %s× p50 %s× p99 %s×", ratio(v.Rate), ratio(v.P50), ratio(v.P99))
+		row[11] = v.cell()
+	}
+	if v := r.VsOff; v != nil {
+		row[12] = v.cell()
 	}
 	if len(r.Ceilings) > 0 {
-		row[11] = r.Ceilings[0].cell()
+		row[13] = r.Ceilings[0].cell()
 	}
 	if t := r.Target; t != nil {
-		row[12] = t.cell(r.Unit)
+		row[14] = t.cell(r.Unit)
 	}
 	return row
+}
+
+func (v Ratios) cell() string {
+	return fmt.Sprintf("rate %s× p50 %s× p99 %s×", ratio(v.Rate), ratio(v.P50), ratio(v.P99))
 }
 
 func (c CeilingRef) cell() string {
@@ -416,8 +430,8 @@ func (r Result) notes() string {
 		parts = append(parts, fmt.Sprintf("%s=%s", k, number(r.Extra[k])))
 	}
 	head := r.Case
-	if r.Transport != "" {
-		head += " (" + r.Transport + ")"
+	if tags := strings.Join(slices.DeleteFunc([]string{r.Transport, r.Observability}, func(s string) bool { return s == "" }), ", "); tags != "" {
+		head += " (" + tags + ")"
 	}
 	if r.Concurrency > 0 {
 		head += fmt.Sprintf(" c=%d", r.Concurrency)

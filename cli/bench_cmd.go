@@ -43,6 +43,7 @@ func newBenchCmd() *cobra.Command {
 	pf.Duration("duration", 0, "measure each phase this long (default 5s, 1s with --short)")
 	pf.Int("alarms", 0, "alarms per case of the alarms and failover scenarios (default: the profile's)")
 	pf.Bool("mtls", true, "invoke: also measure every row on a second embedded cluster secured with mutual TLS 1.3, beside the plaintext rows (--mtls=false: plaintext only)")
+	pf.String("observability", bench.ObsMetrics, "what the embedded nodes measure of themselves: metrics (as nodes run by default), off (no metric updates on the hot paths, no tracing), metrics+tracing (every span sampled, exported to a discarding exporter), or compare: invoke (its plaintext rows) and alarms (its rates) are measured on all three, phase by phase, each row with its ratio to off")
 	pf.Bool("peers", false, "with all: also run the peers scenario (asynq and River via bench/peers/run.sh)")
 	pf.String("peers-dir", "bench/peers", "the bench/peers directory of a checkout of this repository")
 	pf.Bool("quiet", false, "no progress bars, only a line per phase")
@@ -124,7 +125,7 @@ func benchOptions(cmd *cobra.Command, scenarios []bench.Scenario) (bench.Options
 		}
 	}
 	if len(opts.Addrs) > 0 {
-		for _, f := range []string{"nodes", "partitions", "lease-ttl", "mtls"} {
+		for _, f := range []string{"nodes", "partitions", "lease-ttl", "mtls", "observability"} {
 			if fs.Changed(f) {
 				errs = append(errs, fmt.Errorf("--%s describes the embedded cluster; it does not go with --addr", f))
 			}
@@ -148,6 +149,13 @@ func benchOptions(cmd *cobra.Command, scenarios []bench.Scenario) (bench.Options
 		}
 		opts.Cluster = bench.ClusterConfig{Nodes: nodes, Partitions: partitions, LeaseTTL: ttl, EtcdEndpoints: etcd}
 		opts.Etcd = nil
+		switch obs, _ := fs.GetString("observability"); obs {
+		case bench.ObsOff, bench.ObsMetrics, bench.ObsTracing:
+			opts.Cluster.Observability = obs
+		case "compare": // the run's own cluster keeps metrics; invoke starts the others
+		default:
+			errs = append(errs, fmt.Errorf("--observability %q must be off, metrics, metrics+tracing or compare", obs))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return opts, usageError{err}
@@ -163,12 +171,15 @@ func runBench(cmd *cobra.Command, scenarios []bench.Scenario) error {
 	fs := cmd.Flags()
 	peersDir, _ := fs.GetString("peers-dir")
 	mtls, _ := fs.GetBool("mtls")
+	obs, _ := fs.GetString("observability")
 	for i, s := range scenarios {
 		switch s.(type) {
 		case bench.PeersScenario:
 			scenarios[i] = bench.PeersScenario{Dir: peersDir}
 		case bench.InvokeScenario:
-			scenarios[i] = bench.InvokeScenario{MTLS: mtls && len(opts.Addrs) == 0}
+			scenarios[i] = bench.InvokeScenario{MTLS: mtls && len(opts.Addrs) == 0, CompareObservability: obs == "compare"}
+		case bench.AlarmsScenario:
+			scenarios[i] = bench.AlarmsScenario{CompareObservability: obs == "compare"}
 		}
 	}
 	asJSON, _ := fs.GetBool("json")

@@ -37,6 +37,8 @@ func TestBenchRejectsBadFlagsAsUsageErrors(t *testing.T) {
 		{[]string{"all", "--addr", "127.0.0.1:1"}, "add --etcd"},
 		{[]string{"nope"}, `unknown scenario "nope": want etcd, invoke, alarms, failover, overload, peers or all`},
 		{[]string{"alarms", "--alarms", "-1"}, "--alarms -1 must not be negative"},
+		{[]string{"invoke", "--observability", "some"}, `--observability "some" must be off, metrics, metrics+tracing or compare`},
+		{[]string{"invoke", "--addr", "127.0.0.1:1", "--observability", "compare"}, "--observability describes the embedded cluster"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			_, err := run(context.Background(), append([]string{"bench"}, tc.args...)...)

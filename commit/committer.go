@@ -274,14 +274,15 @@ func (c *Committer) send(batch []*Request) {
 	defer span.End()
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	sent := time.Now()
-	for _, r := range batch {
-		m.CommitWaitSeconds.Observe(sent.Sub(r.queued).Seconds())
+	if m.Enabled() {
+		for _, r := range batch {
+			m.CommitWaitSeconds.Observe(sent.Sub(r.queued).Seconds())
+		}
 	}
 	resp, err := c.kv.Txn(ctx).If(cmps...).Then(ops...).Else(reads...).Commit()
 	cancel()
 	took := time.Since(sent)
 	c.observe(took)
-	m.CommitSeconds.Observe(took.Seconds())
 	c.stats.txns.Add(1)
 	result := "ok"
 	switch {
@@ -290,7 +291,10 @@ func (c *Committer) send(batch []*Request) {
 	case !resp.Succeeded:
 		result = "fence_failed"
 	}
-	m.CommitTxns.WithLabelValues(result).Inc()
+	if m.Enabled() {
+		m.CommitSeconds.Observe(took.Seconds())
+		m.CommitTxns.WithLabelValues(result).Inc()
+	}
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("durable.commit.result", result))
 		if err != nil {
@@ -315,9 +319,11 @@ func (c *Committer) send(batch []*Request) {
 	case resp.Succeeded:
 		c.stats.requests.Add(int64(len(batch)))
 		c.stats.ops.Add(int64(nops))
-		m.CommitRequests.Add(float64(len(batch)))
-		m.CommitOps.Add(float64(nops))
-		m.CommitBytes.Add(float64(nbytes))
+		if m.Enabled() {
+			m.CommitRequests.Add(float64(len(batch)))
+			m.CommitOps.Add(float64(nops))
+			m.CommitBytes.Add(float64(nbytes))
+		}
 		for _, r := range batch {
 			r.Done(nil)
 		}

@@ -92,8 +92,10 @@ func (r *Reader) send(batch []*readReq) {
 	resp, err := r.kv.Txn(ctx).Then(ops...).Commit()
 	cancel()
 	r.txns.Add(1)
-	r.cfg.Metrics.GroupReads.Inc()
-	r.cfg.Metrics.GroupReadKeys.Add(float64(len(ops)))
+	if m := r.cfg.Metrics; m.Enabled() {
+		m.GroupReads.Inc()
+		m.GroupReadKeys.Add(float64(len(ops)))
+	}
 	switch {
 	case err != nil && tooLarge(err) && len(batch) > 1:
 		// Only the number of Gets can be too large for a read.

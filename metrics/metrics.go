@@ -18,6 +18,14 @@
 //
 // Nil-safety: Discard returns a Set registered nowhere, for components
 // built without metrics (tests), so call sites never check for nil.
+//
+// Off returns a Set whose hot-path updates are skipped: the call sites of
+// the invocation, forwarding, alarm and group-commit paths check Enabled
+// and do nothing when it is false (the gRPC server's own RPC metrics are
+// left out too). It exists to measure what metrics cost (durable bench
+// invoke --observability=compare); rare updates (membership, leadership,
+// security, activations) still count. A Set from New or Discard is always
+// Enabled, so with metrics on nothing changes.
 package metrics
 
 import (
@@ -100,6 +108,7 @@ type Set struct {
 
 	methods methodLabels
 	names   *[]string // every metric name registered, in order
+	off     bool      // Off: the hot paths skip their updates
 }
 
 // Latency buckets: 0.5 ms … 10 s, covering a loopback call and a
@@ -119,6 +128,20 @@ func New() *Set {
 	s.Registry = reg
 	return s
 }
+
+// Off returns a Set like New's (its own registry, every collector real)
+// whose hot-path updates are skipped: Enabled reports false. Only the
+// bench uses it, to measure a node without metrics.
+func Off() *Set {
+	s := New()
+	s.off = true
+	return s
+}
+
+// Enabled reports whether the hot paths update the set: true but for Off.
+// Call sites on the invocation, forwarding, alarm and commit paths check
+// it before they update.
+func (s *Set) Enabled() bool { return !s.off }
 
 var (
 	discardOnce sync.Once

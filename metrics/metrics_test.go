@@ -56,3 +56,16 @@ func BenchmarkInvocationMetrics(b *testing.B) {
 		}
 	})
 }
+
+// TestOnlyOffSkipsUpdates: New and Discard are Enabled (metrics on change
+// nothing); Off is not, yet its collectors are real and registered, so the
+// agent can add its own and a scrape still works.
+func TestOnlyOffSkipsUpdates(t *testing.T) {
+	require.True(t, New().Enabled())
+	require.True(t, Discard().Enabled())
+	off := Off()
+	require.False(t, off.Enabled())
+	require.Equal(t, New().Names(), off.Names())
+	_, err := off.Registry.Gather()
+	require.NoError(t, err)
+}

@@ -744,11 +744,15 @@ func (o *object) handleAlarm() {
 		alarmer := o.instance.(durable.Alarmer)
 		info := durable.AlarmInfo{RetryCount: rec.RetryCount, IsRetry: rec.RetryCount > 0, ScheduledTime: rec.Scheduled}
 		started := e.clock.Now()
-		e.m.AlarmLateness.WithLabelValues(o.key.class).Observe(started.Sub(rec.Due).Seconds())
+		if e.m.Enabled() {
+			e.m.AlarmLateness.WithLabelValues(o.key.class).Observe(started.Sub(rec.Due).Seconds())
+		}
 		_, runErr, how = o.runHandler(ctx, e.cfg.AlarmHandlerTimeout, func(ctx context.Context) ([]byte, error) {
 			return nil, alarmer.Alarm(ctx, info)
 		})
-		e.m.AlarmHandlerSeconds.WithLabelValues(o.key.class).Observe(e.clock.Since(started).Seconds())
+		if e.m.Enabled() {
+			e.m.AlarmHandlerSeconds.WithLabelValues(o.key.class).Observe(e.clock.Since(started).Seconds())
+		}
 		if how == outcomeAbandoned {
 			// The abandoned handler may still run: detach it from the event
 			// so that nothing it does from now on (a write, SetAlarm) reaches
@@ -778,7 +782,9 @@ func (o *object) handleAlarm() {
 	case how != outcomeOK:
 		outcome = "failure"
 	}
-	e.m.AlarmRuns.WithLabelValues(o.key.class, outcome).Inc()
+	if e.m.Enabled() {
+		e.m.AlarmRuns.WithLabelValues(o.key.class, outcome).Inc()
+	}
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("durable.alarm.outcome", outcome))
 		if runErr != nil {

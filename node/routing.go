@@ -211,11 +211,13 @@ func (n *Node) invokeLocal(ctx context.Context, class Class, id durable.ID, p in
 		return Result{}, err
 	}
 	admitted := time.Now()
-	defer func() {
-		label := m.Method(class.Name, method)
-		m.Invocations.WithLabelValues(class.Name, label, Code(err).String()).Inc()
-		m.InvocationSeconds.WithLabelValues(class.Name, label).Observe(time.Since(admitted).Seconds())
-	}()
+	if m.Enabled() {
+		defer func() {
+			label := m.Method(class.Name, method)
+			m.Invocations.WithLabelValues(class.Name, label, Code(err).String()).Inc()
+			m.InvocationSeconds.WithLabelValues(class.Name, label).Observe(time.Since(admitted).Seconds())
+		}()
+	}
 	c := &call{ctx: ctx, method: method, payload: payload, name: name, rid: requestIDFrom(ctx), reply: make(chan callResult, 1),
 		release: func() { n.adm.leave(time.Since(admitted)) }}
 	if err := n.tab.enqueue(n.env, class, id, p, c); err != nil {
@@ -267,8 +269,10 @@ func (n *Node) forward(ctx context.Context, addr string, hops int, class string,
 	resp, err := durablev1.NewObjectsClient(conn).Invoke(fctx, &durablev1.InvokeRequest{
 		Class: class, Object: obj, Method: method, Payload: payload, RequestId: requestIDFrom(ctx),
 	})
-	n.cfg.Metrics.ForwardSeconds.Observe(time.Since(sent).Seconds())
-	n.cfg.Metrics.Forwards.WithLabelValues(status.Code(err).String()).Inc()
+	if m := n.cfg.Metrics; m.Enabled() {
+		m.ForwardSeconds.Observe(time.Since(sent).Seconds())
+		m.Forwards.WithLabelValues(status.Code(err).String()).Inc()
+	}
 	if err != nil {
 		if cause := context.Cause(fctx); ctx.Err() == nil && cause != nil {
 			// Cut short here, not by the caller: the owner moved or the hop
