@@ -171,7 +171,8 @@ type Env struct {
 	// calls them directly.
 	Client *client.Client
 	// Transport is how the bench's clients reach the nodes: Plaintext, or
-	// MTLS on an embedded cluster with ClusterConfig.MTLS.
+	// MTLS on an embedded cluster with ClusterConfig.MTLS, or what
+	// Options.Transport says of a given cluster.
 	Transport string
 	// DialOptions are the gRPC dial options of every client of the nodes
 	// (Dial adds them): none for plaintext.
@@ -225,6 +226,10 @@ type Options struct {
 	Addrs []string
 	// Etcd are the etcd endpoints of a given cluster (for the ceilings).
 	Etcd []string
+	// DialOptions reach a given cluster's nodes (its TLS credentials), and
+	// Transport names them in the report (Plaintext when empty).
+	DialOptions []grpc.DialOption
+	Transport   string
 	// Cluster configures the embedded cluster.
 	Cluster ClusterConfig
 	// Progress shows phases; nil shows nothing.
@@ -300,7 +305,10 @@ func newEnv(ctx context.Context, scenarios []Scenario, opts Options) (*Env, func
 		return nil, nil, errors.Join(err, closeAll())
 	}
 	if len(opts.Addrs) > 0 {
-		env.Nodes, env.EtcdEndpoints = opts.Addrs, opts.Etcd
+		env.Nodes, env.EtcdEndpoints, env.DialOptions = opts.Addrs, opts.Etcd, opts.DialOptions
+		if opts.Transport != "" {
+			env.Transport = opts.Transport
+		}
 	} else {
 		var preps []Preparer
 		for _, s := range scenarios {

@@ -38,7 +38,8 @@ func newBenchCmd() *cobra.Command {
 	pf.Int("nodes", d.Nodes, "nodes of the embedded cluster (1-16)")
 	pf.Int("partitions", d.Partitions, "partitions of the embedded cluster")
 	pf.Duration("lease-ttl", d.LeaseTTL, "lease TTL of the embedded cluster's nodes (whole seconds)")
-	pf.String("addr", "", "measure a given cluster instead: its nodes' gRPC addresses, comma-separated")
+	pf.String("addr", "", "measure a given cluster instead: its nodes' gRPC addresses, comma-separated (secured: the --tls-* and --token flags)")
+	addClientSecurityFlags(pf)
 	pf.StringSlice("etcd", nil, "etcd endpoints: the given cluster's (for the ceilings), or, without --addr, an etcd to run the embedded nodes on")
 	pf.Duration("duration", 0, "measure each phase this long (default 5s, 1s with --short)")
 	pf.Int("alarms", 0, "alarms per case of the alarms and failover scenarios (default: the profile's)")
@@ -130,6 +131,19 @@ func benchOptions(cmd *cobra.Command, scenarios []bench.Scenario) (bench.Options
 				errs = append(errs, fmt.Errorf("--%s describes the embedded cluster; it does not go with --addr", f))
 			}
 		}
+		sec, err := clientSecurity(fs)
+		if err == nil {
+			opts.DialOptions, err = sec.DialOptions()
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+		switch {
+		case sec.TLS.Cert != "":
+			opts.Transport = bench.MTLS
+		case sec.Enabled():
+			opts.Transport = "tls"
+		}
 		if len(etcd) == 0 {
 			for _, s := range scenarios {
 				if s.Name() == (bench.EtcdScenario{}).Name() {
@@ -138,6 +152,11 @@ func benchOptions(cmd *cobra.Command, scenarios []bench.Scenario) (bench.Options
 			}
 		}
 	} else {
+		for _, f := range []string{"tls-ca", "tls-cert", "tls-key", "tls-server-name", "token", "token-file"} {
+			if fs.Changed(f) {
+				errs = append(errs, fmt.Errorf("--%s reaches a given cluster (--addr); the embedded one is reached as it was started", f))
+			}
+		}
 		if nodes < 1 || nodes > 16 {
 			errs = append(errs, fmt.Errorf("--nodes must be between 1 and 16, got %d", nodes))
 		}
