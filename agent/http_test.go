@@ -145,6 +145,9 @@ func TestHTTPFrontDoorInvokesThroughAnyNodeAndMapsErrors(t *testing.T) {
 		r = httpDo(t, hc, "GET", base+"/v1/admin/alarms/Reminder/r1", "")
 		require.Equal(t, http.StatusOK, r.Status, r.Body)
 		assert.Contains(t, r.Body, `"class":"Reminder"`)
+		r = httpDo(t, hc, "GET", base+"/v1/admin/alarms/Reminder/none", "")
+		require.Equal(t, http.StatusOK, r.Status, r.Body)
+		assert.JSONEq(t, `{"alarm":null}`, r.Body)
 		r = httpDo(t, hc, "GET", base+"/v1/admin/alarms?class=Reminder", "")
 		require.Equal(t, http.StatusOK, r.Status, r.Body)
 		assert.Contains(t, r.Body, `"name":"r1"`)
@@ -160,9 +163,9 @@ func TestHTTPFrontDoorInvokesThroughAnyNodeAndMapsErrors(t *testing.T) {
 	})
 }
 
-func TestHTTPFrontDoorChecksTokensAndClassGrants(t *testing.T) {
+func TestHTTPFrontDoorChecksCertificatesTokensAndClassGrants(t *testing.T) {
 	p := newTestPKI(t)
-	policy := p.policy(fmt.Sprintf(`{"tokens": [
+	policy := p.policy(fmt.Sprintf(`{"clients": {"loadgen": {"roles": ["invoke"], "classes": ["Batcher"]}}, "tokens": [
 	  {"name": "counters", "sha256": %q, "roles": ["invoke"], "classes": ["Counter"]},
 	  {"name": "reader", "sha256": %q, "roles": ["read"]}
 	]}`, security.TokenSHA256("counter-token"), security.TokenSHA256("reader-token")))
@@ -175,6 +178,10 @@ func TestHTTPFrontDoorChecksTokensAndClassGrants(t *testing.T) {
 	roots := x509.NewCertPool()
 	require.True(t, roots.AppendCertsFromPEM(caPEM))
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}}}
+	loadgen := p.client("loadgen")
+	cert, err := tls.LoadX509KeyPair(loadgen.Cert, loadgen.Key)
+	require.NoError(t, err)
+	mtls := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}}}}
 	base := "https://" + c.Agent(0).HTTPAddr()
 	bearer := func(token string) []string { return []string{"Authorization", "Bearer " + token} }
 
@@ -183,18 +190,27 @@ func TestHTTPFrontDoorChecksTokensAndClassGrants(t *testing.T) {
 		headers            []string
 		status             int
 		reason             string
+		cert               bool // with loadgen's client certificate
 	}{
-		{"InvokeGrantedClass", "POST", "/v1/objects/Counter/c/increment", bearer("counter-token"), http.StatusOK, ""},
-		{"InvokeOtherClass", "POST", "/v1/objects/Batcher/b/count", bearer("counter-token"), http.StatusForbidden, "PERMISSION_DENIED"},
-		{"NoToken", "POST", "/v1/objects/Counter/c/increment", nil, http.StatusUnauthorized, "UNAUTHENTICATED"},
-		{"BadToken", "POST", "/v1/objects/Counter/c/increment", bearer("guess"), http.StatusUnauthorized, "UNAUTHENTICATED"},
-		{"ReaderCannotInvoke", "POST", "/v1/objects/Counter/c/increment", bearer("reader-token"), http.StatusForbidden, "PERMISSION_DENIED"},
-		{"ReaderReadsStatus", "GET", "/v1/admin/status", bearer("reader-token"), http.StatusOK, ""},
-		{"InvokerCannotReadStatus", "GET", "/v1/admin/status", bearer("counter-token"), http.StatusForbidden, "PERMISSION_DENIED"},
-		{"ReaderCannotDrain", "POST", "/v1/admin/drain", bearer("reader-token"), http.StatusForbidden, "PERMISSION_DENIED"},
+		{"CertInvokesGrantedClass", "POST", "/v1/objects/Batcher/b/count", nil, http.StatusOK, "", true},
+		{"CertInvokesOtherClass", "POST", "/v1/objects/Counter/c/get", nil, http.StatusForbidden, "PERMISSION_DENIED", true},
+		{"CertCannotReadStatus", "GET", "/v1/admin/status", nil, http.StatusForbidden, "PERMISSION_DENIED", true},
+		{"CertAndTokenAddUp", "GET", "/v1/admin/status", bearer("reader-token"), http.StatusOK, "", true},
+		{"InvokeGrantedClass", "POST", "/v1/objects/Counter/c/increment", bearer("counter-token"), http.StatusOK, "", false},
+		{"InvokeOtherClass", "POST", "/v1/objects/Batcher/b/count", bearer("counter-token"), http.StatusForbidden, "PERMISSION_DENIED", false},
+		{"NoToken", "POST", "/v1/objects/Counter/c/increment", nil, http.StatusUnauthorized, "UNAUTHENTICATED", false},
+		{"BadToken", "POST", "/v1/objects/Counter/c/increment", bearer("guess"), http.StatusUnauthorized, "UNAUTHENTICATED", false},
+		{"ReaderCannotInvoke", "POST", "/v1/objects/Counter/c/increment", bearer("reader-token"), http.StatusForbidden, "PERMISSION_DENIED", false},
+		{"ReaderReadsStatus", "GET", "/v1/admin/status", bearer("reader-token"), http.StatusOK, "", false},
+		{"InvokerCannotReadStatus", "GET", "/v1/admin/status", bearer("counter-token"), http.StatusForbidden, "PERMISSION_DENIED", false},
+		{"ReaderCannotDrain", "POST", "/v1/admin/drain", bearer("reader-token"), http.StatusForbidden, "PERMISSION_DENIED", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := httpDo(t, hc, tc.method, base+tc.path, "", tc.headers...)
+			client := hc
+			if tc.cert {
+				client = mtls
+			}
+			r := httpDo(t, client, tc.method, base+tc.path, "", tc.headers...)
 			assert.Equal(t, tc.status, r.Status, r.Body)
 			assert.Equal(t, tc.reason, r.Error.Reason, r.Body)
 			if tc.status == http.StatusUnauthorized {
