@@ -63,6 +63,10 @@ type Config struct {
 	// HTTP there (and its profiles under /debug/pprof/ with Pprof).
 	MetricsListen string
 	Pprof         bool
+	// HTTPListen, when set, serves the HTTP front door there: invocations
+	// and the Admin API as HTTP/JSON (see frontDoor), over TLS with the
+	// node's certificate and behind its guard when secured.
+	HTTPListen string
 	// Metrics is the node's metric set; nil: a new one (metrics.New).
 	// metrics.Off() skips the hot paths' updates and the RPC metrics.
 	Metrics *metrics.Set
@@ -120,6 +124,7 @@ type Agent struct {
 	stopOnce sync.Once
 	debug    *DebugServer // nil unless Config.DebugListen
 	ops      *OpsServer   // nil unless Config.MetricsListen
+	front    *OpsServer   // nil unless Config.HTTPListen
 	metrics  *metrics.Set
 	tls      *security.Source // nil unless Config.Security.Enabled()
 	guard    *security.Guard  // nil unless Config.Security.Enabled()
@@ -198,6 +203,18 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 		if a.ops, err = ServeOps(cfg.MetricsListen, ops); err != nil {
 			if a.debug != nil {
 				a.debug.Close()
+			}
+			lis.Close()
+			a.closeClients()
+			return nil, err
+		}
+	}
+	if cfg.HTTPListen != "" {
+		if a.front, err = a.serveFrontDoor(); err != nil {
+			for _, s := range []*OpsServer{a.debug, a.ops} {
+				if s != nil {
+					s.Close()
+				}
 			}
 			lis.Close()
 			a.closeClients()
@@ -311,6 +328,9 @@ func (a *Agent) run(ctx context.Context, lis net.Listener) {
 	if err := a.Member.Register(runCtx); err != nil {
 		a.runErr = err
 		a.stopServer(true)
+		if a.front != nil {
+			_ = a.front.closeWithin(0)
+		}
 		a.Node.Stop()
 		a.committer.Stop()
 		a.reader.Stop()
@@ -340,6 +360,13 @@ func (a *Agent) run(ctx context.Context, lis net.Listener) {
 	// Once drained, the server stops taking calls and finishes those in
 	// flight while the node can still forward them.
 	a.stopServer(crashed)
+	if a.front != nil {
+		limit := gracefulStopLimit
+		if crashed {
+			limit = 0
+		}
+		_ = a.front.closeWithin(limit)
+	}
 	cause := context.Canceled
 	if crashed {
 		cause = leader.ErrAbandon
@@ -512,6 +539,14 @@ func (a *Agent) Connections() int64 { return a.conns.Load() }
 
 // Metrics returns the node's metric set.
 func (a *Agent) Metrics() *metrics.Set { return a.metrics }
+
+// HTTPAddr returns the address of the HTTP front door, "" when off.
+func (a *Agent) HTTPAddr() string {
+	if a.front == nil {
+		return ""
+	}
+	return a.front.Addr()
+}
 
 // DebugAddr returns the address of the profiles' HTTP server, "" when off.
 func (a *Agent) DebugAddr() string {

@@ -86,8 +86,13 @@ func ServeOps(addr string, o Ops) (*OpsServer, error) {
 	if o.Guard != nil {
 		h = o.Guard.HTTP(opsPermission, mux)
 	}
-	if o.TLS != nil {
-		lis = tls.NewListener(lis, o.TLS)
+	return serveHTTP(lis, h, o.TLS), nil
+}
+
+// serveHTTP serves h on lis (with TLS when tlsCfg is set) until Close.
+func serveHTTP(lis net.Listener, h http.Handler, tlsCfg *tls.Config) *OpsServer {
+	if tlsCfg != nil {
+		lis = tls.NewListener(lis, tlsCfg)
 	}
 	d := &OpsServer{
 		srv:  &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute},
@@ -97,7 +102,7 @@ func ServeOps(addr string, o Ops) (*OpsServer, error) {
 		defer close(d.done)
 		_ = d.srv.Serve(lis) // ErrServerClosed after Close
 	}()
-	return d, nil
+	return d
 }
 
 // Addr returns the address the server listens on.
@@ -105,8 +110,12 @@ func (d *OpsServer) Addr() string { return d.addr }
 
 // Close stops the server, cutting off profiles in progress, and waits for
 // it.
-func (d *OpsServer) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+func (d *OpsServer) Close() error { return d.closeWithin(time.Second) }
+
+// closeWithin stops the server: requests in flight may finish within
+// limit (none at 0), then they are cut off; it waits for the server.
+func (d *OpsServer) closeWithin(limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	err := d.srv.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {

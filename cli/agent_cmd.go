@@ -101,6 +101,7 @@ func newAgentCmd(opts Options) *cobra.Command {
 			cfg.Listen, _ = fs.GetString("listen")
 			cfg.DebugListen, _ = fs.GetString("debug-listen")
 			cfg.MetricsListen, _ = fs.GetString("metrics-listen")
+			cfg.HTTPListen, _ = fs.GetString("http-listen")
 			cfg.Pprof, _ = fs.GetBool("pprof")
 			if err := nodeSecurity(fs, &cfg); err != nil {
 				return err
@@ -143,6 +144,7 @@ func newAgentCmd(opts Options) *cobra.Command {
 	fs.String("etcd-cert", "", "client certificate for etcd (PEM)")
 	fs.String("etcd-key", "", "private key of --etcd-cert (PEM)")
 	fs.String("metrics-listen", "", "serve Prometheus metrics (/metrics) and health (/healthz) over HTTP at this address; off if empty")
+	fs.String("http-listen", "", "serve invocations and the Admin API as HTTP/JSON at this address (POST /v1/objects/{class}/{name}/{method}, /v1/admin/…; see docs/operations.md); off if empty")
 	fs.Bool("pprof", false, "also serve the process's profiles under /debug/pprof/ on --metrics-listen")
 	nodeFlags(fs, opts, node.DefaultConfig(), "http://127.0.0.1:4680", "")
 	return cmd

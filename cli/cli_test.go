@@ -136,7 +136,7 @@ func TestDevClusterCommands(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	devOut, devDone := start(ctx, "dev", "--nodes", "2", "--log-level", "error", "--partitions", "16",
-		"--listen", "127.0.0.1:0", "--etcd-listen", "127.0.0.1:0", "--sink-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
+		"--listen", "127.0.0.1:0", "--etcd-listen", "127.0.0.1:0", "--sink-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
 	nodeLine := regexp.MustCompile(`node (dev-\d)\s+(\S+) \(dc1\)`)
 	var addrs []string
 	require.Eventually(t, func() bool {
@@ -207,7 +207,7 @@ func TestDevSecure(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	devOut, devDone := start(ctx, "dev", "--secure", "--nodes", "2", "--log-level", "error", "--partitions", "16", "--certs-dir", t.TempDir(),
-		"--listen", "127.0.0.1:0", "--etcd-listen", "127.0.0.1:0", "--sink-listen", "127.0.0.1:0", "--metrics-listen", "")
+		"--listen", "127.0.0.1:0", "--etcd-listen", "127.0.0.1:0", "--sink-listen", "127.0.0.1:0", "--metrics-listen", "", "--http-listen", "127.0.0.1:0")
 	exportLine := regexp.MustCompile(`export DURABLE_TLS_CA=(\S+) DURABLE_TLS_CERT=(\S+) DURABLE_TLS_KEY=(\S+)`)
 	nodeLine := regexp.MustCompile(`node (dev-\d)\s+(\S+) \(dc1\)`)
 	var creds []string

@@ -41,6 +41,7 @@ func newDevCmd(opts Options) *cobra.Command {
 	fs.String("sink-listen", "127.0.0.1:4680", "HTTP address of the sink the example classes deliver to")
 	fs.String("sink-file", "", "also append the sink's deliveries to this JSON-lines file")
 	fs.String("metrics-listen", "127.0.0.1:4700", "HTTP address of the first node's Prometheus metrics (/metrics) and health (/healthz); node i serves on the port i above it; off if empty")
+	fs.String("http-listen", "127.0.0.1:4800", "HTTP/JSON address of the first node's front door (POST /v1/objects/{class}/{name}/{method}, /v1/admin/…); node i serves on the port i above it; off if empty")
 	fs.Bool("secure", false, "run secured: a throw-away CA and certificates in --certs-dir, etcd over TLS with user/password auth, nodes with mutual TLS and an auth policy; prints the environment for the CLI")
 	fs.Bool("insecure", false, insecureHelp)
 	fs.String("certs-dir", "", "where --secure keeps its certificates, tokens and passwords (default: certs beside --data-dir, or a temporary directory removed on exit)")
@@ -64,7 +65,7 @@ func runDev(cmd *cobra.Command, opts Options) error {
 	count, _ := fs.GetInt("nodes")
 	secure, _ := fs.GetBool("secure")
 	// The sink stays plaintext even with --secure: it is a test endpoint.
-	if err := checkExposure(fs, secure, "give --secure", "listen", "metrics-listen", "debug-listen", "etcd-listen", "sink-listen"); err != nil {
+	if err := checkExposure(fs, secure, "give --secure", "listen", "metrics-listen", "debug-listen", "http-listen", "etcd-listen", "sink-listen"); err != nil {
 		return err
 	}
 	var sec *devSecurity
@@ -129,6 +130,12 @@ func runDev(cmd *cobra.Command, opts Options) error {
 			return fmt.Errorf("--metrics-listen: %w", err)
 		}
 	}
+	var httpAddrs []string
+	if h, _ := fs.GetString("http-listen"); h != "" {
+		if httpAddrs, err = devAddrs(h, count); err != nil {
+			return fmt.Errorf("--http-listen: %w", err)
+		}
+	}
 	if count == 0 {
 		upstreamFlag := ""
 		if opts.RegisterUpstream != nil {
@@ -157,6 +164,9 @@ Ctrl-C stops everything.
 		cfg := agent.Config{Node: nodeConfig(fs), Etcd: etcd.Endpoints(), Listen: addr}
 		if metricsAddrs != nil {
 			cfg.MetricsListen = metricsAddrs[i]
+		}
+		if httpAddrs != nil {
+			cfg.HTTPListen = httpAddrs[i]
 		}
 		cfg.Node.ID, cfg.Node.DC = devNodeID(i), dcs[i%len(dcs)]
 		cfg.Security.Reflection = true // loopback: grpcurl works
@@ -200,6 +210,9 @@ Ctrl-C stops everything.
 		fmt.Fprintf(&nodes, "  node %-8s %s (%s)", a.Node.Config().ID, a.Addr(), a.Node.Config().DC)
 		if m := a.MetricsAddr(); m != "" {
 			fmt.Fprintf(&nodes, "   dashboard %s://%s/  metrics %s://%s/metrics", scheme, m, scheme, m)
+		}
+		if h := a.HTTPAddr(); h != "" {
+			fmt.Fprintf(&nodes, "   http %s://%s/v1/", scheme, h)
 		}
 		nodes.WriteString("\n")
 	}

@@ -99,7 +99,7 @@ func nodeSecurity(fs *pflag.FlagSet, cfg *agent.Config) error {
 	cfg.Limits.MaxConcurrentStreams, _ = fs.GetUint32("max-concurrent-streams")
 	cfg.Limits.MaxConnectionIdle, _ = fs.GetDuration("max-connection-idle")
 	return checkExposure(fs, s.Enabled(), "give --tls-ca, --tls-cert and --tls-key (see docs/security.md; `durable certs` makes a test CA)",
-		"listen", "metrics-listen", "debug-listen")
+		"listen", "metrics-listen", "debug-listen", "http-listen")
 }
 
 // checkExposure refuses to serve plaintext and unauthenticated on the

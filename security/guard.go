@@ -305,23 +305,43 @@ func (g *Guard) StreamInterceptor() grpc.StreamServerInterceptor {
 // header. 401 / 403 like Unauthenticated / PermissionDenied.
 func (g *Guard) HTTP(perm func(path string) Permission, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := perm(r.URL.Path)
-		if p != PermOpen {
-			var id Identity
-			var hasCert bool
-			if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-				id, hasCert = CertIdentity(r.TLS.VerifiedChains[0][0])
+		if err := g.CheckHTTP(r, "ops", perm(r.URL.Path), ""); err != nil {
+			code := HTTPStatus(err)
+			if code == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="durable"`)
 			}
-			if err := g.check("ops", p, "", id, hasCert, r.Header.Values("Authorization"), false); err != nil {
-				code := http.StatusForbidden
-				if status.Code(err) == codes.Unauthenticated {
-					code = http.StatusUnauthorized
-					w.Header().Set("WWW-Authenticate", `Bearer realm="durable"`)
-				}
-				http.Error(w, status.Convert(err).Message(), code)
-				return
-			}
+			http.Error(w, status.Convert(err).Message(), code)
+			return
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// CheckHTTP authorises an HTTP request as Check does a gRPC call: perm
+// (for class, when perm is PermInvoke and class is set: a grant limited to
+// other classes is refused) for the caller its verified client certificate
+// and its Authorization header name; what labels the refusal (a route).
+// The error is an Unauthenticated or PermissionDenied status (HTTPStatus
+// gives 401 or 403).
+func (g *Guard) CheckHTTP(r *http.Request, what string, perm Permission, class string) error {
+	if perm == PermOpen {
+		return nil
+	}
+	var id Identity
+	var hasCert bool
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		id, hasCert = CertIdentity(r.TLS.VerifiedChains[0][0])
+	}
+	// No reserved headers over HTTP: nodes never forward to each other
+	// over it, so a Durable-* header poses as nothing.
+	return g.check(what, perm, class, id, hasCert, r.Header.Values("Authorization"), false)
+}
+
+// HTTPStatus is the HTTP status of a refusal of CheckHTTP: 401 when the
+// caller is unknown, 403 when not permitted.
+func HTTPStatus(err error) int {
+	if status.Code(err) == codes.Unauthenticated {
+		return http.StatusUnauthorized
+	}
+	return http.StatusForbidden
 }
