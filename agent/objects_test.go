@@ -37,6 +37,13 @@ func TestListObjectsPagesExactlyOverTheObjectsOfOneClass(t *testing.T) {
 		id := durable.IDFromName("KV", name)
 		want = append(want, obj{int32(id.Partition(partitions)), id.String(), name})
 	}
+	// Objects of unique IDs are listed too, without a name.
+	for range 2 {
+		id := durable.NewUniqueID("KV")
+		_, err := c.Invoke(ctx, "KV", client.ByID(id.String()), "put", []byte("k=v"))
+		require.NoError(t, err)
+		want = append(want, obj{int32(id.Partition(partitions)), id.String(), ""})
+	}
 	sort.Slice(want, func(i, j int) bool {
 		if want[i].p != want[j].p {
 			return want[i].p < want[j].p
@@ -57,7 +64,7 @@ func TestListObjectsPagesExactlyOverTheObjectsOfOneClass(t *testing.T) {
 		require.NoError(t, err)
 		return resp
 	}
-	for _, limit := range []int32{1, 3, 4, 11, 12} {
+	for _, limit := range []int32{1, 3, 4, 13, 14} {
 		t.Run(fmt.Sprintf("limit %d", limit), func(t *testing.T) {
 			var got []obj
 			token := ""

@@ -662,7 +662,7 @@ func newObjectsCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "objects", Short: "Inspect objects"}
 	list := &cobra.Command{
 		Use:   "list CLASS",
-		Short: "List the named objects of a class that have stored something, by partition and ID",
+		Short: "List the objects of a class that have stored something, by partition and ID",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			limit, _ := cmd.Flags().GetInt32("limit")
