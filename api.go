@@ -129,6 +129,9 @@ type Storage interface {
 	GetAlarm(ctx context.Context) (time.Time, bool, error)
 	// SetAlarm sets the object's single alarm, replacing any earlier time. A
 	// time in the past fires as soon as possible; the zero time is an error.
+	// Alarm times are kept in whole milliseconds, rounded up so that an
+	// alarm never fires early: GetAlarm and AlarmInfo.ScheduledTime report
+	// the rounded time (10.0004 s is kept, and fires, as 10.001 s).
 	SetAlarm(ctx context.Context, t time.Time) error
 	// DeleteAlarm removes the alarm, if any.
 	DeleteAlarm(ctx context.Context) error

@@ -89,3 +89,28 @@ func TestPolicySystemRetriesBackOffToThirtySeconds(t *testing.T) {
 	jittered := DefaultPolicy(func() float64 { return 0.5 })
 	require.Equal(t, 2*time.Second+250*time.Millisecond, jittered.SystemBackoff(1))
 }
+
+func TestCeilMillisRoundsUpNeverDown(t *testing.T) {
+	// DESIGN §1: alarm times are kept in milliseconds, rounded up, so that
+	// an alarm never fires early (10.0004 s must not fire at 10.000 s).
+	base := time.Unix(10, 0)
+	cases := []struct {
+		name string
+		in   time.Time
+		want time.Time
+	}{
+		{"whole millisecond unchanged", base, base},
+		{"one nanosecond over", base.Add(time.Nanosecond), base.Add(time.Millisecond)},
+		{"0.4 ms over", base.Add(400 * time.Microsecond), base.Add(time.Millisecond)},
+		{"just under the next", base.Add(time.Millisecond - time.Nanosecond), base.Add(time.Millisecond)},
+		{"before the epoch", time.Unix(-10, 400_000), time.Unix(-10, 1_000_000)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := CeilMillis(tc.in)
+			require.True(t, got.Equal(tc.want), "CeilMillis(%s) = %s, want %s", tc.in, got, tc.want)
+			require.False(t, got.Before(tc.in))
+			require.True(t, got.Equal(time.UnixMilli(got.UnixMilli())), "a whole millisecond")
+		})
+	}
+}

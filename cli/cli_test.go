@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/bench/benchclass"
 	"github.com/durable-run/durable/examples"
 	"github.com/durable-run/durable/node"
@@ -154,7 +155,19 @@ func TestDevClusterCommands(t *testing.T) {
 		require.Equal(t, want, strings.TrimSpace(out), "through node %d", i)
 	}
 
-	out, err := run(ctx, "locate", "--addr", addrs[0], "Counter", "c")
+	out, err := run(ctx, "objects", "list", "--addr", addrs[1], "Counter")
+	require.NoError(t, err)
+	require.Regexp(t, `NAME\s+ID\s+PARTITION\n`, out)
+	require.Regexp(t, `\nc\s+`+durable.IDFromName("Counter", "c").String()+`\s+\d+\n`, out)
+	require.NotContains(t, out, "more:", "one object, one page")
+	out, err = run(ctx, "objects", "list", "--addr", addrs[0], "--json", "--limit", "1", "Counter")
+	require.NoError(t, err)
+	require.Regexp(t, `"name":\s+"c"`, out)
+	require.Regexp(t, `"next_page_token":\s+""`, out)
+	_, err = run(ctx, "objects", "list", "--addr", addrs[0], "--limit", "-1", "Counter")
+	require.Equal(t, 2, exitCode(err), "negative limit: %v", err)
+
+	out, err = run(ctx, "locate", "--addr", addrs[0], "Counter", "c")
 	require.NoError(t, err)
 	require.Regexp(t, `partition\s+\d+`, out)
 	require.Regexp(t, `owner\s+dev-\d at `, out)

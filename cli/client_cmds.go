@@ -657,3 +657,48 @@ func movedText(moved map[string]int32) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+func newObjectsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "objects", Short: "Inspect objects"}
+	list := &cobra.Command{
+		Use:   "list CLASS",
+		Short: "List the objects of a class that have stored something, by partition and ID",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			limit, _ := cmd.Flags().GetInt32("limit")
+			token, _ := cmd.Flags().GetString("page-token")
+			asJSON, _ := cmd.Flags().GetBool("json")
+			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Admin().ListObjects(ctx, &durablev1.ListObjectsRequest{Class: args[0], Limit: limit, PageToken: token})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd, resp)
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "NAME\tID\tPARTITION")
+				for _, o := range resp.GetObjects() {
+					name := o.GetName()
+					switch {
+					case len(o.GetNameBytes()) > 0:
+						name = fmt.Sprintf("%q", o.GetNameBytes())
+					case name == "":
+						name = "-"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%d\n", name, o.GetId(), o.GetPartition())
+				}
+				if next := resp.GetNextPageToken(); next != "" {
+					fmt.Fprintf(w, "...\t(more: --page-token %s)\n", next)
+				}
+				return w.Flush()
+			})
+		},
+	}
+	addClientFlags(list, 30*time.Second)
+	list.Flags().Int32("limit", 100, "at most this many objects (at most 10000)")
+	list.Flags().String("page-token", "", "continue where the previous page ended (its last line says the token)")
+	list.Flags().Bool("json", false, "print JSON")
+	cmd.AddCommand(list)
+	return cmd
+}

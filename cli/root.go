@@ -32,7 +32,7 @@ func newRootCmd(opts Options) *cobra.Command {
 	}
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().String("log-format", "text", "log format: text (key=value) or json (one object per line)")
-	root.AddCommand(newDevCmd(opts), newAgentCmd(opts), newInvokeCmd(), newAlarmCmd(), newStatusCmd(), newLocateCmd(), newDrainCmd(), newSinkCmd(), newHealthCmd(), newLoadCmd(), newBenchCmd(), newVersionCmd(opts.Name), newCertsCmd(), newEtcdAuthCmd())
+	root.AddCommand(newDevCmd(opts), newAgentCmd(opts), newInvokeCmd(), newAlarmCmd(), newObjectsCmd(), newStatusCmd(), newLocateCmd(), newDrainCmd(), newSinkCmd(), newHealthCmd(), newLoadCmd(), newBenchCmd(), newVersionCmd(opts.Name), newCertsCmd(), newEtcdAuthCmd())
 	return root
 }
 

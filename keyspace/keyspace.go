@@ -136,8 +136,12 @@ func allDigits(s string) bool {
 }
 
 // Object is the metadata key of an object.
-func (s Space) Object(p int, class, id string) string {
-	return s.prefix + "obj/" + part(p) + "/" + class + "/" + id
+func (s Space) Object(p int, class, id string) string { return s.ObjectsPrefix(p, class) + id }
+
+// ObjectsPrefix is the prefix of the metadata keys of partition p's objects
+// of class.
+func (s Space) ObjectsPrefix(p int, class string) string {
+	return s.prefix + "obj/" + part(p) + "/" + class + "/"
 }
 
 // Requests is the key of an object's remembered request ids.

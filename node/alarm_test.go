@@ -109,6 +109,7 @@ func (p *alarmProbe) hasEvent(s string) bool {
 //	setms <unix ms>     SetAlarm(time.UnixMilli), then returns GetAlarm
 //	get                 GetAlarm ("none" when there is none)
 //	delete              DeleteAlarm, then returns GetAlarm of the same event
+//	deleteall           DeleteAll, then returns GetAlarm of the same event
 //	setzero             SetAlarm(zero time); "invalid" if refused as such
 //	put k=v, read k     storage ("<none>" for a missing key)
 //	mark                records the event "invoke"
@@ -163,6 +164,11 @@ func (o *probeObject) Invoke(ctx context.Context, method string, payload []byte)
 		return reply(getAlarmString(ctx, s))
 	case "delete":
 		if err := s.DeleteAlarm(ctx); err != nil {
+			return nil, err
+		}
+		return reply(getAlarmString(ctx, s))
+	case "deleteall":
+		if err := s.DeleteAll(ctx); err != nil {
 			return nil, err
 		}
 		return reply(getAlarmString(ctx, s))
@@ -457,6 +463,30 @@ func TestAlarmDeleteRemovesItAndItNeverFires(t *testing.T) {
 
 	// Deleting when there is no alarm is fine.
 	require.Equal(t, "none", e.mustInvoke(probeClass, "a", "delete", ""))
+}
+
+func TestAlarmDeleteAllDeletesItAndItNeverFires(t *testing.T) {
+	// DESIGN §1: DeleteAll deletes the alarm with the keys (Cloudflare's
+	// deleteAll since 2026-02-24).
+	e := newAlarmEnv(t, nil)
+	T := e.now().Add(10 * time.Second)
+	e.set("a", T)
+	e.mustInvoke(probeClass, "a", "put", "k=v")
+	require.Equal(t, "none", e.mustInvoke(probeClass, "a", "deleteall", ""), "GetAlarm in the event that called DeleteAll")
+	require.Equal(t, "none", e.getAlarm("a"))
+	require.Equal(t, "<none>", e.read("a", "k"))
+	require.Nil(t, e.record("a"))
+	require.EqualValues(t, 0, e.keyCount("alarm/"))
+	require.EqualValues(t, 0, e.keyCount("due/"))
+	require.Zero(t, e.n().ScheduledAlarms(), "the deleted alarm must leave the heap")
+	e.advanceTo(T.Add(time.Minute))
+	e.requireRunsStay(0, "an alarm deleted by DeleteAll fired")
+
+	// After a restart the node knows alarms only from etcd: still none.
+	e.restart()
+	require.Equal(t, "none", e.getAlarm("a"))
+	e.advance(time.Minute)
+	e.requireRunsStay(0, "an alarm deleted by DeleteAll fired after a restart")
 }
 
 func TestAlarmSetZeroTimeIsInvalidArgument(t *testing.T) {

@@ -67,7 +67,8 @@ type pipeline struct {
 	gen         uint64 // bumped on every reset
 	cur         *eventTx
 	name        string
-	nameStored  bool
+	nameStored  bool // obj/ holds name
+	objStored   bool // obj/ exists, holding name or "" (an object of a unique ID)
 	cache       map[string]cacheEntry
 	alarm       *alarmstore.Record // committed alarm, valid when alarmLoaded
 	alarmLoaded bool
@@ -143,9 +144,10 @@ type stage struct {
 	ringSet bool
 	rids    []reqEntry // requests recorded by this stage, for retries arriving before it is durable
 
-	storeName bool
-	waiters   []waiter
-	links     []trace.Link // the spans of the events it holds (tracing on)
+	storeName   bool   // the stage writes obj/
+	nameWritten string // what it writes there
+	waiters     []waiter
+	links       []trace.Link // the spans of the events it holds (tracing on)
 
 	estOps, estBytes int
 }
@@ -294,7 +296,7 @@ func (pl *pipeline) learnStoredName(name string) {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	if pl.name == "" && name != "" {
-		pl.name, pl.nameStored = name, true
+		pl.name, pl.nameStored, pl.objStored = name, true, true
 	}
 }
 
@@ -485,7 +487,9 @@ func (pl *pipeline) addLocked(s *stage, ec *eventCommit) {
 		s.ring, s.ringSet = ring, true
 		s.rids = append(s.rids, e)
 	}
-	if pl.name != "" && !pl.nameStored {
+	// Every object that commits has an obj/ key, so that objects of unique
+	// IDs are listed too (Admin.ListObjects); a named one's holds its name.
+	if !pl.nameStored && (pl.name != "" || !pl.objStored) {
 		s.storeName = true
 	}
 }
@@ -505,6 +509,7 @@ func (pl *pipeline) requestLocked(s *stage) *commit.Request {
 		ops = append(ops, clientv3.OpPut(keys.Requests(pl.p, pl.class, pl.idHex), string(b)))
 	}
 	if s.storeName {
+		s.nameWritten = pl.name
 		ops = append(ops, clientv3.OpPut(keys.Object(pl.p, pl.class, pl.idHex), pl.name))
 	}
 	bytes := 0
@@ -533,7 +538,10 @@ func (pl *pipeline) settle(s *stage, err error) {
 			pl.alarm, pl.alarmLoaded = s.alarm, true
 		}
 		if s.storeName {
-			pl.nameStored = true
+			pl.objStored = true
+			if s.nameWritten != "" && s.nameWritten == pl.name {
+				pl.nameStored = true
+			}
 		}
 		if pl.next != nil {
 			pl.flight, pl.next = pl.next, nil
@@ -758,6 +766,9 @@ func (pl *pipeline) loadName(ctx context.Context) error {
 		return &storageError{err}
 	}
 	if kvs[0] != nil {
+		pl.mu.Lock()
+		pl.objStored = true
+		pl.mu.Unlock()
 		pl.learnStoredName(string(kvs[0].Value))
 	}
 	return nil

@@ -274,7 +274,7 @@ func listRange(opts durable.ListOptions) (lo, hi string, err error) {
 		return "", "", durable.Invalidf("list: Start and StartAfter are mutually exclusive")
 	}
 	if opts.Limit < 0 {
-		return "", "", durable.Invalidf("list: Limit %d must be positive (0 means no limit)", opts.Limit)
+		return "", "", durable.Invalidf("list: Limit %d is negative (0 means no limit)", opts.Limit)
 	}
 	for _, k := range []string{opts.Start, opts.StartAfter, opts.End, opts.Prefix} {
 		if len(k) > durable.MaxKeyBytes {

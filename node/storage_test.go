@@ -921,6 +921,7 @@ func TestStorageListTable(t *testing.T) {
 		for name, err := range errs {
 			assert.ErrorIs(t, err, durable.ErrInvalidArgument, name)
 		}
+		assert.ErrorContains(t, errs["negative limit"], "0 means no limit")
 	}
 	fixture := func() map[string][]byte {
 		m := map[string][]byte{}

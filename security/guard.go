@@ -46,7 +46,7 @@ func MethodPermission(fullMethod string) Permission {
 	case "/durable.v1.Objects/Invoke":
 		return PermInvoke
 	case "/durable.v1.Admin/GetAlarm", "/durable.v1.Admin/ListAlarms", "/durable.v1.Admin/ListDeadLetters",
-		"/durable.v1.Admin/Status", "/durable.v1.Admin/Locate":
+		"/durable.v1.Admin/Status", "/durable.v1.Admin/Locate", "/durable.v1.Admin/ListObjects":
 		return PermRead
 	case "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch", "/grpc.health.v1.Health/List":
 		return PermOpen

@@ -361,6 +361,204 @@ func (x *ErrorDetail) GetRetryAfterMs() int64 {
 	return 0
 }
 
+type ListObjectsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// class is required.
+	Class string `protobuf:"bytes,1,opt,name=class,proto3" json:"class,omitempty"`
+	// limit caps the number of objects returned (default 100, at most
+	// 10000); negative is an error.
+	Limit int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// page_token continues a listing where next_page_token of the previous
+	// page left it.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListObjectsRequest) Reset() {
+	*x = ListObjectsRequest{}
+	mi := &file_durable_v1_durable_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListObjectsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListObjectsRequest) ProtoMessage() {}
+
+func (x *ListObjectsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_durable_v1_durable_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListObjectsRequest.ProtoReflect.Descriptor instead.
+func (*ListObjectsRequest) Descriptor() ([]byte, []int) {
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListObjectsRequest) GetClass() string {
+	if x != nil {
+		return x.Class
+	}
+	return ""
+}
+
+func (x *ListObjectsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListObjectsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ObjectInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Class string                 `protobuf:"bytes,1,opt,name=class,proto3" json:"class,omitempty"`
+	Id    string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// name is the name the object was created under, empty for an object
+	// only ever addressed by a unique ID (and for a name that is not valid
+	// UTF-8, which name_bytes then holds).
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Partition     int32  `protobuf:"varint,4,opt,name=partition,proto3" json:"partition,omitempty"`
+	NameBytes     []byte `protobuf:"bytes,5,opt,name=name_bytes,json=nameBytes,proto3" json:"name_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObjectInfo) Reset() {
+	*x = ObjectInfo{}
+	mi := &file_durable_v1_durable_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObjectInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObjectInfo) ProtoMessage() {}
+
+func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_durable_v1_durable_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObjectInfo.ProtoReflect.Descriptor instead.
+func (*ObjectInfo) Descriptor() ([]byte, []int) {
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ObjectInfo) GetClass() string {
+	if x != nil {
+		return x.Class
+	}
+	return ""
+}
+
+func (x *ObjectInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ObjectInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ObjectInfo) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *ObjectInfo) GetNameBytes() []byte {
+	if x != nil {
+		return x.NameBytes
+	}
+	return nil
+}
+
+type ListObjectsResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Objects []*ObjectInfo          `protobuf:"bytes,1,rep,name=objects,proto3" json:"objects,omitempty"`
+	// next_page_token, when set, asks for the next page; it is empty on the
+	// last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListObjectsResponse) Reset() {
+	*x = ListObjectsResponse{}
+	mi := &file_durable_v1_durable_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListObjectsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListObjectsResponse) ProtoMessage() {}
+
+func (x *ListObjectsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_durable_v1_durable_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListObjectsResponse.ProtoReflect.Descriptor instead.
+func (*ListObjectsResponse) Descriptor() ([]byte, []int) {
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListObjectsResponse) GetObjects() []*ObjectInfo {
+	if x != nil {
+		return x.Objects
+	}
+	return nil
+}
+
+func (x *ListObjectsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 type RequeueDeadLetterRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Class  string                 `protobuf:"bytes,1,opt,name=class,proto3" json:"class,omitempty"`
@@ -374,7 +572,7 @@ type RequeueDeadLetterRequest struct {
 
 func (x *RequeueDeadLetterRequest) Reset() {
 	*x = RequeueDeadLetterRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[4]
+	mi := &file_durable_v1_durable_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +584,7 @@ func (x *RequeueDeadLetterRequest) String() string {
 func (*RequeueDeadLetterRequest) ProtoMessage() {}
 
 func (x *RequeueDeadLetterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[4]
+	mi := &file_durable_v1_durable_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +597,7 @@ func (x *RequeueDeadLetterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequeueDeadLetterRequest.ProtoReflect.Descriptor instead.
 func (*RequeueDeadLetterRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{4}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RequeueDeadLetterRequest) GetClass() string {
@@ -433,7 +631,7 @@ type RequeueDeadLetterResponse struct {
 
 func (x *RequeueDeadLetterResponse) Reset() {
 	*x = RequeueDeadLetterResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[5]
+	mi := &file_durable_v1_durable_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +643,7 @@ func (x *RequeueDeadLetterResponse) String() string {
 func (*RequeueDeadLetterResponse) ProtoMessage() {}
 
 func (x *RequeueDeadLetterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[5]
+	mi := &file_durable_v1_durable_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +656,7 @@ func (x *RequeueDeadLetterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequeueDeadLetterResponse.ProtoReflect.Descriptor instead.
 func (*RequeueDeadLetterResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{5}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RequeueDeadLetterResponse) GetAlarm() *Alarm {
@@ -483,7 +681,7 @@ type PurgeDeadLettersRequest struct {
 
 func (x *PurgeDeadLettersRequest) Reset() {
 	*x = PurgeDeadLettersRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[6]
+	mi := &file_durable_v1_durable_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +693,7 @@ func (x *PurgeDeadLettersRequest) String() string {
 func (*PurgeDeadLettersRequest) ProtoMessage() {}
 
 func (x *PurgeDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[6]
+	mi := &file_durable_v1_durable_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +706,7 @@ func (x *PurgeDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*PurgeDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{6}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PurgeDeadLettersRequest) GetClass() string {
@@ -548,7 +746,7 @@ type PurgeDeadLettersResponse struct {
 
 func (x *PurgeDeadLettersResponse) Reset() {
 	*x = PurgeDeadLettersResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[7]
+	mi := &file_durable_v1_durable_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +758,7 @@ func (x *PurgeDeadLettersResponse) String() string {
 func (*PurgeDeadLettersResponse) ProtoMessage() {}
 
 func (x *PurgeDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[7]
+	mi := &file_durable_v1_durable_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +771,7 @@ func (x *PurgeDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*PurgeDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{7}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PurgeDeadLettersResponse) GetPurged() int64 {
@@ -593,7 +791,7 @@ type LocateRequest struct {
 
 func (x *LocateRequest) Reset() {
 	*x = LocateRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[8]
+	mi := &file_durable_v1_durable_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +803,7 @@ func (x *LocateRequest) String() string {
 func (*LocateRequest) ProtoMessage() {}
 
 func (x *LocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[8]
+	mi := &file_durable_v1_durable_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +816,7 @@ func (x *LocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateRequest.ProtoReflect.Descriptor instead.
 func (*LocateRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{8}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LocateRequest) GetClass() string {
@@ -657,7 +855,7 @@ type LocateResponse struct {
 
 func (x *LocateResponse) Reset() {
 	*x = LocateResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[9]
+	mi := &file_durable_v1_durable_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +867,7 @@ func (x *LocateResponse) String() string {
 func (*LocateResponse) ProtoMessage() {}
 
 func (x *LocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[9]
+	mi := &file_durable_v1_durable_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +880,7 @@ func (x *LocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateResponse.ProtoReflect.Descriptor instead.
 func (*LocateResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{9}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LocateResponse) GetId() string {
@@ -767,7 +965,7 @@ type Alarm struct {
 
 func (x *Alarm) Reset() {
 	*x = Alarm{}
-	mi := &file_durable_v1_durable_proto_msgTypes[10]
+	mi := &file_durable_v1_durable_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +977,7 @@ func (x *Alarm) String() string {
 func (*Alarm) ProtoMessage() {}
 
 func (x *Alarm) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[10]
+	mi := &file_durable_v1_durable_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +990,7 @@ func (x *Alarm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Alarm.ProtoReflect.Descriptor instead.
 func (*Alarm) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{10}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Alarm) GetClass() string {
@@ -861,7 +1059,7 @@ type GetAlarmRequest struct {
 
 func (x *GetAlarmRequest) Reset() {
 	*x = GetAlarmRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[11]
+	mi := &file_durable_v1_durable_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -873,7 +1071,7 @@ func (x *GetAlarmRequest) String() string {
 func (*GetAlarmRequest) ProtoMessage() {}
 
 func (x *GetAlarmRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[11]
+	mi := &file_durable_v1_durable_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -886,7 +1084,7 @@ func (x *GetAlarmRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAlarmRequest.ProtoReflect.Descriptor instead.
 func (*GetAlarmRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{11}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetAlarmRequest) GetClass() string {
@@ -913,7 +1111,7 @@ type GetAlarmResponse struct {
 
 func (x *GetAlarmResponse) Reset() {
 	*x = GetAlarmResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[12]
+	mi := &file_durable_v1_durable_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +1123,7 @@ func (x *GetAlarmResponse) String() string {
 func (*GetAlarmResponse) ProtoMessage() {}
 
 func (x *GetAlarmResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[12]
+	mi := &file_durable_v1_durable_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1136,7 @@ func (x *GetAlarmResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAlarmResponse.ProtoReflect.Descriptor instead.
 func (*GetAlarmResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{12}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetAlarmResponse) GetAlarm() *Alarm {
@@ -965,7 +1163,7 @@ type ListAlarmsRequest struct {
 
 func (x *ListAlarmsRequest) Reset() {
 	*x = ListAlarmsRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[13]
+	mi := &file_durable_v1_durable_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1175,7 @@ func (x *ListAlarmsRequest) String() string {
 func (*ListAlarmsRequest) ProtoMessage() {}
 
 func (x *ListAlarmsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[13]
+	mi := &file_durable_v1_durable_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1188,7 @@ func (x *ListAlarmsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlarmsRequest.ProtoReflect.Descriptor instead.
 func (*ListAlarmsRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{13}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListAlarmsRequest) GetClass() string {
@@ -1034,7 +1232,7 @@ type ListAlarmsResponse struct {
 
 func (x *ListAlarmsResponse) Reset() {
 	*x = ListAlarmsResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[14]
+	mi := &file_durable_v1_durable_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1244,7 @@ func (x *ListAlarmsResponse) String() string {
 func (*ListAlarmsResponse) ProtoMessage() {}
 
 func (x *ListAlarmsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[14]
+	mi := &file_durable_v1_durable_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1257,7 @@ func (x *ListAlarmsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlarmsResponse.ProtoReflect.Descriptor instead.
 func (*ListAlarmsResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{14}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListAlarmsResponse) GetAlarms() []*Alarm {
@@ -1093,7 +1291,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_durable_v1_durable_proto_msgTypes[15]
+	mi := &file_durable_v1_durable_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1303,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[15]
+	mi := &file_durable_v1_durable_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1316,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{15}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeadLetter) GetAlarm() *Alarm {
@@ -1146,7 +1344,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[16]
+	mi := &file_durable_v1_durable_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1158,7 +1356,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[16]
+	mi := &file_durable_v1_durable_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1171,7 +1369,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{16}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListDeadLettersRequest) GetClass() string {
@@ -1206,7 +1404,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[17]
+	mi := &file_durable_v1_durable_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1416,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[17]
+	mi := &file_durable_v1_durable_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1429,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{17}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -1263,7 +1461,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[18]
+	mi := &file_durable_v1_durable_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1473,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[18]
+	mi := &file_durable_v1_durable_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1486,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{18}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{21}
 }
 
 type DrainResponse struct {
@@ -1304,7 +1502,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[19]
+	mi := &file_durable_v1_durable_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1514,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[19]
+	mi := &file_durable_v1_durable_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1527,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{19}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DrainResponse) GetNode() string {
@@ -1354,7 +1552,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_durable_v1_durable_proto_msgTypes[20]
+	mi := &file_durable_v1_durable_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1564,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[20]
+	mi := &file_durable_v1_durable_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1577,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{20}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{23}
 }
 
 type NodeStatus struct {
@@ -1421,7 +1619,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_durable_v1_durable_proto_msgTypes[21]
+	mi := &file_durable_v1_durable_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1631,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[21]
+	mi := &file_durable_v1_durable_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1644,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{21}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -1583,7 +1781,7 @@ type PartitionStatus struct {
 
 func (x *PartitionStatus) Reset() {
 	*x = PartitionStatus{}
-	mi := &file_durable_v1_durable_proto_msgTypes[22]
+	mi := &file_durable_v1_durable_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1793,7 @@ func (x *PartitionStatus) String() string {
 func (*PartitionStatus) ProtoMessage() {}
 
 func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[22]
+	mi := &file_durable_v1_durable_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1806,7 @@ func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatus.ProtoReflect.Descriptor instead.
 func (*PartitionStatus) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{22}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PartitionStatus) GetPartition() int32 {
@@ -1702,7 +1900,7 @@ type DataCenterStatus struct {
 
 func (x *DataCenterStatus) Reset() {
 	*x = DataCenterStatus{}
-	mi := &file_durable_v1_durable_proto_msgTypes[23]
+	mi := &file_durable_v1_durable_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1912,7 @@ func (x *DataCenterStatus) String() string {
 func (*DataCenterStatus) ProtoMessage() {}
 
 func (x *DataCenterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[23]
+	mi := &file_durable_v1_durable_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1925,7 @@ func (x *DataCenterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataCenterStatus.ProtoReflect.Descriptor instead.
 func (*DataCenterStatus) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{23}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DataCenterStatus) GetDc() string {
@@ -1856,7 +2054,7 @@ type LostNode struct {
 
 func (x *LostNode) Reset() {
 	*x = LostNode{}
-	mi := &file_durable_v1_durable_proto_msgTypes[24]
+	mi := &file_durable_v1_durable_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +2066,7 @@ func (x *LostNode) String() string {
 func (*LostNode) ProtoMessage() {}
 
 func (x *LostNode) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[24]
+	mi := &file_durable_v1_durable_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +2079,7 @@ func (x *LostNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LostNode.ProtoReflect.Descriptor instead.
 func (*LostNode) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{24}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LostNode) GetId() string {
@@ -1939,7 +2137,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_durable_v1_durable_proto_msgTypes[25]
+	mi := &file_durable_v1_durable_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1951,7 +2149,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_durable_v1_durable_proto_msgTypes[25]
+	mi := &file_durable_v1_durable_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1964,7 +2162,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_durable_v1_durable_proto_rawDescGZIP(), []int{25}
+	return file_durable_v1_durable_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StatusResponse) GetClusterPrefix() string {
@@ -2065,7 +2263,23 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\fobject_error\x18\x02 \x01(\bR\vobjectError\x12#\n" +
 	"\rowner_address\x18\x03 \x01(\tR\fownerAddress\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12$\n" +
-	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\"\x8b\x01\n" +
+	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\"_\n" +
+	"\x12ListObjectsRequest\x12\x14\n" +
+	"\x05class\x18\x01 \x01(\tR\x05class\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x83\x01\n" +
+	"\n" +
+	"ObjectInfo\x12\x14\n" +
+	"\x05class\x18\x01 \x01(\tR\x05class\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1c\n" +
+	"\tpartition\x18\x04 \x01(\x05R\tpartition\x12\x1d\n" +
+	"\n" +
+	"name_bytes\x18\x05 \x01(\fR\tnameBytes\"o\n" +
+	"\x13ListObjectsResponse\x120\n" +
+	"\aobjects\x18\x01 \x03(\v2\x16.durable.v1.ObjectInfoR\aobjects\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8b\x01\n" +
 	"\x18RequeueDeadLetterRequest\x12\x14\n" +
 	"\x05class\x18\x01 \x01(\tR\x05class\x12-\n" +
 	"\x06object\x18\x02 \x01(\v2\x15.durable.v1.ObjectRefR\x06object\x12*\n" +
@@ -2217,7 +2431,7 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\x10required_classes\x18\n" +
 	" \x03(\tR\x0frequiredClasses2J\n" +
 	"\aObjects\x12?\n" +
-	"\x06Invoke\x12\x19.durable.v1.InvokeRequest\x1a\x1a.durable.v1.InvokeResponse2\xf8\x04\n" +
+	"\x06Invoke\x12\x19.durable.v1.InvokeRequest\x1a\x1a.durable.v1.InvokeResponse2\xc8\x05\n" +
 	"\x05Admin\x12E\n" +
 	"\bGetAlarm\x12\x1b.durable.v1.GetAlarmRequest\x1a\x1c.durable.v1.GetAlarmResponse\x12K\n" +
 	"\n" +
@@ -2227,7 +2441,8 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\x05Drain\x12\x18.durable.v1.DrainRequest\x1a\x19.durable.v1.DrainResponse\x12?\n" +
 	"\x06Locate\x12\x19.durable.v1.LocateRequest\x1a\x1a.durable.v1.LocateResponse\x12]\n" +
 	"\x10PurgeDeadLetters\x12#.durable.v1.PurgeDeadLettersRequest\x1a$.durable.v1.PurgeDeadLettersResponse\x12`\n" +
-	"\x11RequeueDeadLetter\x12$.durable.v1.RequeueDeadLetterRequest\x1a%.durable.v1.RequeueDeadLetterResponseB;Z9github.com/durable-run/durable/proto/durable/v1;durablev1b\x06proto3"
+	"\x11RequeueDeadLetter\x12$.durable.v1.RequeueDeadLetterRequest\x1a%.durable.v1.RequeueDeadLetterResponse\x12N\n" +
+	"\vListObjects\x12\x1e.durable.v1.ListObjectsRequest\x1a\x1f.durable.v1.ListObjectsResponseB;Z9github.com/durable-run/durable/proto/durable/v1;durablev1b\x06proto3"
 
 var (
 	file_durable_v1_durable_proto_rawDescOnce sync.Once
@@ -2241,76 +2456,82 @@ func file_durable_v1_durable_proto_rawDescGZIP() []byte {
 	return file_durable_v1_durable_proto_rawDescData
 }
 
-var file_durable_v1_durable_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_durable_v1_durable_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_durable_v1_durable_proto_goTypes = []any{
 	(*ObjectRef)(nil),                 // 0: durable.v1.ObjectRef
 	(*InvokeRequest)(nil),             // 1: durable.v1.InvokeRequest
 	(*InvokeResponse)(nil),            // 2: durable.v1.InvokeResponse
 	(*ErrorDetail)(nil),               // 3: durable.v1.ErrorDetail
-	(*RequeueDeadLetterRequest)(nil),  // 4: durable.v1.RequeueDeadLetterRequest
-	(*RequeueDeadLetterResponse)(nil), // 5: durable.v1.RequeueDeadLetterResponse
-	(*PurgeDeadLettersRequest)(nil),   // 6: durable.v1.PurgeDeadLettersRequest
-	(*PurgeDeadLettersResponse)(nil),  // 7: durable.v1.PurgeDeadLettersResponse
-	(*LocateRequest)(nil),             // 8: durable.v1.LocateRequest
-	(*LocateResponse)(nil),            // 9: durable.v1.LocateResponse
-	(*Alarm)(nil),                     // 10: durable.v1.Alarm
-	(*GetAlarmRequest)(nil),           // 11: durable.v1.GetAlarmRequest
-	(*GetAlarmResponse)(nil),          // 12: durable.v1.GetAlarmResponse
-	(*ListAlarmsRequest)(nil),         // 13: durable.v1.ListAlarmsRequest
-	(*ListAlarmsResponse)(nil),        // 14: durable.v1.ListAlarmsResponse
-	(*DeadLetter)(nil),                // 15: durable.v1.DeadLetter
-	(*ListDeadLettersRequest)(nil),    // 16: durable.v1.ListDeadLettersRequest
-	(*ListDeadLettersResponse)(nil),   // 17: durable.v1.ListDeadLettersResponse
-	(*DrainRequest)(nil),              // 18: durable.v1.DrainRequest
-	(*DrainResponse)(nil),             // 19: durable.v1.DrainResponse
-	(*StatusRequest)(nil),             // 20: durable.v1.StatusRequest
-	(*NodeStatus)(nil),                // 21: durable.v1.NodeStatus
-	(*PartitionStatus)(nil),           // 22: durable.v1.PartitionStatus
-	(*DataCenterStatus)(nil),          // 23: durable.v1.DataCenterStatus
-	(*LostNode)(nil),                  // 24: durable.v1.LostNode
-	(*StatusResponse)(nil),            // 25: durable.v1.StatusResponse
-	nil,                               // 26: durable.v1.LostNode.MovedToEntry
+	(*ListObjectsRequest)(nil),        // 4: durable.v1.ListObjectsRequest
+	(*ObjectInfo)(nil),                // 5: durable.v1.ObjectInfo
+	(*ListObjectsResponse)(nil),       // 6: durable.v1.ListObjectsResponse
+	(*RequeueDeadLetterRequest)(nil),  // 7: durable.v1.RequeueDeadLetterRequest
+	(*RequeueDeadLetterResponse)(nil), // 8: durable.v1.RequeueDeadLetterResponse
+	(*PurgeDeadLettersRequest)(nil),   // 9: durable.v1.PurgeDeadLettersRequest
+	(*PurgeDeadLettersResponse)(nil),  // 10: durable.v1.PurgeDeadLettersResponse
+	(*LocateRequest)(nil),             // 11: durable.v1.LocateRequest
+	(*LocateResponse)(nil),            // 12: durable.v1.LocateResponse
+	(*Alarm)(nil),                     // 13: durable.v1.Alarm
+	(*GetAlarmRequest)(nil),           // 14: durable.v1.GetAlarmRequest
+	(*GetAlarmResponse)(nil),          // 15: durable.v1.GetAlarmResponse
+	(*ListAlarmsRequest)(nil),         // 16: durable.v1.ListAlarmsRequest
+	(*ListAlarmsResponse)(nil),        // 17: durable.v1.ListAlarmsResponse
+	(*DeadLetter)(nil),                // 18: durable.v1.DeadLetter
+	(*ListDeadLettersRequest)(nil),    // 19: durable.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),   // 20: durable.v1.ListDeadLettersResponse
+	(*DrainRequest)(nil),              // 21: durable.v1.DrainRequest
+	(*DrainResponse)(nil),             // 22: durable.v1.DrainResponse
+	(*StatusRequest)(nil),             // 23: durable.v1.StatusRequest
+	(*NodeStatus)(nil),                // 24: durable.v1.NodeStatus
+	(*PartitionStatus)(nil),           // 25: durable.v1.PartitionStatus
+	(*DataCenterStatus)(nil),          // 26: durable.v1.DataCenterStatus
+	(*LostNode)(nil),                  // 27: durable.v1.LostNode
+	(*StatusResponse)(nil),            // 28: durable.v1.StatusResponse
+	nil,                               // 29: durable.v1.LostNode.MovedToEntry
 }
 var file_durable_v1_durable_proto_depIdxs = []int32{
 	0,  // 0: durable.v1.InvokeRequest.object:type_name -> durable.v1.ObjectRef
-	0,  // 1: durable.v1.RequeueDeadLetterRequest.object:type_name -> durable.v1.ObjectRef
-	10, // 2: durable.v1.RequeueDeadLetterResponse.alarm:type_name -> durable.v1.Alarm
-	0,  // 3: durable.v1.PurgeDeadLettersRequest.object:type_name -> durable.v1.ObjectRef
-	0,  // 4: durable.v1.LocateRequest.object:type_name -> durable.v1.ObjectRef
-	10, // 5: durable.v1.LocateResponse.pending_alarm:type_name -> durable.v1.Alarm
-	0,  // 6: durable.v1.GetAlarmRequest.object:type_name -> durable.v1.ObjectRef
-	10, // 7: durable.v1.GetAlarmResponse.alarm:type_name -> durable.v1.Alarm
-	10, // 8: durable.v1.ListAlarmsResponse.alarms:type_name -> durable.v1.Alarm
-	10, // 9: durable.v1.DeadLetter.alarm:type_name -> durable.v1.Alarm
-	15, // 10: durable.v1.ListDeadLettersResponse.dead_letters:type_name -> durable.v1.DeadLetter
-	26, // 11: durable.v1.LostNode.moved_to:type_name -> durable.v1.LostNode.MovedToEntry
-	21, // 12: durable.v1.StatusResponse.nodes:type_name -> durable.v1.NodeStatus
-	22, // 13: durable.v1.StatusResponse.partitions:type_name -> durable.v1.PartitionStatus
-	23, // 14: durable.v1.StatusResponse.data_centers:type_name -> durable.v1.DataCenterStatus
-	24, // 15: durable.v1.StatusResponse.lost_nodes:type_name -> durable.v1.LostNode
-	1,  // 16: durable.v1.Objects.Invoke:input_type -> durable.v1.InvokeRequest
-	11, // 17: durable.v1.Admin.GetAlarm:input_type -> durable.v1.GetAlarmRequest
-	13, // 18: durable.v1.Admin.ListAlarms:input_type -> durable.v1.ListAlarmsRequest
-	16, // 19: durable.v1.Admin.ListDeadLetters:input_type -> durable.v1.ListDeadLettersRequest
-	20, // 20: durable.v1.Admin.Status:input_type -> durable.v1.StatusRequest
-	18, // 21: durable.v1.Admin.Drain:input_type -> durable.v1.DrainRequest
-	8,  // 22: durable.v1.Admin.Locate:input_type -> durable.v1.LocateRequest
-	6,  // 23: durable.v1.Admin.PurgeDeadLetters:input_type -> durable.v1.PurgeDeadLettersRequest
-	4,  // 24: durable.v1.Admin.RequeueDeadLetter:input_type -> durable.v1.RequeueDeadLetterRequest
-	2,  // 25: durable.v1.Objects.Invoke:output_type -> durable.v1.InvokeResponse
-	12, // 26: durable.v1.Admin.GetAlarm:output_type -> durable.v1.GetAlarmResponse
-	14, // 27: durable.v1.Admin.ListAlarms:output_type -> durable.v1.ListAlarmsResponse
-	17, // 28: durable.v1.Admin.ListDeadLetters:output_type -> durable.v1.ListDeadLettersResponse
-	25, // 29: durable.v1.Admin.Status:output_type -> durable.v1.StatusResponse
-	19, // 30: durable.v1.Admin.Drain:output_type -> durable.v1.DrainResponse
-	9,  // 31: durable.v1.Admin.Locate:output_type -> durable.v1.LocateResponse
-	7,  // 32: durable.v1.Admin.PurgeDeadLetters:output_type -> durable.v1.PurgeDeadLettersResponse
-	5,  // 33: durable.v1.Admin.RequeueDeadLetter:output_type -> durable.v1.RequeueDeadLetterResponse
-	25, // [25:34] is the sub-list for method output_type
-	16, // [16:25] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	5,  // 1: durable.v1.ListObjectsResponse.objects:type_name -> durable.v1.ObjectInfo
+	0,  // 2: durable.v1.RequeueDeadLetterRequest.object:type_name -> durable.v1.ObjectRef
+	13, // 3: durable.v1.RequeueDeadLetterResponse.alarm:type_name -> durable.v1.Alarm
+	0,  // 4: durable.v1.PurgeDeadLettersRequest.object:type_name -> durable.v1.ObjectRef
+	0,  // 5: durable.v1.LocateRequest.object:type_name -> durable.v1.ObjectRef
+	13, // 6: durable.v1.LocateResponse.pending_alarm:type_name -> durable.v1.Alarm
+	0,  // 7: durable.v1.GetAlarmRequest.object:type_name -> durable.v1.ObjectRef
+	13, // 8: durable.v1.GetAlarmResponse.alarm:type_name -> durable.v1.Alarm
+	13, // 9: durable.v1.ListAlarmsResponse.alarms:type_name -> durable.v1.Alarm
+	13, // 10: durable.v1.DeadLetter.alarm:type_name -> durable.v1.Alarm
+	18, // 11: durable.v1.ListDeadLettersResponse.dead_letters:type_name -> durable.v1.DeadLetter
+	29, // 12: durable.v1.LostNode.moved_to:type_name -> durable.v1.LostNode.MovedToEntry
+	24, // 13: durable.v1.StatusResponse.nodes:type_name -> durable.v1.NodeStatus
+	25, // 14: durable.v1.StatusResponse.partitions:type_name -> durable.v1.PartitionStatus
+	26, // 15: durable.v1.StatusResponse.data_centers:type_name -> durable.v1.DataCenterStatus
+	27, // 16: durable.v1.StatusResponse.lost_nodes:type_name -> durable.v1.LostNode
+	1,  // 17: durable.v1.Objects.Invoke:input_type -> durable.v1.InvokeRequest
+	14, // 18: durable.v1.Admin.GetAlarm:input_type -> durable.v1.GetAlarmRequest
+	16, // 19: durable.v1.Admin.ListAlarms:input_type -> durable.v1.ListAlarmsRequest
+	19, // 20: durable.v1.Admin.ListDeadLetters:input_type -> durable.v1.ListDeadLettersRequest
+	23, // 21: durable.v1.Admin.Status:input_type -> durable.v1.StatusRequest
+	21, // 22: durable.v1.Admin.Drain:input_type -> durable.v1.DrainRequest
+	11, // 23: durable.v1.Admin.Locate:input_type -> durable.v1.LocateRequest
+	9,  // 24: durable.v1.Admin.PurgeDeadLetters:input_type -> durable.v1.PurgeDeadLettersRequest
+	7,  // 25: durable.v1.Admin.RequeueDeadLetter:input_type -> durable.v1.RequeueDeadLetterRequest
+	4,  // 26: durable.v1.Admin.ListObjects:input_type -> durable.v1.ListObjectsRequest
+	2,  // 27: durable.v1.Objects.Invoke:output_type -> durable.v1.InvokeResponse
+	15, // 28: durable.v1.Admin.GetAlarm:output_type -> durable.v1.GetAlarmResponse
+	17, // 29: durable.v1.Admin.ListAlarms:output_type -> durable.v1.ListAlarmsResponse
+	20, // 30: durable.v1.Admin.ListDeadLetters:output_type -> durable.v1.ListDeadLettersResponse
+	28, // 31: durable.v1.Admin.Status:output_type -> durable.v1.StatusResponse
+	22, // 32: durable.v1.Admin.Drain:output_type -> durable.v1.DrainResponse
+	12, // 33: durable.v1.Admin.Locate:output_type -> durable.v1.LocateResponse
+	10, // 34: durable.v1.Admin.PurgeDeadLetters:output_type -> durable.v1.PurgeDeadLettersResponse
+	8,  // 35: durable.v1.Admin.RequeueDeadLetter:output_type -> durable.v1.RequeueDeadLetterResponse
+	6,  // 36: durable.v1.Admin.ListObjects:output_type -> durable.v1.ListObjectsResponse
+	27, // [27:37] is the sub-list for method output_type
+	17, // [17:27] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_durable_v1_durable_proto_init() }
@@ -2328,7 +2549,7 @@ func file_durable_v1_durable_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_durable_v1_durable_proto_rawDesc), len(file_durable_v1_durable_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

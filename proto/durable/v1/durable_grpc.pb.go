@@ -139,6 +139,7 @@ const (
 	Admin_Locate_FullMethodName            = "/durable.v1.Admin/Locate"
 	Admin_PurgeDeadLetters_FullMethodName  = "/durable.v1.Admin/PurgeDeadLetters"
 	Admin_RequeueDeadLetter_FullMethodName = "/durable.v1.Admin/RequeueDeadLetter"
+	Admin_ListObjects_FullMethodName       = "/durable.v1.Admin/ListObjects"
 )
 
 // AdminClient is the client API for Admin service.
@@ -171,6 +172,9 @@ type AdminClient interface {
 	// object's owner (any node forwards it there). An object with an alarm
 	// pending is refused (FailedPrecondition, ALARM_PENDING).
 	RequeueDeadLetter(ctx context.Context, in *RequeueDeadLetterRequest, opts ...grpc.CallOption) (*RequeueDeadLetterResponse, error)
+	// ListObjects returns the objects of a class that have committed state,
+	// in the order of their keys (partition, then ID), a page at a time.
+	ListObjects(ctx context.Context, in *ListObjectsRequest, opts ...grpc.CallOption) (*ListObjectsResponse, error)
 }
 
 type adminClient struct {
@@ -261,6 +265,16 @@ func (c *adminClient) RequeueDeadLetter(ctx context.Context, in *RequeueDeadLett
 	return out, nil
 }
 
+func (c *adminClient) ListObjects(ctx context.Context, in *ListObjectsRequest, opts ...grpc.CallOption) (*ListObjectsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListObjectsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListObjects_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -291,6 +305,9 @@ type AdminServer interface {
 	// object's owner (any node forwards it there). An object with an alarm
 	// pending is refused (FailedPrecondition, ALARM_PENDING).
 	RequeueDeadLetter(context.Context, *RequeueDeadLetterRequest) (*RequeueDeadLetterResponse, error)
+	// ListObjects returns the objects of a class that have committed state,
+	// in the order of their keys (partition, then ID), a page at a time.
+	ListObjects(context.Context, *ListObjectsRequest) (*ListObjectsResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -324,6 +341,9 @@ func (UnimplementedAdminServer) PurgeDeadLetters(context.Context, *PurgeDeadLett
 }
 func (UnimplementedAdminServer) RequeueDeadLetter(context.Context, *RequeueDeadLetterRequest) (*RequeueDeadLetterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RequeueDeadLetter not implemented")
+}
+func (UnimplementedAdminServer) ListObjects(context.Context, *ListObjectsRequest) (*ListObjectsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListObjects not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -490,6 +510,24 @@ func _Admin_RequeueDeadLetter_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ListObjects_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListObjectsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListObjects(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListObjects_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListObjects(ctx, req.(*ListObjectsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -528,6 +566,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RequeueDeadLetter",
 			Handler:    _Admin_RequeueDeadLetter_Handler,
+		},
+		{
+			MethodName: "ListObjects",
+			Handler:    _Admin_ListObjects_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
