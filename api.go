@@ -66,6 +66,33 @@ type State interface {
 	// time (and set timers) from it, so that tests that drive a fake clock
 	// drive the object too.
 	Clock() clockwork.Clock
+	// Objects calls other objects through the cluster, from the object's
+	// own events.
+	Objects() Objects
+}
+
+// Objects calls other objects from an event of the calling object. A call
+// goes through the cluster like a client's (to the callee's owner, wherever
+// it is) and keeps the caller's deadline: pass the handler's ctx.
+//
+// Exactly once across retries. Each call gets a request id derived from the
+// calling event — its own request id, or for an Alarm run the alarm's
+// scheduled time — and the call's position in the event (1st call, 2nd, …).
+// A retried event that makes the same calls in the same order therefore
+// sends the same ids, and the callee applies each once and replays its
+// reply. A retry that makes a different call at the same position gets
+// ErrRequestIDReused. The callee's effects stand even if the caller's event
+// fails afterwards or its commit fails: the caller's own writes are
+// discarded, the callee's are not (there is no distributed transaction).
+//
+// Deadlock. An object runs one event at a time, so a call back to an object
+// already on the call path (itself, or A → B → A) would wait for its own
+// event: such a call fails at once with ErrCallCycle and runs nothing.
+type Objects interface {
+	// Call invokes method on the object of class addressed by name.
+	Call(ctx context.Context, class, name, method string, payload []byte) ([]byte, error)
+	// CallID invokes method on the object of class with the given ID.
+	CallID(ctx context.Context, class string, id ID, method string, payload []byte) ([]byte, error)
 }
 
 // KV is one entry returned by Storage.List.

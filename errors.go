@@ -58,6 +58,11 @@ var (
 	// request type; the handler did not run and nothing was written. It is
 	// an ErrInvalidArgument.
 	ErrBadPayload = fmt.Errorf("%w: payload cannot be decoded", ErrInvalidArgument)
+	// ErrCallCycle: an object called itself, directly or through other
+	// objects (A → B → A), from one of its events. The call would wait for
+	// the calling event, which waits for the call: nothing of it ran. It is
+	// an ErrInvalidArgument.
+	ErrCallCycle = fmt.Errorf("%w: call cycle (the object is already on the call path; the call would deadlock)", ErrInvalidArgument)
 	// ErrSyncInTransaction: Storage.Sync was called inside
 	// Storage.Transaction, which must stay all-or-nothing. Nothing was
 	// written. It is an ErrInvalidArgument.

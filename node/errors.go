@@ -28,6 +28,7 @@ var errorTable = []errorRule{
 	{durable.ErrSyncInTransaction, codes.InvalidArgument, "SYNC_IN_TRANSACTION", false},
 	{durable.ErrRequestIDReused, codes.InvalidArgument, "REQUEST_ID_REUSED", false},
 	{durable.ErrBadPayload, codes.InvalidArgument, "BAD_PAYLOAD", false},
+	{durable.ErrCallCycle, codes.InvalidArgument, "CALL_CYCLE", false},
 	{durable.ErrInvalidArgument, codes.InvalidArgument, "INVALID_ARGUMENT", false},
 	{durable.ErrUnknownMethod, codes.Unimplemented, "UNKNOWN_METHOD", false},
 	{durable.ErrUnknownClass, codes.NotFound, "UNKNOWN_CLASS", false},
@@ -163,7 +164,8 @@ func (e *remoteError) Unwrap() error              { return e.sentinel }
 // FromStatus turns an error from a gRPC call to another node into an
 // error that errors.Is matches against the sentinel of its reason (the
 // inverse of the table). A bare Unavailable — the peer could not be
-// reached — is ErrUnavailable. Other errors are returned as they are.
+// reached — is ErrUnavailable; a bare DeadlineExceeded or Canceled is the
+// context's error. Other errors are returned as they are.
 func FromStatus(err error) error {
 	st, ok := status.FromError(err)
 	if !ok || err == nil {
@@ -184,8 +186,16 @@ func FromStatus(err error) error {
 			return re
 		}
 	}
-	if st.Code() == codes.Unavailable {
+	switch st.Code() {
+	case codes.Unavailable:
 		re.sentinel = durable.ErrUnavailable
+	case codes.DeadlineExceeded:
+		// The caller's own deadline, ended on the way: gRPC's status has
+		// no detail, but the caller (an object calling another) must
+		// still tell it with errors.Is.
+		re.sentinel = context.DeadlineExceeded
+	case codes.Canceled:
+		re.sentinel = context.Canceled
 	}
 	return re
 }

@@ -164,6 +164,7 @@ func New(cfg Config, reg *Registry, deps Deps) (*Node, error) {
 		node: cfg.ID, cfg: &n.cfg, policy: policy, clock: cfg.Clock, log: n.log, m: n.cfg.Metrics, keys: keys, kv: deps.KV,
 		retryLog: rate.NewLimiter(retryLogRate, retryLogRate),
 		commits:  deps.Commits, reads: deps.Reads, alarms: n.sched, records: records, ctx: n.ctx, tab: n.tab,
+		calls: n,
 	}
 	if tracing.Enabled(n.cfg.TracerProvider) {
 		n.env.tracer = n.cfg.TracerProvider.Tracer("github.com/durable-run/durable/node")

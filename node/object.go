@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +56,7 @@ type env struct {
 	reads           Reader
 	alarms          AlarmNotifier
 	records         *alarmstore.Store // builds alarm ops; never reads here
+	calls           invoker           // the node's call path, for State.Objects
 	ctx             context.Context   // the node's: ends at Stop
 	tab             *table
 }
@@ -566,6 +568,9 @@ func (o *object) handleCall(c *call) {
 	if tx == nil {
 		return
 	}
+	if c.rid != "" {
+		tx.callBase = callBase(o.key, "invoke", c.rid)
+	}
 	defer o.pl.endEvent()
 	if c.op != nil {
 		o.runOp(c, tx)
@@ -735,6 +740,8 @@ func (o *object) handleAlarm() {
 		return
 	}
 	defer o.pl.endEvent()
+	// Retries of the run share the scheduled time, not the due time.
+	tx.callBase = callBase(o.key, "alarm", strconv.FormatInt(rec.Scheduled.UnixMilli(), 10))
 
 	var runErr error
 	how := outcomeError

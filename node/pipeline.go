@@ -119,6 +119,11 @@ type eventTx struct {
 	inTransaction int // Transactions open now (nested ones count)
 
 	broken error // BlockConcurrencyWhile or Sync failed: the event must fail
+
+	// callBase identifies the event across its retries; calls numbers the
+	// calls to other objects it made (calls.go).
+	callBase string
+	calls    int
 }
 
 func (tx *eventTx) snapshot() *eventTx {

@@ -245,7 +245,7 @@ func (n *Node) forward(ctx context.Context, addr string, hops int, class string,
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: %w", durable.ErrUnavailable, err)
 	}
-	ctx = metadata.AppendToOutgoingContext(ctx, hopsHeader, strconv.Itoa(hops))
+	ctx = metadata.AppendToOutgoingContext(outgoingCallPath(ctx), hopsHeader, strconv.Itoa(hops))
 	obj := &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Id{Id: id.String()}}
 	if ref.Name != "" {
 		obj.Ref = &durablev1.ObjectRef_Name{Name: ref.Name}

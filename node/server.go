@@ -33,6 +33,9 @@ func (s *objectsServer) Invoke(ctx context.Context, req *durablev1.InvokeRequest
 	if rid := req.GetRequestId(); rid != "" {
 		ctx = WithRequestID(ctx, rid)
 	}
+	if p := incomingCallPath(ctx); len(p) > 0 {
+		ctx = withCallPath(ctx, p)
+	}
 	ref := RefOf(req.GetObject())
 	res, err := s.n.invoke(ctx, hopsFrom(ctx), req.GetClass(), ref, req.GetMethod(), req.GetPayload())
 	if err != nil {

@@ -36,6 +36,7 @@ func (s *state) ID() durable.ID           { return s.o.key.id }
 func (s *state) Name() string             { return s.o.pl.objectName() }
 func (s *state) Storage() durable.Storage { return s.h }
 func (s *state) Clock() clockwork.Clock   { return s.o.env.clock }
+func (s *state) Objects() durable.Objects { return &objectCalls{o: s.o, h: s.h} }
 
 func (s *state) BlockConcurrencyWhile(ctx context.Context, fn func(ctx context.Context) error) error {
 	o := s.o
