@@ -228,3 +228,23 @@ func (r *Router) Names() []string {
 	sort.Strings(names)
 	return names
 }
+
+// CallObject calls the typed method m on the object of class named name,
+// from an event of the calling object (objs is its State.Objects()). See
+// Objects for the deadline, the request ids and the refusal of call cycles.
+func CallObject[Req, Resp any](ctx context.Context, objs Objects, class, name string, m Method[Req, Resp], req Req) (Resp, error) {
+	var zero Resp
+	payload, err := m.EncodeRequest(req)
+	if err != nil {
+		return zero, fmt.Errorf("encode the request of %q: %v", m.name, err)
+	}
+	out, err := objs.Call(ctx, class, name, m.name, payload)
+	if err != nil {
+		return zero, err
+	}
+	resp, err := m.DecodeReply(out)
+	if err != nil {
+		return zero, fmt.Errorf("decode the reply of %q: %v", m.name, err)
+	}
+	return resp, nil
+}

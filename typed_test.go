@@ -192,3 +192,34 @@ func (upperJSON) Marshal(v greetResp) ([]byte, error) {
 func (upperJSON) Unmarshal(data []byte) (greetResp, error) {
 	return greetResp{Greeting: string(data)}, nil
 }
+
+// routerObjects is a durable.Objects whose every object is router r.
+type routerObjects struct {
+	r    *durable.Router
+	last string // "class/name" of the last call
+}
+
+func (o *routerObjects) Call(ctx context.Context, class, name, method string, payload []byte) ([]byte, error) {
+	o.last = class + "/" + name
+	return o.r.Invoke(ctx, method, payload)
+}
+
+func (o *routerObjects) CallID(ctx context.Context, class string, id durable.ID, method string, payload []byte) ([]byte, error) {
+	return o.Call(ctx, class, id.String(), method, payload)
+}
+
+func TestCallObjectEncodesTheRequestAndDecodesTheReply(t *testing.T) {
+	ran := 0
+	objs := &routerObjects{r: router(&ran)}
+	got, err := durable.CallObject(context.Background(), objs, "Greeter", "g", greet, greetReq{Name: "ann"})
+	require.NoError(t, err)
+	require.Equal(t, greetResp{Greeting: "hello ann"}, got)
+	require.Equal(t, "Greeter/g", objs.last)
+
+	s, err := durable.CallObject(context.Background(), objs, "Greeter", "g", upper, wrapperspb.String("abc"))
+	require.NoError(t, err)
+	require.Equal(t, "ABC", s.GetValue())
+
+	_, err = durable.CallObject(context.Background(), objs, "Greeter", "g", fail, struct{}{})
+	require.ErrorIs(t, err, errNo, "the callee's error is returned as it came")
+}
