@@ -80,8 +80,8 @@ type State interface {
 // scheduled time — and the call's position in the event (1st call, 2nd, …).
 // A retried event that makes the same calls in the same order therefore
 // sends the same ids, and the callee applies each once and replays its
-// reply. A retry that makes a different call at the same position gets
-// ErrRequestIDReused. The callee's effects stand even if the caller's event
+// reply. A retry that sends the same callee another method or payload at
+// the same position gets ErrRequestIDReused. The callee's effects stand even if the caller's event
 // fails afterwards or its commit fails: the caller's own writes are
 // discarded, the callee's are not (there is no distributed transaction).
 //

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -192,6 +193,32 @@ func TestObjectCallOfARetriedEventAppliesTheCalleeOnce(t *testing.T) {
 	out, err = invoke("req-2")
 	require.NoError(t, err)
 	require.Equal(t, "2", out, "another event's call is another call")
+}
+
+func TestObjectCallWhoseCallerCommitFailsIsAppliedOnceOnRetry(t *testing.T) {
+	h, _ := newCallHarness(t)
+	caller := durable.IDFromName(callerClass, "a").String()
+	var failed atomic.Bool
+	h.setCommitHook(func(ops []clientv3.Op) error {
+		for _, op := range ops {
+			if strings.Contains(string(op.KeyBytes()), caller) && failed.CompareAndSwap(false, true) {
+				return errors.New("injected commit failure")
+			}
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(node.WithRequestID(context.Background(), "req-1"), 10*time.Second)
+	defer cancel()
+	_, err := h.n().Invoke(ctx, callerClass, node.Ref{Name: "a"}, "call", []byte(calleeClass+"/b/incr"))
+	require.ErrorIs(t, err, durable.ErrCommitUnknown, "the caller's commit failed")
+	require.True(t, failed.Load())
+	require.Equal(t, "1", h.mustInvoke(calleeClass, "b", "read", "n"), "the callee's effect stands")
+
+	res, err := h.n().Invoke(ctx, callerClass, node.Ref{Name: "a"}, "call", []byte(calleeClass+"/b/incr"))
+	require.NoError(t, err)
+	require.Equal(t, "1", string(res.Payload))
+	require.Equal(t, "1", h.mustInvoke(calleeClass, "b", "read", "n"), "the retry did not apply the callee again")
+	require.Equal(t, "1", h.mustInvoke(callerClass, "a", "read", "called"), "the retry committed the caller's write")
 }
 
 func TestObjectCallToItselfIsRefusedAndWritesNothing(t *testing.T) {
