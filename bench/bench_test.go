@@ -232,6 +232,42 @@ func TestObservabilityTinyRun(t *testing.T) {
 	require.Zero(t, left.Count, "the run's keys are gone")
 }
 
+// TestInvokePathsTinyRun measures invoke through the untyped gRPC path,
+// typed dispatch and the HTTP front door in one run: every row exists for
+// all three, every call succeeded, and each typed and http row is compared
+// with its grpc row.
+func TestInvokePathsTinyRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), tinyRunTimeout)
+	defer cancel()
+	rep, err := Run(ctx, []Scenario{InvokeScenario{ComparePaths: true}}, Options{Profile: tiny(), Cluster: tinyCluster(2)})
+	require.NoError(t, err)
+
+	rows := map[string]Result{}
+	for _, r := range rep.Results {
+		if r.Scenario != "invoke" {
+			continue
+		}
+		requireSane(t, r)
+		rows[r.Path+"/"+r.Case] = r
+	}
+	cases := []string{
+		"get via owner", "get via non-owner", "get open loop, ½ target rate",
+		"increment via owner", "increment via non-owner", "increment open loop, ½ target rate",
+	}
+	for _, c := range cases {
+		base, ok := rows[PathGRPC+"/"+c]
+		require.True(t, ok, "no grpc row %q", c)
+		require.Nil(t, base.VsGRPC, c)
+		for _, p := range []string{PathTyped, PathHTTP} {
+			r, ok := rows[p+"/"+c]
+			require.True(t, ok, "no %s row %q", p, c)
+			require.NotNil(t, r.VsGRPC, "%s %s", p, c)
+			require.InDelta(t, r.Rate/base.Rate, r.VsGRPC.Rate, 1e-9, c)
+		}
+	}
+	require.Len(t, rows, 3*len(cases))
+}
+
 func TestAlarmsTinyRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), tinyRunTimeout)
 	defer cancel()

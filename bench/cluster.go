@@ -124,7 +124,7 @@ func (c ClusterConfig) Validate() error {
 }
 
 // Cluster is an embedded cluster: an etcd (in-process unless
-// ClusterConfig.EtcdEndpoints) and nodes serving gRPC on loopback, each with
+// ClusterConfig.EtcdEndpoints) and nodes serving gRPC and the HTTP front door on loopback, each with
 // its own etcd connection as separate processes would have. Its methods are
 // safe for concurrent use.
 type Cluster struct {
@@ -141,13 +141,14 @@ type Cluster struct {
 	dial      []grpc.DialOption        // the clients' dial options
 	tracer    *sdktrace.TracerProvider // ObsTracing's; nil otherwise
 
-	mu      sync.Mutex // guards members' agent, cancel and listen
+	mu      sync.Mutex // guards members' agent, cancel, listen and http
 	members []*member
 }
 
 type member struct {
 	cfg    node.Config
 	listen string // "127.0.0.1:0" until the first start, then kept across restarts
+	http   string // the front door's, likewise
 	agent  *agent.Agent
 	cancel context.CancelCauseFunc
 }
@@ -218,7 +219,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig, preps ...Preparer) (c 
 	for i := range cfg.Nodes {
 		mc := tmpl
 		mc.ID = fmt.Sprintf("bench-%d", i+1)
-		c.members = append(c.members, &member{cfg: mc, listen: "127.0.0.1:0"})
+		c.members = append(c.members, &member{cfg: mc, listen: "127.0.0.1:0", http: "127.0.0.1:0"})
 	}
 	if cfg.MTLS {
 		if err := c.issueCertificates(); err != nil {
@@ -312,6 +313,18 @@ func (c *Cluster) Addrs() []string {
 	return out
 }
 
+// HTTPAddrs returns every node's HTTP front door address, in the order of
+// Addrs (TLS with MTLS, as the nodes' gRPC).
+func (c *Cluster) HTTPAddrs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, len(c.members))
+	for i, m := range c.members {
+		out[i] = m.http
+	}
+	return out
+}
+
 // EtcdEndpoints returns the etcd endpoints the nodes use.
 func (c *Cluster) EtcdEndpoints() []string { return c.endpoints }
 
@@ -339,11 +352,13 @@ func (c *Cluster) Restart(ctx context.Context, i int) error {
 		c.mu.Unlock()
 		return fmt.Errorf("bench: node %d is already running", i)
 	}
-	cfg, listen := m.cfg, m.listen
+	cfg, listen, httpListen := m.cfg, m.listen, m.http
 	c.mu.Unlock()
 	// The node's life is the cluster's, not the caller's ctx.
 	actx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	acfg := agent.Config{Node: cfg, Etcd: c.endpoints, Listen: listen}
+	// Every node serves the HTTP front door too (an idle listener costs
+	// nothing): the invoke scenario measures it beside gRPC.
+	acfg := agent.Config{Node: cfg, Etcd: c.endpoints, Listen: listen, HTTPListen: httpListen}
 	if c.cfg.MTLS {
 		acfg.Security = agent.Security{TLS: c.pki.Node(cfg.ID)}
 	}
@@ -356,7 +371,7 @@ func (c *Cluster) Restart(ctx context.Context, i int) error {
 		return fmt.Errorf("bench: start node %d: %w", i, err)
 	}
 	c.mu.Lock()
-	m.agent, m.cancel, m.listen = a, cancel, a.Addr()
+	m.agent, m.cancel, m.listen, m.http = a, cancel, a.Addr(), a.HTTPAddr()
 	c.mu.Unlock()
 	return nil
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/client"
+	"github.com/durable-run/durable/examples"
 	durablev1 "github.com/durable-run/durable/proto/durable/v1"
 )
 
@@ -38,6 +40,14 @@ import (
 // (ObsMetrics, as nodes run by default) and with metrics and every span
 // traced (ObsTracing), their phases taking turns; each row carries its
 // ratios to the off one (Result.VsOff).
+//
+// With ComparePaths, every row is measured over three paths to the same
+// storage work on each cluster, their phases taking turns (Result.Path):
+// an untyped twin of Counter over gRPC (PathGRPC, the baseline), the typed
+// Counter called with client.Call (PathTyped) and the untyped twin through
+// the nodes' HTTP front door (PathHTTP); each typed and http row carries
+// its ratios to the grpc one (Result.VsGRPC). Without it, the rows call
+// the typed Counter with client.Invoke, as they always have.
 type InvokeScenario struct {
 	// MTLS also measures every row over mutual TLS (an embedded cluster
 	// only; a given one is measured as it is).
@@ -45,6 +55,10 @@ type InvokeScenario struct {
 	// CompareObservability also measures every row on nodes with other
 	// observability (an embedded cluster only).
 	CompareObservability bool
+	// ComparePaths also measures every row through typed dispatch and the
+	// HTTP front door, beside an untyped gRPC baseline (an embedded cluster
+	// only).
+	ComparePaths bool
 }
 
 // Name implements Scenario.
@@ -96,10 +110,26 @@ func (s InvokeScenario) Run(ctx context.Context, env *Env) (_ []Result, err erro
 		}
 		envs, obs = append(envs, sub), append(obs, label)
 	}
-	var sides []side
+	ways := []string{""}
+	switch {
+	case !s.ComparePaths:
+	case env.Cluster == nil:
+		env.Progress.Linef("%-36s skipped: a given cluster (--addr) is measured as it is", "invoke paths")
+	default:
+		ways = paths
+	}
+	var (
+		sides []side
+		tops  []*topology
+	)
 	defer func() {
+		for _, t := range tops {
+			t.close()
+		}
 		for _, sd := range sides {
-			sd.top.close()
+			if sd.http != nil {
+				sd.http.CloseIdleConnections()
+			}
 		}
 	}()
 	for i, e := range envs {
@@ -107,7 +137,14 @@ func (s InvokeScenario) Run(ctx context.Context, env *Env) (_ []Result, err erro
 		if err != nil {
 			return nil, err
 		}
-		sides = append(sides, side{env: e, top: top, obs: obs[i]})
+		tops = append(tops, top)
+		for _, w := range ways {
+			sd := side{env: e, top: top, obs: obs[i], path: w}
+			if w == PathHTTP {
+				sd.http = newHTTPClient(slices.Max(levels))
+			}
+			sides = append(sides, sd)
+		}
 	}
 
 	var rows []Result
@@ -120,16 +157,20 @@ func (s InvokeScenario) Run(ctx context.Context, env *Env) (_ []Result, err erro
 	}
 	compareTransports(rows)
 	compareObservability(rows)
+	comparePaths(rows)
 	return rows, nil
 }
 
-// side is one cluster of the comparisons: the one the run started, with
-// MTLS its secured twin, with CompareObservability its twins of other
-// observability.
+// side is one cluster and path of the comparisons: the cluster the run
+// started, with MTLS its secured twin, with CompareObservability its twins
+// of other observability; with ComparePaths each of them three times, once
+// per path.
 type side struct {
-	env *Env
-	top *topology
-	obs string // the rows' Observability: set only when compared
+	env  *Env
+	top  *topology
+	obs  string       // the rows' Observability: set only when compared
+	path string       // the rows' Path: set only when compared
+	http *http.Client // the front door's client on PathHTTP
 }
 
 // compareTransports sets VsPlaintext of every mtls row that has a
@@ -141,7 +182,7 @@ func compareTransports(rows []Result) {
 			continue
 		}
 		j := slices.IndexFunc(rows, func(p Result) bool {
-			return p.Transport == Plaintext && p.Observability == m.Observability && p.Case == m.Case && p.Concurrency == m.Concurrency
+			return p.Transport == Plaintext && p.Observability == m.Observability && p.Path == m.Path && p.Case == m.Case && p.Concurrency == m.Concurrency
 		})
 		if j >= 0 {
 			m.VsPlaintext = m.versus(rows[j])
@@ -158,7 +199,7 @@ func compareObservability(rows []Result) {
 			continue
 		}
 		j := slices.IndexFunc(rows, func(p Result) bool {
-			return p.Observability == ObsOff && p.Transport == m.Transport && p.Case == m.Case && p.Concurrency == m.Concurrency
+			return p.Observability == ObsOff && p.Transport == m.Transport && p.Path == m.Path && p.Case == m.Case && p.Concurrency == m.Concurrency
 		})
 		if j >= 0 {
 			m.VsOff = m.versus(rows[j])
@@ -176,27 +217,9 @@ func invokeMethod(ctx context.Context, sides []side, ceil *invokeCeilings, metho
 	viaOwner := make([]Op, len(sides))
 	viaOther := make([]Op, len(sides)) // nil on one node
 	for i, sd := range sides {
-		env := sd.env
-		direct := make([]string, maxC)
-		for i := range direct {
-			direct[i] = fmt.Sprintf("bench-%s-%s-%d", env.RunID, method, i)
-		}
-		forwarded, err := sd.top.forwardedObjects(env.RunID, method, maxC)
-		if err != nil {
+		var err error
+		if viaOwner[i], viaOther[i], err = sd.ops(ctx, method, maxC); err != nil {
 			return nil, err
-		}
-		if err := warm(ctx, env, append(slices.Clone(direct), forwarded.names...)); err != nil {
-			return nil, err
-		}
-		viaOwner[i] = func(ctx context.Context, w int) error {
-			_, err := env.Client.Invoke(ctx, counterClass, client.ByName(direct[w]), method, nil)
-			return err
-		}
-		if len(forwarded.via) > 0 {
-			viaOther[i] = func(ctx context.Context, w int) error {
-				_, err := forwarded.via[w].Invoke(ctx, counterClass, client.ByName(forwarded.names[w]), method, nil)
-				return err
-			}
 		}
 	}
 
@@ -256,12 +279,79 @@ func invokeMethod(ctx context.Context, sides []side, ceil *invokeCeilings, metho
 			Seconds: out.Elapsed.Seconds(), Rate: out.Rate(), Unit: "ops/s", Latency: out.Samples.Summary(),
 			Extra:     map[string]float64{"offered_ops/s": rate, "objects": float64(objects), "overrun_ms": ms(out.Overrun)},
 			Note:      "latency from the intended send time",
-			Transport: env.Transport, Observability: sd.obs,
+			Transport: env.Transport, Observability: sd.obs, Path: sd.path,
 		}
 		row.Target = P99AtMost(targetP99HalfLoad, row.Latency)
 		rows = append(rows, row)
 	}
 	return rows, nil
+}
+
+// ops returns the side's operations on method for up to n callers, each on
+// its own object, activated first: via the owner, and through a node that
+// does not own the object (nil on one node).
+func (sd side) ops(ctx context.Context, method string, n int) (viaOwner, viaOther Op, err error) {
+	env, class, name := sd.env, classOf(sd.path), fmt.Sprintf("bench-%s-%s", sd.env.RunID, method)
+	if sd.path != "" {
+		name += "-" + sd.path
+	}
+	direct := make([]string, n)
+	for i := range direct {
+		direct[i] = fmt.Sprintf("%s-%d", name, i)
+	}
+	forwarded, err := sd.top.forwardedObjects(class, name, n)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := warm(ctx, env, class, append(slices.Clone(direct), forwarded.names...)); err != nil {
+		return nil, nil, err
+	}
+	switch sd.path {
+	case PathTyped:
+		call := func(ctx context.Context, cl *client.Client, name string) error {
+			if method == "get" {
+				_, err := client.Call(ctx, cl, class, client.ByName(name), examples.CounterGet, struct{}{})
+				return err
+			}
+			_, err := client.Call(ctx, cl, class, client.ByName(name), examples.CounterIncrement, nil)
+			return err
+		}
+		viaOwner = func(ctx context.Context, w int) error { return call(ctx, env.Client, direct[w]) }
+		if len(forwarded.names) > 0 {
+			viaOther = func(ctx context.Context, w int) error {
+				return call(ctx, sd.top.seeds[forwarded.via[w]].client, forwarded.names[w])
+			}
+		}
+	case PathHTTP:
+		// The front door forwards as a node does: via the owner means to
+		// the owner's door.
+		owner := make([]string, n)
+		for w, nm := range direct {
+			if owner[w], err = sd.top.ownerHTTP(class, nm); err != nil {
+				return nil, nil, err
+			}
+		}
+		viaOwner = func(ctx context.Context, w int) error {
+			return invokeHTTP(ctx, sd.http, owner[w], class, direct[w], method)
+		}
+		if len(forwarded.names) > 0 {
+			viaOther = func(ctx context.Context, w int) error {
+				return invokeHTTP(ctx, sd.http, sd.top.seeds[forwarded.via[w]].http, class, forwarded.names[w], method)
+			}
+		}
+	default:
+		viaOwner = func(ctx context.Context, w int) error {
+			_, err := env.Client.Invoke(ctx, class, client.ByName(direct[w]), method, nil)
+			return err
+		}
+		if len(forwarded.names) > 0 {
+			viaOther = func(ctx context.Context, w int) error {
+				_, err := sd.top.seeds[forwarded.via[w]].client.Invoke(ctx, class, client.ByName(forwarded.names[w]), method, nil)
+				return err
+			}
+		}
+	}
+	return viaOwner, viaOther, nil
 }
 
 // invokePhase runs one closed-loop phase and returns its row.
@@ -278,16 +368,20 @@ func invokePhase(ctx context.Context, sd side, method, route string, c int, op O
 	return Result{
 		Scenario: "invoke", Case: method + " via " + route, Concurrency: c, Count: out.Count, Errors: out.Errors,
 		Seconds: out.Elapsed.Seconds(), Rate: out.Rate(), Unit: "ops/s", Latency: out.Samples.Summary(),
-		Transport: env.Transport, Observability: sd.obs,
+		Transport: env.Transport, Observability: sd.obs, Path: sd.path,
 	}, nil
 }
 
-// over names the side's transport and compared observability in progress
-// lines: e.g. " over mTLS", " (metrics+tracing)", or nothing.
+// over names the side's transport, compared observability and compared
+// path in progress lines: e.g. " over mTLS", " (metrics+tracing)",
+// " (typed)", or nothing.
 func (sd side) over() string {
 	s := over(sd.env)
 	if sd.obs != "" {
 		s += " (" + sd.obs + ")"
+	}
+	if sd.path != "" {
+		s += " (" + sd.path + ")"
 	}
 	return s
 }
@@ -350,13 +444,13 @@ func (ic *invokeCeilings) place(row *Result, method string, c int) {
 	}
 }
 
-// warm calls increment once on every object, 32 at a time, so the measured
-// phases find them active, with a value, and the direct client knows their
-// owners.
-func warm(ctx context.Context, env *Env, names []string) error {
-	return each(ctx, env, fmt.Sprintf("invoke: activate %d objects%s", len(names), over(env)), len(names), 32, func(ctx context.Context, i int) error {
-		if _, err := env.Client.Invoke(ctx, counterClass, client.ByName(names[i]), "increment", nil); err != nil {
-			return fmt.Errorf("bench: activate %s %s: %w", counterClass, names[i], err)
+// warm calls increment once on every object of class, 32 at a time, so
+// the measured phases find them active, with a value, and the direct client
+// knows their owners.
+func warm(ctx context.Context, env *Env, class string, names []string) error {
+	return each(ctx, env, fmt.Sprintf("invoke: activate %d %s objects%s", len(names), class, over(env)), len(names), 32, func(ctx context.Context, i int) error {
+		if _, err := env.Client.Invoke(ctx, class, client.ByName(names[i]), "increment", nil); err != nil {
+			return fmt.Errorf("bench: activate %s %s: %w", class, names[i], err)
 		}
 		return nil
 	})
@@ -374,6 +468,7 @@ type topology struct {
 type seed struct {
 	addr      string // as dialled
 	advertise string // as the cluster names it
+	http      string // its front door's address; "" on a given cluster
 	client    *client.Client
 }
 
@@ -381,13 +476,21 @@ type seed struct {
 // node addresses) through a client pinned to it.
 func discover(ctx context.Context, env *Env) (*topology, error) {
 	top := &topology{owner: map[int]string{}}
-	for _, addr := range env.Nodes {
+	var doors []string // in the order of env.Nodes
+	if env.Cluster != nil {
+		doors = env.Cluster.HTTPAddrs()
+	}
+	for i, addr := range env.Nodes {
 		cl, err := env.Dial(addr, client.Options{NoDirect: true})
 		if err != nil {
 			top.close()
 			return nil, fmt.Errorf("bench: dial %s: %w", addr, err)
 		}
-		top.seeds = append(top.seeds, seed{addr: addr, client: cl})
+		s := seed{addr: addr, client: cl}
+		if i < len(doors) {
+			s.http = doors[i]
+		}
+		top.seeds = append(top.seeds, s)
 	}
 	for i := range top.seeds {
 		s := &top.seeds[i]
@@ -427,30 +530,43 @@ func (t *topology) close() {
 	}
 }
 
-// forwardedObjects are the objects of the forwarded route: caller i calls
-// names[i] through via[i], a node that does not own it. Callers are spread
-// over the nodes round robin.
-type forwardedObjects struct {
-	names []string
-	via   []*client.Client
+// ownerHTTP returns the front door of the node that owns class/name.
+func (t *topology) ownerHTTP(class, name string) (string, error) {
+	owner := t.owner[durable.IDFromName(class, name).Partition(t.partitions)]
+	for _, s := range t.seeds {
+		if s.advertise == owner && s.http != "" {
+			return s.http, nil
+		}
+	}
+	return "", fmt.Errorf("bench: no front door for the owner (%s) of %s %s", owner, class, name)
 }
 
-func (t *topology) forwardedObjects(runID, method string, n int) (forwardedObjects, error) {
+// forwardedObjects are the objects of the forwarded route: caller i calls
+// names[i] through seeds[via[i]], a node that does not own it. Callers are
+// spread over the nodes round robin.
+type forwardedObjects struct {
+	names []string
+	via   []int
+}
+
+// forwardedObjects picks n objects of class, named prefix-fwd-<j>.
+func (t *topology) forwardedObjects(class, prefix string, n int) (forwardedObjects, error) {
 	var f forwardedObjects
 	if len(t.seeds) < 2 {
 		return f, nil
 	}
 	j := 0
 	for i := range n {
-		s := t.seeds[i%len(t.seeds)]
+		k := i % len(t.seeds)
+		s := t.seeds[k]
 		for ; ; j++ {
 			if j > 100*n+1000 {
 				return f, fmt.Errorf("bench: no object of %d names is owned away from %s", j, s.addr)
 			}
-			name := fmt.Sprintf("bench-%s-%s-fwd-%d", runID, method, j)
-			p := durable.IDFromName(counterClass, name).Partition(t.partitions)
+			name := fmt.Sprintf("%s-fwd-%d", prefix, j)
+			p := durable.IDFromName(class, name).Partition(t.partitions)
 			if t.owner[p] != s.advertise {
-				f.names, f.via = append(f.names, name), append(f.via, s.client)
+				f.names, f.via = append(f.names, name), append(f.via, k)
 				j++
 				break
 			}

@@ -118,6 +118,15 @@ type Result struct {
 	// VsOff compares a row with the "off" row of the same transport, case
 	// and concurrency, measured in the same run.
 	VsOff *Ratios `json:"vs_off,omitempty"`
+	// Path is how the calls reached the object, on rows measured over more
+	// than one (invoke with ComparePaths): "grpc" (an untyped class called
+	// over gRPC), "typed" (a typed class, called with client.Call) or
+	// "http" (the untyped class through the HTTP front door).
+	Path string `json:"path,omitempty"`
+	// VsGRPC compares a typed or http row with the grpc row of the same
+	// transport, observability, case and concurrency, measured in the same
+	// run.
+	VsGRPC *Ratios `json:"vs_grpc,omitempty"`
 }
 
 // Ratios are a row's rate and latency percentiles divided by another
@@ -335,8 +344,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 	}
 	for _, sc := range order {
-		t := table{header: []string{"case", "transport", "observability", "conc", "count", "err", "rate", "p50 ms", "p90 ms", "p99 ms", "max ms", "vs plaintext", "vs off", "vs etcd ceiling", "target"}}
-		t.right = []bool{false, false, false, true, true, true, true, true, true, true, true, false, false, false, false}
+		t := table{header: []string{"case", "transport", "observability", "path", "conc", "count", "err", "rate", "p50 ms", "p90 ms", "p99 ms", "max ms", "vs plaintext", "vs off", "vs grpc", "vs etcd ceiling", "target"}}
+		t.right = []bool{false, false, false, false, true, true, true, true, true, true, true, true, false, false, false, false, false}
 		var notes []string
 		for _, res := range r.Results {
 			if res.Scenario != sc {
@@ -344,7 +353,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 			}
 			t.rows = append(t.rows, res.cells())
 			for _, c := range res.Ceilings[min(1, len(res.Ceilings)):] {
-				t.rows = append(t.rows, []string{"", "", "", "", "", "", "", "", "", "", "", "", "", c.cell(), ""})
+				t.rows = append(t.rows, []string{"", "", "", "", "", "", "", "", "", "", "", "", "", "", "", c.cell(), ""})
 			}
 			if res.Note != "" || len(res.Extra) > 0 {
 				notes = append(notes, res.notes())
@@ -367,21 +376,24 @@ func (r Result) cells() []string {
 	if r.Concurrency > 0 {
 		conc = strconv.Itoa(r.Concurrency)
 	}
-	row := []string{r.Case, r.Transport, r.Observability, conc, thousands(float64(r.Count)), thousands(float64(r.Errors)), rateCell(r.Rate, r.Unit), "", "", "", "", "", "", "", ""}
+	row := []string{r.Case, r.Transport, r.Observability, r.Path, conc, thousands(float64(r.Count)), thousands(float64(r.Errors)), rateCell(r.Rate, r.Unit), "", "", "", "", "", "", "", "", ""}
 	if l := r.Latency; l != nil {
-		row[7], row[8], row[9], row[10] = fmtMS(l.P50), fmtMS(l.P90), fmtMS(l.P99), fmtMS(l.Max)
+		row[8], row[9], row[10], row[11] = fmtMS(l.P50), fmtMS(l.P90), fmtMS(l.P99), fmtMS(l.Max)
 	}
 	if v := r.VsPlaintext; v != nil {
-		row[11] = v.cell()
-	}
-	if v := r.VsOff; v != nil {
 		row[12] = v.cell()
 	}
+	if v := r.VsOff; v != nil {
+		row[13] = v.cell()
+	}
+	if v := r.VsGRPC; v != nil {
+		row[14] = v.cell()
+	}
 	if len(r.Ceilings) > 0 {
-		row[13] = r.Ceilings[0].cell()
+		row[15] = r.Ceilings[0].cell()
 	}
 	if t := r.Target; t != nil {
-		row[14] = t.cell(r.Unit)
+		row[16] = t.cell(r.Unit)
 	}
 	return row
 }
@@ -430,7 +442,7 @@ func (r Result) notes() string {
 		parts = append(parts, fmt.Sprintf("%s=%s", k, number(r.Extra[k])))
 	}
 	head := r.Case
-	if tags := strings.Join(slices.DeleteFunc([]string{r.Transport, r.Observability}, func(s string) bool { return s == "" }), ", "); tags != "" {
+	if tags := strings.Join(slices.DeleteFunc([]string{r.Transport, r.Observability, r.Path}, func(s string) bool { return s == "" }), ", "); tags != "" {
 		head += " (" + tags + ")"
 	}
 	if r.Concurrency > 0 {

@@ -45,6 +45,7 @@ func newBenchCmd() *cobra.Command {
 	pf.Int("alarms", 0, "alarms per case of the alarms and failover scenarios (default: the profile's)")
 	pf.Bool("mtls", true, "invoke: also measure every row on a second embedded cluster secured with mutual TLS 1.3, beside the plaintext rows (--mtls=false: plaintext only)")
 	pf.String("observability", bench.ObsMetrics, "what the embedded nodes measure of themselves: metrics (as nodes run by default), off (no metric updates on the hot paths, no tracing), metrics+tracing (every span sampled, exported to a discarding exporter), or compare: invoke (its plaintext rows) and alarms (its rates) are measured on all three, phase by phase, each row with its ratio to off")
+	pf.String("paths", "", "invoke: compare: measure every row through three paths to the same storage work, phase by phase: an untyped class over gRPC, the typed Counter (client.Call) and the untyped class through the nodes' HTTP front door, each row with its ratio to the gRPC one (embedded cluster only)")
 	pf.Bool("peers", false, "with all: also run the peers scenario (asynq and River via bench/peers/run.sh)")
 	pf.String("peers-dir", "bench/peers", "the bench/peers directory of a checkout of this repository")
 	pf.Bool("quiet", false, "no progress bars, only a line per phase")
@@ -126,7 +127,7 @@ func benchOptions(cmd *cobra.Command, scenarios []bench.Scenario) (bench.Options
 		}
 	}
 	if len(opts.Addrs) > 0 {
-		for _, f := range []string{"nodes", "partitions", "lease-ttl", "mtls", "observability"} {
+		for _, f := range []string{"nodes", "partitions", "lease-ttl", "mtls", "observability", "paths"} {
 			if fs.Changed(f) {
 				errs = append(errs, fmt.Errorf("--%s describes the embedded cluster; it does not go with --addr", f))
 			}
@@ -176,6 +177,9 @@ func benchOptions(cmd *cobra.Command, scenarios []bench.Scenario) (bench.Options
 			errs = append(errs, fmt.Errorf("--observability %q must be off, metrics, metrics+tracing or compare", obs))
 		}
 	}
+	if p, _ := fs.GetString("paths"); p != "" && p != "compare" {
+		errs = append(errs, fmt.Errorf("--paths %q must be compare or empty", p))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return opts, usageError{err}
 	}
@@ -191,12 +195,13 @@ func runBench(cmd *cobra.Command, scenarios []bench.Scenario) error {
 	peersDir, _ := fs.GetString("peers-dir")
 	mtls, _ := fs.GetBool("mtls")
 	obs, _ := fs.GetString("observability")
+	paths, _ := fs.GetString("paths")
 	for i, s := range scenarios {
 		switch s.(type) {
 		case bench.PeersScenario:
 			scenarios[i] = bench.PeersScenario{Dir: peersDir}
 		case bench.InvokeScenario:
-			scenarios[i] = bench.InvokeScenario{MTLS: mtls && len(opts.Addrs) == 0, CompareObservability: obs == "compare"}
+			scenarios[i] = bench.InvokeScenario{MTLS: mtls && len(opts.Addrs) == 0, CompareObservability: obs == "compare", ComparePaths: paths == "compare"}
 		case bench.AlarmsScenario:
 			scenarios[i] = bench.AlarmsScenario{CompareObservability: obs == "compare"}
 		}

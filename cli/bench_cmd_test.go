@@ -39,6 +39,8 @@ func TestBenchRejectsBadFlagsAsUsageErrors(t *testing.T) {
 		{[]string{"alarms", "--alarms", "-1"}, "--alarms -1 must not be negative"},
 		{[]string{"invoke", "--observability", "some"}, `--observability "some" must be off, metrics, metrics+tracing or compare`},
 		{[]string{"invoke", "--addr", "127.0.0.1:1", "--observability", "compare"}, "--observability describes the embedded cluster"},
+		{[]string{"invoke", "--paths", "all"}, `--paths "all" must be compare or empty`},
+		{[]string{"invoke", "--addr", "127.0.0.1:1", "--paths", "compare"}, "--paths describes the embedded cluster"},
 		{[]string{"invoke", "--tls-ca", "ca.pem"}, "--tls-ca reaches a given cluster (--addr)"},
 		{[]string{"invoke", "--addr", "127.0.0.1:1", "--tls-cert", "c.pem"}, "--tls-cert and --tls-key go together"},
 	} {
