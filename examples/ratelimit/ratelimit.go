@@ -27,6 +27,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/durable-run/durable"
@@ -65,7 +66,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Sprintf("PerSecond %v is not in (0, 1e9] (one token a nanosecond)", c.PerSecond))
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("ratelimit: %v", errs)
+		return fmt.Errorf("ratelimit: %s", strings.Join(errs, "; "))
 	}
 	return nil
 }
