@@ -1,0 +1,27 @@
+// Command chat serves the chat example's Room class with every durable
+// command (dev, agent, invoke, status, …).
+//
+//	go run ./examples/chat/cmd/chat dev
+//	go run ./examples/chat/cmd/chat invoke Room lobby post '{"user":"ada","text":"hi"}'
+//	go run ./examples/chat/cmd/chat invoke Room lobby read '{"since":0}'
+package main
+
+import (
+	"github.com/durable-run/durable/cli"
+	"github.com/durable-run/durable/examples/chat"
+	"github.com/durable-run/durable/node"
+)
+
+func main() { cli.Main(options) }
+
+var options = cli.Options{
+	Name:  "chat",
+	RunAs: "go run ./examples/chat/cmd/chat",
+	Register: func(reg *node.Registry) error {
+		return chat.Register(reg, chat.Config{})
+	},
+	Try: []string{
+		`invoke Room lobby post '{"user":"ada","text":"hi"}'`,
+		`invoke Room lobby read '{"since":0}'`,
+	},
+}
