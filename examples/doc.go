@@ -5,6 +5,12 @@
 // factory under BlockConcurrencyWhile, ordered List, DeleteAll, setting,
 // reading and re-arming alarms, and delivering to an upstream HTTP endpoint
 // with an idempotency key so at-least-once delivery can be deduplicated.
+//
+// Beside them, each with its own ten-line main (cli.Main): examples/chat
+// (a chat room whose messages expire by alarm, typed methods),
+// examples/ratelimit (a token bucket on the object's clock) and
+// examples/usermain (the smallest user's binary); docs/guide.md walks
+// through them.
 package examples
 
 import (
