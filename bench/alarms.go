@@ -272,8 +272,11 @@ func arm(ctx context.Context, env *Env, name string, t time.Time) error {
 
 // each runs fn for 0 ≤ i < n with conc callers, showing progress; it stops
 // at the first error. A call a node refused as overloaded is tried again
-// after the retry-after it gave: a bench's setup must not give up on a
-// node shedding load (nor count it as the scenario's failure).
+// after the retry-after it gave, and one that ran past opTimeout is sent
+// again (up to setupAttempts times): a bench's setup must not give up on a
+// node shedding load or a machine stalling for a moment (nor count it as
+// the scenario's failure). Every fn is safe to repeat: arming or disarming
+// an alarm, reading, warming an object up.
 func each(ctx context.Context, env *Env, label string, n, conc int, fn func(ctx context.Context, i int) error) error {
 	bar := env.Progress.Counted(label, int64(n))
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -288,9 +291,17 @@ func each(ctx context.Context, env *Env, label string, n, conc int, fn func(ctx 
 					return
 				}
 				err := untilAdmitted(ctx, func(ctx context.Context) error {
-					octx, ocancel := context.WithTimeout(ctx, opTimeout)
-					defer ocancel()
-					return fn(octx, int(i))
+					var err error
+					for range setupAttempts {
+						octx, ocancel := context.WithTimeout(ctx, opTimeout)
+						err = fn(octx, int(i))
+						timedOut := errors.Is(octx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
+						ocancel()
+						if !timedOut {
+							break
+						}
+					}
+					return err
 				})
 				if err != nil {
 					cancel(err)
@@ -308,6 +319,10 @@ func each(ctx context.Context, env *Env, label string, n, conc int, fn func(ctx 
 	bar.Done(fmt.Sprintf("%d done", n))
 	return nil
 }
+
+// setupAttempts bounds how often each sends one setup call that ran past
+// its opTimeout.
+const setupAttempts = 3
 
 // untilAdmitted runs call until it is not refused as overloaded (or
 // busy), waiting the retry-after of each refusal.
