@@ -331,10 +331,11 @@ func TestDataCenterFailureAdoptionAndFailback(t *testing.T) {
 		require.Equal(t, "a", dc[runs[a.name].Node], "alarm of %s ran on %s", a.name, runs[a.name].Node)
 	}
 
-	// b returns.
+	// b returns. The stabilisation period runs from when the leader sees
+	// b's first node again, which is inside Restart: measure from before it.
+	back := time.Now()
 	c.Restart(1)
 	c.Restart(3)
-	back := time.Now()
 	later := arm(t, c, 0, "later", 24, func(k int) time.Time {
 		return back.Add(cfg.Stabilise + 2*time.Second + time.Duration(k)*20*time.Millisecond)
 	})
