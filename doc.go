@@ -5,7 +5,8 @@
 // the class is addressed by an ID (see IDFromName, NewUniqueID, IDFromString);
 // exactly one instance of an object is live in the cluster at a time, it
 // handles one event (invocation or alarm) at a time, and it owns a private
-// transactional Storage and one persistent alarm.
+// transactional Storage and one persistent alarm. WithLocation makes an ID
+// whose object lives in a chosen data center (a location hint; see Layout).
 //
 // Every write an event makes — storage and alarm alike — is buffered and
 // committed to etcd in one transaction when the event ends; the event's result

@@ -55,3 +55,41 @@ func FuzzIDFromName(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLayout: any ID, hinted or not, maps to a partition in range; one
+// hinted for a home of the layout lands on a partition homed there, and the
+// layout accepts it; one hinted elsewhere is refused by Check.
+func FuzzLayout(f *testing.F) {
+	f.Add("C", "n", "dc2", uint8(16), "dc1,dc2")
+	f.Add("C", "n", "dc3", uint8(5), "dc1,dc2,dc3,dc4,dc5,dc6")
+	f.Add("C", "", "", uint8(1), "dc1")
+	f.Add("C", "n", "a", uint8(7), "a,a,b")
+	f.Fuzz(func(t *testing.T, class, name, dc string, partitions uint8, homeList string) {
+		if partitions == 0 || homeList == "" {
+			return
+		}
+		homes := strings.Split(homeList, ",")
+		l := NewLayout(int(partitions), homes)
+		for _, id := range []ID{IDFromName(class, name, WithLocation(dc)), NewUniqueID(class, WithLocation(dc))} {
+			p := l.Partition(id)
+			if p < 0 || p >= int(partitions) {
+				t.Fatalf("partition %d of %d", p, partitions)
+			}
+			switch err := l.CheckLocation(dc); {
+			case dc == "" && id.Located(class):
+				t.Fatalf("an empty hint made a located ID")
+			case err == nil && dc != "":
+				if home := homes[p%len(homes)]; home != dc {
+					t.Fatalf("%s located in %s went to partition %d, homed in %s", id, dc, p, home)
+				}
+				if l.Check(class, id) != nil || l.Location(id) != dc {
+					t.Fatalf("%s: check %v, location %q", id, l.Check(class, id), l.Location(id))
+				}
+			case err != nil:
+				if !errors.Is(err, ErrInvalidArgument) || !errors.Is(l.Check(class, id), ErrInvalidArgument) {
+					t.Fatalf("%s hinted for %q: CheckLocation %v, Check %v", id, dc, err, l.Check(class, id))
+				}
+			}
+		}
+	})
+}

@@ -46,7 +46,7 @@ func (s *adminServer) GetAlarm(ctx context.Context, req *durablev1.GetAlarmReque
 	if err != nil {
 		return nil, node.ToStatus(err, "")
 	}
-	rec, err := s.alarms().Get(ctx, id.Partition(s.a.meta.Partitions), class.Name, id)
+	rec, err := s.alarms().Get(ctx, s.a.Node.PartitionOf(id), class.Name, id)
 	if err != nil {
 		return nil, node.ToStatus(storageErr(err), "")
 	}
@@ -118,8 +118,8 @@ func (s *adminServer) ListDeadLetters(ctx context.Context, req *durablev1.ListDe
 // purgeFilter validates req and returns the dead letters it selects over a
 // cluster of partitions. An empty request is refused: purging everything
 // must be asked for with all.
-func purgeFilter(req *durablev1.PurgeDeadLettersRequest, partitions int) (alarmstore.PurgeFilter, error) {
-	f := alarmstore.PurgeFilter{Class: req.GetClass(), Partitions: partitions}
+func purgeFilter(req *durablev1.PurgeDeadLettersRequest, layout durable.Layout) (alarmstore.PurgeFilter, error) {
+	f := alarmstore.PurgeFilter{Class: req.GetClass(), Partitions: layout.Partitions()}
 	if ms := req.GetAbandonedBeforeUnixMs(); ms > 0 {
 		f.AbandonedBefore = time.UnixMilli(ms)
 	}
@@ -133,7 +133,7 @@ func purgeFilter(req *durablev1.PurgeDeadLettersRequest, partitions int) (alarms
 		if f.Class == "" {
 			return f, durable.Invalidf("an object needs its class")
 		}
-		id, err := node.ResolveID(f.Class, node.RefOf(req.GetObject()))
+		id, err := node.ResolveIDIn(layout, f.Class, node.RefOf(req.GetObject()))
 		if err != nil {
 			return f, err
 		}
@@ -143,7 +143,7 @@ func purgeFilter(req *durablev1.PurgeDeadLettersRequest, partitions int) (alarms
 }
 
 func (s *adminServer) PurgeDeadLetters(ctx context.Context, req *durablev1.PurgeDeadLettersRequest) (*durablev1.PurgeDeadLettersResponse, error) {
-	f, err := purgeFilter(req, s.a.meta.Partitions)
+	f, err := purgeFilter(req, s.a.Node.Layout())
 	if err != nil {
 		return nil, node.ToStatus(err, "")
 	}
@@ -161,7 +161,7 @@ const forwardedHeader = "durable-admin-forwarded"
 
 func (s *adminServer) RequeueDeadLetter(ctx context.Context, req *durablev1.RequeueDeadLetterRequest) (*durablev1.RequeueDeadLetterResponse, error) {
 	ref := node.RefOf(req.GetObject())
-	id, err := node.ResolveID(req.GetClass(), ref)
+	id, err := s.a.Node.ResolveID(req.GetClass(), ref)
 	if err != nil {
 		return nil, node.ToStatus(err, "")
 	}
@@ -198,7 +198,7 @@ func (s *adminServer) Locate(ctx context.Context, req *durablev1.LocateRequest) 
 	if err != nil {
 		return nil, node.ToStatus(err, "")
 	}
-	p := id.Partition(s.a.meta.Partitions)
+	p := s.a.Node.PartitionOf(id)
 	v, err := placement.Read(ctx, s.a.client, s.a.keys, s.a.meta)
 	if err != nil {
 		return nil, node.ToStatus(storageErr(err), "")

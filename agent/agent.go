@@ -281,7 +281,7 @@ func (a *Agent) build(ctx context.Context, reg *node.Registry) error {
 	a.committer = commit.NewCommitter(client, a.keys, commitCfg)
 	a.reader = commit.NewReader(client, commitCfg)
 	a.Node, err = node.New(nc, reg, node.Deps{
-		KV: client, Commits: a.committer, Reads: a.reader, Membership: a.Member, Partitions: meta.Partitions,
+		KV: client, Commits: a.committer, Reads: a.reader, Membership: a.Member, Partitions: meta.Partitions, HomeDCs: meta.HomeDCs,
 	})
 	if err != nil {
 		return err

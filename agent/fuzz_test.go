@@ -41,7 +41,7 @@ func FuzzPurgeFilter(f *testing.F) {
 				req.Object.Ref = &durablev1.ObjectRef_Id{Id: idHex}
 			}
 		}
-		pf, err := purgeFilter(req, 16)
+		pf, err := purgeFilter(req, durable.NewLayout(16, []string{"dc1"}))
 		if err != nil {
 			if !errors.Is(err, durable.ErrInvalidArgument) && !errors.Is(err, durable.ErrUnknownClass) {
 				t.Fatalf("purgeFilter(%v) = %v", req, err)

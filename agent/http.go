@@ -28,7 +28,8 @@ import (
 // APIs as HTTP/JSON, for callers that do not speak gRPC (a web backend, a
 // Worker, curl):
 //
-//	POST /v1/objects/{class}/{name}/{method}       invoke (invoke for class)
+//	POST /v1/objects/{class}/{name}/{method}       invoke (invoke for class);
+//	                                               ?location=dc2 names the object homed in dc2
 //	POST /v1/objects/{class}/id/{id}/{method}      the same, by object id
 //	GET  /v1/admin/status                          Admin.Status (read)
 //	GET  /v1/admin/alarms?class=&limit=&page_token=&due_before_unix_ms=
@@ -89,7 +90,7 @@ func (a *Agent) frontDoor() http.Handler {
 		return &durablev1.ListAlarmsRequest{Class: q.Get("class"), Limit: int32(limit), PageToken: q.Get("page_token"), DueBeforeUnixMs: due}, err
 	}, admin.ListAlarms))
 	getAlarm := adminRoute(a, read, func(r *http.Request) (*durablev1.GetAlarmRequest, error) {
-		ref := &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Name{Name: r.PathValue("name")}}
+		ref := &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Name{Name: r.PathValue("name")}, Location: r.URL.Query().Get("location")}
 		if id := r.PathValue("id"); id != "" {
 			ref.Ref = &durablev1.ObjectRef_Id{Id: id}
 		}
@@ -171,7 +172,8 @@ func (a *Agent) invokeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		ctx = node.WithRequestID(ctx, key)
 	}
-	res, err := a.Node.Invoke(ctx, class, node.Ref{Name: r.PathValue("name"), ID: r.PathValue("id")}, method, payload)
+	ref := node.Ref{Name: r.PathValue("name"), ID: r.PathValue("id"), Location: r.URL.Query().Get("location")}
+	res, err := a.Node.Invoke(ctx, class, ref, method, payload)
 	if err != nil {
 		writeFrontError(w, err)
 		return

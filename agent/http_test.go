@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/agent"
 	"github.com/durable-run/durable/nodetest"
 	"github.com/durable-run/durable/security"
@@ -103,6 +104,13 @@ func TestHTTPFrontDoorInvokesThroughAnyNodeAndMapsErrors(t *testing.T) {
 		assert.JSONEq(t, `{"value":6}`, r.Body)
 	})
 
+	t.Run("LocationHint", func(t *testing.T) {
+		r := httpDo(t, hc, "POST", counter+"/get?location=dc1", "")
+		require.Equal(t, http.StatusOK, r.Status, r.Body)
+		assert.JSONEq(t, `{"value":0}`, r.Body, "the hint names another object")
+		assert.Equal(t, durable.IDFromName("Counter", name, durable.WithLocation("dc1")).String(), r.Header.Get("Durable-Object-Id"))
+	})
+
 	for _, tc := range []struct {
 		name, path, body string
 		headers          []string
@@ -118,6 +126,7 @@ func TestHTTPFrontDoorInvokesThroughAnyNodeAndMapsErrors(t *testing.T) {
 		{"TimeoutAboveMax", "/v1/objects/Counter/x/get", "", []string{agent.TimeoutHeader, "1h"}, http.StatusBadRequest, "INVALID_ARGUMENT"},
 		{"LongIdempotencyKey", "/v1/objects/Counter/x/get", "", []string{"Idempotency-Key", strings.Repeat("k", 129)}, http.StatusBadRequest, "INVALID_ARGUMENT"},
 		{"BadID", "/v1/objects/Counter/id/zz/get", "", nil, http.StatusBadRequest, "INVALID_ARGUMENT"},
+		{"UnknownLocation", "/v1/objects/Counter/x/get?location=dc9", "", nil, http.StatusBadRequest, "INVALID_ARGUMENT"},
 		{"CrossOriginPost", "/v1/objects/Counter/x/increment", "", []string{"Sec-Fetch-Site", "cross-site"}, http.StatusForbidden, "CROSS_ORIGIN"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -72,11 +73,25 @@ type cliStatusError struct {
 func (e cliStatusError) Error() string              { return e.msg }
 func (e cliStatusError) GRPCStatus() *status.Status { return e.st }
 
-func refFromArg(arg string, byID bool) client.Ref {
-	if byID {
-		return client.ByID(arg)
+// addRefFlags adds --id and --location, which say how the command's object
+// argument (what names it) is read.
+func addRefFlags(cmd *cobra.Command, what string) {
+	cmd.Flags().Bool("id", false, what+" is an object ID (64 hex digits), not a name")
+	cmd.Flags().String("location", "", "with a name: the object homed in this data center (a location hint, part of its identity)")
+}
+
+// refFromFlags reads arg as the flags added by addRefFlags say.
+func refFromFlags(cmd *cobra.Command, arg string) (client.Ref, error) {
+	byID, _ := cmd.Flags().GetBool("id")
+	loc, _ := cmd.Flags().GetString("location")
+	switch {
+	case byID && loc != "":
+		return nil, usageError{errors.New("--location goes with a name: an object ID carries its own")}
+	case byID:
+		return client.ByID(arg), nil
+	default:
+		return client.ByNameIn(arg, loc), nil
 	}
-	return client.ByName(arg)
 }
 
 func newInvokeCmd() *cobra.Command {
@@ -87,7 +102,10 @@ func newInvokeCmd() *cobra.Command {
 			"and print the reply. PAYLOAD '-' reads the payload from standard input." + envHelp,
 		Args: cobra.RangeArgs(3, 4),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			byID, _ := cmd.Flags().GetBool("id")
+			ref, err := refFromFlags(cmd, args[1])
+			if err != nil {
+				return err
+			}
 			var payload []byte
 			if len(args) == 4 {
 				payload = []byte(args[3])
@@ -100,7 +118,7 @@ func newInvokeCmd() *cobra.Command {
 				}
 			}
 			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				resp, err := c.Invoke(ctx, args[0], refFromArg(args[1], byID), args[2], payload)
+				resp, err := c.Invoke(ctx, args[0], ref, args[2], payload)
 				if err != nil {
 					return err
 				}
@@ -111,7 +129,7 @@ func newInvokeCmd() *cobra.Command {
 		},
 	}
 	addClientFlags(cmd, 30*time.Second)
-	cmd.Flags().Bool("id", false, "NAME is an object ID (64 hex digits), not a name")
+	addRefFlags(cmd, "NAME")
 	return cmd
 }
 
@@ -141,10 +159,13 @@ func newAlarmCmd() *cobra.Command {
 		Short: "Show an object's pending alarm",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			byID, _ := cmd.Flags().GetBool("id")
+			ref, err := refFromFlags(cmd, args[1])
+			if err != nil {
+				return err
+			}
 			asJSON, _ := cmd.Flags().GetBool("json")
 			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				resp, err := c.Admin().GetAlarm(ctx, &durablev1.GetAlarmRequest{Class: args[0], Object: refFromArg(args[1], byID)})
+				resp, err := c.Admin().GetAlarm(ctx, &durablev1.GetAlarmRequest{Class: args[0], Object: ref})
 				if err != nil {
 					return err
 				}
@@ -168,7 +189,7 @@ func newAlarmCmd() *cobra.Command {
 		},
 	}
 	addClientFlags(get, 30*time.Second)
-	get.Flags().Bool("id", false, "NAME is an object ID, not a name")
+	addRefFlags(get, "NAME")
 	get.Flags().Bool("json", false, "print JSON")
 
 	list := &cobra.Command{
@@ -249,12 +270,15 @@ func newPurgeCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			class, _ := cmd.Flags().GetString("class")
 			object, _ := cmd.Flags().GetString("object")
-			byID, _ := cmd.Flags().GetBool("id")
 			older, _ := cmd.Flags().GetDuration("older-than")
 			all, _ := cmd.Flags().GetBool("all")
 			req := &durablev1.PurgeDeadLettersRequest{Class: class, All: all}
 			if object != "" {
-				req.Object = refProto(object, byID)
+				ref, err := refFromFlags(cmd, object)
+				if err != nil {
+					return err
+				}
+				req.Object = ref
 			}
 			if older > 0 {
 				req.AbandonedBeforeUnixMs = time.Now().Add(-older).UnixMilli()
@@ -272,7 +296,7 @@ func newPurgeCmd() *cobra.Command {
 	addClientFlags(cmd, time.Minute)
 	cmd.Flags().String("class", "", "only dead letters of this class")
 	cmd.Flags().String("object", "", "only those of this object (name, or id with --id); needs --class")
-	cmd.Flags().Bool("id", false, "--object is an object ID, not a name")
+	addRefFlags(cmd, "--object")
 	cmd.Flags().Duration("older-than", 0, "only those abandoned longer ago than this, e.g. 24h")
 	cmd.Flags().Bool("all", false, "every dead letter (no other filter)")
 	return cmd
@@ -288,9 +312,12 @@ func newRequeueCmd() *cobra.Command {
 			"alarm pending is refused." + envHelp,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			byID, _ := cmd.Flags().GetBool("id")
+			ref, err := refFromFlags(cmd, args[1])
+			if err != nil {
+				return err
+			}
 			sched, _ := cmd.Flags().GetString("scheduled")
-			req := &durablev1.RequeueDeadLetterRequest{Class: args[0], Object: refProto(args[1], byID)}
+			req := &durablev1.RequeueDeadLetterRequest{Class: args[0], Object: ref}
 			if sched != "" {
 				t, err := time.Parse(time.RFC3339Nano, sched)
 				if err != nil {
@@ -313,17 +340,9 @@ func newRequeueCmd() *cobra.Command {
 		},
 	}
 	addClientFlags(cmd, 30*time.Second)
-	cmd.Flags().Bool("id", false, "NAME is an object ID (64 hex digits), not a name")
+	addRefFlags(cmd, "NAME")
 	cmd.Flags().String("scheduled", "", "the dead letter's scheduled time (RFC 3339, as alarm dead prints it); default: the latest")
 	return cmd
-}
-
-// refProto is an object reference of the API: a name, or an id.
-func refProto(arg string, byID bool) *durablev1.ObjectRef {
-	if byID {
-		return &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Id{Id: arg}}
-	}
-	return &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Name{Name: arg}}
 }
 
 func newAlarmWaitCmd() *cobra.Command {
@@ -336,8 +355,10 @@ func newAlarmWaitCmd() *cobra.Command {
 			"--timeout. With no pending alarm it returns at once." + envHelp,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			byID, _ := cmd.Flags().GetBool("id")
-			ref := refFromArg(args[1], byID)
+			ref, err := refFromFlags(cmd, args[1])
+			if err != nil {
+				return err
+			}
 			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
 				loc, err := c.Admin().Locate(ctx, &durablev1.LocateRequest{Class: args[0], Object: ref})
 				if err != nil {
@@ -380,7 +401,7 @@ func newAlarmWaitCmd() *cobra.Command {
 		},
 	}
 	addClientFlags(cmd, time.Minute)
-	cmd.Flags().Bool("id", false, "NAME is an object ID (64 hex digits), not a name")
+	addRefFlags(cmd, "NAME")
 	return cmd
 }
 
@@ -428,10 +449,13 @@ func newLocateCmd() *cobra.Command {
 		Short: "Show where an object lives: its ID, partition, owner node and fencing token",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			byID, _ := cmd.Flags().GetBool("id")
+			ref, err := refFromFlags(cmd, args[1])
+			if err != nil {
+				return err
+			}
 			asJSON, _ := cmd.Flags().GetBool("json")
 			return withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				resp, err := c.Admin().Locate(ctx, &durablev1.LocateRequest{Class: args[0], Object: refFromArg(args[1], byID)})
+				resp, err := c.Admin().Locate(ctx, &durablev1.LocateRequest{Class: args[0], Object: ref})
 				if err != nil {
 					return err
 				}
@@ -457,7 +481,7 @@ func newLocateCmd() *cobra.Command {
 		},
 	}
 	addClientFlags(cmd, 30*time.Second)
-	cmd.Flags().Bool("id", false, "NAME is an object ID (64 hex digits), not a name")
+	addRefFlags(cmd, "NAME")
 	cmd.Flags().Bool("json", false, "print JSON")
 	return cmd
 }

@@ -69,6 +69,8 @@ type Client struct {
 
 	mu          sync.Mutex
 	partitions  int            // the cluster's partition count, once learned
+	homes       []string       // the cluster's home data centers, once a reply names them
+	layout      durable.Layout // how IDs map to partitions (located ones once homes are known)
 	owners      map[int]string // partition → owner address
 	direct      map[string]*grpc.ClientConn
 	unreachable map[string]time.Time // owner address → skip until
@@ -152,6 +154,12 @@ type Ref = *durablev1.ObjectRef
 // ByName refers to the object of a class named name.
 func ByName(name string) Ref { return &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Name{Name: name}} }
 
+// ByNameIn refers to the object of a class named name homed in data center
+// dc (a location hint, part of the object's identity: durable.WithLocation).
+func ByNameIn(name, dc string) Ref {
+	return &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Name{Name: name}, Location: dc}
+}
+
 // ByID refers to an object by its 64-hex-digit ID.
 func ByID(id string) Ref { return &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Id{Id: id}} }
 
@@ -205,7 +213,7 @@ func newRequestID() string {
 // say why).
 func (c *Client) partitionOf(class string, ref Ref) int {
 	c.mu.Lock()
-	count := c.partitions
+	count, layout := c.partitions, c.layout
 	c.mu.Unlock()
 	if count <= 0 || c.opts.NoDirect {
 		return -1
@@ -214,7 +222,7 @@ func (c *Client) partitionOf(class string, ref Ref) int {
 	var err error
 	switch {
 	case ref.GetName() != "":
-		id = durable.IDFromName(class, ref.GetName())
+		id = durable.IDFromName(class, ref.GetName(), durable.WithLocation(ref.GetLocation()))
 	case ref.GetId() != "":
 		id, err = durable.IDFromString(class, ref.GetId())
 	default:
@@ -223,7 +231,9 @@ func (c *Client) partitionOf(class string, ref Ref) int {
 	if err != nil {
 		return -1
 	}
-	return id.Partition(count)
+	// Until a reply names the homes, a located ID maps as any other: the
+	// call goes to a wrong owner once and is forwarded.
+	return layout.Partition(id)
 }
 
 // route returns where a call of partition p goes: its owner's address and
@@ -259,8 +269,11 @@ func (c *Client) learn(resp *durablev1.InvokeResponse) {
 		return
 	}
 	c.mu.Lock()
-	if int(resp.GetPartitionCount()) != c.partitions {
-		c.partitions, c.owners = int(resp.GetPartitionCount()), map[int]string{}
+	// A reply names the homes only for a located object; a new partition
+	// count is a new cluster, whose homes are not known yet.
+	if n, homes := int(resp.GetPartitionCount()), resp.GetHomeDcs(); n != c.partitions || len(homes) > 0 && !slices.Equal(homes, c.homes) {
+		c.partitions, c.homes, c.owners = n, homes, map[int]string{}
+		c.layout = durable.NewLayout(n, homes)
 	}
 	c.mu.Unlock()
 	c.setOwner(int(resp.GetPartition()), resp.GetOwner())

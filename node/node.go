@@ -106,8 +106,11 @@ type Deps struct {
 	Reads   Reader
 	// Membership is the node's lease and view of the cluster.
 	Membership Membership
-	// Partitions is the cluster's partition count.
+	// Partitions is the cluster's partition count and HomeDCs its home data
+	// centers (placement.Meta): together they map IDs, located ones
+	// included, to partitions.
 	Partitions int
+	HomeDCs    []string
 }
 
 // Node runs objects. Create it with New, Start it, serve partitions through
@@ -118,6 +121,7 @@ type Node struct {
 	reg        *Registry
 	keys       keyspace.Space
 	partitions int
+	layout     durable.Layout
 	member     Membership
 	sched      *alarmstore.Schedule
 	env        *env
@@ -145,7 +149,7 @@ func New(cfg Config, reg *Registry, deps Deps) (*Node, error) {
 	keys := keyspace.New(cfg.Prefix)
 	n := &Node{
 		cfg: cfg, log: cfg.Logger.With("component", "node", "node", cfg.ID), reg: reg, keys: keys,
-		partitions: deps.Partitions, member: deps.Membership,
+		partitions: deps.Partitions, layout: durable.NewLayout(deps.Partitions, deps.HomeDCs), member: deps.Membership,
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.peers.opts = tracing.DialOptions(n.cfg.TracerProvider)
@@ -185,7 +189,10 @@ func (n *Node) Keys() keyspace.Space { return n.keys }
 func (n *Node) PartitionCount() int { return n.partitions }
 
 // partitionOf maps an object ID to its partition.
-func (n *Node) partitionOf(id durable.ID) int { return id.Partition(n.partitions) }
+func (n *Node) partitionOf(id durable.ID) int { return n.layout.Partition(id) }
+
+// Layout returns how the cluster maps IDs to partitions.
+func (n *Node) Layout() durable.Layout { return n.layout }
 
 // now is the node's clock.
 func (n *Node) now() time.Time { return n.cfg.Clock.Now() }

@@ -25,10 +25,12 @@ const maxHops = 3
 // hopsHeader carries the number of forwards so far.
 const hopsHeader = "durable-hops"
 
-// Ref addresses an object: by Name, or by ID in hex.
+// Ref addresses an object: by Name, or by ID in hex. Location, with a
+// name, is a location hint (durable.WithLocation).
 type Ref struct {
-	Name string
-	ID   string
+	Name     string
+	ID       string
+	Location string
 }
 
 // Resolve validates class and ref and returns the class, which this node
@@ -38,8 +40,33 @@ func (n *Node) Resolve(className string, ref Ref) (Class, durable.ID, error) {
 	if err != nil {
 		return Class{}, durable.ID{}, err
 	}
-	id, err := ResolveID(className, ref)
+	id, err := n.ResolveID(className, ref)
 	return class, id, err
+}
+
+// ResolveID is ResolveIDIn the node's layout.
+func (n *Node) ResolveID(className string, ref Ref) (durable.ID, error) {
+	return ResolveIDIn(n.layout, className, ref)
+}
+
+// ResolveIDIn is ResolveID checked against a cluster's layout: a location
+// hint, given with a name or made into an ID, must name a data center
+// partitions are homed in.
+func ResolveIDIn(layout durable.Layout, className string, ref Ref) (durable.ID, error) {
+	if err := layout.CheckLocation(ref.Location); err != nil {
+		return durable.ID{}, err
+	}
+	id, err := ResolveID(className, ref)
+	if err != nil {
+		return id, err
+	}
+	if ref.ID != "" {
+		// Only an ID can carry a hint for an unknown data center.
+		if err := layout.Check(className, id); err != nil {
+			return durable.ID{}, err
+		}
+	}
+	return id, nil
 }
 
 // ResolveID validates ref and returns the object's ID, whether this node
@@ -53,12 +80,14 @@ func ResolveID(className string, ref Ref) (durable.ID, error) {
 	switch {
 	case ref.Name != "" && ref.ID != "":
 		return durable.ID{}, durable.Invalidf("give an object name or an id, not both")
+	case ref.ID != "" && ref.Location != "":
+		return durable.ID{}, durable.Invalidf("a location hint goes with a name: an id carries its own")
 	case ref.ID != "":
 		return durable.IDFromString(className, ref.ID)
 	case len(ref.Name) > durable.MaxNameBytes:
 		return durable.ID{}, durable.Invalidf("object name of %d bytes exceeds the limit of %d", len(ref.Name), durable.MaxNameBytes)
 	case ref.Name != "":
-		return durable.IDFromName(className, ref.Name), nil
+		return durable.IDFromName(className, ref.Name, durable.WithLocation(ref.Location)), nil
 	default:
 		return durable.ID{}, durable.Invalidf("object name or id is required")
 	}
@@ -130,7 +159,7 @@ func (n *Node) invoke(ctx context.Context, hops int, className string, ref Ref, 
 	if len(method) > maxMethodBytes {
 		return Result{}, durable.Invalidf("method name of %d bytes exceeds the limit of %d", len(method), maxMethodBytes)
 	}
-	id, err := ResolveID(className, ref)
+	id, err := n.ResolveID(className, ref)
 	if err != nil {
 		return Result{}, err
 	}
@@ -248,7 +277,8 @@ func (n *Node) forward(ctx context.Context, addr string, hops int, class string,
 	ctx = metadata.AppendToOutgoingContext(outgoingCallPath(ctx), hopsHeader, strconv.Itoa(hops))
 	obj := &durablev1.ObjectRef{Ref: &durablev1.ObjectRef_Id{Id: id.String()}}
 	if ref.Name != "" {
-		obj.Ref = &durablev1.ObjectRef_Name{Name: ref.Name}
+		// The owner needs the name (State.Name) and so its hint.
+		obj.Ref, obj.Location = &durablev1.ObjectRef_Name{Name: ref.Name}, ref.Location
 	}
 	// The forward ends when the partition's owner changes away from addr
 	// (a dead, frozen or cut-off owner loses its lease within a TTL, and its

@@ -23,7 +23,7 @@ func RefOf(r *durablev1.ObjectRef) Ref {
 	if r == nil {
 		return Ref{}
 	}
-	return Ref{Name: r.GetName(), ID: r.GetId()}
+	return Ref{Name: r.GetName(), ID: r.GetId(), Location: r.GetLocation()}
 }
 
 func (s *objectsServer) Invoke(ctx context.Context, req *durablev1.InvokeRequest) (*durablev1.InvokeResponse, error) {
@@ -40,13 +40,17 @@ func (s *objectsServer) Invoke(ctx context.Context, req *durablev1.InvokeRequest
 	res, err := s.n.invoke(ctx, hopsFrom(ctx), req.GetClass(), ref, req.GetMethod(), req.GetPayload())
 	if err != nil {
 		owner := ""
-		if id, rerr := ResolveID(req.GetClass(), ref); rerr == nil {
+		if id, rerr := s.n.ResolveID(req.GetClass(), ref); rerr == nil {
 			owner = s.n.ownerAddr(s.n.partitionOf(id))
 		}
 		return nil, ToStatus(err, owner)
 	}
-	return &durablev1.InvokeResponse{
+	resp := &durablev1.InvokeResponse{
 		Payload: res.Payload, Id: res.ID.String(), Owner: res.Owner,
 		Partition: int32(s.n.partitionOf(res.ID)), PartitionCount: int32(s.n.partitions),
-	}, nil
+	}
+	if s.n.layout.Location(res.ID) != "" {
+		resp.HomeDcs = s.n.layout.Homes()
+	}
+	return resp, nil
 }

@@ -30,7 +30,13 @@ type ObjectRef struct {
 	//
 	//	*ObjectRef_Name
 	//	*ObjectRef_Id
-	Ref           isObjectRef_Ref `protobuf_oneof:"ref"`
+	Ref isObjectRef_Ref `protobuf_oneof:"ref"`
+	// location, with a name, is a location hint: the object is the one named
+	// name homed in this data center (IDFromName with WithLocation), another
+	// object than name without a hint. A data center the cluster does not
+	// home partitions in is refused (INVALID_ARGUMENT). IDs carry their hint
+	// themselves: leave location empty with an id.
+	Location      string `protobuf:"bytes,3,opt,name=location,proto3" json:"location,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -86,6 +92,13 @@ func (x *ObjectRef) GetId() string {
 		if x, ok := x.Ref.(*ObjectRef_Id); ok {
 			return x.Id
 		}
+	}
+	return ""
+}
+
+func (x *ObjectRef) GetLocation() string {
+	if x != nil {
+		return x.Location
 	}
 	return ""
 }
@@ -202,8 +215,13 @@ type InvokeResponse struct {
 	// partition and remembers one owner per partition.
 	Partition      int32 `protobuf:"varint,4,opt,name=partition,proto3" json:"partition,omitempty"`
 	PartitionCount int32 `protobuf:"varint,5,opt,name=partition_count,json=partitionCount,proto3" json:"partition_count,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// home_dcs, set only when the object was made with a location hint, lists
+	// the cluster's home data centers in partition order (partition p is
+	// homed in home_dcs[p % len]): with them a client maps located IDs to
+	// their partitions too (durable.NewLayout).
+	HomeDcs       []string `protobuf:"bytes,6,rep,name=home_dcs,json=homeDcs,proto3" json:"home_dcs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InvokeResponse) Reset() {
@@ -269,6 +287,13 @@ func (x *InvokeResponse) GetPartitionCount() int32 {
 		return x.PartitionCount
 	}
 	return 0
+}
+
+func (x *InvokeResponse) GetHomeDcs() []string {
+	if x != nil {
+		return x.HomeDcs
+	}
+	return nil
 }
 
 // ErrorDetail is attached to every error status the servers return.
@@ -2240,10 +2265,11 @@ var File_durable_v1_durable_proto protoreflect.FileDescriptor
 const file_durable_v1_durable_proto_rawDesc = "" +
 	"\n" +
 	"\x18durable/v1/durable.proto\x12\n" +
-	"durable.v1\":\n" +
+	"durable.v1\"V\n" +
 	"\tObjectRef\x12\x14\n" +
 	"\x04name\x18\x01 \x01(\tH\x00R\x04name\x12\x10\n" +
-	"\x02id\x18\x02 \x01(\tH\x00R\x02idB\x05\n" +
+	"\x02id\x18\x02 \x01(\tH\x00R\x02id\x12\x1a\n" +
+	"\blocation\x18\x03 \x01(\tR\blocationB\x05\n" +
 	"\x03ref\"\xa5\x01\n" +
 	"\rInvokeRequest\x12\x14\n" +
 	"\x05class\x18\x01 \x01(\tR\x05class\x12-\n" +
@@ -2251,13 +2277,14 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\x06method\x18\x03 \x01(\tR\x06method\x12\x18\n" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\tR\trequestId\"\x97\x01\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"\xb2\x01\n" +
 	"\x0eInvokeResponse\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x14\n" +
 	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x1c\n" +
 	"\tpartition\x18\x04 \x01(\x05R\tpartition\x12'\n" +
-	"\x0fpartition_count\x18\x05 \x01(\x05R\x0epartitionCount\"\xb1\x01\n" +
+	"\x0fpartition_count\x18\x05 \x01(\x05R\x0epartitionCount\x12\x19\n" +
+	"\bhome_dcs\x18\x06 \x03(\tR\ahomeDcs\"\xb1\x01\n" +
 	"\vErrorDetail\x12\x1c\n" +
 	"\tretryable\x18\x01 \x01(\bR\tretryable\x12!\n" +
 	"\fobject_error\x18\x02 \x01(\bR\vobjectError\x12#\n" +
