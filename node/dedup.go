@@ -1,12 +1,16 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/durable-run/durable"
 )
@@ -87,7 +91,7 @@ func (pl *pipeline) seenRequest(ctx context.Context, id string) (reqEntry, bool,
 		}
 		var ring []reqEntry
 		if kvs[0] != nil {
-			if err := json.Unmarshal(kvs[0].Value, &ring); err != nil {
+			if ring, err = decodeRing(kvs[0].Value); err != nil {
 				pl.env.log.Error("corrupt request ids ignored", "object", pl.idHex, "err", err)
 				ring = nil
 			}
@@ -121,4 +125,152 @@ func replayReply(e reqEntry, digest string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: request %s was already applied; its reply was too large to keep", durable.ErrCommitUnknown, e.ID)
 	}
 	return e.Reply, nil
+}
+
+// The ring's record in etcd (req/…), rewritten by every writing event, is
+// binary: a version byte, then per entry, oldest first,
+//
+//	flags (1 byte)  ringDropped | ringDigest | ringHexID
+//	uvarint n, then the id: n raw bytes, or, with ringHexID, the n bytes a
+//	        lowercase-hex id (of 2n digits, as clients make them) decodes to
+//	8 bytes         the digest, with ringDigest
+//	uvarint n, n bytes: the reply (absent with ringDropped)
+//
+// A ring of 16 client requests with small replies takes ~0.6 KB, against
+// ~1.5 KB as the JSON it replaced (still read: rings written before start
+// with '['), and costs no reflection to write.
+const (
+	ringVersion = 1
+
+	ringDropped = 1 << 0
+	ringDigest  = 1 << 1
+	ringHexID   = 1 << 2
+	ringFlags   = ringDropped | ringDigest | ringHexID
+)
+
+// encodeRing appends ring's record to b.
+func encodeRing(b []byte, ring []reqEntry) []byte {
+	size := 1
+	for _, e := range ring {
+		size += 1 + 2*binary.MaxVarintLen16 + len(e.ID) + 8 + len(e.Reply)
+	}
+	b = slices.Grow(b, size)
+	b = append(b, ringVersion)
+	for _, e := range ring {
+		var flags byte
+		if e.Dropped {
+			flags |= ringDropped
+		}
+		if len(e.Digest) == 16 && isLowerHex(e.Digest) {
+			flags |= ringDigest
+		}
+		if isLowerHex(e.ID) {
+			flags |= ringHexID
+		}
+		b = append(b, flags)
+		if flags&ringHexID != 0 {
+			b = binary.AppendUvarint(b, uint64(len(e.ID)/2))
+			b = appendUnhex(b, e.ID)
+		} else {
+			b = binary.AppendUvarint(b, uint64(len(e.ID)))
+			b = append(b, e.ID...)
+		}
+		if flags&ringDigest != 0 {
+			b = appendUnhex(b, e.Digest)
+		}
+		if !e.Dropped {
+			b = binary.AppendUvarint(b, uint64(len(e.Reply)))
+			b = append(b, e.Reply...)
+		}
+	}
+	return b
+}
+
+// appendUnhex appends the bytes of s, lowercase hex (isLowerHex).
+func appendUnhex(b []byte, s string) []byte {
+	nibble := func(c byte) byte {
+		if c <= '9' {
+			return c - '0'
+		}
+		return c - 'a' + 10
+	}
+	for i := 0; i+1 < len(s); i += 2 {
+		b = append(b, nibble(s[i])<<4|nibble(s[i+1]))
+	}
+	return b
+}
+
+// isLowerHex reports whether id is a non-empty even run of lowercase hex
+// digits, which hex decoding and encoding give back unchanged.
+func isLowerHex(id string) bool {
+	if id == "" || len(id)%2 != 0 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// decodeRing reads a ring's record, binary or the JSON of earlier versions.
+func decodeRing(b []byte) ([]reqEntry, error) {
+	if len(b) == 0 {
+		return nil, errors.New("empty request ring")
+	}
+	if b[0] == '[' || string(b) == "null" {
+		var ring []reqEntry
+		err := json.Unmarshal(b, &ring)
+		return ring, err
+	}
+	if b[0] != ringVersion {
+		return nil, fmt.Errorf("request ring of unknown version %d", b[0])
+	}
+	b = b[1:]
+	var ring []reqEntry
+	bytesOf := func(what string) ([]byte, error) {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return nil, fmt.Errorf("request ring: truncated %s", what)
+		}
+		v := b[k : k+int(n)]
+		b = b[k+int(n):]
+		return v, nil
+	}
+	for len(b) > 0 {
+		flags := b[0]
+		b = b[1:]
+		if flags&^ringFlags != 0 {
+			return nil, fmt.Errorf("request ring: unknown flags %#x", flags)
+		}
+		id, err := bytesOf("id")
+		if err != nil {
+			return nil, err
+		}
+		e := reqEntry{ID: string(id), Dropped: flags&ringDropped != 0}
+		if flags&ringHexID != 0 {
+			if len(id) == 0 {
+				return nil, errors.New("request ring: empty hex id")
+			}
+			e.ID = hex.EncodeToString(id)
+		}
+		if flags&ringDigest != 0 {
+			if len(b) < 8 {
+				return nil, errors.New("request ring: truncated digest")
+			}
+			e.Digest, b = hex.EncodeToString(b[:8]), b[8:]
+		}
+		if !e.Dropped {
+			reply, err := bytesOf("reply")
+			if err != nil {
+				return nil, err
+			}
+			if len(reply) > 0 {
+				e.Reply = bytes.Clone(reply)
+			}
+		}
+		ring = append(ring, e)
+	}
+	return ring, nil
 }

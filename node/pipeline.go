@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -510,8 +509,7 @@ func (pl *pipeline) requestLocked(s *stage) *commit.Request {
 	}
 	ops = append(ops, s.extra...)
 	if s.ringSet {
-		b, _ := json.Marshal(s.ring)
-		ops = append(ops, clientv3.OpPut(keys.Requests(pl.p, pl.class, pl.idHex), string(b)))
+		ops = append(ops, clientv3.OpPut(keys.Requests(pl.p, pl.class, pl.idHex), string(encodeRing(nil, s.ring))))
 	}
 	if s.storeName {
 		s.nameWritten = pl.name
