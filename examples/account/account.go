@@ -22,6 +22,16 @@
 // does not cover is refused with ErrInsufficientFunds, an
 // ErrInvalidArgument: the caller gets InvalidArgument and nothing is
 // written.
+//
+// Monthly statements: the first write arms the alarm for the start of the
+// next month (UTC). The handler stores the statement of the month that
+// ended at the alarm's scheduled time — the balance as it finds it, at or
+// just after midnight — and re-arms for the month after, so Account is a
+// class with generated methods and an Alarm method of its own (which is
+// why protoc-gen-durable refuses an rpc named Alarm). A handler that runs
+// late, or is retried, writes the same month's statement; months missed
+// while no node ran it are written one run after another, each with the
+// balance of its run.
 package account
 
 import (
@@ -29,6 +39,8 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/examples/account/accountpb"
@@ -78,8 +90,59 @@ func (a *Account) balance(ctx context.Context) (int64, error) {
 	return v, nil
 }
 
+// setBalance stores v and arms the statement alarm if it is not armed.
 func (a *Account) setBalance(ctx context.Context, v int64) error {
-	return a.st.Storage().Put(ctx, balanceKey, []byte(strconv.FormatInt(v, 10)))
+	s := a.st.Storage()
+	if err := s.Put(ctx, balanceKey, []byte(strconv.FormatInt(v, 10))); err != nil {
+		return err
+	}
+	if _, armed, err := s.GetAlarm(ctx); err != nil || armed {
+		return err
+	}
+	return s.SetAlarm(ctx, nextMonth(a.st.Clock().Now()))
+}
+
+// nextMonth is the start of the month after t's, in UTC.
+func nextMonth(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC)
+}
+
+const statementPrefix = "statement/"
+
+// Alarm writes the statement of the month that ended at the alarm's time
+// and arms the next one.
+func (a *Account) Alarm(ctx context.Context, info durable.AlarmInfo) error {
+	bal, err := a.balance(ctx)
+	if err != nil {
+		return err
+	}
+	ended := info.ScheduledTime.UTC().AddDate(0, 0, -1) // the month's last day
+	s := a.st.Storage()
+	if err := s.Put(ctx, statementPrefix+ended.Format("2006-01"), []byte(strconv.FormatInt(bal, 10))); err != nil {
+		return err
+	}
+	return s.SetAlarm(ctx, nextMonth(info.ScheduledTime))
+}
+
+// Statements implements accountpb.AccountClass.
+func (a *Account) Statements(ctx context.Context, _ *accountpb.StatementsRequest) (*accountpb.StatementsResponse, error) {
+	kvs, err := a.st.Storage().List(ctx, durable.ListOptions{Prefix: statementPrefix})
+	if err != nil {
+		return nil, err
+	}
+	out := &accountpb.StatementsResponse{}
+	for _, kv := range kvs {
+		bal, err := strconv.ParseInt(string(kv.Value), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("account: stored statement %s: %w", kv.Key, err)
+		}
+		out.Statements = append(out.Statements, &accountpb.Statement{
+			Month:               strings.TrimPrefix(kv.Key, statementPrefix),
+			ClosingBalanceCents: bal,
+		})
+	}
+	return out, nil
 }
 
 func checkAmount(cents int64) error {

@@ -282,6 +282,140 @@ func (x *BalanceResponse) GetBalanceCents() int64 {
 	return 0
 }
 
+type StatementsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatementsRequest) Reset() {
+	*x = StatementsRequest{}
+	mi := &file_accountpb_account_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatementsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatementsRequest) ProtoMessage() {}
+
+func (x *StatementsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_accountpb_account_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatementsRequest.ProtoReflect.Descriptor instead.
+func (*StatementsRequest) Descriptor() ([]byte, []int) {
+	return file_accountpb_account_proto_rawDescGZIP(), []int{6}
+}
+
+type StatementsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Statements    []*Statement           `protobuf:"bytes,1,rep,name=statements,proto3" json:"statements,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatementsResponse) Reset() {
+	*x = StatementsResponse{}
+	mi := &file_accountpb_account_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatementsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatementsResponse) ProtoMessage() {}
+
+func (x *StatementsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_accountpb_account_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatementsResponse.ProtoReflect.Descriptor instead.
+func (*StatementsResponse) Descriptor() ([]byte, []int) {
+	return file_accountpb_account_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StatementsResponse) GetStatements() []*Statement {
+	if x != nil {
+		return x.Statements
+	}
+	return nil
+}
+
+// Statement is one month's: the balance when the month had ended.
+type Statement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// month is "YYYY-MM".
+	Month               string `protobuf:"bytes,1,opt,name=month,proto3" json:"month,omitempty"`
+	ClosingBalanceCents int64  `protobuf:"varint,2,opt,name=closing_balance_cents,json=closingBalanceCents,proto3" json:"closing_balance_cents,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *Statement) Reset() {
+	*x = Statement{}
+	mi := &file_accountpb_account_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Statement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Statement) ProtoMessage() {}
+
+func (x *Statement) ProtoReflect() protoreflect.Message {
+	mi := &file_accountpb_account_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Statement.ProtoReflect.Descriptor instead.
+func (*Statement) Descriptor() ([]byte, []int) {
+	return file_accountpb_account_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Statement) GetMonth() string {
+	if x != nil {
+		return x.Month
+	}
+	return ""
+}
+
+func (x *Statement) GetClosingBalanceCents() int64 {
+	if x != nil {
+		return x.ClosingBalanceCents
+	}
+	return 0
+}
+
 var File_accountpb_account_proto protoreflect.FileDescriptor
 
 const file_accountpb_account_proto_rawDesc = "" +
@@ -297,11 +431,21 @@ const file_accountpb_account_proto_rawDesc = "" +
 	"\rbalance_cents\x18\x01 \x01(\x03R\fbalanceCents\"\x10\n" +
 	"\x0eBalanceRequest\"6\n" +
 	"\x0fBalanceResponse\x12#\n" +
-	"\rbalance_cents\x18\x01 \x01(\x03R\fbalanceCents2\xd2\x01\n" +
+	"\rbalance_cents\x18\x01 \x01(\x03R\fbalanceCents\"\x13\n" +
+	"\x11StatementsRequest\"J\n" +
+	"\x12StatementsResponse\x124\n" +
+	"\n" +
+	"statements\x18\x01 \x03(\v2\x14.accountpb.StatementR\n" +
+	"statements\"U\n" +
+	"\tStatement\x12\x14\n" +
+	"\x05month\x18\x01 \x01(\tR\x05month\x122\n" +
+	"\x15closing_balance_cents\x18\x02 \x01(\x03R\x13closingBalanceCents2\x9d\x02\n" +
 	"\aAccount\x12@\n" +
 	"\aDeposit\x12\x19.accountpb.DepositRequest\x1a\x1a.accountpb.DepositResponse\x12C\n" +
 	"\bWithdraw\x12\x1a.accountpb.WithdrawRequest\x1a\x1b.accountpb.WithdrawResponse\x12@\n" +
-	"\aBalance\x12\x19.accountpb.BalanceRequest\x1a\x1a.accountpb.BalanceResponseBEZCgithub.com/durable-run/durable/examples/account/accountpb;accountpbb\x06proto3"
+	"\aBalance\x12\x19.accountpb.BalanceRequest\x1a\x1a.accountpb.BalanceResponse\x12I\n" +
+	"\n" +
+	"Statements\x12\x1c.accountpb.StatementsRequest\x1a\x1d.accountpb.StatementsResponseBEZCgithub.com/durable-run/durable/examples/account/accountpb;accountpbb\x06proto3"
 
 var (
 	file_accountpb_account_proto_rawDescOnce sync.Once
@@ -315,27 +459,33 @@ func file_accountpb_account_proto_rawDescGZIP() []byte {
 	return file_accountpb_account_proto_rawDescData
 }
 
-var file_accountpb_account_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_accountpb_account_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_accountpb_account_proto_goTypes = []any{
-	(*DepositRequest)(nil),   // 0: accountpb.DepositRequest
-	(*DepositResponse)(nil),  // 1: accountpb.DepositResponse
-	(*WithdrawRequest)(nil),  // 2: accountpb.WithdrawRequest
-	(*WithdrawResponse)(nil), // 3: accountpb.WithdrawResponse
-	(*BalanceRequest)(nil),   // 4: accountpb.BalanceRequest
-	(*BalanceResponse)(nil),  // 5: accountpb.BalanceResponse
+	(*DepositRequest)(nil),     // 0: accountpb.DepositRequest
+	(*DepositResponse)(nil),    // 1: accountpb.DepositResponse
+	(*WithdrawRequest)(nil),    // 2: accountpb.WithdrawRequest
+	(*WithdrawResponse)(nil),   // 3: accountpb.WithdrawResponse
+	(*BalanceRequest)(nil),     // 4: accountpb.BalanceRequest
+	(*BalanceResponse)(nil),    // 5: accountpb.BalanceResponse
+	(*StatementsRequest)(nil),  // 6: accountpb.StatementsRequest
+	(*StatementsResponse)(nil), // 7: accountpb.StatementsResponse
+	(*Statement)(nil),          // 8: accountpb.Statement
 }
 var file_accountpb_account_proto_depIdxs = []int32{
-	0, // 0: accountpb.Account.Deposit:input_type -> accountpb.DepositRequest
-	2, // 1: accountpb.Account.Withdraw:input_type -> accountpb.WithdrawRequest
-	4, // 2: accountpb.Account.Balance:input_type -> accountpb.BalanceRequest
-	1, // 3: accountpb.Account.Deposit:output_type -> accountpb.DepositResponse
-	3, // 4: accountpb.Account.Withdraw:output_type -> accountpb.WithdrawResponse
-	5, // 5: accountpb.Account.Balance:output_type -> accountpb.BalanceResponse
-	3, // [3:6] is the sub-list for method output_type
-	0, // [0:3] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	8, // 0: accountpb.StatementsResponse.statements:type_name -> accountpb.Statement
+	0, // 1: accountpb.Account.Deposit:input_type -> accountpb.DepositRequest
+	2, // 2: accountpb.Account.Withdraw:input_type -> accountpb.WithdrawRequest
+	4, // 3: accountpb.Account.Balance:input_type -> accountpb.BalanceRequest
+	6, // 4: accountpb.Account.Statements:input_type -> accountpb.StatementsRequest
+	1, // 5: accountpb.Account.Deposit:output_type -> accountpb.DepositResponse
+	3, // 6: accountpb.Account.Withdraw:output_type -> accountpb.WithdrawResponse
+	5, // 7: accountpb.Account.Balance:output_type -> accountpb.BalanceResponse
+	7, // 8: accountpb.Account.Statements:output_type -> accountpb.StatementsResponse
+	5, // [5:9] is the sub-list for method output_type
+	1, // [1:5] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_accountpb_account_proto_init() }
@@ -349,7 +499,7 @@ func file_accountpb_account_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_accountpb_account_proto_rawDesc), len(file_accountpb_account_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -17,9 +17,10 @@ const AccountClassName = "Account"
 // The methods of Account, declared once for the class (AccountMethods) and its
 // callers (AccountClient, client.Call). Each one's name is its rpc's name.
 var (
-	Account_Deposit  = durable.NewMethod[*DepositRequest, *DepositResponse]("Deposit")
-	Account_Withdraw = durable.NewMethod[*WithdrawRequest, *WithdrawResponse]("Withdraw")
-	Account_Balance  = durable.NewMethod[*BalanceRequest, *BalanceResponse]("Balance")
+	Account_Deposit    = durable.NewMethod[*DepositRequest, *DepositResponse]("Deposit")
+	Account_Withdraw   = durable.NewMethod[*WithdrawRequest, *WithdrawResponse]("Withdraw")
+	Account_Balance    = durable.NewMethod[*BalanceRequest, *BalanceResponse]("Balance")
+	Account_Statements = durable.NewMethod[*StatementsRequest, *StatementsResponse]("Statements")
 )
 
 // AccountClass is implemented by a class serving Account; AccountMethods routes
@@ -28,6 +29,7 @@ type AccountClass interface {
 	Deposit(ctx context.Context, req *DepositRequest) (*DepositResponse, error)
 	Withdraw(ctx context.Context, req *WithdrawRequest) (*WithdrawResponse, error)
 	Balance(ctx context.Context, req *BalanceRequest) (*BalanceResponse, error)
+	Statements(ctx context.Context, req *StatementsRequest) (*StatementsResponse, error)
 }
 
 // AccountMethods returns the router of Account's methods to impl's handlers.
@@ -38,6 +40,7 @@ func AccountMethods(impl AccountClass) *durable.Router {
 		durable.Handle(Account_Deposit, impl.Deposit),
 		durable.Handle(Account_Withdraw, impl.Withdraw),
 		durable.Handle(Account_Balance, impl.Balance),
+		durable.Handle(Account_Statements, impl.Statements),
 	)
 }
 
@@ -68,4 +71,9 @@ func (x *AccountClient) Withdraw(ctx context.Context, req *WithdrawRequest) (*Wi
 // Balance calls Account.Balance (client.Call).
 func (x *AccountClient) Balance(ctx context.Context, req *BalanceRequest) (*BalanceResponse, error) {
 	return client.Call(ctx, x.c, AccountClassName, x.ref, Account_Balance, req)
+}
+
+// Statements calls Account.Statements (client.Call).
+func (x *AccountClient) Statements(ctx context.Context, req *StatementsRequest) (*StatementsResponse, error) {
+	return client.Call(ctx, x.c, AccountClassName, x.ref, Account_Statements, req)
 }
