@@ -36,9 +36,10 @@ proto-tools: ## install the protobuf generators at pinned versions
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO)
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC)
 
-proto: proto-tools ## regenerate proto/durable/v1/*.pb.go
+proto: proto-tools ## regenerate proto/durable/v1/*.pb.go and the examples' (protoc-gen-durable from this tree)
 	PATH="$(GOBIN):$$PATH" buf lint
 	PATH="$(GOBIN):$$PATH" buf generate
+	PATH="$(GOBIN):$$PATH" buf generate --template buf.gen.examples.yaml
 
 binaries: ## build static bin/durable and bin/etcd (from the etcd server module) for the images
 	CGO_ENABLED=0 $(GO) build -buildvcs=auto -trimpath -o bin/durable ./cmd/durable
