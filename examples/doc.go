@@ -7,7 +7,8 @@
 // with an idempotency key so at-least-once delivery can be deduplicated.
 //
 // Beside them, each with its own ten-line main (cli.Main): examples/chat
-// (a chat room whose messages expire by alarm, typed methods),
+// (a chat room whose messages expire by alarm, typed methods, and a
+// per-user inbox each mention calls),
 // examples/ratelimit (a token bucket on the object's clock) and
 // examples/usermain (the smallest user's binary); docs/guide.md walks
 // through them.
