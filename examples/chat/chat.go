@@ -40,7 +40,12 @@
 //     retry of the post does not repeat it, but a post abandoned after the
 //     failure leaves the mention of a message that was never stored.
 //     Notifying last, after every check, keeps that to failures of the
-//     runtime.
+//     runtime. And if another post took the failed post's number before
+//     the retry, the retry's notify is another call under the same request
+//     id: the inbox refuses it (REQUEST_ID_REUSED) and the retry fails,
+//     rather than mention one message twice under two numbers. The first
+//     attempt's mention stays, its number now that of the other message:
+//     a mention's excerpt, not its number, is what it quotes.
 package chat
 
 import (

@@ -97,7 +97,8 @@ var ErrBadMention = fmt.Errorf("chat: a mention needs a room, a seq and an autho
 
 // mentionRE finds "@name" not preceded by a word character (so that
 // "ada@example.com" mentions nobody). A name is letters, digits, '_', '.'
-// and '-', ending with a letter, digit or '_' ("@bob." mentions bob).
+// and '-', ending with a letter, digit or '_' ("@bob." mentions bob); it is
+// case-sensitive, as object names are.
 var mentionRE = regexp.MustCompile(`(?:^|[^A-Za-z0-9_])@([A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?)`)
 
 // ErrTooManyMentions is post's error for a message mentioning more than

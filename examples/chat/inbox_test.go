@@ -200,6 +200,20 @@ func startFlaky(t *testing.T) (*nodetest.Harness, *flakyLab) {
 	return h, lab
 }
 
+// postWithID returns a function that sends req to Room lobby's post with
+// request id rid, as a client retrying by hand does.
+func postWithID(t *testing.T, ctx context.Context, cl *client.Client, rid string, req chat.PostRequest) func() (*durablev1.InvokeResponse, error) {
+	t.Helper()
+	payload, err := chat.Post.EncodeRequest(req)
+	require.NoError(t, err)
+	objects := durablev1.NewObjectsClient(cl.Conn())
+	return func() (*durablev1.InvokeResponse, error) {
+		return objects.Invoke(ctx, &durablev1.InvokeRequest{
+			Class: chat.ClassName, Object: client.ByName("lobby"), Method: chat.Post.Name(), Payload: payload, RequestId: rid,
+		})
+	}
+}
+
 // TestARetriedPostNotifiesEachInboxOnce: a post whose second inbox cannot
 // be reached fails as retryable after the first inbox applied its notify;
 // the post sent again with the same request id runs again and makes the same
@@ -211,17 +225,10 @@ func TestARetriedPostNotifiesEachInboxOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cl := h.Dial()
-	payload, err := chat.Post.EncodeRequest(chat.PostRequest{User: "carol", Text: "@ada @bob standup"})
-	require.NoError(t, err)
-	objects := durablev1.NewObjectsClient(cl.Conn())
-	send := func() (*durablev1.InvokeResponse, error) {
-		return objects.Invoke(ctx, &durablev1.InvokeRequest{
-			Class: chat.ClassName, Object: client.ByName("lobby"), Method: chat.Post.Name(), Payload: payload, RequestId: "post-1",
-		})
-	}
+	send := postWithID(t, ctx, cl, "post-1", chat.PostRequest{User: "carol", Text: "@ada @bob standup"})
 
 	lab.failOnce("bob")
-	_, err = send()
+	_, err := send()
 	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 	require.True(t, client.Retryable(err), "an unreachable inbox leaves the post retryable: %v", err)
 	require.Equal(t, []uint64{1}, ns(inbox(t, h, "ada")), "ada's notify, before bob's failed, stands")
@@ -254,6 +261,30 @@ func TestARetriedPostNotifiesEachInboxOnce(t *testing.T) {
 	require.Equal(t, []uint64{1, 2}, ns(inbox(t, h, "ada")))
 	require.Equal(t, []uint64{1, 2}, ns(inbox(t, h, "bob")))
 	require.Equal(t, []uint64{1, 2}, seqs(read(t, h, "lobby", 0, 0)))
+}
+
+// TestARetryAfterAnotherPostTookItsNumberIsRefused: a post fails after
+// notifying ada; another post takes its number; the retry would notify ada
+// of another number under the same request id, so ada's inbox refuses it
+// (REQUEST_ID_REUSED) and the retry fails instead of mentioning twice.
+func TestARetryAfterAnotherPostTookItsNumberIsRefused(t *testing.T) {
+	h, lab := startFlaky(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	send := postWithID(t, ctx, h.Dial(), "post-1", chat.PostRequest{User: "carol", Text: "@ada @bob standup"})
+	lab.failOnce("bob")
+	_, err := send()
+	require.Equal(t, codes.Unavailable, status.Code(err))
+	post(t, h, "lobby", "dan", "meanwhile")
+
+	_, err = send()
+	require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+	require.Equal(t, "REQUEST_ID_REUSED", client.Detail(err).GetReason())
+	require.Equal(t, []uint64{1}, seqs(read(t, h, "lobby", 0, 0)), "only the other post is stored")
+	got := inbox(t, h, "ada")
+	require.Len(t, got.Mentions, 1, "the failed post's mention stands, once")
+	require.Equal(t, uint64(1), got.Mentions[0].Seq)
+	require.Empty(t, inbox(t, h, "bob").Mentions)
 }
 
 // TestInboxKeepsTheNewestMentionsAndClearsUpToANumber: beyond MaxInbox
