@@ -13,14 +13,21 @@ help: ## list targets
 build: ## build bin/durable
 	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o bin/durable ./cmd/durable
 
-test: ## run every test with the race detector
+# USERMOD is the test module outside the main package tree (its own go.mod):
+# a user's binary importing the project as a user would.
+USERMOD   := tests/usermod
+
+test: ## run every test with the race detector, the user's-module tests too
 	$(GO) test -race -count=1 -timeout 30m ./...
+	cd $(USERMOD) && $(GO) test -race -count=1 ./...
 
 test-short: ## run the quick tests only
 	$(GO) test -short -count=1 ./...
+	cd $(USERMOD) && $(GO) test -short -count=1 ./...
 
-vet: ## go vet and gofmt check
+vet: ## go vet and gofmt check (the user's module included)
 	$(GO) vet ./...
+	cd $(USERMOD) && $(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 FUZZTIME ?= 30s

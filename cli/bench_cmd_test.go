@@ -1,4 +1,4 @@
-package cli
+package cli_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/durable-run/durable/bench"
+	"github.com/durable-run/durable/cli"
 )
 
 func TestBenchListsEveryScenarioAndAll(t *testing.T) {
@@ -47,7 +48,7 @@ func TestBenchRejectsBadFlagsAsUsageErrors(t *testing.T) {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			_, err := run(context.Background(), append([]string{"bench"}, tc.args...)...)
 			require.ErrorContains(t, err, tc.want)
-			require.Equal(t, 2, exitCode(err))
+			require.Equal(t, 2, cli.ExitCode(err))
 		})
 	}
 }

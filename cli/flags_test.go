@@ -31,8 +31,11 @@ func TestHelpDefaultsAreTheEffectiveConfig(t *testing.T) {
 			require.NoError(t, fs.Parse(nil))
 			require.Equal(t, tc.want, nodeConfig(fs))
 
-			help, err := run(context.Background(), tc.cmd, "--help")
-			require.NoError(t, err)
+			var out bytes.Buffer
+			root.SetOut(&out)
+			root.SetArgs([]string{tc.cmd, "--help"})
+			require.NoError(t, root.ExecuteContext(context.Background()))
+			help := out.String()
 			checked := 0
 			fs.VisitAll(func(f *pflag.Flag) {
 				if f.DefValue == "" || f.DefValue == "0" || f.DefValue == "0s" || f.DefValue == "[]" || f.DefValue == "false" {

@@ -13,9 +13,39 @@
 // sequence order and, because every message of a room has the same TTL, also
 // expiry order: the oldest message is the next to expire.
 //
-// The issue's per-user inbox (a post that also calls each mentioned user's
-// Inbox object) needs calls between objects, which are not in the runtime
-// yet; Room leaves it out.
+// Mentions. A post whose text mentions users ("@ada") calls each one's
+// Inbox object (class Inbox, one object per user, addressed by the user's
+// name) with notify, through State.Objects, after the post has validated
+// and numbered the message. An inbox keeps the room, the message's number,
+// its author and an excerpt of its text; list reads them, clear deletes
+// them up to a number. Its rules:
+//
+//   - Once per post. A call between objects carries a request id derived
+//     from the calling event's, so a post retried with the same request id
+//     (the client does so after a retryable error, such as an inbox that was
+//     unavailable) sends the same notify calls and each inbox applies its
+//     call once. Hence notify's request carries no time (the inbox stamps
+//     its own): the retry's request must be the same.
+//   - A mention of oneself is delivered: the inbox is another object than
+//     the room, so the call is no cycle.
+//   - Bounded. A message mentions at most MaxMentions users (a post
+//     beyond it fails with ErrTooManyMentions before anything runs); an
+//     inbox keeps at most MaxInbox mentions, dropping the oldest.
+//   - Mentions expire with their messages: an inbox deletes a mention (by
+//     its own alarm) the room's TTL after it received it — within the post's
+//     own duration of the message's expiry — so that no excerpt outlives
+//     the message it quotes.
+//   - Not transactional with the room. A notify applied before the post
+//     failed (a later inbox refused, the room's commit failed) stands: a
+//     retry of the post does not repeat it, but a post abandoned after the
+//     failure leaves the mention of a message that was never stored.
+//     Notifying last, after every check, keeps that to failures of the
+//     runtime. And if another post took the failed post's number before
+//     the retry, the retry's notify is another call under the same request
+//     id: the inbox refuses it (REQUEST_ID_REUSED) and the retry fails,
+//     rather than mention one message twice under two numbers. The first
+//     attempt's mention stays, its number now that of the other message:
+//     a mention's excerpt, not its number, is what it quotes.
 package chat
 
 import (
@@ -30,7 +60,7 @@ import (
 	"github.com/durable-run/durable/node"
 )
 
-// ClassName is the name Register gives the class.
+// ClassName is the name Register gives the room class.
 const ClassName = "Room"
 
 // Limits of Room's methods.
@@ -49,7 +79,7 @@ type Config struct {
 	TTL time.Duration
 }
 
-// Register adds Room to reg.
+// Register adds Room and Inbox to reg; both use cfg.TTL.
 func Register(reg *node.Registry, cfg Config) error {
 	if cfg.TTL < 0 {
 		return fmt.Errorf("chat: Config.TTL %s is negative", cfg.TTL)
@@ -57,8 +87,13 @@ func Register(reg *node.Registry, cfg Config) error {
 	if cfg.TTL == 0 {
 		cfg.TTL = DefaultTTL
 	}
-	return node.RegisterClass(reg, ClassName, func(_ context.Context, st durable.State) (*Room, error) {
+	if err := node.RegisterClass(reg, ClassName, func(_ context.Context, st durable.State) (*Room, error) {
 		return newRoom(st, cfg.TTL), nil
+	}); err != nil {
+		return err
+	}
+	return node.RegisterClass(reg, InboxClassName, func(_ context.Context, st durable.State) (*Inbox, error) {
+		return newInbox(st, cfg.TTL), nil
 	})
 }
 
@@ -77,11 +112,12 @@ type PostRequest struct {
 	Text string `json:"text"`
 }
 
-// PostReply is post's reply: the message's sequence number and when it
-// expires.
+// PostReply is post's reply: the message's sequence number, when it
+// expires and the users whose inboxes were notified.
 type PostReply struct {
-	Seq     uint64    `json:"seq"`
-	Expires time.Time `json:"expires"`
+	Seq       uint64    `json:"seq"`
+	Expires   time.Time `json:"expires"`
+	Mentioned []string  `json:"mentioned,omitempty"`
 }
 
 // ReadRequest is read's request: messages after Since (0 for all), at most
@@ -140,6 +176,10 @@ func (r *Room) post(ctx context.Context, req PostRequest) (PostReply, error) {
 	if len(req.Text) > MaxTextBytes {
 		return PostReply{}, ErrTooLong
 	}
+	mentioned, err := Mentions(req.Text)
+	if err != nil {
+		return PostReply{}, err
+	}
 	s := r.st.Storage()
 	last, _, err := s.Get(ctx, seqKey)
 	if err != nil {
@@ -167,42 +207,76 @@ func (r *Room) post(ctx context.Context, req PostRequest) (PostReply, error) {
 	// Keep the alarm at the earliest expiry. With one TTL an alarm already
 	// set is for an older message, so this sets it only in an empty room;
 	// the comparison keeps it right if the TTL was shortened since.
-	due, ok, err := s.GetAlarm(ctx)
-	if err != nil {
+	if err := alarmBy(ctx, s, m.Expires); err != nil {
 		return PostReply{}, err
 	}
-	if !ok || m.Expires.Before(due) {
-		if err := s.SetAlarm(ctx, m.Expires); err != nil {
-			return PostReply{}, err
+	if err := r.notify(ctx, m, mentioned); err != nil {
+		return PostReply{}, err
+	}
+	return PostReply{Seq: seq, Expires: m.Expires, Mentioned: mentioned}, nil
+}
+
+// notify calls the inbox of each user m mentions, in order. The calls'
+// request ids derive from this event's, so a retry of the post makes the
+// same calls and each inbox applies its own once. An inbox's error is
+// wrapped, not replaced: one the client may retry (an unavailable inbox)
+// leaves the post retryable.
+func (r *Room) notify(ctx context.Context, m Message, users []string) error {
+	room := r.st.Name()
+	if room == "" { // a room addressed by its ID only
+		room = r.st.ID().String()
+	}
+	req := NotifyRequest{Room: room, Seq: m.Seq, Author: m.User, Excerpt: excerpt(m.Text)}
+	for _, u := range users {
+		if _, err := durable.CallObject(ctx, r.st.Objects(), InboxClassName, u, Notify, req); err != nil {
+			return fmt.Errorf("chat: notify @%s: %w", u, err)
 		}
 	}
-	return PostReply{Seq: seq, Expires: m.Expires}, nil
+	return nil
+}
+
+// alarmBy sets the alarm to t unless it is set for earlier already.
+func alarmBy(ctx context.Context, s durable.Storage, t time.Time) error {
+	due, ok, err := s.GetAlarm(ctx)
+	if err != nil {
+		return err
+	}
+	if ok && !t.Before(due) {
+		return nil
+	}
+	return s.SetAlarm(ctx, t)
 }
 
 func (r *Room) read(ctx context.Context, req ReadRequest) (ReadReply, error) {
-	limit := req.Limit
+	msgs, more, err := page[Message](ctx, r.st.Storage(), msgPrefix, msgKey(req.Since), req.Limit)
+	return ReadReply{Messages: msgs, More: more}, err
+}
+
+// page reads the values under prefix after the key startAfter, decoded as
+// T, in key order: at most limit (0 or more than MaxRead means MaxRead),
+// and whether more remain.
+func page[T any](ctx context.Context, s durable.Storage, prefix, startAfter string, limit int) ([]T, bool, error) {
 	if limit <= 0 || limit > MaxRead {
 		limit = MaxRead
 	}
 	// One more than asked for tells whether more remain.
-	kvs, err := r.st.Storage().List(ctx, durable.ListOptions{
-		Prefix: msgPrefix, StartAfter: msgKey(req.Since), Limit: limit + 1,
-	})
+	kvs, err := s.List(ctx, durable.ListOptions{Prefix: prefix, StartAfter: startAfter, Limit: limit + 1})
 	if err != nil {
-		return ReadReply{}, err
+		return nil, false, err
 	}
-	reply := ReadReply{Messages: []Message{}}
-	if len(kvs) > limit {
-		kvs, reply.More = kvs[:limit], true
+	more := len(kvs) > limit
+	if more {
+		kvs = kvs[:limit]
 	}
+	out := make([]T, 0, len(kvs))
 	for _, kv := range kvs {
-		var m Message
-		if err := json.Unmarshal(kv.Value, &m); err != nil {
-			return ReadReply{}, fmt.Errorf("chat: stored message %s: %w", kv.Key, err)
+		var v T
+		if err := json.Unmarshal(kv.Value, &v); err != nil {
+			return nil, false, fmt.Errorf("chat: stored value %s: %w", kv.Key, err)
 		}
-		reply.Messages = append(reply.Messages, m)
+		out = append(out, v)
 	}
-	return reply, nil
+	return out, more, nil
 }
 
 // Alarm deletes the messages that have expired, oldest first, and re-arms

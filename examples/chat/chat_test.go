@@ -47,22 +47,24 @@ func settle(h *nodetest.Harness) {
 	h.WaitFor("alarm handlers done", func() bool { return h.Node().RunningAlarms() == 0 })
 }
 
-func post(t *testing.T, h *nodetest.Harness, room, user, text string) chat.PostReply {
+// call invokes the typed method m of an object in-process.
+func call[Req, Resp any](t *testing.T, h *nodetest.Harness, class, name string, m durable.Method[Req, Resp], req Req) Resp {
 	t.Helper()
-	req, err := chat.Post.EncodeRequest(chat.PostRequest{User: user, Text: text})
+	payload, err := m.EncodeRequest(req)
 	require.NoError(t, err)
-	reply, err := chat.Post.DecodeReply(h.MustInvoke(chat.ClassName, room, chat.Post.Name(), req))
+	reply, err := m.DecodeReply(h.MustInvoke(class, name, m.Name(), payload))
 	require.NoError(t, err)
 	return reply
 }
 
+func post(t *testing.T, h *nodetest.Harness, room, user, text string) chat.PostReply {
+	t.Helper()
+	return call(t, h, chat.ClassName, room, chat.Post, chat.PostRequest{User: user, Text: text})
+}
+
 func read(t *testing.T, h *nodetest.Harness, room string, since uint64, limit int) chat.ReadReply {
 	t.Helper()
-	req, err := chat.Read.EncodeRequest(chat.ReadRequest{Since: since, Limit: limit})
-	require.NoError(t, err)
-	reply, err := chat.Read.DecodeReply(h.MustInvoke(chat.ClassName, room, chat.Read.Name(), req))
-	require.NoError(t, err)
-	return reply
+	return call(t, h, chat.ClassName, room, chat.Read, chat.ReadRequest{Since: since, Limit: limit})
 }
 
 func seqs(r chat.ReadReply) []uint64 {
@@ -73,10 +75,10 @@ func seqs(r chat.ReadReply) []uint64 {
 	return out
 }
 
-// alarm reads the room's alarm through the Admin API.
-func alarm(t *testing.T, cl *client.Client, room string) (time.Time, bool) {
+// alarm reads an object's alarm through the Admin API.
+func alarm(t *testing.T, cl *client.Client, class, name string) (time.Time, bool) {
 	t.Helper()
-	resp, err := cl.Admin().GetAlarm(context.Background(), &durablev1.GetAlarmRequest{Class: chat.ClassName, Object: client.ByName(room)})
+	resp, err := cl.Admin().GetAlarm(context.Background(), &durablev1.GetAlarmRequest{Class: class, Object: client.ByName(name)})
 	require.NoError(t, err)
 	if resp.GetAlarm() == nil {
 		return time.Time{}, false
@@ -140,13 +142,13 @@ func TestMessagesExpireByAlarmAtTheirTTLNeverEarly(t *testing.T) {
 	cl := h.Dial()
 	t0 := h.Clock.Now()
 	first := post(t, h, "lobby", "ada", "first")
-	due, ok := alarm(t, cl, "lobby")
+	due, ok := alarm(t, cl, chat.ClassName, "lobby")
 	require.True(t, ok, "a post arms the room's alarm")
 	require.True(t, due.Equal(first.Expires), "alarm %s, first expires %s", due, first.Expires)
 
 	h.Advance(ttl / 2)
 	second := post(t, h, "lobby", "bob", "second")
-	due, _ = alarm(t, cl, "lobby")
+	due, _ = alarm(t, cl, chat.ClassName, "lobby")
 	require.True(t, due.Equal(first.Expires), "a later message leaves the alarm at the earliest expiry")
 
 	h.Advance(ttl/2 - time.Millisecond) // one millisecond before the first expires
@@ -160,7 +162,7 @@ func TestMessagesExpireByAlarmAtTheirTTLNeverEarly(t *testing.T) {
 	require.Equal(t, []uint64{2}, seqs(read(t, h, "lobby", 0, 0)))
 	require.True(t, h.Clock.Now().Equal(t0.Add(ttl)))
 	h.WaitFor("re-armed for the second message", func() bool {
-		due, ok := alarm(t, cl, "lobby")
+		due, ok := alarm(t, cl, chat.ClassName, "lobby")
 		return ok && due.Equal(second.Expires)
 	})
 
@@ -172,12 +174,12 @@ func TestMessagesExpireByAlarmAtTheirTTLNeverEarly(t *testing.T) {
 		return len(read(t, h, "lobby", 0, 0).Messages) == 0
 	})
 	settle(h)
-	_, ok = alarm(t, cl, "lobby")
+	_, ok = alarm(t, cl, chat.ClassName, "lobby")
 	require.False(t, ok, "an empty room keeps no alarm")
 
 	third := post(t, h, "lobby", "ada", "third")
 	require.Equal(t, uint64(3), third.Seq, "sequence numbers are not reused")
-	due, ok = alarm(t, cl, "lobby")
+	due, ok = alarm(t, cl, chat.ClassName, "lobby")
 	require.True(t, ok && due.Equal(third.Expires), "the next post arms the alarm again")
 }
 
@@ -199,14 +201,15 @@ func TestOneAlarmDeletesMoreThanOneStoragePage(t *testing.T) {
 	require.Equal(t, []uint64{last.Seq}, seqs(read(t, h, "busy", 0, 0)))
 	cl := h.Dial()
 	h.WaitFor("re-armed for the last message", func() bool {
-		due, ok := alarm(t, cl, "busy")
+		due, ok := alarm(t, cl, chat.ClassName, "busy")
 		return ok && due.Equal(last.Expires)
 	})
 }
 
 // TestTypedCallsThroughAThreeNodeCluster: a Go client calls Room's typed
 // methods (client.Call and a bound stub) through any node of a cluster; the
-// rooms are spread over the nodes' partitions.
+// rooms are spread over the nodes' partitions, and their posts reach the
+// inbox of the user they mention wherever it is.
 func TestTypedCallsThroughAThreeNodeCluster(t *testing.T) {
 	c := nodetest.Start(t, nodetest.Options{
 		Nodes: 3,
@@ -222,7 +225,7 @@ func TestTypedCallsThroughAThreeNodeCluster(t *testing.T) {
 		room := fmt.Sprintf("room-%d", i)
 		for j := range 2 {
 			r, err := client.Call(ctx, cl, chat.ClassName, client.ByName(room), chat.Post,
-				chat.PostRequest{User: "ada", Text: fmt.Sprintf("%s #%d", room, j)})
+				chat.PostRequest{User: "ada", Text: fmt.Sprintf("%s #%d @bob", room, j)})
 			require.NoError(t, err)
 			require.Equal(t, uint64(j+1), r.Seq)
 		}
@@ -230,8 +233,13 @@ func TestTypedCallsThroughAThreeNodeCluster(t *testing.T) {
 		got, err := read(ctx, chat.ReadRequest{Since: 1})
 		require.NoError(t, err)
 		require.Len(t, got.Messages, 1)
-		require.Equal(t, room+" #1", got.Messages[0].Text)
+		require.Equal(t, room+" #1 @bob", got.Messages[0].Text)
 	}
+	// bob's inbox, on one node, was called from rooms on every node.
+	list := client.Bind(cl.Stub(chat.InboxClassName, client.ByName("bob")), chat.List)
+	mentions, err := list(ctx, chat.ListRequest{})
+	require.NoError(t, err)
+	require.Equal(t, 12, mentions.Unread)
 
 	// The JSON on the wire is what curl and `chat invoke` send and see.
 	resp, err := cl.Invoke(ctx, chat.ClassName, client.ByName("room-0"), "read", []byte(`{"since":1}`))

@@ -1,9 +1,10 @@
-// Command chat serves the chat example's Room class with every durable
-// command (dev, agent, invoke, status, …).
+// Command chat serves the chat example's classes, Room and Inbox, with every
+// durable command (dev, agent, invoke, status, …).
 //
 //	go run ./examples/chat/cmd/chat dev
-//	go run ./examples/chat/cmd/chat invoke Room lobby post '{"user":"ada","text":"hi"}'
+//	go run ./examples/chat/cmd/chat invoke Room lobby post '{"user":"ada","text":"hi @bob"}'
 //	go run ./examples/chat/cmd/chat invoke Room lobby read '{"since":0}'
+//	go run ./examples/chat/cmd/chat invoke Inbox bob list
 package main
 
 import (
@@ -21,7 +22,8 @@ var options = cli.Options{
 		return chat.Register(reg, chat.Config{})
 	},
 	Try: []string{
-		`invoke Room lobby post '{"user":"ada","text":"hi"}'`,
+		`invoke Room lobby post '{"user":"ada","text":"hi @bob"}'`,
 		`invoke Room lobby read '{"since":0}'`,
+		`invoke Inbox bob list`,
 	},
 }

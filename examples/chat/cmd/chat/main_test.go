@@ -9,9 +9,9 @@ import (
 	"github.com/durable-run/durable/node"
 )
 
-// TestRegistersRoom: the binary serves Room, as a class with alarms.
-func TestRegistersRoom(t *testing.T) {
+// TestRegistersRoomAndInbox: the binary serves Room and Inbox.
+func TestRegistersRoomAndInbox(t *testing.T) {
 	reg := node.NewRegistry()
 	require.NoError(t, options.Register(reg))
-	require.Equal(t, []string{chat.ClassName}, reg.Names())
+	require.Equal(t, []string{chat.InboxClassName, chat.ClassName}, reg.Names())
 }
