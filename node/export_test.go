@@ -23,5 +23,5 @@ func (n *Node) Mailbox(class string, id durable.ID) (active bool, calls int, ala
 	if o == nil {
 		return false, 0, false
 	}
-	return true, len(o.mailbox), len(o.alarmSig) > 0
+	return true, o.queued(), o.alarmSig.Load()
 }

@@ -20,8 +20,9 @@
 //     the object's own fields need no lock. Callers enqueue work and wait for
 //     a reply.
 //   - table.mu guards the objects map, the served partitions and each
-//     object's running/gone/delivered flags. Enqueueing into a mailbox
-//     happens under it and never blocks, which is what makes eviction and
+//     object's running/gone/delivered flags and its signals. Enqueueing
+//     into a mailbox (a slice under the object's qmu) happens under it and
+//     never blocks, which is what makes eviction and
 //     activation race-free: an object leaves the map only when its mailbox
 //     is empty, and is created only while its partition is served, both
 //     checked under the same lock.

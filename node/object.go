@@ -105,13 +105,20 @@ type object struct {
 	class Class
 	p     int
 
-	mailbox  chan *call
-	alarmSig chan struct{}
-	evictSig chan struct{} // the sweeper found the object idle
-	stopCh   chan struct{}
-	stopOnce sync.Once
-	stopErr  error // set before stopCh is closed
-	done     chan struct{}
+	// The mailbox: calls waiting, oldest first, at most QueueSize. A slice
+	// under its own lock, not a channel of QueueSize slots, so a resident
+	// object holds memory for what is queued only (an empty 128-slot
+	// channel is 1.1 KB). Lock order: table.mu, then qmu.
+	qmu   sync.Mutex
+	queue []*call
+
+	// Signals to the run goroutine, set by whoever then wakes it (under
+	// table.mu, as park reads them): an alarm delivered, the sweeper found
+	// the object idle, stop asked (stopErr set before).
+	alarmSig, evictSig, stopping atomic.Bool
+	stopOnce                     sync.Once
+	stopErr                      error
+	done                         chan struct{}
 
 	// Owned by the run goroutine.
 	instance   durable.Object
@@ -139,11 +146,7 @@ type object struct {
 func newObject(e *env, key objKey, class Class, p int) *object {
 	o := &object{
 		env: e, key: key, class: class, p: p,
-		mailbox:  make(chan *call, e.cfg.QueueSize),
-		alarmSig: make(chan struct{}, 1),
-		evictSig: make(chan struct{}, 1),
-		stopCh:   make(chan struct{}),
-		done:     make(chan struct{}),
+		done: make(chan struct{}),
 	}
 	o.pl.init(e, key, p)
 	o.touch()
@@ -155,7 +158,7 @@ func newObject(e *env, key objKey, class Class, p int) *object {
 func (o *object) stop(cause error) {
 	o.stopOnce.Do(func() {
 		o.stopErr = cause
-		close(o.stopCh)
+		o.stopping.Store(true)
 	})
 	o.env.tab.wake(o)
 }
@@ -181,32 +184,24 @@ func (o *object) stopAndWait(cause error) {
 // object stops or leaves memory.
 func (o *object) run() {
 	for {
-		select {
-		case <-o.stopCh:
+		// A delivered alarm goes first: it is delivered again only after
+		// it ran, so neither it nor the calls can starve the other.
+		switch {
+		case o.stopping.Load():
 			o.exit(o.stopErr)
 			close(o.done)
 			return
-		default:
-		}
-		select {
-		case c := <-o.mailbox:
-			o.invoked.Store(true)
-			o.handleCall(c)
-			o.touch()
-			continue
-		case <-o.alarmSig:
+		case o.alarmSig.CompareAndSwap(true, false):
 			o.handleAlarm()
 			o.touch()
-			continue
-		case <-o.evictSig:
+		case o.handleNextCall():
+			o.touch()
+		case o.evictSig.CompareAndSwap(true, false):
 			if o.tryEvict() {
 				close(o.done)
 				return
 			}
-			continue
-		default:
-		}
-		if o.park() {
+		case o.park():
 			return
 		}
 	}
@@ -218,15 +213,55 @@ func (o *object) park() bool {
 	t := o.env.tab
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	select {
-	case <-o.stopCh:
-		return false
-	default:
-	}
-	if len(o.mailbox) > 0 || len(o.alarmSig) > 0 || len(o.evictSig) > 0 {
+	if o.stopping.Load() || o.queued() > 0 || o.alarmSig.Load() || o.evictSig.Load() {
 		return false
 	}
 	o.running = false
+	return true
+}
+
+// push queues c unless QueueSize calls wait already. Caller holds
+// table.mu.
+func (o *object) push(c *call) bool {
+	o.qmu.Lock()
+	defer o.qmu.Unlock()
+	if len(o.queue) >= o.env.cfg.QueueSize {
+		return false
+	}
+	o.queue = append(o.queue, c)
+	return true
+}
+
+// pop takes the oldest queued call, or nil.
+func (o *object) pop() *call {
+	o.qmu.Lock()
+	defer o.qmu.Unlock()
+	if len(o.queue) == 0 {
+		return nil
+	}
+	c := o.queue[0]
+	o.queue[0] = nil
+	if o.queue = o.queue[1:]; len(o.queue) == 0 {
+		o.queue = nil // a burst's array is not kept by an idle object
+	}
+	return c
+}
+
+// queued returns how many calls wait.
+func (o *object) queued() int {
+	o.qmu.Lock()
+	defer o.qmu.Unlock()
+	return len(o.queue)
+}
+
+// handleNextCall handles the oldest queued call, if any.
+func (o *object) handleNextCall() bool {
+	c := o.pop()
+	if c == nil {
+		return false
+	}
+	o.invoked.Store(true)
+	o.handleCall(c)
 	return true
 }
 
@@ -269,13 +304,11 @@ func (o *object) evictParkedLocked() {
 // nothing is queued or pending. Enqueuers hold table.mu, so nothing can
 // arrive between the check and the removal. Caller holds table.mu.
 func (o *object) evictLocked() bool {
-	if o.pl.pending() || len(o.mailbox) > 0 || len(o.alarmSig) > 0 || !o.idle(o.env.clock.Now()) {
+	if o.pl.pending() || o.queued() > 0 || o.alarmSig.Load() || !o.idle(o.env.clock.Now()) {
 		return false
 	}
-	select {
-	case <-o.stopCh:
+	if o.stopping.Load() {
 		return false // exit fails the queued calls with the stop's cause
-	default:
 	}
 	o.env.tab.forgetLocked(o)
 	o.forget()
@@ -343,13 +376,8 @@ func (o *object) resetAndFailQueued(cause error) {
 
 // failQueued fails every call in the mailbox with err.
 func (o *object) failQueued(err error) {
-	for {
-		select {
-		case c := <-o.mailbox:
-			c.respond(callResult{err: err})
-		default:
-			return
-		}
+	for c := o.pop(); c != nil; c = o.pop() {
+		c.respond(callResult{err: err})
 	}
 }
 

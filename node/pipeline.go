@@ -75,7 +75,7 @@ type pipeline struct {
 	reqsLoaded  bool
 	flight      *stage
 	next        *stage
-	settled     chan struct{} // closed and replaced whenever flight settles
+	settled     chan struct{} // closed when flight settles; made by the first waiter (settledLocked)
 	failed      error         // a commit failed; the object recovers before its next event
 	failedAt    uint64        // arrivals when it failed
 }
@@ -92,8 +92,6 @@ func (pl *pipeline) init(e *env, key objKey, p int) {
 	pl.env, pl.class, pl.id, pl.p = e, key.class, key.id, p
 	pl.idHex = key.id.String()
 	pl.dataPre = e.keys.DataPrefix(p, pl.class, pl.idHex)
-	pl.cache = map[string]cacheEntry{}
-	pl.settled = make(chan struct{})
 }
 
 // write is a buffered write: a value, or a deletion.
@@ -279,7 +277,7 @@ func (pl *pipeline) forget() {
 	defer pl.mu.Unlock()
 	pl.gen++
 	pl.cur = nil
-	pl.cache = map[string]cacheEntry{}
+	pl.cache = nil
 	pl.alarm, pl.alarmLoaded = nil, false
 	pl.reqsLoaded = false
 }
@@ -421,7 +419,7 @@ func (pl *pipeline) stage(ec eventCommit, done func(error)) {
 			return
 		case pl.next.estOps+ops > maxOps || pl.next.estBytes+bytes > maxBytes:
 			// next is full: wait for flight to land and next to take off.
-			wait := pl.settled
+			wait := pl.settledLocked()
 			pl.mu.Unlock()
 			<-wait
 			continue
@@ -532,10 +530,10 @@ func (pl *pipeline) settle(s *stage, err error) {
 	var dropped *stage
 	if err == nil {
 		if s.cleared || len(pl.cache)+len(s.writes) > maxCacheEntries {
-			pl.cache = map[string]cacheEntry{}
+			pl.cache = nil
 		}
 		for k, w := range s.writes {
-			pl.cache[k] = cacheEntry{val: w.val, ok: !w.del}
+			pl.cacheLocked(k, cacheEntry{val: w.val, ok: !w.del})
 		}
 		if s.alarmTouched {
 			pl.alarm, pl.alarmLoaded = s.alarm, true
@@ -556,13 +554,15 @@ func (pl *pipeline) settle(s *stage, err error) {
 		// unreliable, and so is any event running now (its handle's
 		// generation is outdated from here on).
 		pl.gen++
-		pl.cache = map[string]cacheEntry{}
+		pl.cache = nil
 		pl.alarm, pl.alarmLoaded = nil, false
 		pl.reqsLoaded = false
 		pl.failed, pl.failedAt = err, pl.arrivals.Load()
 	}
-	close(pl.settled)
-	pl.settled = make(chan struct{})
+	if pl.settled != nil {
+		close(pl.settled)
+		pl.settled = nil
+	}
 	pl.mu.Unlock()
 
 	// The schedule learns of an alarm change before the next commit of the
@@ -616,10 +616,29 @@ func (pl *pipeline) waitDurable() {
 			pl.mu.Unlock()
 			return
 		}
-		wait := pl.settled
+		wait := pl.settledLocked()
 		pl.mu.Unlock()
 		<-wait
 	}
+}
+
+// settledLocked returns a channel closed when the commit in flight
+// settles. Only objects that wait for one hold a channel. Caller holds mu.
+func (pl *pipeline) settledLocked() <-chan struct{} {
+	if pl.settled == nil {
+		pl.settled = make(chan struct{})
+	}
+	return pl.settled
+}
+
+// cacheLocked records k's committed value. The cache is made by its first
+// entry: a resident object that never read or wrote holds none. Caller
+// holds mu.
+func (pl *pipeline) cacheLocked(k string, e cacheEntry) {
+	if pl.cache == nil {
+		pl.cache = map[string]cacheEntry{}
+	}
+	pl.cache[k] = e
 }
 
 // takeFailure returns the error of a failed commit the object has not

@@ -168,16 +168,16 @@ func (h *storageHandle) getMany(ctx context.Context, keys []string) (map[string]
 		return nil, err
 	}
 	if len(pl.cache)+len(misses) > maxCacheEntries {
-		pl.cache = map[string]cacheEntry{}
+		pl.cache = nil
 	}
 	// No pending stage holds a missed key (only this event could have
 	// staged one since), so etcd's value is the committed one.
 	for i, k := range misses {
 		if kvs[i] == nil {
-			pl.cache[k] = cacheEntry{}
+			pl.cacheLocked(k, cacheEntry{})
 			continue
 		}
-		pl.cache[k] = cacheEntry{val: kvs[i].Value, ok: true}
+		pl.cacheLocked(k, cacheEntry{val: kvs[i].Value, ok: true})
 		out[k] = clone(kvs[i].Value)
 	}
 	return out, nil

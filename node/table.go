@@ -122,10 +122,8 @@ func (t *table) enqueue(e *env, class Class, id durable.ID, p int, c *call) erro
 		return fmt.Errorf("%w: partition %d is not served here", durable.ErrOwnershipLost, p)
 	}
 	c.seq = o.pl.arrivals.Add(1)
-	select {
-	case o.mailbox <- c:
-	default:
-		return withRetryAfter(fmt.Errorf("%w: %d events already queued for %s/%s", durable.ErrObjectBusy, cap(o.mailbox), class.Name, id), retryAfterBusy)
+	if !o.push(c) {
+		return withRetryAfter(fmt.Errorf("%w: %d events already queued for %s/%s", durable.ErrObjectBusy, e.cfg.QueueSize, class.Name, id), retryAfterBusy)
 	}
 	t.wakeLocked(o)
 	return nil
@@ -145,10 +143,7 @@ func (t *table) deliver(e *env, class Class, id durable.ID, p int) (ok, full boo
 		return false, false
 	}
 	o.delivered = true
-	select {
-	case o.alarmSig <- struct{}{}:
-	default:
-	}
+	o.alarmSig.Store(true)
 	t.wakeLocked(o)
 	return true, false
 }
@@ -188,10 +183,7 @@ func (t *table) sweep(now time.Time) {
 		switch {
 		case !o.idle(now):
 		case o.running:
-			select {
-			case o.evictSig <- struct{}{}:
-			default:
-			}
+			o.evictSig.Store(true)
 		default:
 			o.evictParkedLocked()
 		}
