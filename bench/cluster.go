@@ -207,8 +207,13 @@ func StartCluster(ctx context.Context, cfg ClusterConfig, preps ...Preparer) (c 
 	if cfg.Observability == ObsTracing {
 		// As a traced deployment runs, but for the exporter: every span
 		// recorded and batched, then dropped instead of sent to a collector.
-		c.tracer = sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
-			sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+		// The sampler is every span, unless OTEL_TRACES_SAMPLER names
+		// another (the SDK reads it, as a deployment's would).
+		opts := []sdktrace.TracerProviderOption{sdktrace.WithBatcher(tracetest.NewNoopExporter())}
+		if os.Getenv("OTEL_TRACES_SAMPLER") == "" {
+			opts = append(opts, sdktrace.WithSampler(sdktrace.AlwaysSample()))
+		}
+		c.tracer = sdktrace.NewTracerProvider(opts...)
 		tmpl.TracerProvider = c.tracer
 	}
 	for _, p := range preps {

@@ -44,7 +44,7 @@ func newBenchCmd() *cobra.Command {
 	pf.Duration("duration", 0, "measure each phase this long (default 5s, 1s with --short)")
 	pf.Int("alarms", 0, "alarms per case of the alarms and failover scenarios (default: the profile's)")
 	pf.Bool("mtls", true, "invoke: also measure every row on a second embedded cluster secured with mutual TLS 1.3, beside the plaintext rows (--mtls=false: plaintext only)")
-	pf.String("observability", bench.ObsMetrics, "what the embedded nodes measure of themselves: metrics (as nodes run by default), off (no metric updates on the hot paths, no tracing), metrics+tracing (every span sampled, exported to a discarding exporter), or compare: invoke (its plaintext rows) and alarms (its rates) are measured on all three, phase by phase, each row with its ratio to off")
+	pf.String("observability", bench.ObsMetrics, "what the embedded nodes measure of themselves: metrics (as nodes run by default), off (no metric updates on the hot paths, no tracing), metrics+tracing (every span sampled unless OTEL_TRACES_SAMPLER says otherwise, exported to a discarding exporter), or compare: invoke (its plaintext rows) and alarms (its rates) are measured on all three, phase by phase, each row with its ratio to off")
 	pf.String("paths", "", "invoke: compare: measure every row through three paths to the same storage work, phase by phase: an untyped class over gRPC, the typed Counter (client.Call) and the untyped class through the nodes' HTTP front door, each row with its ratio to the gRPC one (embedded cluster only)")
 	pf.Bool("peers", false, "with all: also run the peers scenario (asynq and River via bench/peers/run.sh)")
 	pf.String("peers-dir", "bench/peers", "the bench/peers directory of a checkout of this repository")
