@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"time"
 
@@ -52,6 +53,7 @@ func newBenchCmd() *cobra.Command {
 	pf.Bool("verbose", false, "show the nodes' and etcd's warnings on stderr")
 	pf.String("cpuprofile", "", "write a CPU profile of the whole run (embedded cluster included) to this file")
 	pf.String("memprofile", "", "write an allocation profile of the whole run to this file")
+	pf.String("trace", "", "write an execution trace (runtime/trace) of the whole run to this file, for `go tool trace` (scheduler latency, GC, blocking)")
 
 	var names []string
 	for _, s := range bench.Scenarios() {
@@ -244,20 +246,40 @@ func runBench(cmd *cobra.Command, scenarios []bench.Scenario) error {
 func startProfiles(fs *pflag.FlagSet) (func() error, error) {
 	cpu, _ := fs.GetString("cpuprofile")
 	mem, _ := fs.GetString("memprofile")
-	var cpuFile *os.File
+	var cpuFile, traceFile *os.File
+	if path, _ := fs.GetString("trace"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--trace: %w", err)}
+		}
+		if err := trace.Start(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("start the execution trace: %w", err)
+		}
+		traceFile = f
+	}
+	stopTrace := func() error {
+		if traceFile == nil {
+			return nil
+		}
+		trace.Stop()
+		return traceFile.Close()
+	}
 	if cpu != "" {
 		f, err := os.Create(cpu)
 		if err != nil {
+			stopTrace()
 			return nil, usageError{fmt.Errorf("--cpuprofile: %w", err)}
 		}
 		if err := pprof.StartCPUProfile(f); err != nil {
 			f.Close()
+			stopTrace()
 			return nil, fmt.Errorf("start the CPU profile: %w", err)
 		}
 		cpuFile = f
 	}
 	return func() error {
-		var errs []error
+		errs := []error{stopTrace()}
 		if cpuFile != nil {
 			pprof.StopCPUProfile()
 			errs = append(errs, cpuFile.Close())
