@@ -3,10 +3,7 @@ package alarmstore
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
-	"fmt"
 	"time"
-	"unicode/utf8"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -31,52 +28,10 @@ type Record struct {
 	LastError string
 }
 
-type recordJSON struct {
-	Name string `json:"name,omitempty"`
-	// NameBytes holds a name that is not valid UTF-8 (JSON would replace
-	// its bad bytes with U+FFFD), in base64: the name must come back
-	// exactly, as State.Name of the alarm's run.
-	NameBytes  []byte `json:"name_bytes,omitempty"`
-	DueMS      int64  `json:"due_ms"`
-	ScheduleMS int64  `json:"scheduled_ms"`
-	Retry      int    `json:"retry_count,omitempty"`
-	LastError  string `json:"last_error,omitempty"`
-}
-
-// jsonOf is r's stored form.
-func jsonOf(r Record) recordJSON {
-	j := recordJSON{
-		Name: r.Name, DueMS: r.Due.UnixMilli(), ScheduleMS: r.Scheduled.UnixMilli(),
-		Retry: r.RetryCount, LastError: r.LastError,
-	}
-	if !utf8.ValidString(r.Name) {
-		j.Name, j.NameBytes = "", []byte(r.Name)
-	}
-	return j
-}
-
-// record is the Record of object class/id in partition p stored as j.
-func (j recordJSON) record(p int, class string, id durable.ID) Record {
-	name := j.Name
-	if j.NameBytes != nil {
-		name = string(j.NameBytes)
-	}
-	return Record{
-		Class: class, ID: id, Name: name, Partition: p,
-		Due: time.UnixMilli(j.DueMS), Scheduled: time.UnixMilli(j.ScheduleMS),
-		RetryCount: j.Retry, LastError: j.LastError,
-	}
-}
-
 // DeadLetter is an alarm abandoned after its last retry.
 type DeadLetter struct {
 	Record
 	Abandoned time.Time
-}
-
-type deadJSON struct {
-	recordJSON
-	AbandonedMS int64 `json:"abandoned_ms"`
 }
 
 // Store reads and builds alarm records under one key space.
@@ -87,11 +42,6 @@ type Store struct {
 
 // New returns a Store over kv.
 func New(kv clientv3.KV, keys keyspace.Space) *Store { return &Store{kv: kv, keys: keys} }
-
-func encode(r Record) string {
-	b, _ := json.Marshal(jsonOf(r))
-	return string(b)
-}
 
 // parseID decodes the hex form of an ID in one of our keys. The checksum is
 // not verified: the key was written by the runtime, and index reads happen
@@ -105,16 +55,6 @@ func parseID(s string) (durable.ID, bool) {
 	return id, err == nil
 }
 
-// Decode parses the stored record of object class/id in partition p.
-func Decode(p int, class string, id durable.ID, v []byte) (*Record, error) {
-	var j recordJSON
-	if err := json.Unmarshal(v, &j); err != nil {
-		return nil, fmt.Errorf("alarmstore: corrupt record %s/%s: %w", class, id, err)
-	}
-	rec := j.record(p, class, id)
-	return &rec, nil
-}
-
 // PutOps writes rec, replacing old (nil when the object had no alarm).
 func (s *Store) PutOps(old *Record, rec Record) []clientv3.Op {
 	ops := make([]clientv3.Op, 0, 3)
@@ -126,7 +66,7 @@ func (s *Store) PutOps(old *Record, rec Record) []clientv3.Op {
 		}
 	}
 	return append(ops,
-		clientv3.OpPut(s.keys.Alarm(rec.Partition, rec.Class, id), encode(rec)),
+		clientv3.OpPut(s.keys.Alarm(rec.Partition, rec.Class, id), string(encodeRecord(nil, rec))),
 		clientv3.OpPut(newDue, ""))
 }
 
@@ -142,11 +82,7 @@ func (s *Store) DeleteOps(old Record) []clientv3.Op {
 // DeadLetterOp records old as abandoned at t. The caller deletes old (with
 // DeleteOps, or by replacing it) in the same Txn.
 func (s *Store) DeadLetterOp(old Record, t time.Time) clientv3.Op {
-	b, _ := json.Marshal(deadJSON{
-		recordJSON:  jsonOf(old),
-		AbandonedMS: t.UnixMilli(),
-	})
-	return clientv3.OpPut(s.keys.Dead(old.Partition, old.Class, old.ID.String(), old.Scheduled), string(b))
+	return clientv3.OpPut(s.keys.Dead(old.Partition, old.Class, old.ID.String(), old.Scheduled), string(encodeDead(nil, old, t)))
 }
 
 // Get reads an object's alarm; nil when it has none.

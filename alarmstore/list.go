@@ -2,8 +2,6 @@ package alarmstore
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -306,14 +304,11 @@ func decodeDead(rest string, v []byte) (DeadLetter, bool, error) {
 	if !ok || !idOK {
 		return DeadLetter{}, false, nil
 	}
-	var j deadJSON
-	if err := json.Unmarshal(v, &j); err != nil {
-		return DeadLetter{}, false, fmt.Errorf("alarmstore: corrupt dead letter %s: %w", rest, err)
+	d, err := DecodeDead(p, parts[1], id, v)
+	if err != nil {
+		return DeadLetter{}, false, err
 	}
-	return DeadLetter{
-		Record:    j.record(p, parts[1], id),
-		Abandoned: time.UnixMilli(j.AbandonedMS),
-	}, true, nil
+	return *d, true, nil
 }
 
 // CountPending returns the number of alarms of each of the cluster's

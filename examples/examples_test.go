@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/durable-run/durable"
+	"github.com/durable-run/durable/alarmstore"
 	"github.com/durable-run/durable/embedetcd"
 	"github.com/durable-run/durable/node"
 	"github.com/durable-run/durable/nodetest"
@@ -116,11 +117,9 @@ func alarmOf(t *testing.T, h *nodetest.Harness, class, name string) (time.Time, 
 	if len(resp.Kvs) == 0 {
 		return time.Time{}, false
 	}
-	var rec struct {
-		DueMS int64 `json:"due_ms"`
-	}
-	require.NoError(t, json.Unmarshal(resp.Kvs[0].Value, &rec))
-	return time.UnixMilli(rec.DueMS), true
+	rec, err := alarmstore.Decode(p, class, id, resp.Kvs[0].Value)
+	require.NoError(t, err)
+	return rec.Due, true
 }
 
 func TestBatcherBatchesForTenSecondsThenDeliversOnce(t *testing.T) {
