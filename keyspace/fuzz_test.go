@@ -103,3 +103,66 @@ func FuzzParsePartitionKey(f *testing.F) {
 		}
 	})
 }
+
+// build is the key of k by the builder of its kind.
+func build(s Space, k Key) string {
+	switch k.Kind {
+	case KindMeta:
+		return s.Meta()
+	case KindClasses:
+		return s.Classes()
+	case KindNode:
+		return s.Node(k.Node)
+	case KindLeader:
+		return s.LeaderRecord(k.DC)
+	case KindElection:
+		return s.Election(k.DC) + k.Lease
+	case KindLost:
+		return s.Lost(k.Node, k.DC)
+	case KindAssign:
+		return s.Assign(k.Partition)
+	case KindOwner:
+		return s.Owner(k.Partition)
+	case KindObject:
+		return s.Object(k.Partition, k.Class, k.ID)
+	case KindAlarm:
+		return s.Alarm(k.Partition, k.Class, k.ID)
+	case KindRequests:
+		return s.Requests(k.Partition, k.Class, k.ID)
+	case KindData:
+		return s.DataPrefix(k.Partition, k.Class, k.ID) + k.Data
+	case KindDue:
+		return s.Due(k.Partition, k.Time, k.Class, k.ID)
+	case KindDead:
+		return s.Dead(k.Partition, k.Class, k.ID, k.Time)
+	}
+	return ""
+}
+
+// FuzzParseKey: any key Parse accepts is what the builder of its kind
+// writes from its components, and every builder's key parses back to its
+// kind.
+func FuzzParseKey(f *testing.F) {
+	s := New("/d/")
+	id := strings.Repeat("ab", 32)
+	for _, k := range []string{
+		s.Meta(), s.Classes(), s.Node("n1"), s.LeaderRecord("dc1"), s.Election("dc1") + "694d", s.Lost("n1", "dc2"),
+		s.Assign(3), s.Owner(100000), s.Object(3, "C", id), s.Alarm(3, "C", id), s.Requests(3, "C", id),
+		s.DataPrefix(3, "C", id) + "a/b", s.Due(3, time.UnixMilli(5), "C", id), s.Dead(3, "C", id, time.UnixMilli(5)),
+		"/d/owner/3", "/d/due/00003/5/C/" + id, "/d/nodes/", "/d/other/x", "/e/meta/cluster",
+	} {
+		f.Add(k)
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		k, ok := s.Parse(key)
+		if !ok {
+			return
+		}
+		if again := build(s, k); again != key {
+			t.Fatalf("Parse(%q) = %+v, which builds %q", key, k, again)
+		}
+		if back, ok := s.Parse(build(s, k)); !ok || back.Kind != k.Kind {
+			t.Fatalf("%q does not parse back to %s", key, k.Kind)
+		}
+	})
+}

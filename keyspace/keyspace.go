@@ -21,7 +21,9 @@
 // Times are encoded exactly from the epoch to MaxTime; a time outside that
 // range is clamped to its end (so byte order never contradicts time order),
 // which is why SetAlarm refuses alarms after MaxTime.
-// Class names may not contain '/', so the components parse back unambiguously.
+// Class names may not contain '/', so the components parse back unambiguously:
+// Parse splits any key of the layout into its kind and components (for
+// `durable inspect`), accepting only what the builders write.
 package keyspace
 
 import (

@@ -2,6 +2,7 @@ package keyspace
 
 import (
 	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -52,5 +53,44 @@ func TestPartitionKeysParse(t *testing.T) {
 	}
 	if _, ok := ParsePartitionKey("/y/owner/00001", s.OwnerPrefix()); ok {
 		t.Fatal("parsed a key of another prefix")
+	}
+}
+
+func TestParseSplitsEveryKindOfKey(t *testing.T) {
+	s := New("/d/")
+	id := strings.Repeat("ab", 32)
+	at := time.UnixMilli(1_700_000_000_000)
+	for _, tc := range []struct {
+		key  string
+		want Key
+	}{
+		{s.Meta(), Key{Kind: KindMeta}},
+		{s.Classes(), Key{Kind: KindClasses}},
+		{s.Node("n1"), Key{Kind: KindNode, Node: "n1"}},
+		{s.LeaderRecord("dc1"), Key{Kind: KindLeader, DC: "dc1"}},
+		{s.Election("dc1") + "694d", Key{Kind: KindElection, DC: "dc1", Lease: "694d"}},
+		{s.Lost("n1", "dc2"), Key{Kind: KindLost, Node: "n1", DC: "dc2"}},
+		{s.Assign(7), Key{Kind: KindAssign, Partition: 7}},
+		{s.Owner(7), Key{Kind: KindOwner, Partition: 7}},
+		{s.Object(7, "C", id), Key{Kind: KindObject, Partition: 7, Class: "C", ID: id}},
+		{s.Alarm(7, "C", id), Key{Kind: KindAlarm, Partition: 7, Class: "C", ID: id}},
+		{s.Requests(7, "C", id), Key{Kind: KindRequests, Partition: 7, Class: "C", ID: id}},
+		{s.DataPrefix(7, "C", id) + "k/1", Key{Kind: KindData, Partition: 7, Class: "C", ID: id, Data: "k/1"}},
+		{s.Due(7, at, "C", id), Key{Kind: KindDue, Partition: 7, Class: "C", ID: id, Time: at}},
+		{s.Dead(7, "C", id, at), Key{Kind: KindDead, Partition: 7, Class: "C", ID: id, Time: at}},
+	} {
+		t.Run(string(tc.want.Kind), func(t *testing.T) {
+			got, ok := s.Parse(tc.key)
+			if !ok || got.Kind != tc.want.Kind || got.Partition != tc.want.Partition || got.Class != tc.want.Class ||
+				got.ID != tc.want.ID || !got.Time.Equal(tc.want.Time) || got.Node != tc.want.Node || got.DC != tc.want.DC ||
+				got.Lease != tc.want.Lease || got.Data != tc.want.Data {
+				t.Fatalf("Parse(%q) = %+v, %v; want %+v", tc.key, got, ok, tc.want)
+			}
+		})
+	}
+	for _, bad := range []string{"/e/meta/cluster", "/d/other/x", "/d/owner/7", "/d/alarm/00007/C", "/d/due/00007/5/C/" + id, "/d/nodes/", "/d/req/00007//" + id} {
+		if k, ok := s.Parse(bad); ok {
+			t.Errorf("Parse(%q) = %+v, want refused", bad, k)
+		}
 	}
 }
