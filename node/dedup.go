@@ -274,3 +274,29 @@ func decodeRing(b []byte) ([]reqEntry, error) {
 	}
 	return ring, nil
 }
+
+// RequestEntry is one remembered request of an object's ring, as
+// `durable inspect` shows it.
+type RequestEntry struct {
+	ID string
+	// Reply is the stored reply; nil when Dropped (too large to keep).
+	Reply   []byte
+	Dropped bool
+	// Digest identifies the call (16 hex digits of SHA-256 over method and
+	// payload); "" in rings written before it existed.
+	Digest string
+}
+
+// DecodeRequestRing reads the value of an object's req/ key, binary or the
+// JSON of earlier versions, oldest request first.
+func DecodeRequestRing(v []byte) ([]RequestEntry, error) {
+	ring, err := decodeRing(v)
+	if err != nil {
+		return nil, fmt.Errorf("node: corrupt request ring: %w", err)
+	}
+	out := make([]RequestEntry, len(ring))
+	for i, e := range ring {
+		out[i] = RequestEntry(e)
+	}
+	return out, nil
+}

@@ -63,3 +63,21 @@ func BenchmarkRequestRing(b *testing.B) {
 		}
 	})
 }
+
+// TestDecodeRequestRingShowsWhatTheRingHolds: the exported reader (for
+// `durable inspect`) gives the entries the ring stores, and refuses a
+// corrupt record with an error that says what it is.
+func TestDecodeRequestRingShowsWhatTheRingHolds(t *testing.T) {
+	ring := []reqEntry{
+		{ID: NewRequestID(), Reply: []byte(`{"value":7}`), Digest: callDigest("increment", nil)},
+		{ID: "call-x", Dropped: true},
+	}
+	got, err := DecodeRequestRing(encodeRing(nil, ring))
+	require.NoError(t, err)
+	require.Equal(t, []RequestEntry{
+		{ID: ring[0].ID, Reply: ring[0].Reply, Digest: ring[0].Digest},
+		{ID: "call-x", Dropped: true},
+	}, got)
+	_, err = DecodeRequestRing([]byte{9})
+	require.ErrorContains(t, err, "node: corrupt request ring")
+}
