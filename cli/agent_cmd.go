@@ -134,15 +134,12 @@ func newAgentCmd(opts Options) *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringSlice("etcd", []string{"http://127.0.0.1:2379"}, "etcd client endpoints, comma-separated")
+	addEtcdFlags(fs)
 	fs.String("node-id", host, "unique id of this node")
 	fs.String("dc", "dc1", "data center of this node")
 	fs.String("listen", defaultAddr, "gRPC listen address")
 	fs.String("advertise", "", "gRPC address other nodes and clients use (default: the listen address)")
 	addNodeSecurityFlags(fs)
-	fs.String("etcd-ca", "", "CA bundle to verify etcd (PEM)")
-	fs.String("etcd-cert", "", "client certificate for etcd (PEM)")
-	fs.String("etcd-key", "", "private key of --etcd-cert (PEM)")
 	fs.String("metrics-listen", "", "serve Prometheus metrics (/metrics) and health (/healthz) over HTTP at this address; off if empty")
 	fs.String("http-listen", "", "serve invocations and the Admin API as HTTP/JSON at this address (POST /v1/objects/{class}/{name}/{method}, /v1/admin/…; see docs/operations.md); off if empty")
 	fs.Bool("pprof", false, "also serve the process's profiles under /debug/pprof/ on --metrics-listen")

@@ -112,10 +112,7 @@ func newEtcdAuthCmd() *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringSlice("etcd", []string{"http://127.0.0.1:2379"}, "etcd client endpoints, comma-separated")
-	fs.String("etcd-ca", "", "CA bundle to verify etcd (PEM)")
-	fs.String("etcd-cert", "", "client certificate for etcd (PEM)")
-	fs.String("etcd-key", "", "private key of --etcd-cert (PEM)")
+	addEtcdFlags(fs)
 	fs.String("root-password-file", "", "file holding the password of etcd's root user")
 	fs.String("user", "node", "the nodes' etcd user")
 	fs.String("password-file", "", "file holding the nodes' user's password (none: the user logs in by client certificate only, its common name)")

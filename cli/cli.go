@@ -1,6 +1,6 @@
 // Package cli is the durable command line as a library: the root command and
 // every subcommand (dev, agent, invoke, alarm, status, locate, drain, health,
-// load, bench, version, certs, etcd-auth, sink) with their flags, DURABLE_*
+// load, bench, version, certs, etcd-auth, inspect, sink) with their flags, DURABLE_*
 // environment variables, TLS and security options and exit codes. The durable
 // binary (cmd/durable) is Main with the example classes; a user's binary is
 // Main with its own:

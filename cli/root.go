@@ -32,7 +32,7 @@ func newRootCmd(opts Options) *cobra.Command {
 	}
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().String("log-format", "text", "log format: text (key=value) or json (one object per line)")
-	root.AddCommand(newDevCmd(opts), newAgentCmd(opts), newInvokeCmd(), newAlarmCmd(), newObjectsCmd(), newStatusCmd(), newLocateCmd(), newDrainCmd(), newSinkCmd(), newHealthCmd(), newLoadCmd(), newBenchCmd(), newVersionCmd(opts.Name), newCertsCmd(), newEtcdAuthCmd())
+	root.AddCommand(newDevCmd(opts), newAgentCmd(opts), newInvokeCmd(), newAlarmCmd(), newObjectsCmd(), newStatusCmd(), newLocateCmd(), newDrainCmd(), newSinkCmd(), newHealthCmd(), newLoadCmd(), newBenchCmd(), newVersionCmd(opts.Name), newCertsCmd(), newEtcdAuthCmd(), newInspectCmd())
 	return root
 }
 
@@ -41,7 +41,7 @@ func newRootCmd(opts Options) *cobra.Command {
 func applyEnv(fs *pflag.FlagSet) error {
 	var errs []error
 	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Changed {
+		if f.Changed || f.Annotations[noEnv] != nil {
 			return
 		}
 		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))

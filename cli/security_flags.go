@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
@@ -66,8 +65,7 @@ func addNodeSecurityFlags(fs *pflag.FlagSet) {
 	fs.String("auth-policy", "", "auth policy (JSON): roles of client certificates and bearer tokens, see docs/security.md; reloaded when it changes (default with TLS: any certificate of the CA may do everything)")
 	fs.Bool("reflection", false, "serve gRPC server reflection (needs the read role when secured)")
 	fs.Bool("insecure", false, insecureHelp)
-	fs.String("etcd-user", "", "etcd user (etcd's user/password auth); its password from --etcd-password-file or DURABLE_ETCD_PASSWORD")
-	fs.String("etcd-password-file", "", "file holding the etcd user's password")
+	addEtcdLoginFlags(fs)
 	fs.Int("max-connections", agent.DefaultMaxConnections, "open gRPC connections at most; more wait to be accepted")
 	fs.Uint32("max-concurrent-streams", agent.DefaultMaxConcurrentStreams, "calls in flight on one gRPC connection at most")
 	fs.Duration("max-connection-idle", agent.DefaultMaxConnectionIdle, "close a gRPC connection with no call for this long")
@@ -83,17 +81,9 @@ func nodeSecurity(fs *pflag.FlagSet, cfg *agent.Config) error {
 	s.ClientCertOptional, _ = fs.GetBool("tls-client-optional")
 	s.Policy, _ = fs.GetString("auth-policy")
 	s.Reflection, _ = fs.GetBool("reflection")
-	s.EtcdUser, _ = fs.GetString("etcd-user")
-	if file, _ := fs.GetString("etcd-password-file"); file != "" {
-		var err error
-		if s.EtcdPassword, err = readSecret(file); err != nil {
-			return fmt.Errorf("read --etcd-password-file: %w", err)
-		}
-	} else {
-		s.EtcdPassword = os.Getenv(envPrefix + "ETCD_PASSWORD")
-	}
-	if s.EtcdPassword != "" && s.EtcdUser == "" {
-		return usageError{errors.New("an etcd password needs --etcd-user")}
+	var err error
+	if s.EtcdUser, s.EtcdPassword, err = etcdLogin(fs); err != nil {
+		return err
 	}
 	cfg.Limits.MaxConnections, _ = fs.GetInt("max-connections")
 	cfg.Limits.MaxConcurrentStreams, _ = fs.GetUint32("max-concurrent-streams")
