@@ -114,9 +114,9 @@ func TestCorruptRecordsAreRefused(t *testing.T) {
 	require.ErrorContains(t, err, "alarmstore: corrupt dead letter", "a record is not a dead letter")
 }
 
-// TestOldAndNewRecordsInOneStore: a store holding JSON records beside
-// binary ones lists and reads both, and rewriting a JSON record (a retry,
-// a new alarm) stores it binary.
+// TestOldAndNewRecordsInOneStore: a store holding JSON records and dead
+// letters beside binary ones lists and reads both, and rewriting a JSON
+// record (a retry, a new alarm) stores it binary.
 func TestOldAndNewRecordsInOneStore(t *testing.T) {
 	s, c, keys := setup(t)
 	ctx := context.Background()
@@ -141,6 +141,20 @@ func TestOldAndNewRecordsInOneStore(t *testing.T) {
 	got, err := s.Get(ctx, 0, "C", old.ID)
 	require.NoError(t, err)
 	require.True(t, sameRecord(retried, *got), "%+v", got)
+
+	// Dead letters of both formats list side by side.
+	apply(t, c, []clientv3.Op{
+		clientv3.OpPut(keys.Dead(0, "C", old.ID.String(), old.Scheduled), string(encodeDeadJSON(retried, time.UnixMilli(8000)))),
+		s.DeadLetterOp(Record{Class: "C", ID: idOf("new"), Name: "new", Partition: 1, Due: time.UnixMilli(6000), Scheduled: time.UnixMilli(6000), RetryCount: 5, LastError: "x"}, time.UnixMilli(9000)),
+	})
+	dead, _, err := s.ListDead(ctx, DeadFilter{Limit: 10, Partitions: 2})
+	require.NoError(t, err)
+	require.Len(t, dead, 2)
+	require.True(t, sameRecord(retried, dead[0].Record), "%+v", dead[0])
+	require.Equal(t, int64(8000), dead[0].Abandoned.UnixMilli())
+	require.Equal(t, "new", dead[1].Name)
+	require.Equal(t, 5, dead[1].RetryCount)
+	require.Equal(t, int64(9000), dead[1].Abandoned.UnixMilli())
 }
 
 // BenchmarkRecordCodec is the cost of what every alarm set, fire and retry
