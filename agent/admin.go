@@ -281,7 +281,7 @@ func (a *Agent) Status(ctx context.Context) (*durablev1.StatusResponse, error) {
 	}
 	for _, ni := range v.Nodes {
 		ns := &durablev1.NodeStatus{Id: ni.ID, Dc: ni.DC, Address: ni.Address, Draining: ni.Draining,
-			Classes: ni.ClassList(), MissingClasses: ni.Missing(v.Classes)}
+			Classes: ni.ClassList(), MissingClasses: ni.Missing(v.Classes), Records: int32(ni.Records)}
 		if ni.ID == a.cfg.Node.ID {
 			a.fillOwnStatus(ns)
 		}

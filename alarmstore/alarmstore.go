@@ -38,10 +38,36 @@ type DeadLetter struct {
 type Store struct {
 	kv   clientv3.KV
 	keys keyspace.Space
+	// binary says whether records may be written binary; nil: always.
+	binary func() bool
 }
 
-// New returns a Store over kv.
+// New returns a Store over kv. It writes binary records; see WithFormat.
 func New(kv clientv3.KV, keys keyspace.Space) *Store { return &Store{kv: kv, keys: keys} }
+
+// WithFormat returns a Store that writes records binary only while binary
+// reports true, and as the JSON of earlier versions otherwise: while a
+// rolling upgrade runs, nodes of an earlier version, which read JSON only,
+// may still own the partitions written (placement.Member.BinaryRecords).
+func (s *Store) WithFormat(binary func() bool) *Store {
+	c := *s
+	c.binary = binary
+	return &c
+}
+
+func (s *Store) encodeRecord(r Record) string {
+	if s.binary == nil || s.binary() {
+		return string(encodeRecord(nil, r))
+	}
+	return string(encodeJSON(r))
+}
+
+func (s *Store) encodeDead(r Record, t time.Time) string {
+	if s.binary == nil || s.binary() {
+		return string(encodeDead(nil, r, t))
+	}
+	return string(encodeDeadJSON(r, t))
+}
 
 // parseID decodes the hex form of an ID in one of our keys. The checksum is
 // not verified: the key was written by the runtime, and index reads happen
@@ -66,7 +92,7 @@ func (s *Store) PutOps(old *Record, rec Record) []clientv3.Op {
 		}
 	}
 	return append(ops,
-		clientv3.OpPut(s.keys.Alarm(rec.Partition, rec.Class, id), string(encodeRecord(nil, rec))),
+		clientv3.OpPut(s.keys.Alarm(rec.Partition, rec.Class, id), s.encodeRecord(rec)),
 		clientv3.OpPut(newDue, ""))
 }
 
@@ -82,7 +108,7 @@ func (s *Store) DeleteOps(old Record) []clientv3.Op {
 // DeadLetterOp records old as abandoned at t. The caller deletes old (with
 // DeleteOps, or by replacing it) in the same Txn.
 func (s *Store) DeadLetterOp(old Record, t time.Time) clientv3.Op {
-	return clientv3.OpPut(s.keys.Dead(old.Partition, old.Class, old.ID.String(), old.Scheduled), string(encodeDead(nil, old, t)))
+	return clientv3.OpPut(s.keys.Dead(old.Partition, old.Class, old.ID.String(), old.Scheduled), s.encodeDead(old, t))
 }
 
 // Get reads an object's alarm; nil when it has none.

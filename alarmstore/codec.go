@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/durable-run/durable"
 )
@@ -249,6 +250,30 @@ type recordJSON struct {
 type deadJSON struct {
 	recordJSON
 	AbandonedMS int64 `json:"abandoned_ms"`
+}
+
+// jsonOf is r as the JSON of earlier versions stores it (WithFormat).
+func jsonOf(r Record) recordJSON {
+	j := recordJSON{
+		Name: r.Name, DueMS: r.Due.UnixMilli(), ScheduleMS: r.Scheduled.UnixMilli(),
+		Retry: r.RetryCount, LastError: r.LastError,
+	}
+	if !utf8.ValidString(r.Name) {
+		j.Name, j.NameBytes = "", []byte(r.Name)
+	}
+	return j
+}
+
+// encodeJSON is r's value as earlier versions stored it.
+func encodeJSON(r Record) []byte {
+	b, _ := json.Marshal(jsonOf(r))
+	return b
+}
+
+// encodeDeadJSON is a dead letter's value as earlier versions stored it.
+func encodeDeadJSON(r Record, t time.Time) []byte {
+	b, _ := json.Marshal(deadJSON{recordJSON: jsonOf(r), AbandonedMS: t.UnixMilli()})
+	return b
 }
 
 // fill sets the fields of rec that j stores.

@@ -3,39 +3,12 @@ package alarmstore
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// jsonOf is r as the JSON records written before binary ones: how clusters
-// upgraded in place hold them.
-func jsonOf(r Record) recordJSON {
-	j := recordJSON{
-		Name: r.Name, DueMS: r.Due.UnixMilli(), ScheduleMS: r.Scheduled.UnixMilli(),
-		Retry: r.RetryCount, LastError: r.LastError,
-	}
-	if !utf8.ValidString(r.Name) {
-		j.Name, j.NameBytes = "", []byte(r.Name)
-	}
-	return j
-}
-
-// encodeJSON is r's value as earlier versions stored it.
-func encodeJSON(r Record) []byte {
-	b, _ := json.Marshal(jsonOf(r))
-	return b
-}
-
-// encodeDeadJSON is a dead letter's value as earlier versions stored it.
-func encodeDeadJSON(r Record, t time.Time) []byte {
-	b, _ := json.Marshal(deadJSON{recordJSON: jsonOf(r), AbandonedMS: t.UnixMilli()})
-	return b
-}
 
 // TestBinaryRecordLayout pins the stored bytes: a change of layout must
 // come with a new version byte, as nodes of the old version read them.

@@ -148,6 +148,16 @@ const (
 	ringFlags   = ringDropped | ringDigest | ringHexID
 )
 
+// ringValue is ring's record, binary once every node reads it (env.binary),
+// until then the JSON every version reads.
+func (e *env) ringValue(ring []reqEntry) string {
+	if e.binary() {
+		return string(encodeRing(nil, ring))
+	}
+	b, _ := json.Marshal(ring)
+	return string(b)
+}
+
 // encodeRing appends ring's record to b.
 func encodeRing(b []byte, ring []reqEntry) []byte {
 	size := 1

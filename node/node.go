@@ -79,6 +79,9 @@ type Membership interface {
 	// LeaseTiming is how long until the local lease deadline, the round
 	// trip of the last renewal and the lease's TTL (admission control).
 	LeaseTiming() (margin, keepAlive, ttl time.Duration)
+	// BinaryRecords reports whether every node reads binary records: until
+	// then alarm records and request rings are written as JSON.
+	BinaryRecords() bool
 }
 
 // Committer is the group commit the node stages its objects' writes to
@@ -158,7 +161,7 @@ func New(cfg Config, reg *Registry, deps Deps) (*Node, error) {
 	n.unservedLog = rate.NewLimiter(rate.Every(time.Second), 5)
 	n.adm = newAdmission(&n.cfg)
 	n.tab = newTable(&n.wg, n.adm)
-	records := alarmstore.New(deps.KV, keys)
+	records := alarmstore.New(deps.KV, keys).WithFormat(deps.Membership.BinaryRecords)
 	n.sched = alarmstore.NewSchedule(records, alarmstore.ScheduleConfig{
 		Clock: cfg.Clock, Window: cfg.AlarmWindow, MaxRunning: cfg.MaxRunningAlarms, Partitions: deps.Partitions,
 		Logger: n.log.With("component", "schedule"),
@@ -169,7 +172,7 @@ func New(cfg Config, reg *Registry, deps Deps) (*Node, error) {
 		node: cfg.ID, cfg: &n.cfg, policy: policy, clock: cfg.Clock, log: n.log, m: n.cfg.Metrics, keys: keys, kv: deps.KV,
 		retryLog: rate.NewLimiter(retryLogRate, retryLogRate),
 		commits:  deps.Commits, reads: deps.Reads, alarms: n.sched, records: records, ctx: n.ctx, tab: n.tab,
-		calls: n,
+		calls: n, binary: deps.Membership.BinaryRecords,
 	}
 	if tracing.Enabled(n.cfg.TracerProvider) {
 		n.env.tracer = n.cfg.TracerProvider.Tracer("github.com/durable-run/durable/node")

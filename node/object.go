@@ -56,6 +56,7 @@ type env struct {
 	reads           Reader
 	alarms          AlarmNotifier
 	records         *alarmstore.Store // builds alarm ops; never reads here
+	binary          func() bool       // whether records may be written binary (Membership.BinaryRecords)
 	calls           invoker           // the node's call path, for State.Objects
 	ctx             context.Context   // the node's: ends at Stop
 	tab             *table

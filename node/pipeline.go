@@ -507,7 +507,7 @@ func (pl *pipeline) requestLocked(s *stage) *commit.Request {
 	}
 	ops = append(ops, s.extra...)
 	if s.ringSet {
-		ops = append(ops, clientv3.OpPut(keys.Requests(pl.p, pl.class, pl.idHex), string(encodeRing(nil, s.ring))))
+		ops = append(ops, clientv3.OpPut(keys.Requests(pl.p, pl.class, pl.idHex), pl.env.ringValue(s.ring)))
 	}
 	if s.storeName {
 		s.nameWritten = pl.name

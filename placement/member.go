@@ -85,6 +85,7 @@ type Member struct {
 	validUntil time.Time // local lease deadline (monotonic); serving stops past it
 
 	keepAliveNS    atomic.Int64 // round trip of the last successful renewal
+	binary         atomic.Bool  // every registered node reads binary records (BinaryRecords)
 	leaseLosses    atomic.Int64
 	partitionsLost atomic.Int64
 
@@ -171,7 +172,7 @@ func (m *Member) Register(ctx context.Context) error {
 func (m *Member) info() NodeInfo {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return NodeInfo{ID: m.cfg.ID, DC: m.cfg.DC, Address: m.cfg.Advertise, Draining: m.draining, Classes: JoinClasses(m.cfg.Classes)}
+	return NodeInfo{ID: m.cfg.ID, DC: m.cfg.DC, Address: m.cfg.Advertise, Draining: m.draining, Classes: JoinClasses(m.cfg.Classes), Records: RecordsVersion}
 }
 
 func (m *Member) grantAndRegister(ctx context.Context) (clientv3.LeaseID, error) {
@@ -461,9 +462,22 @@ func (m *Member) applyOwnerEvents(evs []*clientv3.Event) {
 // changedLocked records a change of the view or the owned partitions and
 // wakes waiters. Caller holds m.mu.
 func (m *Member) changedLocked() {
+	binary := len(m.nodes) > 0
+	for _, n := range m.nodes {
+		binary = binary && n.Records >= RecordsVersion
+	}
+	m.binary.Store(binary)
 	close(m.changed)
 	m.changed = make(chan struct{})
 }
+
+// BinaryRecords reports whether records may be written binary: every node
+// registered reads them. Until then (a rolling upgrade from a version that
+// reads JSON only, or before the view is loaded) records are written as
+// JSON, which every version reads. Once every node is upgraded, a node of
+// the earlier version must not join again: it cannot read what was written
+// since.
+func (m *Member) BinaryRecords() bool { return m.binary.Load() }
 
 // Changed returns a channel closed at the next change of the view or of
 // the owned partitions.

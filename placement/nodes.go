@@ -22,7 +22,14 @@ type NodeInfo struct {
 	// (a string keeps NodeInfo comparable); "" for a node that did not
 	// say (an older version), which counts as serving every class.
 	Classes string `json:"classes,omitempty"`
+	// Records is the newest format of stored records (alarms, dead
+	// letters, request rings) the node reads: RecordsVersion, or 0 for a
+	// node of an earlier version, which reads their JSON only.
+	Records int `json:"records,omitempty"`
 }
+
+// RecordsVersion is the record format of this version: binary.
+const RecordsVersion = 1
 
 // JoinClasses is the Classes field of a node serving names.
 func JoinClasses(names []string) string {

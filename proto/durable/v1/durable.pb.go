@@ -1638,8 +1638,13 @@ type NodeStatus struct {
 	// classes it lacks: such a node is kept out of assignment.
 	Classes        []string `protobuf:"bytes,15,rep,name=classes,proto3" json:"classes,omitempty"`
 	MissingClasses []string `protobuf:"bytes,16,rep,name=missing_classes,json=missingClasses,proto3" json:"missing_classes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// records is the newest format of stored records (alarms, dead letters,
+	// request rings) the node reads: 1, binary; 0, a node of an earlier
+	// version, which reads JSON only. While any node says 0, every node
+	// writes records as JSON.
+	Records       int32 `protobuf:"varint,17,opt,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
@@ -1782,6 +1787,13 @@ func (x *NodeStatus) GetMissingClasses() []string {
 		return x.MissingClasses
 	}
 	return nil
+}
+
+func (x *NodeStatus) GetRecords() int32 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
 }
 
 type PartitionStatus struct {
@@ -2376,7 +2388,7 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\rDrainResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
 	"\tremaining\x18\x02 \x03(\x05R\tremaining\"\x0f\n" +
-	"\rStatusRequest\"\x94\x04\n" +
+	"\rStatusRequest\"\xae\x04\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n" +
@@ -2399,7 +2411,8 @@ const file_durable_v1_durable_proto_rawDesc = "" +
 	"\flease_losses\x18\r \x01(\x03R\vleaseLosses\x12'\n" +
 	"\x0fpartitions_lost\x18\x0e \x01(\x03R\x0epartitionsLost\x12\x18\n" +
 	"\aclasses\x18\x0f \x03(\tR\aclasses\x12'\n" +
-	"\x0fmissing_classes\x18\x10 \x03(\tR\x0emissingClasses\"\xe4\x01\n" +
+	"\x0fmissing_classes\x18\x10 \x03(\tR\x0emissingClasses\x12\x18\n" +
+	"\arecords\x18\x11 \x01(\x05R\arecords\"\xe4\x01\n" +
 	"\x0fPartitionStatus\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x14\n" +
