@@ -19,6 +19,7 @@ func TestBenchListsEveryScenarioAndAll(t *testing.T) {
 		require.Regexp(t, `\n\s+`+s.Name()+`\s`, out)
 	}
 	require.Regexp(t, `\n\s+all\s+Run every scenario in order: etcd, invoke`, out)
+	require.NotContains(t, strings.SplitN(out, "all", 2)[1], "soak,", "the soak is not part of all")
 }
 
 func TestBenchRejectsBadFlagsAsUsageErrors(t *testing.T) {
@@ -35,7 +36,11 @@ func TestBenchRejectsBadFlagsAsUsageErrors(t *testing.T) {
 		{[]string{"invoke", "--addr", "127.0.0.1:1", "--mtls"}, "--mtls describes the embedded cluster"},
 		{[]string{"etcd", "--addr", "127.0.0.1:1"}, "the etcd scenario needs the given cluster's etcd: add --etcd"},
 		{[]string{"all", "--addr", "127.0.0.1:1"}, "add --etcd"},
-		{[]string{"nope"}, `unknown scenario "nope": want etcd, invoke, alarms, failover, overload, peers or all`},
+		{[]string{"nope"}, `unknown scenario "nope": want etcd, invoke, alarms, failover, overload, peers, soak or all`},
+		{[]string{"soak", "--addr", "127.0.0.1:1"}, "soak: it needs the embedded cluster"},
+		{[]string{"soak", "--duration", "1s"}, "duration 1s must be at least the period 5s"},
+		{[]string{"soak", "--rate", "-5"}, "rate -5 must be positive"},
+		{[]string{"soak", "--period", "1500us"}, "period 1.5ms must be a whole number of milliseconds"},
 		{[]string{"alarms", "--alarms", "-1"}, "--alarms -1 must not be negative"},
 		{[]string{"invoke", "--observability", "some"}, `--observability "some" must be off, metrics, metrics+tracing or compare`},
 		{[]string{"invoke", "--addr", "127.0.0.1:1", "--observability", "compare"}, "--observability describes the embedded cluster"},
