@@ -406,6 +406,18 @@ func (w *commitWatch) stop() {
 // wait returns the time of the n-th commit, showing progress; it gives up
 // at deadline.
 func (w *commitWatch) wait(ctx context.Context, env *Env, label string, n int, deadline time.Time) (time.Time, error) {
+	count, last, err := w.waitUpTo(ctx, env, label, n, deadline)
+	if err == nil && count < n {
+		err = fmt.Errorf("%s: only %d of %d alarms committed by %s (fired: %d)",
+			label, count, n, deadline.Format(time.TimeOnly), w.fired())
+	}
+	return last, err
+}
+
+// waitUpTo waits, showing progress, until n commits or deadline, whichever
+// comes first, and returns the commits counted and the time of the last.
+// Reaching deadline is no error.
+func (w *commitWatch) waitUpTo(ctx context.Context, env *Env, label string, n int, deadline time.Time) (int, time.Time, error) {
 	bar := env.Progress.Counted("alarms "+label+": fired and committed", int64(n))
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -417,19 +429,18 @@ func (w *commitWatch) wait(ctx context.Context, env *Env, label string, n int, d
 		switch {
 		case err != nil:
 			bar.Done("failed")
-			return time.Time{}, fmt.Errorf("watch the alarms' commits: %w", err)
+			return count, last, fmt.Errorf("watch the alarms' commits: %w", err)
 		case count >= n:
 			bar.Done(fmt.Sprintf("%d committed", count))
-			return last, nil
+			return count, last, nil
 		case time.Now().After(deadline):
-			bar.Done("timed out")
-			return time.Time{}, fmt.Errorf("%s: only %d of %d alarms committed by %s (fired: %d)",
-				label, count, n, deadline.Format(time.TimeOnly), w.fired())
+			bar.Done(fmt.Sprintf("timed out: %d of %d committed", count, n))
+			return count, last, nil
 		}
 		select {
 		case <-ctx.Done():
 			bar.Done("stopped")
-			return time.Time{}, context.Cause(ctx)
+			return count, last, context.Cause(ctx)
 		case <-tick.C:
 		}
 	}

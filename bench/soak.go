@@ -91,6 +91,9 @@ const (
 	soakRateShare            = 0.99 // of Rate, achieved
 	soakMaxLateness          = 250  // ms
 	soakHeapGrowth           = 1.2  // last interval's live heap / first's
+	// soakDrain is how long after the end the soak waits for alarms due
+	// before it (a cluster that keeps up needs well under a second).
+	soakDrain = 30 * time.Second
 )
 
 // WithDefaults fills the zero fields (Duration by the profile).
@@ -196,12 +199,17 @@ func (p soakPlan) armed() []int64 {
 // soakRecord collects the runs of a soak's objects, from the handlers'
 // goroutines (atomics only: no lock on the alarms' path).
 type soakRecord struct {
-	plan                              soakPlan
-	idx                               map[durable.ID]int // read-only once the soak starts
-	last                              []atomic.Int64     // per object: the scheduled ms of its last run
-	hist                              []Histogram        // per interval of scheduled time
-	fired                             []atomic.Int64     // per interval: first runs
-	commits                           []atomic.Int64     // per interval of commit time; [intervals]: after the end
+	plan soakPlan
+	idx  map[durable.ID]int // read-only once the soak starts
+	last []atomic.Int64     // per object: the scheduled ms of its last run
+	// Per interval of scheduled time: lateness, first runs, and the alarms
+	// not run by the cut-off (censor).
+	hist    []Histogram
+	fired   []atomic.Int64
+	unfired []int64
+	// Per interval of commit time; [intervals]: after the end.
+	commits []atomic.Int64
+
 	runs, dups, retried, early, stray atomic.Int64
 	lastCommit                        atomic.Int64 // Unix ns
 }
@@ -242,6 +250,26 @@ func (r *soakRecord) fire(id durable.ID, f benchclass.Fire) {
 	}
 	r.hist[k].Add(f.Start.Sub(f.Scheduled))
 	r.fired[k].Add(1)
+}
+
+// censor counts the alarms due in the soak that have not run by cutoff
+// (the soak stopped recording runs), each in its interval's lateness as
+// cutoff − its scheduled time: a lower bound, but a cluster that fell
+// behind must not look punctual for the alarms it never ran.
+func (r *soakRecord) censor(cutoff time.Time) {
+	p := r.plan
+	r.unfired = make([]int64, p.intervals)
+	for i := range p.n {
+		next := p.first(i)
+		if last := r.last[i].Load(); last > 0 {
+			next = last + p.periodMS
+		}
+		for ms := next; ms < p.endMS; ms += p.periodMS {
+			k := p.interval(ms)
+			r.unfired[k]++
+			r.hist[k].Add(cutoff.Sub(time.UnixMilli(ms)))
+		}
+	}
 }
 
 // commit records n completions committed at at.
@@ -372,16 +400,20 @@ func (s SoakScenario) Run(ctx context.Context, env *Env) ([]Result, error) {
 	defer benchclass.Soaks.Set(nil)
 	w := watchCommits(ctx, env, benchclass.SoakClass, rec.commit)
 	defer w.stop()
-	w.fired = func() int { return int(rec.runs.Load()) }
 
 	samples, compactions, err := s.sample(ctx, env, plan, armed, rec)
 	if err != nil {
 		return nil, err
 	}
-	// The stragglers: alarms due before the end, committed after it.
-	if _, err := w.wait(ctx, env, "soak "+label, int(total), time.UnixMilli(plan.endMS).Add(time.Minute)); err != nil {
+	// The stragglers: alarms due before the end, committed after it — up
+	// to a cut-off, so that a cluster that fell behind is reported, not
+	// waited for.
+	cutoff := time.UnixMilli(plan.endMS).Add(soakDrain)
+	if _, _, err := w.waitUpTo(ctx, env, "soak "+label, int(total), cutoff); err != nil {
 		return nil, err
 	}
+	benchclass.Soaks.Set(nil)
+	rec.censor(time.Now())
 	rows := soakRows(s, plan, armed, rec, samples)
 	rows[0].Extra["arm_invocations/s"] = armRate
 	rows[0].Extra["etcd_compactions"] = float64(compactions)
@@ -426,16 +458,20 @@ func (s SoakScenario) sample(ctx context.Context, env *Env, plan soakPlan, armed
 		samples = append(samples, m)
 		if k > 0 {
 			from := time.Duration(int64(k-1)*plan.intervalMS) * time.Millisecond
-			h := &rec.hist[k-1]
-			sum := h.Summary()
-			if sum == nil {
-				sum = &Latency{}
+			lat := "none run yet"
+			if sum := rec.hist[k-1].Summary(); sum != nil {
+				lat = fmt.Sprintf("p50 %.1f ms p99 %.1f ms max %.1f ms", sum.P50, sum.P99, sum.Max)
 			}
-			env.Progress.Linef("%-36s %s alarms/s committed, fired %s of %s due; lateness p50 %.1f ms p99 %.1f ms max %.1f ms; heap %.0f MB live, RSS %.0f MB, GC %d× %.1f ms",
+			var due, ran int64
+			for j := range k {
+				due += armed[j]
+				ran += rec.fired[j].Load()
+			}
+			env.Progress.Linef("%-36s %s alarms/s committed; %s of %s due in it ran so far, lateness %s; %s behind; heap %.0f MB live, RSS %.0f MB, GC %d× %.1f ms",
 				fmt.Sprintf("soak %s–%s", from, from+plan.length(k-1)),
 				thousands(Rate(rec.commits[k-1].Load(), plan.length(k-1))),
-				thousands(float64(rec.fired[k-1].Load())), thousands(float64(armed[k-1])),
-				sum.P50, sum.P99, sum.Max, mb(m.HeapLive), mb(m.RSS),
+				thousands(float64(rec.fired[k-1].Load())), thousands(float64(armed[k-1])), lat,
+				thousands(float64(due-ran)), mb(m.HeapLive), mb(m.RSS),
 				m.GCCycles-prev.GCCycles, ms(m.GCPauseTotal-prev.GCPauseTotal))
 		}
 		if c.etcd != nil {
@@ -460,10 +496,11 @@ func (s SoakScenario) sample(ctx context.Context, env *Env, plan soakPlan, armed
 // soakRows makes the overall row (first) and one row per interval.
 func soakRows(s SoakScenario, plan soakPlan, armed []int64, rec *soakRecord, samples []memSample) []Result {
 	var all Histogram
-	var fired, committed int64
+	var fired, unfired, committed int64
 	for k := range plan.intervals {
 		all.Merge(&rec.hist[k])
 		fired += rec.fired[k].Load()
+		unfired += rec.unfired[k]
 	}
 	for k := range rec.commits {
 		committed += rec.commits[k].Load()
@@ -479,13 +516,16 @@ func soakRows(s SoakScenario, plan soakPlan, armed []int64, rec *soakRecord, sam
 		Count: committed, Seconds: elapsed.Seconds(), Rate: Rate(committed, elapsed), Latency: all.Summary(),
 		Note: fmt.Sprintf("%d objects, each firing every %s; rows below: per %s of scheduled time", plan.n, s.Period, s.Interval),
 	}
+	if unfired > 0 {
+		row.Note += fmt.Sprintf("; %d alarms due had not run %s after the end: their lateness counts as that cut-off − their time (a lower bound)", unfired, soakDrain)
+	}
 	minResident, maxRSS := samples[0].Resident, uint64(0)
 	var maxPause time.Duration
 	for _, m := range samples {
 		minResident, maxRSS, maxPause = min(minResident, m.Resident), max(maxRSS, m.RSS), max(maxPause, m.GCPauseMax)
 	}
 	row.Extra = map[string]float64{
-		"armed": float64(total), "fired": float64(fired), "runs": float64(rec.runs.Load()),
+		"armed": float64(total), "fired": float64(fired), "unfired": float64(unfired), "runs": float64(rec.runs.Load()),
 		"duplicate_runs": float64(rec.dups.Load()), "retried_runs": float64(rec.retried.Load()),
 		"early_runs": float64(rec.early.Load()), "stray_runs": float64(rec.stray.Load()),
 		"objects": float64(plan.n), "period_s": s.Period.Seconds(), "offered_alarms/s": s.Rate,
@@ -513,7 +553,7 @@ func soakRows(s SoakScenario, plan soakPlan, armed []int64, rec *soakRecord, sam
 			Count: rec.commits[k].Load(), Seconds: iv.Seconds(), Rate: Rate(rec.commits[k].Load(), iv),
 			Latency: rec.hist[k].Summary(),
 			Extra: map[string]float64{
-				"armed": float64(armed[k]), "fired": float64(rec.fired[k].Load()),
+				"armed": float64(armed[k]), "fired": float64(rec.fired[k].Load()), "unfired": float64(rec.unfired[k]),
 				"rss_mb": mb(m.RSS), "heap_live_mb": mb(m.HeapLive), "heap_objects_mb": mb(m.HeapObjects),
 				"gc_cycles": float64(m.GCCycles - prev.GCCycles), "gc_pause_ms": ms(m.GCPauseTotal - prev.GCPauseTotal),
 				"gc_pause_max_ms": ms(m.GCPauseMax), "resident_objects": float64(m.Resident),

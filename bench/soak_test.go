@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/durable-run/durable"
+	"github.com/durable-run/durable/bench/benchclass"
 )
 
 // TestSoakTinyRun runs a two-second soak at 200 alarms/s (200 objects each
@@ -38,6 +41,7 @@ func TestSoakTinyRun(t *testing.T) {
 	require.EqualValues(t, 400, all.Count, "every alarm due committed")
 	require.EqualValues(t, 200, all.Extra["objects"])
 	require.Zero(t, all.Extra["early_runs"])
+	require.Zero(t, all.Extra["unfired"])
 	require.Zero(t, all.Extra["stray_runs"])
 	require.EqualValues(t, all.Extra["runs"], all.Extra["fired"]+all.Extra["duplicate_runs"]+all.Extra["stray_runs"])
 	require.NotEmpty(t, all.Ceilings)
@@ -106,6 +110,32 @@ func TestSoakPlanSpreadsTheAlarmsEvenly(t *testing.T) {
 	// 20 objects per millisecond.
 	require.EqualValues(t, p.startMS, p.first(19))
 	require.EqualValues(t, p.startMS+1, p.first(20))
+}
+
+// TestSoakCountsAlarmsNotRunAsLate: alarms that never ran by the cut-off
+// are counted, each in its interval, with the cut-off as a lower bound of
+// its lateness.
+func TestSoakCountsAlarmsNotRunAsLate(t *testing.T) {
+	s := SoakScenario{Rate: 2, Duration: 4 * time.Second, Period: time.Second, Interval: 2 * time.Second}
+	T := time.UnixMilli(1_000_000)
+	p := newSoakPlan(s, T)
+	rec := newSoakRecord(p, []string{"a", "b"})
+	ids := make([]durable.ID, 2)
+	for id, i := range rec.idx {
+		ids[i] = id
+	}
+	// Object 0 is due at 0, 1, 2 and 3 s and ran the first two; object 1,
+	// due at 0.5, 1.5, 2.5 and 3.5 s, ran none.
+	for _, at := range []int64{0, 1000} {
+		rec.fire(ids[0], benchclass.Fire{Scheduled: T.Add(time.Duration(at) * time.Millisecond), Start: T.Add(time.Duration(at+3) * time.Millisecond)})
+	}
+	rec.censor(T.Add(10 * time.Second))
+	require.Equal(t, []int64{2, 4}, rec.unfired)
+	require.EqualValues(t, 2, rec.fired[0].Load())
+	require.EqualValues(t, 4, rec.hist[0].Len())
+	require.InEpsilon(t, float64(9500*time.Millisecond), float64(rec.hist[0].Percentile(100)), 0.004,
+		"object 1's first alarm, due at 0.5 s, had not run at 10 s")
+	require.InEpsilon(t, float64(3*time.Millisecond), float64(rec.hist[0].Percentile(50)), 0.004)
 }
 
 func TestSoakRefusesWhatItCannotMeasure(t *testing.T) {
