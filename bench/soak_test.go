@@ -42,6 +42,7 @@ func TestSoakTinyRun(t *testing.T) {
 	require.EqualValues(t, 200, all.Extra["objects"])
 	require.Zero(t, all.Extra["early_runs"])
 	require.Zero(t, all.Extra["unfired"])
+	require.EqualValues(t, 200, all.Extra["min_resident_objects"], "every object stayed in memory")
 	require.Zero(t, all.Extra["stray_runs"])
 	require.EqualValues(t, all.Extra["runs"], all.Extra["fired"]+all.Extra["duplicate_runs"]+all.Extra["stray_runs"])
 	require.NotEmpty(t, all.Ceilings)
