@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -89,6 +90,21 @@ func newBenchCmd() *cobra.Command {
 			return runBench(cmd, allScenarios(peers))
 		},
 	})
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "Run 'bench all --short' and compare each row's ratio to its etcd ceiling with a baseline: fail if one fell below half of it",
+		Long: "Run 'bench all --short' (or read a saved --report of it) and compare each row's ratio to its own\n" +
+			"etcd ceiling with the ratio in --baseline. It fails (exit 1) only when a ratio fell below " + fmt.Sprint(bench.RegressionFactor) + "× its\n" +
+			"baseline's; absolute numbers are never compared, and rows in one side only are reported, not\n" +
+			"failures. --write-baseline records the run's ratios instead (on a quiet machine).",
+		Args: cobra.NoArgs,
+		RunE: runBenchCheck,
+	}
+	check.Flags().String("baseline", "bench/baseline-short.json", "the baseline file")
+	check.Flags().String("report", "", "compare this report (from 'bench all --short --json') instead of running the bench")
+	check.Flags().Bool("write-baseline", false, "write the run's ratios to --baseline instead of comparing")
+	check.Flags().String("commit", "", "with --write-baseline: the commit measured, noted in the file")
+	cmd.AddCommand(check)
 	return cmd
 }
 
@@ -104,6 +120,66 @@ func allScenarios(peers bool) []bench.Scenario {
 		}
 	}
 	return run
+}
+
+// runBenchCheck is 'bench check'.
+func runBenchCheck(cmd *cobra.Command, _ []string) error {
+	fs := cmd.Flags()
+	path, _ := fs.GetString("baseline")
+	reportPath, _ := fs.GetString("report")
+	write, _ := fs.GetBool("write-baseline")
+	commit, _ := fs.GetString("commit")
+	out := cmd.OutOrStdout()
+	var rep *bench.Report
+	if reportPath != "" {
+		data, err := os.ReadFile(reportPath)
+		if err != nil {
+			return usageError{fmt.Errorf("--report: %w", err)}
+		}
+		rep = &bench.Report{}
+		if err := json.Unmarshal(data, rep); err != nil {
+			return fmt.Errorf("--report %s: %w", reportPath, err)
+		}
+		if rep.Error != "" {
+			return fmt.Errorf("the run of %s stopped early: %s", reportPath, rep.Error)
+		}
+	} else {
+		if err := fs.Set("short", "true"); err != nil {
+			return err
+		}
+		peers, _ := fs.GetBool("peers")
+		var err error
+		if rep, err = measure(cmd, allScenarios(peers)); err != nil {
+			return err
+		}
+	}
+	if rep.Params.Profile != bench.ShortProfile().Name {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: the report's profile is %q; the baseline is of %q\n", rep.Params.Profile, bench.ShortProfile().Name)
+	}
+	if write {
+		b := bench.NewBaseline(rep, commit)
+		var buf strings.Builder
+		if err := b.WriteJSON(&buf); err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, []byte(buf.String()), 0o644); err != nil {
+			return fmt.Errorf("write the baseline: %w", err)
+		}
+		fmt.Fprintf(out, "wrote %d rows' ratios to %s\n", len(b.Rows), path)
+		return nil
+	}
+	b, err := bench.ReadBaseline(path)
+	if err != nil {
+		return usageError{err}
+	}
+	c := bench.CompareBaseline(b, rep)
+	if err := c.WriteTable(out, b); err != nil {
+		return err
+	}
+	if c.Failed() {
+		return fmt.Errorf("bench check: %d row(s) fell below %.1f× their baseline's ratio to the etcd ceiling", c.Regressions, bench.RegressionFactor)
+	}
+	return nil
 }
 
 // benchOptions turns the flags into bench options; bad flags are usage
