@@ -5,7 +5,7 @@ PROTOC_GEN_GO        ?= v1.36.12
 PROTOC_GEN_GO_GRPC   ?= v1.6.2
 GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 
-.PHONY: help build test test-short vet fmt proto proto-tools dev binaries certs images demo demo-down chaos chaos-short fuzz
+.PHONY: help build test test-short vet fmt proto proto-tools dev binaries certs images demo demo-down chaos chaos-short fuzz bench-check bench-baseline
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,6 +29,12 @@ vet: ## go vet and gofmt check (the user's module included)
 	$(GO) vet ./...
 	cd $(USERMOD) && $(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+bench-check: ## run `durable bench all --short` and fail if a row's ratio to its etcd ceiling fell below half of bench/baseline-short.json's
+	$(GO) run ./cmd/durable bench check --quiet --baseline bench/baseline-short.json
+
+bench-baseline: ## record bench/baseline-short.json from a run of `durable bench all --short` (on a quiet machine)
+	$(GO) run ./cmd/durable bench check --quiet --write-baseline --baseline bench/baseline-short.json --commit $$(git rev-parse --short HEAD)
 
 FUZZTIME ?= 30s
 

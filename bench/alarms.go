@@ -183,12 +183,14 @@ func alarmRun(ctx context.Context, env *Env, obs, label string, n int, spread ti
 		}
 		return t.Add(time.Duration(int64(spread) * int64(i) / int64(n)))
 	}
-	T, armRate, err := armAlarms(ctx, env, label, names, due)
+	T, armRate, err := armAlarms(ctx, env, label, n, func(ctx context.Context, i int, T time.Time) error {
+		return arm(ctx, env, names[i], due(T, i))
+	})
 	if err != nil {
 		return row, err
 	}
 	benchclass.Process.Expect(names)
-	w := watchCommits(ctx, env)
+	w := watchCommits(ctx, env, benchclass.AlarmClass, nil)
 	defer w.stop()
 	last, err := w.wait(ctx, env, label, n, due(T, n-1).Add(time.Minute))
 	if err != nil {
@@ -227,17 +229,18 @@ func alarmRun(ctx context.Context, env *Env, obs, label string, n int, spread ti
 	return row, nil
 }
 
-// armAlarms sets the alarms of names, the i-th due at due(T, i), and returns
-// T and the rate of the arming invocations. T is chosen so that arming ends
-// before it: the first few thousand objects are armed far ahead to time the
+// armAlarms arms n objects with armOne, which arms object i for alarms
+// from an instant T on (and is safe to repeat), and returns T and the rate
+// of the arming invocations. T is chosen so that arming ends before it: the
+// first few thousand objects are armed for a T far ahead to time the
 // arming, then everything is armed for T.
-func armAlarms(ctx context.Context, env *Env, label string, names []string, due func(time.Time, int) time.Time) (time.Time, float64, error) {
+func armAlarms(ctx context.Context, env *Env, label string, n int, armOne func(ctx context.Context, i int, T time.Time) error) (time.Time, float64, error) {
 	const lead = 2 * time.Second
-	probe := min(len(names), 2000)
+	probe := min(n, 2000)
 	far := time.Now().Add(time.Hour)
 	start := time.Now()
 	if err := each(ctx, env, "alarms "+label+": time arming", probe, 256, func(ctx context.Context, i int) error {
-		return arm(ctx, env, names[i], far)
+		return armOne(ctx, i, far)
 	}); err != nil {
 		return time.Time{}, 0, err
 	}
@@ -245,17 +248,17 @@ func armAlarms(ctx context.Context, env *Env, label string, names []string, due 
 	// Arming slows down as objects pile up in memory: leave it room, the
 	// more so the more there are.
 	margin := time.Duration(3)
-	if len(names) > 50000 {
+	if n > 50000 {
 		margin = 5
 	}
-	T := time.Now().Add(perArm*time.Duration(len(names))*margin/2 + lead).Truncate(time.Millisecond)
+	T := time.Now().Add(perArm*time.Duration(n)*margin/2 + lead).Truncate(time.Millisecond)
 	start = time.Now()
-	if err := each(ctx, env, "alarms "+label+": arm", len(names), 256, func(ctx context.Context, i int) error {
-		return arm(ctx, env, names[i], due(T, i))
+	if err := each(ctx, env, "alarms "+label+": arm", n, 256, func(ctx context.Context, i int) error {
+		return armOne(ctx, i, T)
 	}); err != nil {
 		return time.Time{}, 0, err
 	}
-	rate := Rate(int64(len(names)), time.Since(start))
+	rate := Rate(int64(n), time.Since(start))
 	if late := time.Since(T); late > 0 {
 		return time.Time{}, 0, fmt.Errorf("%s: arming ended %s after the alarms' time; the numbers would mean nothing", label, late)
 	}
@@ -341,12 +344,19 @@ func untilAdmitted(ctx context.Context, call func(ctx context.Context) error) er
 	}
 }
 
-// commitWatch follows the commits of BenchAlarm alarm completions: each
-// deletes the alarm's index entry (due/<p>/<ms>/BenchAlarm/<id>), which an
-// etcd watch reports a moment after the Txn applied.
+// commitWatch follows the commits of a bench class's alarm completions:
+// each deletes the alarm's index entry (due/<p>/<ms>/<class>/<id>), which
+// an etcd watch reports a moment after the Txn applied. (A completion that
+// sets the next alarm, as BenchSoak's do, deletes it too: the next one has
+// another due time, hence another key.)
 type commitWatch struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	// each, if not nil, is told of every response's commits as they come,
+	// from the watch's goroutine.
+	each func(at time.Time, n int)
+	// fired counts the runs seen, for the message of a timeout.
+	fired func() int
 
 	mu    sync.Mutex
 	count int
@@ -354,10 +364,12 @@ type commitWatch struct {
 	err   error
 }
 
-func watchCommits(ctx context.Context, env *Env) *commitWatch {
+// watchCommits starts following the alarm completions of class; each, if
+// not nil, is told of them as they come (see commitWatch.each).
+func watchCommits(ctx context.Context, env *Env, class string, each func(at time.Time, n int)) *commitWatch {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	w := &commitWatch{cancel: cancel, done: make(chan struct{})}
-	marker := "/" + benchclass.AlarmClass + "/"
+	w := &commitWatch{cancel: cancel, done: make(chan struct{}), each: each, fired: benchclass.Process.Count}
+	marker := "/" + class + "/"
 	ch := env.Etcd.Watch(wctx, env.keys().DuesPrefix(), clientv3.WithPrefix(), clientv3.WithFilterPut())
 	go func() {
 		defer close(w.done)
@@ -368,6 +380,9 @@ func watchCommits(ctx context.Context, env *Env) *commitWatch {
 				if strings.Contains(string(ev.Kv.Key), marker) {
 					n++
 				}
+			}
+			if n > 0 && w.each != nil {
+				w.each(now, n)
 			}
 			w.mu.Lock()
 			if err := wr.Err(); err != nil && w.err == nil {
@@ -391,6 +406,18 @@ func (w *commitWatch) stop() {
 // wait returns the time of the n-th commit, showing progress; it gives up
 // at deadline.
 func (w *commitWatch) wait(ctx context.Context, env *Env, label string, n int, deadline time.Time) (time.Time, error) {
+	count, last, err := w.waitUpTo(ctx, env, label, n, deadline)
+	if err == nil && count < n {
+		err = fmt.Errorf("%s: only %d of %d alarms committed by %s (fired: %d)",
+			label, count, n, deadline.Format(time.TimeOnly), w.fired())
+	}
+	return last, err
+}
+
+// waitUpTo waits, showing progress, until n commits or deadline, whichever
+// comes first, and returns the commits counted and the time of the last.
+// Reaching deadline is no error.
+func (w *commitWatch) waitUpTo(ctx context.Context, env *Env, label string, n int, deadline time.Time) (int, time.Time, error) {
 	bar := env.Progress.Counted("alarms "+label+": fired and committed", int64(n))
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -402,19 +429,18 @@ func (w *commitWatch) wait(ctx context.Context, env *Env, label string, n int, d
 		switch {
 		case err != nil:
 			bar.Done("failed")
-			return time.Time{}, fmt.Errorf("watch the alarms' commits: %w", err)
+			return count, last, fmt.Errorf("watch the alarms' commits: %w", err)
 		case count >= n:
 			bar.Done(fmt.Sprintf("%d committed", count))
-			return last, nil
+			return count, last, nil
 		case time.Now().After(deadline):
-			bar.Done("timed out")
-			return time.Time{}, fmt.Errorf("%s: only %d of %d alarms committed by %s (fired: %d)",
-				label, count, n, deadline.Format(time.TimeOnly), benchclass.Process.Count())
+			bar.Done(fmt.Sprintf("timed out: %d of %d committed", count, n))
+			return count, last, nil
 		}
 		select {
 		case <-ctx.Done():
 			bar.Done("stopped")
-			return time.Time{}, context.Cause(ctx)
+			return count, last, context.Cause(ctx)
 		case <-tick.C:
 		}
 	}

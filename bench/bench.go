@@ -88,6 +88,7 @@ func Scenarios() []Scenario {
 		FailoverScenario{},
 		OverloadScenario{},
 		PeersScenario{},
+		SoakScenario{},
 	}
 }
 

@@ -99,6 +99,9 @@ type Result struct {
 	Ceilings []CeilingRef `json:"ceilings,omitempty"`
 	// Target is the DESIGN §7 target this row is checked against, if any.
 	Target *Target `json:"target,omitempty"`
+	// Goals are the conditions a row is judged by one by one, where one
+	// target is not enough (the soak's): each met or missed by how much.
+	Goals []Goal `json:"goals,omitempty"`
 	// Note is a remark, e.g. "best of 1-put txns".
 	Note string `json:"note,omitempty"`
 	// Extra holds further metrics, the unit in the name (e.g.
@@ -174,6 +177,68 @@ type Target struct {
 	Op    string  `json:"op"`
 	Value float64 `json:"value"`
 	Met   bool    `json:"met"`
+}
+
+// Goal is one condition a row is judged by, and the verdict.
+type Goal struct {
+	// Name says what is judged, e.g. "rate", "p99", "heap flat".
+	Name string `json:"name"`
+	// Op is ">=" or "<=": Actual Op Value is the goal.
+	Op     string  `json:"op"`
+	Value  float64 `json:"value"`
+	Actual float64 `json:"actual"`
+	// Unit is Value's and Actual's, e.g. "alarms/s", "ms", "×".
+	Unit string `json:"unit"`
+	Met  bool   `json:"met"`
+	// Miss is how far Actual is on the wrong side of Value, in Unit (0
+	// when met).
+	Miss float64 `json:"miss,omitempty"`
+	// Note says how Actual was obtained, where the name does not.
+	Note string `json:"note,omitempty"`
+}
+
+// NewGoal judges actual against value with op (">=" or "<=").
+func NewGoal(name, op string, value, actual float64, unit string) Goal {
+	g := Goal{Name: name, Op: op, Value: value, Actual: actual, Unit: unit}
+	switch op {
+	case ">=":
+		g.Met = actual >= value
+	case "<=":
+		g.Met = actual <= value
+	}
+	if !g.Met {
+		g.Miss = math.Abs(actual - value)
+	}
+	return g
+}
+
+// String is "p99 <= 50 ms: met (12.3)" or "p99 <= 50 ms: MISSED by 30.1
+// (80.1)", the note after a dash. A goal missed by nothing was not judged:
+// its note says why.
+func (g Goal) String() string {
+	v := fmt.Sprintf("%s %s %s %s", g.Name, g.Op, goalNumber(g.Value, g.Unit), g.Unit)
+	switch {
+	case g.Met:
+		v += fmt.Sprintf(": met (%s)", goalNumber(g.Actual, g.Unit))
+	case g.Miss == 0:
+		v += ": not met"
+	default:
+		v += fmt.Sprintf(": MISSED by %s (%s)", goalNumber(g.Miss, g.Unit), goalNumber(g.Actual, g.Unit))
+	}
+	if g.Note != "" {
+		v += " — " + g.Note
+	}
+	return v
+}
+
+func goalNumber(v float64, unit string) string {
+	switch unit {
+	case "ms":
+		return fmtMS(v)
+	case "×":
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+	return number(v)
 }
 
 // AtLeast returns a rate target met by rate.
@@ -344,8 +409,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 	}
 	for _, sc := range order {
-		t := table{header: []string{"case", "transport", "observability", "path", "conc", "count", "err", "rate", "p50 ms", "p90 ms", "p99 ms", "max ms", "vs plaintext", "vs off", "vs grpc", "vs etcd ceiling", "target"}}
-		t.right = []bool{false, false, false, false, true, true, true, true, true, true, true, true, false, false, false, false, false}
+		t := table{header: []string{"case", "transport", "observability", "path", "conc", "count", "err", "rate", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "vs plaintext", "vs off", "vs grpc", "vs etcd ceiling", "target"}}
+		t.right = []bool{false, false, false, false, true, true, true, true, true, true, true, true, true, false, false, false, false, false}
 		var notes []string
 		for _, res := range r.Results {
 			if res.Scenario != sc {
@@ -353,10 +418,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 			}
 			t.rows = append(t.rows, res.cells())
 			for _, c := range res.Ceilings[min(1, len(res.Ceilings)):] {
-				t.rows = append(t.rows, []string{"", "", "", "", "", "", "", "", "", "", "", "", "", "", "", c.cell(), ""})
+				t.rows = append(t.rows, []string{"", "", "", "", "", "", "", "", "", "", "", "", "", "", "", "", c.cell(), ""})
 			}
 			if res.Note != "" || len(res.Extra) > 0 {
 				notes = append(notes, res.notes())
+			}
+			for _, g := range res.Goals {
+				notes = append(notes, res.Case+": goal "+g.String())
 			}
 		}
 		fmt.Fprintf(bw, "\n%s\n", sc)
@@ -376,24 +444,27 @@ func (r Result) cells() []string {
 	if r.Concurrency > 0 {
 		conc = strconv.Itoa(r.Concurrency)
 	}
-	row := []string{r.Case, r.Transport, r.Observability, r.Path, conc, thousands(float64(r.Count)), thousands(float64(r.Errors)), rateCell(r.Rate, r.Unit), "", "", "", "", "", "", "", "", ""}
+	row := []string{r.Case, r.Transport, r.Observability, r.Path, conc, thousands(float64(r.Count)), thousands(float64(r.Errors)), rateCell(r.Rate, r.Unit), "", "", "", "", "", "", "", "", "", ""}
 	if l := r.Latency; l != nil {
-		row[8], row[9], row[10], row[11] = fmtMS(l.P50), fmtMS(l.P90), fmtMS(l.P99), fmtMS(l.Max)
+		row[8], row[9], row[10], row[12] = fmtMS(l.P50), fmtMS(l.P90), fmtMS(l.P99), fmtMS(l.Max)
+		if l.P999 > 0 {
+			row[11] = fmtMS(l.P999)
+		}
 	}
 	if v := r.VsPlaintext; v != nil {
-		row[12] = v.cell()
-	}
-	if v := r.VsOff; v != nil {
 		row[13] = v.cell()
 	}
-	if v := r.VsGRPC; v != nil {
+	if v := r.VsOff; v != nil {
 		row[14] = v.cell()
 	}
+	if v := r.VsGRPC; v != nil {
+		row[15] = v.cell()
+	}
 	if len(r.Ceilings) > 0 {
-		row[15] = r.Ceilings[0].cell()
+		row[16] = r.Ceilings[0].cell()
 	}
 	if t := r.Target; t != nil {
-		row[16] = t.cell(r.Unit)
+		row[17] = t.cell(r.Unit)
 	}
 	return row
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -42,7 +43,7 @@ func newBenchCmd() *cobra.Command {
 	pf.String("addr", "", "measure a given cluster instead: its nodes' gRPC addresses, comma-separated (secured: the --tls-* and --token flags)")
 	addClientSecurityFlags(pf)
 	pf.StringSlice("etcd", nil, "etcd endpoints: the given cluster's (for the ceilings), or, without --addr, an etcd to run the embedded nodes on")
-	pf.Duration("duration", 0, "measure each phase this long (default 5s, 1s with --short)")
+	pf.Duration("duration", 0, "measure each phase this long (default 5s, 1s with --short); soak: how long alarms fall due (default 5m, 1m with --short)")
 	pf.Int("alarms", 0, "alarms per case of the alarms and failover scenarios (default: the profile's)")
 	pf.Bool("mtls", true, "invoke: also measure every row on a second embedded cluster secured with mutual TLS 1.3, beside the plaintext rows (--mtls=false: plaintext only)")
 	pf.String("observability", bench.ObsMetrics, "what the embedded nodes measure of themselves: metrics (as nodes run by default), off (no metric updates on the hot paths, no tracing), metrics+tracing (every span sampled unless OTEL_TRACES_SAMPLER says otherwise, exported to a discarding exporter), or compare: invoke (its plaintext rows) and alarms (its rates) are measured on all three, phase by phase, each row with its ratio to off")
@@ -61,10 +62,15 @@ func newBenchCmd() *cobra.Command {
 		if d, ok := s.(bench.Describer); ok {
 			short = "Measure " + d.Description()
 		}
-		cmd.AddCommand(&cobra.Command{
+		sub := &cobra.Command{
 			Use: s.Name(), Short: short, Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error { return runBench(cmd, []bench.Scenario{s}) },
-		})
+		}
+		if _, ok := s.(bench.SoakScenario); ok {
+			sub.Flags().Float64("rate", 20000, "alarms due per second")
+			sub.Flags().Duration("period", 5*time.Second, "how often each object fires (objects = rate × period; under the nodes' idle timeout)")
+		}
+		cmd.AddCommand(sub)
 		names = append(names, s.Name())
 	}
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -80,19 +86,102 @@ func newBenchCmd() *cobra.Command {
 		}
 	}
 	cmd.AddCommand(&cobra.Command{
-		Use: "all", Short: "Run every scenario in order: " + strings.Join(always, ", ") + " (and peers with --peers)", Args: cobra.NoArgs,
+		Use: "all", Short: "Run every scenario in order: " + strings.Join(always, ", ") + " (and peers with --peers; never soak)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			peers, _ := cmd.Flags().GetBool("peers")
-			var run []bench.Scenario
-			for _, s := range bench.Scenarios() {
-				if _, ok := s.(bench.Optional); !ok || peers {
-					run = append(run, s)
-				}
-			}
-			return runBench(cmd, run)
+			return runBench(cmd, allScenarios(peers))
 		},
 	})
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "Run 'bench all --short' and compare each row's ratio to its etcd ceiling with a baseline: fail if one fell below half of it",
+		Long: "Run 'bench all --short' (or read a saved --report of it) and compare each row's ratio to its own\n" +
+			"etcd ceiling with the ratio in --baseline. It fails (exit 1) only when a ratio fell below " + fmt.Sprint(bench.RegressionFactor) + "× its\n" +
+			"baseline's; absolute numbers are never compared, and rows in one side only are reported, not\n" +
+			"failures. --write-baseline records the run's ratios instead (on a quiet machine).",
+		Args: cobra.NoArgs,
+		RunE: runBenchCheck,
+	}
+	check.Flags().String("baseline", "bench/baseline-short.json", "the baseline file")
+	check.Flags().String("report", "", "compare this report (from 'bench all --short --json') instead of running the bench")
+	check.Flags().Bool("write-baseline", false, "write the run's ratios to --baseline instead of comparing")
+	check.Flags().String("commit", "", "with --write-baseline: the commit measured, noted in the file")
+	cmd.AddCommand(check)
 	return cmd
+}
+
+// allScenarios returns what 'bench all' runs: every scenario but the
+// optional ones, and peers if asked for.
+func allScenarios(peers bool) []bench.Scenario {
+	var run []bench.Scenario
+	for _, s := range bench.Scenarios() {
+		_, optional := s.(bench.Optional)
+		_, isPeers := s.(bench.PeersScenario)
+		if !optional || (peers && isPeers) {
+			run = append(run, s)
+		}
+	}
+	return run
+}
+
+// runBenchCheck is 'bench check'.
+func runBenchCheck(cmd *cobra.Command, _ []string) error {
+	fs := cmd.Flags()
+	path, _ := fs.GetString("baseline")
+	reportPath, _ := fs.GetString("report")
+	write, _ := fs.GetBool("write-baseline")
+	commit, _ := fs.GetString("commit")
+	out := cmd.OutOrStdout()
+	var rep *bench.Report
+	if reportPath != "" {
+		data, err := os.ReadFile(reportPath)
+		if err != nil {
+			return usageError{fmt.Errorf("--report: %w", err)}
+		}
+		rep = &bench.Report{}
+		if err := json.Unmarshal(data, rep); err != nil {
+			return fmt.Errorf("--report %s: %w", reportPath, err)
+		}
+		if rep.Error != "" {
+			return fmt.Errorf("the run of %s stopped early: %s", reportPath, rep.Error)
+		}
+	} else {
+		if err := fs.Set("short", "true"); err != nil {
+			return err
+		}
+		peers, _ := fs.GetBool("peers")
+		var err error
+		if rep, err = measure(cmd, allScenarios(peers)); err != nil {
+			return err
+		}
+	}
+	if rep.Params.Profile != bench.ShortProfile().Name {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: the report's profile is %q; the baseline is of %q\n", rep.Params.Profile, bench.ShortProfile().Name)
+	}
+	if write {
+		b := bench.NewBaseline(rep, commit)
+		var buf strings.Builder
+		if err := b.WriteJSON(&buf); err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, []byte(buf.String()), 0o644); err != nil {
+			return fmt.Errorf("write the baseline: %w", err)
+		}
+		fmt.Fprintf(out, "wrote %d rows' ratios to %s\n", len(b.Rows), path)
+		return nil
+	}
+	b, err := bench.ReadBaseline(path)
+	if err != nil {
+		return usageError{err}
+	}
+	c := bench.CompareBaseline(b, rep)
+	if err := c.WriteTable(out, b); err != nil {
+		return err
+	}
+	if c.Failed() {
+		return fmt.Errorf("bench check: %d row(s) fell below %.1f× their baseline's ratio to the etcd ceiling", c.Regressions, bench.RegressionFactor)
+	}
+	return nil
 }
 
 // benchOptions turns the flags into bench options; bad flags are usage
@@ -189,9 +278,29 @@ func benchOptions(cmd *cobra.Command, scenarios []bench.Scenario) (bench.Options
 }
 
 func runBench(cmd *cobra.Command, scenarios []bench.Scenario) error {
+	asJSON, _ := cmd.Flags().GetBool("json")
+	rep, runErr := measure(cmd, scenarios)
+	if rep != nil && (asJSON || len(rep.Results) > 0) {
+		out := cmd.OutOrStdout()
+		var werr error
+		if asJSON {
+			werr = rep.WriteJSON(out)
+		} else {
+			werr = rep.WriteTable(out)
+		}
+		if werr != nil {
+			return errors.Join(runErr, fmt.Errorf("write the report: %w", werr))
+		}
+	}
+	return runErr
+}
+
+// measure runs scenarios as the flags say, showing progress on stderr,
+// and returns the report (nil if the flags are wrong).
+func measure(cmd *cobra.Command, scenarios []bench.Scenario) (*bench.Report, error) {
 	opts, err := benchOptions(cmd, scenarios)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fs := cmd.Flags()
 	peersDir, _ := fs.GetString("peers-dir")
@@ -206,9 +315,27 @@ func runBench(cmd *cobra.Command, scenarios []bench.Scenario) error {
 			scenarios[i] = bench.InvokeScenario{MTLS: mtls && len(opts.Addrs) == 0, CompareObservability: obs == "compare", ComparePaths: paths == "compare"}
 		case bench.AlarmsScenario:
 			scenarios[i] = bench.AlarmsScenario{CompareObservability: obs == "compare"}
+		case bench.SoakScenario:
+			// The soak's --duration is the whole soak, not a phase.
+			rate, _ := fs.GetFloat64("rate")
+			period, _ := fs.GetDuration("period")
+			duration, _ := fs.GetDuration("duration")
+			soak := bench.SoakScenario{Rate: rate, Period: period, Duration: duration}
+			if err := soak.WithDefaults(opts.Profile).Validate(); err != nil {
+				return nil, usageError{fmt.Errorf("soak: %w", err)}
+			}
+			if len(opts.Addrs) > 0 {
+				return nil, usageError{errors.New("soak: it needs the embedded cluster (it records every alarm's run and reads the memory of the process the nodes run in): leave out --addr")}
+			}
+			scenarios[i] = soak
+			// Nor is it the phases' length (the ceiling it is placed beside).
+			if short, _ := fs.GetBool("short"); short {
+				opts.Profile.Phase = bench.ShortProfile().Phase
+			} else {
+				opts.Profile.Phase = bench.FullProfile().Phase
+			}
 		}
 	}
-	asJSON, _ := fs.GetBool("json")
 	quiet, _ := fs.GetBool("quiet")
 	verbose, _ := fs.GetBool("verbose")
 	stderr := cmd.ErrOrStderr()
@@ -219,25 +346,13 @@ func runBench(cmd *cobra.Command, scenarios []bench.Scenario) error {
 	}
 	stopProfiles, err := startProfiles(fs)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rep, runErr := bench.Run(cmd.Context(), scenarios, opts)
 	if err := stopProfiles(); err != nil {
 		runErr = errors.Join(runErr, err)
 	}
-	if rep != nil && (asJSON || len(rep.Results) > 0) {
-		out := cmd.OutOrStdout()
-		var werr error
-		if asJSON {
-			werr = rep.WriteJSON(out)
-		} else {
-			werr = rep.WriteTable(out)
-		}
-		if werr != nil {
-			return errors.Join(runErr, fmt.Errorf("write the report: %w", werr))
-		}
-	}
-	return runErr
+	return rep, runErr
 }
 
 // startProfiles starts the CPU profile and arranges the allocation profile

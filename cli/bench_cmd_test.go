@@ -3,6 +3,8 @@ package cli_test
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +22,7 @@ func TestBenchListsEveryScenarioAndAll(t *testing.T) {
 		require.Regexp(t, `\n\s+`+s.Name()+`\s`, out)
 	}
 	require.Regexp(t, `\n\s+all\s+Run every scenario in order: etcd, invoke`, out)
+	require.NotContains(t, strings.SplitN(out, "all", 2)[1], "soak,", "the soak is not part of all")
 }
 
 func TestBenchRejectsBadFlagsAsUsageErrors(t *testing.T) {
@@ -36,7 +39,11 @@ func TestBenchRejectsBadFlagsAsUsageErrors(t *testing.T) {
 		{[]string{"invoke", "--addr", "127.0.0.1:1", "--mtls"}, "--mtls describes the embedded cluster"},
 		{[]string{"etcd", "--addr", "127.0.0.1:1"}, "the etcd scenario needs the given cluster's etcd: add --etcd"},
 		{[]string{"all", "--addr", "127.0.0.1:1"}, "add --etcd"},
-		{[]string{"nope"}, `unknown scenario "nope": want etcd, invoke, alarms, failover, overload, peers or all`},
+		{[]string{"nope"}, `unknown scenario "nope": want etcd, invoke, alarms, failover, overload, peers, soak or all`},
+		{[]string{"soak", "--addr", "127.0.0.1:1"}, "soak: it needs the embedded cluster"},
+		{[]string{"soak", "--duration", "1s"}, "duration 1s must be at least the period 5s"},
+		{[]string{"soak", "--rate", "-5"}, "rate -5 must be positive"},
+		{[]string{"soak", "--period", "1500us"}, "period 1.5ms must be a whole number of milliseconds"},
 		{[]string{"alarms", "--alarms", "-1"}, "--alarms -1 must not be negative"},
 		{[]string{"invoke", "--observability", "some"}, `--observability "some" must be off, metrics, metrics+tracing or compare`},
 		{[]string{"invoke", "--addr", "127.0.0.1:1", "--observability", "compare"}, "--observability describes the embedded cluster"},
@@ -81,4 +88,34 @@ func TestBenchEtcdShortJSON(t *testing.T) {
 	}
 	require.Equal(t, []string{"put, 1 per txn", "put, 64 per txn", "put, 512 per txn", "get, linearizable"}, cases)
 	require.Contains(t, out, "etcd 1-put txn c=64 ", "a progress line per phase")
+}
+
+// TestBenchCheckComparesASavedReport writes a baseline from one saved
+// report and checks others against it: a ratio at 0.4× its baseline's
+// fails with exit 1, one at 0.6× passes, and the table names both.
+func TestBenchCheckComparesASavedReport(t *testing.T) {
+	dir := t.TempDir()
+	report := func(name string, ratio float64) string {
+		r := bench.Result{Scenario: "invoke", Case: "get via owner", Concurrency: 64, Rate: 1000 * ratio, Unit: "ops/s"}
+		r.Ceiling("etcd get c=64", 1000)
+		rep := &bench.Report{Version: bench.ReportVersion, Params: bench.Params{Profile: "short"}, Results: []bench.Result{r}}
+		var b strings.Builder
+		require.NoError(t, rep.WriteJSON(&b))
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o644))
+		return path
+	}
+	baseline := filepath.Join(dir, "baseline.json")
+	out, err := run(context.Background(), "bench", "check", "--report", report("base.json", 0.5), "--baseline", baseline, "--write-baseline", "--commit", "abc1234")
+	require.NoError(t, err)
+	require.Contains(t, out, "wrote 1 rows' ratios")
+
+	out, err = run(context.Background(), "bench", "check", "--report", report("slower.json", 0.3), "--baseline", baseline)
+	require.NoError(t, err, "0.6× the baseline's ratio passes")
+	require.Contains(t, out, "invoke / get via owner / c=64")
+
+	out, err = run(context.Background(), "bench", "check", "--report", report("regressed.json", 0.2), "--baseline", baseline)
+	require.ErrorContains(t, err, "1 row(s) fell below 0.5× their baseline's ratio")
+	require.Equal(t, 1, exitCode(err))
+	require.Contains(t, out, bench.CheckRegressed)
 }

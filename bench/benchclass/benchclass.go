@@ -1,6 +1,6 @@
-// Package benchclass is the class `durable bench` measures alarms with,
-// apart from the bench so that a node can register it (`durable agent`,
-// `durable dev`) without linking the benchmark.
+// Package benchclass holds the classes `durable bench` measures alarms
+// with, apart from the bench so that a node can register them (`durable
+// agent`, `durable dev`) without linking the benchmark.
 package benchclass
 
 import (
@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/durable-run/durable"
@@ -99,12 +100,23 @@ type alarmObject struct {
 	clock func() time.Time
 }
 
-// Register adds AlarmClass to reg. Its runs go to log; with a nil log
-// (nodes the bench measures as a given cluster: `durable agent`, `durable
-// dev`) they are stored in the objects, where the bench reads them back.
+// Register adds AlarmClass and SoakClass to reg. AlarmClass's runs go to
+// log; with a nil log (nodes the bench measures as a given cluster:
+// `durable agent`, `durable dev`) they are stored in the objects, where the
+// bench reads them back. SoakClass's runs go to Soaks only when log is
+// Process (the bench's own, embedded nodes).
 func Register(reg *node.Registry, log *FireLog) error {
-	return node.RegisterClass(reg, AlarmClass, func(_ context.Context, st durable.State) (*alarmObject, error) {
+	if err := node.RegisterClass(reg, AlarmClass, func(_ context.Context, st durable.State) (*alarmObject, error) {
 		return &alarmObject{st: st, log: log, clock: time.Now}, nil
+	}); err != nil {
+		return err
+	}
+	var sink *Sink
+	if log == Process {
+		sink = Soaks
+	}
+	return node.RegisterClass(reg, SoakClass, func(_ context.Context, st durable.State) (*soakObject, error) {
+		return &soakObject{st: st, sink: sink, clock: time.Now}, nil
 	})
 }
 
@@ -137,4 +149,102 @@ func (o *alarmObject) Alarm(ctx context.Context, info durable.AlarmInfo) error {
 	}
 	b, _ := json.Marshal(f)
 	return o.st.Storage().Put(ctx, "fired", b)
+}
+
+// SoakClass is the class the soak scenario arms: method "soak" (payload: a
+// Plan in JSON) stores the plan and sets the object's first alarm; its
+// Alarm handler reports the run to a Sink and sets the next alarm, one
+// period after the run's scheduled time, as long as that is before the
+// plan's end. An object thus fires every period for as long as the soak
+// lasts, without a call from the bench.
+const SoakClass = "BenchSoak"
+
+// Plan is a soak object's schedule: alarms at First, First+Period, … up to
+// (not including) End, all in whole milliseconds.
+type Plan struct {
+	FirstMS  int64 `json:"first_ms"`
+	PeriodMS int64 `json:"period_ms"`
+	EndMS    int64 `json:"end_ms"`
+}
+
+// planKey holds the plan in the object's storage, read back by an
+// activation that does not have it in memory (an object evicted between
+// two alarms).
+const planKey = "plan"
+
+// Sink receives the runs of SoakClass handlers; the handler's cost is an
+// atomic load and whatever the function set does.
+type Sink struct {
+	fn atomic.Pointer[func(durable.ID, Fire)]
+}
+
+// Soaks receives the runs of SoakClass handlers in this process.
+var Soaks = &Sink{}
+
+// Set makes fn receive every run from now on (nil: none); fn must be safe
+// for concurrent use.
+func (s *Sink) Set(fn func(durable.ID, Fire)) {
+	if fn == nil {
+		s.fn.Store(nil)
+		return
+	}
+	s.fn.Store(&fn)
+}
+
+func (s *Sink) record(id durable.ID, f Fire) {
+	if s == nil {
+		return
+	}
+	if fn := s.fn.Load(); fn != nil {
+		(*fn)(id, f)
+	}
+}
+
+type soakObject struct {
+	st    durable.State
+	sink  *Sink // nil: runs are not reported
+	clock func() time.Time
+	plan  *Plan // nil until armed, or read back
+}
+
+func (o *soakObject) Invoke(ctx context.Context, method string, payload []byte) ([]byte, error) {
+	if method != "soak" {
+		return nil, fmt.Errorf("unknown method %q (want soak)", method)
+	}
+	var p Plan
+	if err := json.Unmarshal(payload, &p); err != nil || p.PeriodMS <= 0 {
+		return nil, fmt.Errorf("soak: payload %q is not a plan with a positive period_ms", payload)
+	}
+	if err := o.st.Storage().Put(ctx, planKey, payload); err != nil {
+		return nil, err
+	}
+	o.plan = &p
+	return nil, o.st.Storage().SetAlarm(ctx, time.UnixMilli(p.FirstMS))
+}
+
+func (o *soakObject) Alarm(ctx context.Context, info durable.AlarmInfo) error {
+	f := Fire{Scheduled: info.ScheduledTime, Start: o.clock(), Retry: info.RetryCount}
+	if ei, ok := node.EventInfoFrom(ctx); ok {
+		f.Node = ei.Node
+	}
+	o.sink.record(o.st.ID(), f)
+	if o.plan == nil {
+		b, ok, err := o.st.Storage().Get(ctx, planKey)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return nil // never armed by the soak: nothing to repeat
+		}
+		var p Plan
+		if err := json.Unmarshal(b, &p); err != nil {
+			return fmt.Errorf("soak: stored plan %q: %w", b, err)
+		}
+		o.plan = &p
+	}
+	next := info.ScheduledTime.UnixMilli() + o.plan.PeriodMS
+	if next >= o.plan.EndMS {
+		return nil
+	}
+	return o.st.Storage().SetAlarm(ctx, time.UnixMilli(next))
 }
