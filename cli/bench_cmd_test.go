@@ -116,6 +116,6 @@ func TestBenchCheckComparesASavedReport(t *testing.T) {
 
 	out, err = run(context.Background(), "bench", "check", "--report", report("regressed.json", 0.2), "--baseline", baseline)
 	require.ErrorContains(t, err, "1 row(s) fell below 0.5× their baseline's ratio")
-	require.Equal(t, 1, exitCode(err))
+	require.Equal(t, 1, cli.ExitCode(err))
 	require.Contains(t, out, bench.CheckRegressed)
 }
