@@ -282,6 +282,9 @@ func invokeMethod(ctx context.Context, sides []side, ceil *invokeCeilings, metho
 			Transport: env.Transport, Observability: sd.obs, Path: sd.path,
 		}
 		row.Target = P99AtMost(targetP99HalfLoad, row.Latency)
+		if row.Latency != nil {
+			row.Extra["p99.9_ms"] = row.Latency.P999
+		}
 		rows = append(rows, row)
 	}
 	return rows, nil

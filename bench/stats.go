@@ -13,7 +13,7 @@ type Latency struct {
 	P50 float64 `json:"p50_ms"`
 	P90 float64 `json:"p90_ms"`
 	P99 float64 `json:"p99_ms"`
-	// P999 is the 99.9th percentile, where a phase reports it (the soak).
+	// P999 is the 99.9th percentile.
 	P999 float64 `json:"p999_ms,omitempty"`
 	Max  float64 `json:"max_ms"`
 	Mean float64 `json:"mean_ms"`
@@ -74,6 +74,7 @@ func (s *Samples) Summary() *Latency {
 		P50:  ms(s.Percentile(50)),
 		P90:  ms(s.Percentile(90)),
 		P99:  ms(s.Percentile(99)),
+		P999: ms(s.Percentile(99.9)),
 		Max:  ms(s.d[len(s.d)-1]),
 		Mean: ms(sum / time.Duration(len(s.d))),
 	}
