@@ -56,7 +56,7 @@ func TestSummaryOfMergedSamples(t *testing.T) {
 	a.Merge(&b)
 	require.Equal(t, 100, a.Len())
 	got := a.Summary()
-	require.Equal(t, &Latency{P50: 50, P90: 90, P99: 99, Max: 100, Mean: 50.5}, got)
+	require.Equal(t, &Latency{P50: 50, P90: 90, P99: 99, P999: 100, Max: 100, Mean: 50.5}, got)
 
 	var empty Samples
 	require.Nil(t, empty.Summary(), "no samples, no latency")
