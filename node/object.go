@@ -138,8 +138,11 @@ type object struct {
 	// running: a goroutine runs the object's events (run); otherwise it is
 	// parked. gone: it left the table (evicted or exited) and never runs
 	// again. delivered: the schedule handed it an alarm it has not released
-	// yet. Guarded by table.mu.
-	running, gone, delivered bool
+	// yet. redeliver: the schedule offered the alarm again meanwhile (a
+	// retry due before the run that set it released its delivery); the
+	// object looks at its alarm once more when it releases. Guarded by
+	// table.mu.
+	running, gone, delivered, redeliver bool
 
 	pl pipeline
 }
@@ -701,6 +704,16 @@ func (o *object) releaseDelivery() {
 	t.mu.Lock()
 	had := o.delivered
 	o.delivered = false
+	if had && o.redeliver && !o.stopping.Load() && !o.gone {
+		// Offered again while it ran: it keeps the running slot and looks
+		// at its alarm once more (handleAlarm reads the record and runs
+		// it only if due). A stopping object's alarm is the next owner's.
+		o.delivered = true
+		o.alarmSig.Store(true)
+		t.wakeLocked(o)
+		had = false
+	}
+	o.redeliver = false
 	t.mu.Unlock()
 	if had {
 		o.env.alarms.Release()

@@ -139,7 +139,14 @@ func (t *table) deliver(e *env, class Class, id durable.ID, p int) (ok, full boo
 	if err != nil {
 		return false, true
 	}
-	if o == nil || o.delivered {
+	if o == nil {
+		return false, false
+	}
+	if o.delivered {
+		// The schedule dropped the entry it offered: the object runs its
+		// alarm again when this delivery ends (releaseDelivery), instead
+		// of the alarm waiting for a window reload that never comes.
+		o.redeliver = true
 		return false, false
 	}
 	o.delivered = true
