@@ -322,7 +322,13 @@ func (e *alarmEnv) record(name string) *alarmstore.Record {
 func (e *alarmEnv) waitRecord(name string, ok func(*alarmstore.Record) bool, what string) *alarmstore.Record {
 	e.t.Helper()
 	var rec *alarmstore.Record
-	e.eventually(func() bool { rec = e.record(name); return ok(rec) }, "alarm record of %s: %s (last %+v)", name, what, rec)
+	deadline := time.Now().Add(10 * time.Second)
+	for rec = e.record(name); !ok(rec); rec = e.record(name) {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("alarm record of %s: never %s (last: %+v)", name, what, rec)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 	return rec
 }
 

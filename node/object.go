@@ -452,8 +452,19 @@ func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(
 	// handler runs here again, and must not unregister the handler that is
 	// still running when it returns (Drop could no longer cancel it). Its
 	// context derives from the handler's, so cancelling that ends both.
-	if o.wait.CompareAndSwap(nil, &handlerWait{ctx: ctx, expired: expired, done: func() bool { return len(done) > 0 }, cancel: cancel}) {
+	outermost := o.wait.CompareAndSwap(nil, &handlerWait{ctx: ctx, expired: expired, done: func() bool { return len(done) > 0 }, cancel: cancel})
+	if outermost {
 		defer o.wait.Store(nil)
+	}
+	// abandon detaches an abandoned handler from its event before the
+	// deferred cancel wakes it: nothing it does once its context ends (a
+	// write, SetAlarm) may reach the event, whose outcome (the alarm's
+	// retry, say) is decided without it. A BlockConcurrencyWhile inside
+	// the handler breaks the event instead (its caller does that).
+	abandon := func() {
+		if outermost {
+			o.pl.endEvent()
+		}
 	}
 	select {
 	case r := <-done:
@@ -464,8 +475,15 @@ func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(
 		}
 		return r.out, r.err, r.how
 	case <-expired:
+		abandon()
 		return nil, fmt.Errorf("handler ran past its %s limit", timeout), outcomeAbandoned
 	case <-ctx.Done():
+		// hctx is ctx's child: the context package closes ctx's Done before
+		// it ends the children, so wait for hctx to end with ctx's error
+		// (a deadline stays a deadline for the handler's own calls) before
+		// the deferred cancel could end it as merely cancelled.
+		abandon()
+		<-hctx.Done()
 		return nil, ctx.Err(), outcomeAbandoned
 	}
 }
@@ -801,12 +819,6 @@ func (o *object) handleAlarm() {
 		})
 		if e.m.Enabled() {
 			e.m.AlarmHandlerSeconds.WithLabelValues(o.key.class).Observe(e.clock.Since(started).Seconds())
-		}
-		if how == outcomeAbandoned {
-			// The abandoned handler may still run: detach it from the event
-			// so that nothing it does from now on (a write, SetAlarm) reaches
-			// the commit that records its failure.
-			o.pl.endEvent()
 		}
 		if how == outcomeOK {
 			if runErr = o.pl.broken(); runErr != nil {
