@@ -23,7 +23,10 @@ import (
 // node's server and forward spans, the owner's server span, its event span
 // (child of it) and the group-commit Txn's span, linked to the event. An
 // alarm run is a trace of its own whose commit links it too.
-func TestTraceCrossesAForward(t *testing.T) {
+// tracedPair starts two traced nodes (sampling as the parent says, roots
+// always) and finds a Counter the second owns; exporters hold each node's
+// spans, empty when it returns.
+func tracedPair(t *testing.T) (*nodetest.Cluster, []*tracetest.InMemoryExporter, string) {
 	exporters := []*tracetest.InMemoryExporter{tracetest.NewInMemoryExporter(), tracetest.NewInMemoryExporter()}
 	started := 0
 	c := nodetest.Start(t, nodetest.Options{
@@ -50,6 +53,55 @@ func TestTraceCrossesAForward(t *testing.T) {
 	for _, e := range exporters {
 		e.Reset()
 	}
+	return c, exporters, name
+}
+
+// TestUnsampledCallRecordsNothing: a call whose trace the client did not
+// sample starts no span on either node (their samplers would record any
+// root): the decision crosses the forward, and the event and its commit
+// follow it.
+func TestUnsampledCallRecordsNothing(t *testing.T) {
+	c, exporters, name := tracedPair(t)
+	clientTP := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))
+	cl, err := client.Dial(c.Addr(0), client.Options{NoDirect: true, DialOptions: tracing.DialOptions(clientTP)})
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, root := clientTP.Tracer("test").Start(context.Background(), "caller")
+	require.True(t, root.SpanContext().IsValid() && !root.SpanContext().IsSampled())
+	for range 3 {
+		_, err = cl.Invoke(ctx, "Counter", client.ByName(name), "increment", nil)
+		require.NoError(t, err)
+	}
+	root.End()
+	// A call without trace context afterwards, through the same nodes,
+	// which sample it: once its spans are there, the unsampled calls'
+	// would be too.
+	plain, err := client.Dial(c.Addr(0), client.Options{NoDirect: true})
+	require.NoError(t, err)
+	defer plain.Close()
+	_, err = plain.Invoke(context.Background(), "Counter", client.ByName(name), "increment", nil)
+	require.NoError(t, err)
+	c.WaitFor("the sampled call's commit span", func() bool { return len(spansNamed(exporters[1], "durable.commit")) > 0 })
+	for i, e := range exporters {
+		for _, s := range e.GetSpans() {
+			require.NotEqual(t, root.SpanContext().TraceID(), s.SpanContext.TraceID(), "node %d recorded %q of the unsampled trace", i, s.Name)
+		}
+	}
+	require.Len(t, spansNamed(exporters[1], "durable.event"), 1, "only the sampled call's event")
+}
+
+func spansNamed(e *tracetest.InMemoryExporter, name string) []tracetest.SpanStub {
+	var out []tracetest.SpanStub
+	for _, s := range e.GetSpans() {
+		if s.Name == name {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func TestTraceCrossesAForward(t *testing.T) {
+	c, exporters, name := tracedPair(t)
 	clientTP := sdktrace.NewTracerProvider()
 	cl, err := client.Dial(c.Addr(0), client.Options{NoDirect: true, DialOptions: tracing.DialOptions(clientTP)})
 	require.NoError(t, err)
@@ -60,22 +112,13 @@ func TestTraceCrossesAForward(t *testing.T) {
 	root.End()
 	traceID := root.SpanContext().TraceID()
 
-	byName := func(e *tracetest.InMemoryExporter, name string) []tracetest.SpanStub {
-		var out []tracetest.SpanStub
-		for _, s := range e.GetSpans() {
-			if s.Name == name {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
 	// one waits for the span: a server span ends after its reply left,
 	// so the caller may see the reply first.
 	one := func(e *tracetest.InMemoryExporter, name string, kind trace.SpanKind) tracetest.SpanStub {
 		t.Helper()
 		var found tracetest.SpanStub
 		c.WaitFor(fmt.Sprintf("a %s span %q of the call's trace", kind, name), func() bool {
-			for _, s := range byName(e, name) {
+			for _, s := range spansNamed(e, name) {
 				if s.SpanKind == kind && s.SpanContext.TraceID() == traceID {
 					found = s
 					return true
@@ -90,7 +133,12 @@ func TestTraceCrossesAForward(t *testing.T) {
 	server := one(exporters[1], "durable.v1.Objects/Invoke", trace.SpanKindServer)
 	event := one(exporters[1], "durable.event", trace.SpanKindInternal)
 	require.Equal(t, server.SpanContext.SpanID(), event.Parent.SpanID(), "the event runs under the owner's server span")
-	c.WaitFor("the commit's span", func() bool { return linked(byName(exporters[1], "durable.commit"), event.SpanContext) })
+	c.WaitFor("the commit's span", func() bool { return linked(spansNamed(exporters[1], "durable.commit"), event.SpanContext) })
+	for _, s := range spansNamed(exporters[1], "durable.commit") {
+		if linked([]tracetest.SpanStub{s}, event.SpanContext) {
+			require.Equal(t, traceID, s.SpanContext.TraceID(), "the commit is in the trace of the first event it carries")
+		}
+	}
 
 	// An alarm run: a trace of its own, its commit linked to it.
 	_, err = cl.Invoke(context.Background(), "Reminder", client.ByName(name), "set", []byte(`{"message":"x","in":"1ms"}`))
@@ -98,9 +146,9 @@ func TestTraceCrossesAForward(t *testing.T) {
 	var alarm tracetest.SpanStub
 	c.WaitFor("the alarm's span", func() bool {
 		for _, e := range exporters {
-			if s := byName(e, "durable.alarm"); len(s) > 0 {
+			if s := spansNamed(e, "durable.alarm"); len(s) > 0 {
 				alarm = s[0]
-				return linked(byName(e, "durable.commit"), alarm.SpanContext)
+				return linked(spansNamed(e, "durable.commit"), alarm.SpanContext)
 			}
 		}
 		return false

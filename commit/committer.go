@@ -124,8 +124,9 @@ type Request struct {
 	// Done receives the outcome: nil once the ops are durable. It runs on
 	// the committer's goroutine and may Submit.
 	Done func(error)
-	// Links are the spans of the events whose writes the request holds:
-	// the Txn's span links them (one Txn carries many objects' commits).
+	// Links are the sampled spans of the events whose writes the request
+	// holds: the Txn's span links them (one Txn carries many objects'
+	// commits); a Txn with none is not traced.
 	Links []trace.Link
 
 	queued time.Time // when it was submitted
@@ -267,8 +268,11 @@ func (c *Committer) send(batch []*Request) {
 		links = append(links, r.Links...)
 	}
 	ctx, span := c.ctx, trace.SpanFromContext(c.ctx) // a no-op unless tracing is on
-	if c.tracer != nil {
-		ctx, span = c.tracer.Start(c.ctx, "durable.commit", trace.WithLinks(links...), trace.WithSpanKind(trace.SpanKindClient))
+	if c.tracer != nil && len(links) > 0 {
+		// Only a Txn that carries a sampled event is traced, in the trace
+		// of the first (so the sampler keeps it) and linked to them all.
+		parent := trace.ContextWithSpanContext(c.ctx, links[0].SpanContext)
+		ctx, span = c.tracer.Start(parent, "durable.commit", trace.WithLinks(links...), trace.WithSpanKind(trace.SpanKindClient))
 		span.SetAttributes(attribute.Int("durable.commit.requests", len(batch)), attribute.Int("durable.commit.ops", nops), attribute.Int("durable.commit.bytes", nbytes))
 	}
 	defer span.End()

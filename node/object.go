@@ -22,6 +22,7 @@ import (
 	"github.com/durable-run/durable/alarmstore"
 	"github.com/durable-run/durable/keyspace"
 	"github.com/durable-run/durable/metrics"
+	"github.com/durable-run/durable/tracing"
 )
 
 // AlarmNotifier is what objects tell the alarm schedule
@@ -86,7 +87,7 @@ type callResult struct {
 
 // respond delivers the call's one reply and ends its admission.
 func (c *call) respond(r callResult) {
-	if c.span != nil {
+	if c.span != nil && c.span.IsRecording() {
 		if r.err != nil {
 			c.span.SetStatus(otelcodes.Error, r.err.Error())
 		}
@@ -602,8 +603,8 @@ func (o *object) handleCall(c *call) {
 		c.respond(callResult{err: err})
 		return
 	}
-	if t := o.env.tracer; t != nil {
-		c.ctx, c.span = t.Start(c.ctx, "durable.event")
+	c.ctx, c.span = tracing.Start(c.ctx, o.env.tracer, "durable.event")
+	if c.span.IsRecording() {
 		c.span.SetAttributes(attribute.String("durable.class", o.key.class), attribute.String("durable.method", o.env.m.Method(o.key.class, c.method)),
 			attribute.String("durable.object", o.key.id.String()), attribute.Int("durable.partition", o.p))
 	}
@@ -650,7 +651,7 @@ func (o *object) handleCall(c *call) {
 	// The reply leaves once the event's writes, and the earlier ones it may
 	// have read, are durable; meanwhile the object goes on with its next
 	// event.
-	ec := eventCommit{tx: tx, alarm: o.pl.alarmAfter(tx), rid: c.rid, digest: c.digest, reply: out, span: trace.SpanContextFromContext(c.ctx)}
+	ec := eventCommit{tx: tx, alarm: o.pl.alarmAfter(tx), rid: c.rid, digest: c.digest, reply: out, span: c.span.SpanContext()}
 	o.pl.stage(ec, func(err error) {
 		if err != nil {
 			c.respond(callResult{err: err})
@@ -778,9 +779,8 @@ func (o *object) handleAlarm() {
 	}
 	r := *rec // the handler's run must not change what the pipeline knows
 	rec = &r
-	span := trace.SpanFromContext(ctx) // a no-op unless tracing is on
-	if e.tracer != nil {
-		ctx, span = e.tracer.Start(ctx, "durable.alarm", trace.WithNewRoot())
+	ctx, span := tracing.Start(ctx, e.tracer, "durable.alarm", trace.WithNewRoot())
+	if span.IsRecording() {
 		span.SetAttributes(attribute.String("durable.class", o.key.class), attribute.String("durable.object", o.key.id.String()),
 			attribute.Int("durable.partition", o.p), attribute.Int("durable.alarm.retry_count", rec.RetryCount),
 			attribute.Int64("durable.alarm.lateness_ms", e.clock.Since(rec.Due).Milliseconds()))

@@ -469,7 +469,7 @@ func (pl *pipeline) mergeLocked(s *stage, ec *eventCommit) {
 
 // addLocked adds what ec holds besides storage writes to s.
 func (pl *pipeline) addLocked(s *stage, ec *eventCommit) {
-	if ec.span.IsValid() {
+	if ec.span.IsSampled() {
 		s.links = append(s.links, trace.Link{SpanContext: ec.span})
 	}
 	if ec.alarm.set {

@@ -1,14 +1,14 @@
 // Package tracing sets up OpenTelemetry tracing for a durable process and
 // holds the few helpers the other packages share: W3C trace context on
-// every gRPC hop (client → node → owner), spans for an invocation's event
+// every gRPC hop (client → node → owner, grpc.go), spans for an invocation's event
 // (durable.event), an alarm run (durable.alarm) and a group-commit Txn
 // (durable.commit, linked to the events it carries).
 //
 // Tracing is off unless the standard OpenTelemetry environment asks for an
 // exporter (FromEnv): then spans go to an OTLP/gRPC collector configured
 // by OTEL_EXPORTER_OTLP_ENDPOINT and the other OTEL_* variables. Off, a
-// no-op provider is used and gRPC connections get no tracing handler at
-// all, so tracing costs nothing. Tests pass an SDK provider with an
+// no-op provider is used and gRPC connections get no tracing interceptor
+// at all, so tracing costs nothing. Tests pass an SDK provider with an
 // in-memory exporter.
 package tracing
 
@@ -17,17 +17,14 @@ import (
 	"fmt"
 	"os"
 
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/stats"
 )
 
 // Enabled reports whether tp records spans (not nil, not a no-op).
@@ -45,31 +42,22 @@ var propagators = propagation.NewCompositeTextMapPropagator(propagation.TraceCon
 // Propagators returns the propagators every hop uses.
 func Propagators() propagation.TextMapPropagator { return propagators }
 
-func handlerOptions(tp trace.TracerProvider) []otelgrpc.Option {
-	return []otelgrpc.Option{
-		otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(propagators),
-		// RPC metrics are Prometheus's (metrics package), not OTel's.
-		otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()),
-	}
-}
-
 // ServerOptions are the gRPC server options that trace its RPCs with tp,
 // none when tp is not Enabled.
 func ServerOptions(tp trace.TracerProvider) []grpc.ServerOption {
 	if !Enabled(tp) {
 		return nil
 	}
-	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(handlerOptions(tp)...))}
+	return serverInterceptors(tracerOf(tp))
 }
 
-// DialOptions are the gRPC dial options that trace outgoing RPCs with tp
-// and carry their trace context, none when tp is not Enabled.
+// DialOptions are the gRPC dial options that trace outgoing unary RPCs
+// with tp and carry their trace context, none when tp is not Enabled.
 func DialOptions(tp trace.TracerProvider) []grpc.DialOption {
 	if !Enabled(tp) {
 		return nil
 	}
-	var h stats.Handler = otelgrpc.NewClientHandler(handlerOptions(tp)...)
-	return []grpc.DialOption{grpc.WithStatsHandler(h)}
+	return dialInterceptors(tracerOf(tp))
 }
 
 // FromEnv returns the tracer provider the standard OpenTelemetry

@@ -6,6 +6,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // TestFromEnvIsOffUnlessAnExporterIsAsked: no OTEL_* variables, or the SDK
@@ -45,4 +47,39 @@ func TestFromEnvIsOffUnlessAnExporterIsAsked(t *testing.T) {
 		})
 	}
 	require.False(t, Enabled(nil))
+}
+
+// TestStartSkipsChildrenOfUnsampledSpans: Start records a child of a
+// sampled span and a root as the sampler says, and starts nothing (ctx
+// unchanged, a no-op span) under an unsampled span or without a tracer.
+func TestStartSkipsChildrenOfUnsampledSpans(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	tracer := tp.Tracer("test")
+	background := context.Background()
+
+	ctx, span := Start(background, nil, "off")
+	require.Equal(t, background, ctx)
+	require.False(t, span.IsRecording())
+
+	root, rootSpan := Start(background, tracer, "root")
+	require.True(t, rootSpan.IsRecording(), "a root is sampled by the default sampler")
+	_, child := Start(root, tracer, "child")
+	require.True(t, child.IsRecording())
+	require.Equal(t, rootSpan.SpanContext().TraceID(), child.SpanContext().TraceID())
+	child.End()
+	rootSpan.End()
+
+	unsampled := trace.ContextWithSpanContext(background, trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1},
+	}))
+	ctx, span = Start(unsampled, tracer, "skipped")
+	require.Equal(t, unsampled, ctx)
+	require.False(t, span.IsRecording())
+	span.End()
+	var names []string
+	for _, s := range exp.GetSpans() {
+		names = append(names, s.Name)
+	}
+	require.ElementsMatch(t, []string{"root", "child"}, names)
 }
