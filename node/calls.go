@@ -57,8 +57,7 @@ func callPathFrom(ctx context.Context) []string {
 // a path longer than any a node sends is cut, which can only make a cycle
 // refused later (by the deadline) rather than run.
 func incomingCallPath(ctx context.Context) []string {
-	md, _ := metadata.FromIncomingContext(ctx)
-	p := md.Get(callPathHeader)
+	p := metadata.ValueFromIncomingContext(ctx, callPathHeader)
 	if len(p) > maxCallDepth {
 		p = p[:maxCallDepth]
 	}

@@ -339,8 +339,7 @@ func (n *Node) cancelWhenMoved(ctx context.Context, cancel context.CancelCauseFu
 
 // hopsFrom reads the forward count of an incoming call.
 func hopsFrom(ctx context.Context) int {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(hopsHeader); len(v) > 0 {
+	if v := metadata.ValueFromIncomingContext(ctx, hopsHeader); len(v) > 0 {
 		if h, err := strconv.Atoi(v[0]); err == nil && h >= 0 {
 			return h
 		}
