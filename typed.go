@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -175,7 +175,10 @@ func Handle[Req, Resp any](m Method[Req, Resp], h func(ctx context.Context, req 
 // A Router is read-only once built, so one instance may serve concurrent
 // calls; the runtime delivers one event at a time anyway.
 type Router struct {
-	routes   map[string]Route
+	// routes, sorted by name: a factory builds a Router per instance, and
+	// a sorted slice is a fraction of a map's memory for a class's few
+	// methods (what every parked object of the class holds).
+	routes   []Route
 	fallback func(ctx context.Context, method string, payload []byte) ([]byte, error)
 }
 
@@ -184,15 +187,17 @@ type Router struct {
 // http.ServeMux does for a repeated pattern: it shows at the first activation
 // in any test.
 func Methods(routes ...Route) *Router {
-	r := &Router{routes: make(map[string]Route, len(routes))}
+	r := &Router{routes: slices.Clone(routes)}
 	for _, rt := range routes {
 		if rt.name == "" || rt.invoke == nil {
 			panic("durable: Methods: a route without a name or handler (use Handle)")
 		}
-		if _, dup := r.routes[rt.name]; dup {
-			panic(fmt.Sprintf("durable: Methods: method %q declared twice", rt.name))
+	}
+	slices.SortFunc(r.routes, func(a, b Route) int { return strings.Compare(a.name, b.name) })
+	for i := 1; i < len(r.routes); i++ {
+		if r.routes[i].name == r.routes[i-1].name {
+			panic(fmt.Sprintf("durable: Methods: method %q declared twice", r.routes[i].name))
 		}
-		r.routes[rt.name] = rt
 	}
 	return r
 }
@@ -207,8 +212,8 @@ func (r *Router) Fallback(invoke func(ctx context.Context, method string, payloa
 
 // Invoke implements Object.
 func (r *Router) Invoke(ctx context.Context, method string, payload []byte) ([]byte, error) {
-	if rt, ok := r.routes[method]; ok {
-		return rt.invoke(ctx, payload)
+	if i, ok := slices.BinarySearchFunc(r.routes, method, func(rt Route, name string) int { return strings.Compare(rt.name, name) }); ok {
+		return r.routes[i].invoke(ctx, payload)
 	}
 	if r.fallback != nil {
 		return r.fallback(ctx, method, payload)
@@ -221,11 +226,10 @@ func (r *Router) Invoke(ctx context.Context, method string, payload []byte) ([]b
 
 // Names lists the routed method names, sorted.
 func (r *Router) Names() []string {
-	names := make([]string, 0, len(r.routes))
-	for n := range r.routes {
-		names = append(names, n)
+	names := make([]string, len(r.routes))
+	for i, rt := range r.routes {
+		names[i] = rt.name
 	}
-	sort.Strings(names)
 	return names
 }
 

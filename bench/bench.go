@@ -89,6 +89,7 @@ func Scenarios() []Scenario {
 		OverloadScenario{},
 		PeersScenario{},
 		SoakScenario{},
+		ObjectsScenario{},
 	}
 }
 

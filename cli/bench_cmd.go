@@ -70,6 +70,9 @@ func newBenchCmd() *cobra.Command {
 			sub.Flags().Float64("rate", 20000, "alarms due per second")
 			sub.Flags().Duration("period", 5*time.Second, "how often each object fires (objects = rate × period; under the nodes' idle timeout)")
 		}
+		if _, ok := s.(bench.ObjectsScenario); ok {
+			sub.Flags().Int("objects", 0, "objects to activate and leave parked (default 1,000,000; 100,000 with --short)")
+		}
 		cmd.AddCommand(sub)
 		names = append(names, s.Name())
 	}
@@ -315,6 +318,17 @@ func measure(cmd *cobra.Command, scenarios []bench.Scenario) (*bench.Report, err
 			scenarios[i] = bench.InvokeScenario{MTLS: mtls && len(opts.Addrs) == 0, CompareObservability: obs == "compare", ComparePaths: paths == "compare"}
 		case bench.AlarmsScenario:
 			scenarios[i] = bench.AlarmsScenario{CompareObservability: obs == "compare"}
+		case bench.ObjectsScenario:
+			if len(opts.Addrs) > 0 {
+				return nil, usageError{errors.New("objects: it needs the embedded cluster (it reads the memory of the process the nodes run in): leave out --addr")}
+			}
+			if fs.Lookup("objects") != nil {
+				n, _ := fs.GetInt("objects")
+				if n < 0 {
+					return nil, usageError{fmt.Errorf("objects: --objects %d: must be positive", n)}
+				}
+				scenarios[i] = bench.ObjectsScenario{Objects: n}
+			}
 		case bench.SoakScenario:
 			// The soak's --duration is the whole soak, not a phase.
 			rate, _ := fs.GetFloat64("rate")
