@@ -106,6 +106,9 @@ func newAgentCmd(opts Options) *cobra.Command {
 			if err := nodeSecurity(fs, &cfg); err != nil {
 				return err
 			}
+			if cfg.Security.HTTPAllowedHosts, err = allowedHosts(fs); err != nil {
+				return err
+			}
 			if cfg.EtcdTLS, err = etcdTLS(fs); err != nil {
 				return err
 			}
@@ -143,6 +146,7 @@ func newAgentCmd(opts Options) *cobra.Command {
 	fs.String("metrics-listen", "", "serve Prometheus metrics (/metrics) and health (/healthz) over HTTP at this address; off if empty")
 	fs.String("http-listen", "", "serve invocations and the Admin API as HTTP/JSON at this address (POST /v1/objects/{class}/{name}/{method}, /v1/admin/…; see docs/operations.md); off if empty")
 	fs.Bool("pprof", false, "also serve the process's profiles under /debug/pprof/ on --metrics-listen")
+	addAllowedHostsFlag(fs)
 	nodeFlags(fs, opts, node.DefaultConfig(), "http://127.0.0.1:4680", "")
 	return cmd
 }

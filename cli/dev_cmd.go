@@ -17,6 +17,7 @@ import (
 	"github.com/durable-run/durable/agent"
 	"github.com/durable-run/durable/embedetcd"
 	"github.com/durable-run/durable/node"
+	"github.com/durable-run/durable/security"
 	"github.com/durable-run/durable/sink"
 	"github.com/durable-run/durable/tracing"
 )
@@ -42,6 +43,7 @@ func newDevCmd(opts Options) *cobra.Command {
 	fs.String("sink-file", "", "also append the sink's deliveries to this JSON-lines file")
 	fs.String("metrics-listen", "127.0.0.1:4700", "HTTP address of the first node's Prometheus metrics (/metrics) and health (/healthz); node i serves on the port i above it; off if empty")
 	fs.String("http-listen", "127.0.0.1:4800", "HTTP/JSON address of the first node's front door (POST /v1/objects/{class}/{name}/{method}, /v1/admin/…); node i serves on the port i above it; off if empty")
+	addAllowedHostsFlag(fs)
 	fs.Bool("secure", false, "run secured: a throw-away CA and certificates in --certs-dir, etcd over TLS with user/password auth, nodes with mutual TLS and an auth policy; prints the environment for the CLI")
 	fs.Bool("insecure", false, insecureHelp)
 	fs.String("certs-dir", "", "where --secure keeps its certificates, tokens and passwords (default: certs beside --data-dir, or a temporary directory removed on exit)")
@@ -66,6 +68,10 @@ func runDev(cmd *cobra.Command, opts Options) error {
 	secure, _ := fs.GetBool("secure")
 	// The sink stays plaintext even with --secure: it is a test endpoint.
 	if err := checkExposure(fs, secure, "give --secure", "listen", "metrics-listen", "debug-listen", "http-listen", "etcd-listen", "sink-listen"); err != nil {
+		return err
+	}
+	hosts, err := allowedHosts(fs)
+	if err != nil {
 		return err
 	}
 	var sec *devSecurity
@@ -108,7 +114,7 @@ func runDev(cmd *cobra.Command, opts Options) error {
 	}
 	if addr, _ := fs.GetString("debug-listen"); addr != "" {
 		// One server for the process: profiles cover every node in it.
-		d, err := agent.ServeDebug(addr)
+		d, err := agent.ServeOps(addr, agent.Ops{Pprof: true, Hosts: security.HostFilter{Allowed: hosts}})
 		if err != nil {
 			return err
 		}
@@ -170,6 +176,7 @@ Ctrl-C stops everything.
 		}
 		cfg.Node.ID, cfg.Node.DC = devNodeID(i), dcs[i%len(dcs)]
 		cfg.Security.Reflection = true // loopback: grpcurl works
+		cfg.Security.HTTPAllowedHosts = hosts
 		if sec != nil {
 			sec.apply(&cfg)
 		}
