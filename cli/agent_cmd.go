@@ -46,6 +46,7 @@ func nodeFlags(fs *pflag.FlagSet, opts Options, d node.Config, upstream, upstrea
 	fs.String("debug-listen", "", "serve the process's profiles (net/http/pprof) over HTTP at this address; off if empty")
 	if opts.RegisterUpstream != nil {
 		fs.String("upstream", upstream, "URL the classes deliver to (e.g. a durable sink)"+upstreamHelp)
+		fs.String("upstream-ca", "", "CA bundle (PEM) that verifies an https --upstream's certificate instead of the system's roots (e.g. the sink's, from `durable certs --sink`)")
 	}
 }
 

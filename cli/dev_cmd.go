@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -97,7 +98,7 @@ func runDev(cmd *cobra.Command, opts Options) error {
 
 	sinkAddr, _ := fs.GetString("sink-listen")
 	sinkFile, _ := fs.GetString("sink-file")
-	stopSink, sinkURL, err := startSink(ctx, log, sinkAddr, sink.Options{File: sinkFile})
+	stopSink, sinkURL, err := startSink(ctx, log, sinkAddr, sink.Options{File: sinkFile}, security.Files{})
 	if err != nil {
 		return err
 	}
@@ -299,9 +300,19 @@ func devAddrs(listen string, count int) ([]string, error) {
 	return addrs, nil
 }
 
-// startSink serves a sink configured by opts on addr until ctx ends; it
-// returns a stop function and the sink's base URL.
-func startSink(ctx context.Context, log *slog.Logger, addr string, opts sink.Options) (func(), string, error) {
+// startSink serves a sink configured by opts on addr until ctx ends, over
+// HTTPS with tlsFiles' certificate when it names one (read again when it
+// changes); it returns a stop function and the sink's base URL.
+func startSink(ctx context.Context, log *slog.Logger, addr string, opts sink.Options, tlsFiles security.Files) (func(), string, error) {
+	scheme := "http"
+	var tlsCfg *tls.Config
+	if tlsFiles.Cert != "" || tlsFiles.Key != "" {
+		src, err := security.NewSource(tlsFiles)
+		if err != nil {
+			return nil, "", fmt.Errorf("sink: %w", err)
+		}
+		scheme, tlsCfg = "https", src.ServerConfig(false)
+	}
 	opts.Logger = log.With("component", "sink")
 	s, err := sink.New(opts)
 	if err != nil {
@@ -309,7 +320,11 @@ func startSink(ctx context.Context, log *slog.Logger, addr string, opts sink.Opt
 	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
+		_ = s.Close()
 		return nil, "", fmt.Errorf("sink: listen on %s: %w", addr, err)
+	}
+	if tlsCfg != nil {
+		lis = tls.NewListener(lis, tlsCfg)
 	}
 	srv := s.HTTPServer()
 	done := make(chan struct{})
@@ -326,7 +341,7 @@ func startSink(ctx context.Context, log *slog.Logger, addr string, opts sink.Opt
 		<-done
 		_ = s.Close()
 	}
-	return stop, "http://" + lis.Addr().String(), nil
+	return stop, scheme + "://" + lis.Addr().String(), nil
 }
 
 func newSinkCmd() *cobra.Command {
@@ -334,7 +349,8 @@ func newSinkCmd() *cobra.Command {
 		Use:   "sink",
 		Short: "Run an HTTP sink that records deliveries (the upstream of Batcher and Reminder)",
 		Long: "Serve POST /<any path> (records the body and its Idempotency-Key),\n" +
-			"GET /deliveries (paged: ?since=SEQ&limit=N, Next-Since header), GET /stats and GET /healthz." + envHelp,
+			"GET /deliveries (paged: ?since=SEQ&limit=N, Next-Since header), GET /stats and GET /healthz;\n" +
+			"over HTTPS with --tls-cert and --tls-key (nodes then verify it with --upstream-ca)." + envHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd)
@@ -350,7 +366,10 @@ func newSinkCmd() *cobra.Command {
 			opts.ReadTimeout, _ = fs.GetDuration("read-timeout")
 			opts.WriteTimeout, _ = fs.GetDuration("write-timeout")
 			opts.IdleTimeout, _ = fs.GetDuration("idle-timeout")
-			stop, url, err := startSink(cmd.Context(), log, addr, opts)
+			var files security.Files
+			files.Cert, _ = fs.GetString("tls-cert")
+			files.Key, _ = fs.GetString("tls-key")
+			stop, url, err := startSink(cmd.Context(), log, addr, opts, files)
 			if err != nil {
 				return err
 			}
@@ -361,6 +380,8 @@ func newSinkCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().String("listen", "127.0.0.1:4680", "HTTP listen address")
+	cmd.Flags().String("tls-cert", "", "serve HTTPS (TLS 1.3) with this certificate (PEM; read again when it changes), e.g. `durable certs --sink`'s")
+	cmd.Flags().String("tls-key", "", "private key of --tls-cert (PEM)")
 	cmd.Flags().String("file", "", "append deliveries to this JSON-lines file")
 	cmd.Flags().Int64("max-body-bytes", sink.DefaultMaxBodyBytes, "largest body accepted (larger: 413)")
 	cmd.Flags().Int64("max-retained-bytes", sink.DefaultMaxRetainedBytes, "bodies kept in memory; past it the oldest are dropped (metadata and the file keep them)")
