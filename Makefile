@@ -60,8 +60,8 @@ binaries: ## build static bin/durable and bin/etcd (from the etcd server module)
 
 DEMO_NODES ?= dc1-n1,dc1-n2,dc1-n3,dc2-n1,dc2-n2
 
-certs: binaries ## the compose demo's throw-away CA, certificates, tokens and etcd passwords in deploy/certs (kept if present)
-	bin/durable certs --dir deploy/certs --nodes $(DEMO_NODES) --etcd --etcd-hosts etcd1,etcd2,etcd3 --readable
+certs: binaries ## the compose demo's throw-away CA, certificates (nodes, clients, etcd's server and peers, the sink), tokens and etcd passwords in deploy/certs (kept if present; missing ones added)
+	bin/durable certs --dir deploy/certs --nodes $(DEMO_NODES) --etcd --etcd-hosts etcd1,etcd2,etcd3 --sink --sink-hosts sink --readable
 
 images: binaries certs ## build the durable:dev and durable-etcd:dev images (FROM scratch, nothing pulled) and the demo's certificates
 	docker build -q -f deploy/durable.Dockerfile -t durable:dev .

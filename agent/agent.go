@@ -162,7 +162,7 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 		return nil, err
 	}
 	if cfg.DebugListen != "" {
-		debug := Ops{Pprof: true}
+		debug := Ops{Pprof: true, Hosts: a.hostFilter("ops")}
 		if a.tls != nil { // behind the same TLS and guard (admin)
 			debug.TLS, debug.Guard = a.tls.ServerConfig(false), a.guard
 		}
@@ -196,7 +196,7 @@ func Start(ctx context.Context, cfg Config, reg *node.Registry) (*Agent, error) 
 		reflection.Register(a.srv)
 	}
 	if cfg.MetricsListen != "" {
-		ops := Ops{Metrics: a.metrics.Registry, Health: a.Serving, Dashboard: a.dashboard(), Pprof: cfg.Pprof}
+		ops := Ops{Metrics: a.metrics.Registry, Health: a.Serving, Dashboard: a.dashboard(), Pprof: cfg.Pprof, Hosts: a.hostFilter("ops")}
 		if a.tls != nil {
 			ops.TLS, ops.Guard = a.tls.ServerConfig(false), a.guard
 		}
@@ -513,6 +513,12 @@ func Dial(ctx context.Context, c EtcdConfig) (*clientv3.Client, error) {
 		return nil, fmt.Errorf("agent: etcd at %v is unreachable: %w", c.Endpoints, err)
 	}
 	return client, nil
+}
+
+// hostFilter is the Host filter of the node's unsecured HTTP listeners
+// (Security.HTTPAllowedHosts), counting refusals labelled what.
+func (a *Agent) hostFilter(what string) security.HostFilter {
+	return security.HostFilter{Allowed: a.cfg.Security.HTTPAllowedHosts, Metrics: a.metrics, What: what}
 }
 
 // Serving reports what the health service last said of the node.

@@ -60,6 +60,9 @@ func (a *Agent) dashboard() http.Handler {
 	// or cross-site), or, without it, whose Origin header is present and
 	// names another host than the request's Host. (A client that is not a
 	// browser sends neither header; it needs the admin role when secured.)
+	// A page that rebinds its own name to the node passes this check (its
+	// Origin and Host agree): on an unsecured node ServeOps's HostFilter
+	// refuses a Host that is not the node's.
 	csrf := http.NewCrossOriginProtection()
 	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSONError(w, http.StatusForbidden, "", "cross-origin request refused: requeue from the node's own dashboard")

@@ -36,6 +36,11 @@ type Ops struct {
 	// profiles need admin, the rest read).
 	TLS   *tls.Config
 	Guard *security.Guard
+	// Hosts filters requests by their Host header when Guard is unset (an
+	// unsecured listener): IP literals, localhost and Hosts.Allowed only,
+	// against DNS rebinding (security.HostFilter). Its zero value is that
+	// default.
+	Hosts security.HostFilter
 }
 
 // OpsServer serves a node's operator endpoints over HTTP (Ops).
@@ -85,6 +90,8 @@ func ServeOps(addr string, o Ops) (*OpsServer, error) {
 	var h http.Handler = mux
 	if o.Guard != nil {
 		h = o.Guard.HTTP(opsPermission, mux)
+	} else {
+		h = o.Hosts.Handler(mux)
 	}
 	return serveHTTP(lis, h, o.TLS), nil
 }

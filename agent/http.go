@@ -56,7 +56,10 @@ import (
 // the guard checks each request as the gRPC interceptors check an RPC:
 // client certificate and/or bearer token, invoke for the class in the path,
 // read or admin for the Admin endpoints. Browsers are kept from making
-// cross-origin writes (CSRF) on every node, secured or not.
+// cross-origin writes (CSRF) on every node, secured or not; on an
+// unsecured node a request whose Host is not an IP address, localhost or
+// one of Security.HTTPAllowedHosts is refused (DNS rebinding: a page whose
+// name resolves to the node passes any origin check).
 
 // Deadlines of front-door requests.
 const (
@@ -355,15 +358,20 @@ func httpStatus(c codes.Code) int {
 
 // serveFrontDoor listens on Config.HTTPListen and serves the front door:
 // TLS with the node's certificate when secured, a client certificate
-// required unless Security.ClientCertOptional, as on the gRPC listener.
+// required unless Security.ClientCertOptional, as on the gRPC listener;
+// unsecured, only to the hosts its HostFilter allows.
 func (a *Agent) serveFrontDoor() (*OpsServer, error) {
 	lis, err := net.Listen("tcp", a.cfg.HTTPListen)
 	if err != nil {
 		return nil, fmt.Errorf("agent: HTTP front door on %s: %w", a.cfg.HTTPListen, err)
 	}
-	var tlsCfg *tls.Config
+	h, tlsCfg := a.frontDoor(), (*tls.Config)(nil)
 	if a.tls != nil {
 		tlsCfg = a.tls.ServerConfig(!a.cfg.Security.ClientCertOptional)
+	} else {
+		// Unsecured: no page may reach it by a name of its own (DNS
+		// rebinding), whatever its origin checks say.
+		h = a.hostFilter("http").Handler(h)
 	}
-	return serveHTTP(lis, a.frontDoor(), tlsCfg), nil
+	return serveHTTP(lis, h, tlsCfg), nil
 }

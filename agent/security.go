@@ -41,6 +41,14 @@ type Security struct {
 	// EtcdUser and EtcdPassword authenticate the node to etcd (etcd's
 	// user/password auth), besides EtcdTLS.
 	EtcdUser, EtcdPassword string
+	// HTTPAllowedHosts are names the node's HTTP listeners (operations,
+	// front door, profiles) are reached by when it is not secured: there
+	// they answer only requests whose Host header is an IP address,
+	// localhost or one of these ("*": any), so that a web page cannot
+	// reach an unsecured node by pointing its own name at the node's
+	// address (DNS rebinding; see security.HostFilter). Unused when
+	// secured.
+	HTTPAllowedHosts []string
 }
 
 // Enabled reports whether the node serves TLS.
@@ -56,6 +64,9 @@ func (s Security) validate() error {
 	}
 	if s.EtcdPassword != "" && s.EtcdUser == "" {
 		errs = append(errs, errors.New("an etcd password needs an etcd user"))
+	}
+	if err := security.ValidateAllowedHosts(s.HTTPAllowedHosts); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -37,6 +37,7 @@ package bench
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -182,8 +183,10 @@ type Env struct {
 	// EtcdEndpoints are the cluster's etcd endpoints; empty for a given
 	// cluster without --etcd (no ceilings then).
 	EtcdEndpoints []string
-	// Etcd is a client of EtcdEndpoints, nil without them.
-	Etcd *clientv3.Client
+	// Etcd is a client of EtcdEndpoints, nil without them; EtcdLogin is
+	// how every client of them (the ceilings' too) reaches them.
+	Etcd      *clientv3.Client
+	EtcdLogin EtcdLogin
 	// Cluster is the embedded cluster, nil for a given one.
 	Cluster *Cluster
 	// Progress shows phases on the terminal; never nil.
@@ -226,8 +229,10 @@ type Options struct {
 	// Addrs, when set, are the nodes of a given cluster; otherwise Run
 	// starts an embedded cluster configured by Cluster.
 	Addrs []string
-	// Etcd are the etcd endpoints of a given cluster (for the ceilings).
-	Etcd []string
+	// Etcd are the etcd endpoints of a given cluster (for the ceilings),
+	// and EtcdLogin how to reach them.
+	Etcd      []string
+	EtcdLogin EtcdLogin
 	// DialOptions reach a given cluster's nodes (its TLS credentials), and
 	// Transport names them in the report (Plaintext when empty).
 	DialOptions []grpc.DialOption
@@ -307,7 +312,7 @@ func newEnv(ctx context.Context, scenarios []Scenario, opts Options) (*Env, func
 		return nil, nil, errors.Join(err, closeAll())
 	}
 	if len(opts.Addrs) > 0 {
-		env.Nodes, env.EtcdEndpoints, env.DialOptions = opts.Addrs, opts.Etcd, opts.DialOptions
+		env.Nodes, env.EtcdEndpoints, env.EtcdLogin, env.DialOptions = opts.Addrs, opts.Etcd, opts.EtcdLogin, opts.DialOptions
 		if opts.Transport != "" {
 			env.Transport = opts.Transport
 		}
@@ -333,7 +338,7 @@ func newEnv(ctx context.Context, scenarios []Scenario, opts Options) (*Env, func
 		env.useCluster(c)
 	}
 	if len(env.EtcdEndpoints) > 0 {
-		ec, err := dialEtcd(ctx, env.EtcdEndpoints)
+		ec, err := dialEtcd(ctx, env.EtcdEndpoints, env.EtcdLogin)
 		if err != nil {
 			return fail(err)
 		}
@@ -371,7 +376,7 @@ func (e *Env) sub(ctx context.Context, c *Cluster) (*Env, func() error, error) {
 	s := &Env{Profile: e.Profile, Progress: e.Progress, Log: e.Log, RunID: e.RunID, ceilings: map[CeilingSpec]Ceiling{}}
 	s.useCluster(c)
 	var err error
-	if s.Etcd, err = dialEtcd(ctx, s.EtcdEndpoints); err != nil {
+	if s.Etcd, err = dialEtcd(ctx, s.EtcdEndpoints, s.EtcdLogin); err != nil {
 		return nil, nil, errors.Join(err, c.Close())
 	}
 	if s.Client, err = s.Dial(strings.Join(s.Nodes, ","), client.Options{}); err != nil {
@@ -424,11 +429,24 @@ func (e *Env) observabilities(ctx context.Context, compare bool, what string) (e
 	return envs, obs, closeAll, nil
 }
 
+// EtcdLogin is how the bench's clients reach a given cluster's etcd, as
+// its nodes do (`durable bench --etcd-ca, --etcd-cert, --etcd-key,
+// --etcd-user`): TLS, with a client certificate that may name the etcd
+// user, and etcd's user/password login. The zero value is plaintext
+// without auth (the embedded cluster's etcd). The ceilings write under
+// their own prefix (/durable-bench-ceiling/), outside the nodes' role:
+// with etcd's auth on, the user must be allowed there (etcd's root is).
+type EtcdLogin struct {
+	TLS            *tls.Config
+	User, Password string
+}
+
 // dialEtcd connects a client to endpoints and checks that etcd answers.
-func dialEtcd(ctx context.Context, endpoints []string) (*clientv3.Client, error) {
+func dialEtcd(ctx context.Context, endpoints []string, login EtcdLogin) (*clientv3.Client, error) {
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
 		MaxCallSendMsgSize: 4 << 20,
+		TLS:                login.TLS, Username: login.User, Password: login.Password,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bench: etcd client for %v: %w", endpoints, err)

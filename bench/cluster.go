@@ -191,7 +191,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig, preps ...Preparer) (c 
 		}
 	}
 	c.cfg, c.keys = cfg, keyspace.New(cfg.Prefix)
-	if c.client, err = dialEtcd(ctx, c.endpoints); err != nil {
+	if c.client, err = dialEtcd(ctx, c.endpoints, EtcdLogin{}); err != nil {
 		return c, err
 	}
 

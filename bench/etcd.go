@@ -277,7 +277,7 @@ func (e *Env) measureCeiling(ctx context.Context, spec CeilingSpec) (Ceiling, er
 		}
 	}()
 	for range nconn {
-		c, err := dialEtcd(ctx, e.EtcdEndpoints)
+		c, err := dialEtcd(ctx, e.EtcdEndpoints, e.EtcdLogin)
 		if err != nil {
 			return Ceiling{}, err
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,7 +32,9 @@ type Compose struct {
 	etcdURL string
 	certs   security.Paths // the demo's, from make images
 	SinkURL string
-	Addrs   []string
+	// SinkHTTP reads the sink, verifying its certificate with the demo's CA.
+	SinkHTTP *http.Client
+	Addrs    []string
 }
 
 // DockerAvailable reports whether a Docker engine and docker-compose answer.
@@ -61,13 +64,18 @@ func StartCompose(tb testing.TB, project, portPrefix, etcdPort string) *Compose 
 		dcs:   []string{"dc1", "dc1", "dc1", "dc2", "dc2"},
 		etcd:  []string{"etcd1", "etcd2", "etcd3"},
 	}
-	c.SinkURL = "http://127.0.0.1:" + portPrefix + "80"
+	c.SinkURL = "https://127.0.0.1:" + portPrefix + "80"
 	c.etcdURL = "https://127.0.0.1:" + etcdPort
 	for i := range c.nodes {
 		c.Addrs = append(c.Addrs, fmt.Sprintf("127.0.0.1:%s0%d", portPrefix, i+1))
 	}
 	c.run(10*time.Minute, "make", "images") // and deploy/certs
 	c.certs = security.Paths{Dir: filepath.Join(root, "deploy", "certs")}
+	src, err := security.NewSource(security.Files{CA: c.certs.CA()})
+	if err != nil {
+		tb.Fatalf("chaos: the demo's CA: %v", err)
+	}
+	c.SinkHTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: src.ClientConfig("")}}
 	tb.Cleanup(c.down)
 	c.compose(5*time.Minute, "up", "-d")
 	for i := range c.nodes {

@@ -23,5 +23,5 @@ func TestChaosContainers(t *testing.T) {
 	c := StartCompose(t, "durable-chaos", "56", "5379")
 	// The compose file's defaults.
 	tm := Timing{LeaseTTL: 3 * time.Second, DCGrace: 10 * time.Second, Stabilise: 10 * time.Second}
-	Run(t, c, strings.Join(c.Addrs, ","), c.SinkURL, RunOptions{Duration: duration, Seed: seed, Faults: names, Timing: tm})
+	Run(t, c, strings.Join(c.Addrs, ","), c.SinkURL, RunOptions{Duration: duration, Seed: seed, Faults: names, Timing: tm, SinkHTTP: c.SinkHTTP})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -87,6 +88,9 @@ type RunOptions struct {
 	Seed     uint64
 	Faults   []string
 	Timing   Timing
+	// SinkHTTP reads the sink (nil: http.DefaultClient); the compose
+	// demo's serves HTTPS with a certificate of its own CA.
+	SinkHTTP *http.Client
 }
 
 // Run drives the workload against target through the nodes at addrs while
@@ -125,7 +129,7 @@ func Run(t *testing.T, target Target, addrs, sinkURL string, opts RunOptions) Re
 	time.Sleep(time.Until(w.LastDue().Add(settle)))
 	rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	events, err := ReadEvents(rctx, sinkURL)
+	events, err := ReadEvents(rctx, opts.SinkHTTP, sinkURL)
 	if err != nil {
 		t.Fatal(err)
 	}

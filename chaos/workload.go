@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -189,9 +190,9 @@ func (w *Workload) LastDue() time.Time {
 }
 
 // ReadEvents fetches the Witness reports a sink at sinkURL recorded, every
-// page of them.
-func ReadEvents(ctx context.Context, sinkURL string) ([]examples.WitnessEvent, error) {
-	ds, err := sink.Fetch(ctx, nil, sinkURL, 0)
+// page of them, with hc (nil: http.DefaultClient).
+func ReadEvents(ctx context.Context, hc *http.Client, sinkURL string) ([]examples.WitnessEvent, error) {
+	ds, err := sink.Fetch(ctx, hc, sinkURL, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read sink: %w", err)
 	}

@@ -46,6 +46,7 @@ func nodeFlags(fs *pflag.FlagSet, opts Options, d node.Config, upstream, upstrea
 	fs.String("debug-listen", "", "serve the process's profiles (net/http/pprof) over HTTP at this address; off if empty")
 	if opts.RegisterUpstream != nil {
 		fs.String("upstream", upstream, "URL the classes deliver to (e.g. a durable sink)"+upstreamHelp)
+		fs.String("upstream-ca", "", "CA bundle (PEM) that verifies an https --upstream's certificate instead of the system's roots (e.g. the sink's, from `durable certs --sink`)")
 	}
 }
 
@@ -106,6 +107,9 @@ func newAgentCmd(opts Options) *cobra.Command {
 			if err := nodeSecurity(fs, &cfg); err != nil {
 				return err
 			}
+			if cfg.Security.HTTPAllowedHosts, err = allowedHosts(fs); err != nil {
+				return err
+			}
 			if cfg.EtcdTLS, err = etcdTLS(fs); err != nil {
 				return err
 			}
@@ -143,6 +147,7 @@ func newAgentCmd(opts Options) *cobra.Command {
 	fs.String("metrics-listen", "", "serve Prometheus metrics (/metrics) and health (/healthz) over HTTP at this address; off if empty")
 	fs.String("http-listen", "", "serve invocations and the Admin API as HTTP/JSON at this address (POST /v1/objects/{class}/{name}/{method}, /v1/admin/…; see docs/operations.md); off if empty")
 	fs.Bool("pprof", false, "also serve the process's profiles under /debug/pprof/ on --metrics-listen")
+	addAllowedHostsFlag(fs)
 	nodeFlags(fs, opts, node.DefaultConfig(), "http://127.0.0.1:4680", "")
 	return cmd
 }

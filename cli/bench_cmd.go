@@ -40,9 +40,14 @@ func newBenchCmd() *cobra.Command {
 	pf.Int("nodes", d.Nodes, "nodes of the embedded cluster (1-16)")
 	pf.Int("partitions", d.Partitions, "partitions of the embedded cluster")
 	pf.Duration("lease-ttl", d.LeaseTTL, "lease TTL of the embedded cluster's nodes (whole seconds)")
-	pf.String("addr", "", "measure a given cluster instead: its nodes' gRPC addresses, comma-separated (secured: the --tls-* and --token flags)")
+	pf.String("addr", "", "measure a given cluster instead: its nodes' gRPC addresses, comma-separated (secured: the --tls-* and --token flags; its etcd, --etcd: the --etcd-* flags, as its nodes use them)")
 	addClientSecurityFlags(pf)
 	pf.StringSlice("etcd", nil, "etcd endpoints: the given cluster's (for the ceilings), or, without --addr, an etcd to run the embedded nodes on")
+	// The given cluster's etcd is reached as its nodes reach it (the
+	// ceilings write under /durable-bench-ceiling/: with etcd's auth on, a
+	// user allowed there, such as root).
+	addEtcdTLSFlags(pf)
+	addEtcdLoginFlags(pf)
 	pf.Duration("duration", 0, "measure each phase this long (default 5s, 1s with --short); soak: how long alarms fall due (default 5m, 1m with --short)")
 	pf.Int("alarms", 0, "alarms per case of the alarms and failover scenarios (default: the profile's)")
 	pf.Bool("mtls", true, "invoke: also measure every row on a second embedded cluster secured with mutual TLS 1.3, beside the plaintext rows (--mtls=false: plaintext only)")
@@ -233,6 +238,11 @@ func benchOptions(cmd *cobra.Command, scenarios []bench.Scenario) (bench.Options
 		if err != nil {
 			errs = append(errs, err)
 		}
+		if ec, err := etcdClientConfig(fs); err != nil {
+			errs = append(errs, err)
+		} else {
+			opts.EtcdLogin = bench.EtcdLogin{TLS: ec.TLS, User: ec.User, Password: ec.Password}
+		}
 		switch {
 		case sec.TLS.Cert != "":
 			opts.Transport = bench.MTLS
@@ -247,7 +257,7 @@ func benchOptions(cmd *cobra.Command, scenarios []bench.Scenario) (bench.Options
 			}
 		}
 	} else {
-		for _, f := range []string{"tls-ca", "tls-cert", "tls-key", "tls-server-name", "token", "token-file"} {
+		for _, f := range []string{"tls-ca", "tls-cert", "tls-key", "tls-server-name", "token", "token-file", "etcd-ca", "etcd-cert", "etcd-key", "etcd-user", "etcd-password-file"} {
 			if fs.Changed(f) {
 				errs = append(errs, fmt.Errorf("--%s reaches a given cluster (--addr); the embedded one is reached as it was started", f))
 			}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/durable-run/durable/bench"
 	"github.com/durable-run/durable/cli"
+	"github.com/durable-run/durable/cli/clitest"
+	"github.com/durable-run/durable/security"
 )
 
 func TestBenchListsEveryScenarioAndAll(t *testing.T) {
@@ -52,6 +54,8 @@ func TestBenchRejectsBadFlagsAsUsageErrors(t *testing.T) {
 		{[]string{"invoke", "--paths", "all"}, `--paths "all" must be compare or empty`},
 		{[]string{"invoke", "--addr", "127.0.0.1:1", "--paths", "compare"}, "--paths describes the embedded cluster"},
 		{[]string{"invoke", "--tls-ca", "ca.pem"}, "--tls-ca reaches a given cluster (--addr)"},
+		{[]string{"invoke", "--etcd-cert", "c.pem"}, "--etcd-cert reaches a given cluster (--addr)"},
+		{[]string{"etcd", "--addr", "127.0.0.1:1", "--etcd", "https://127.0.0.1:1", "--etcd-cert", "c.pem"}, "--etcd-cert and --etcd-key go together"},
 		{[]string{"invoke", "--addr", "127.0.0.1:1", "--tls-cert", "c.pem"}, "--tls-cert and --tls-key go together"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -90,6 +94,39 @@ func TestBenchEtcdShortJSON(t *testing.T) {
 	}
 	require.Equal(t, []string{"put, 1 per txn", "put, 64 per txn", "put, 512 per txn", "get, linearizable"}, cases)
 	require.Contains(t, out, "etcd 1-put txn c=64 ", "a progress line per phase")
+}
+
+// TestBenchMeasuresASecuredClustersEtcd runs `durable bench etcd --addr`
+// against `dev --secure`, whose etcd serves TLS only and requires client
+// certificates: the ceilings' clients reach it with --etcd-ca, --etcd-cert
+// and --etcd-key, as the nodes do (as etcd's root, who may write the
+// ceilings' keys), and without them the bench stops at its first dial.
+func TestBenchMeasuresASecuredClustersEtcd(t *testing.T) {
+	t.Setenv("DURABLE_DURATION", "200ms")
+	certs := t.TempDir()
+	dev := clitest.StartDev(t, cli.TestOptions, "--secure", "--nodes", "1", "--partitions", "8", "--certs-dir", certs)
+	require.True(t, strings.HasPrefix(dev.Etcd, "https://"), "dev --secure serves etcd over TLS: %s", dev.Etcd)
+	p := security.Paths{Dir: certs}
+	admin, root := p.Client("admin"), p.EtcdClient("root")
+	args := []string{"bench", "etcd", "--short", "--json", "--quiet", "--addr", dev.Addrs[0], "--etcd", dev.Etcd,
+		"--tls-ca", admin.CA, "--tls-cert", admin.Cert, "--tls-key", admin.Key}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	_, err := run(ctx, args...)
+	require.ErrorContains(t, err, "does not answer", "no etcd credentials: refused")
+
+	out, err := run(ctx, append(args, "--etcd-ca", root.CA, "--etcd-cert", root.Cert, "--etcd-key", root.Key)...)
+	require.NoError(t, err, out)
+	var rep bench.Report
+	i := strings.Index(out, "{\n")
+	require.GreaterOrEqual(t, i, 0, out)
+	require.NoError(t, json.Unmarshal([]byte(out[i:]), &rep), out)
+	require.False(t, rep.Params.EmbeddedEtcd)
+	require.NotEmpty(t, rep.Results)
+	for _, r := range rep.Results {
+		require.Positive(t, r.Rate, r.Case)
+	}
 }
 
 // TestBenchCheckComparesASavedReport writes a baseline from one saved

@@ -23,8 +23,8 @@ func newCertsCmd() *cobra.Command {
 		Short: "Make a throw-away CA, node, client and etcd certificates, tokens and an auth policy for a test cluster",
 		Long: "Write a test PKI into --dir (see docs/security.md for the layout): a CA, one certificate per\n" +
 			"node (--nodes) naming spiffe://durable/node/<id>, one per client (--client NAME=ROLE+ROLE,\n" +
-			"named spiffe://durable/client/<name>), with --etcd a server certificate and passwords for\n" +
-			"etcd, bearer tokens (--token NAME=ROLE+ROLE) and auth.json giving each client and token its\n" +
+			"named spiffe://durable/client/<name>), with --etcd a server and a peer certificate and passwords\n" +
+			"for etcd, with --sink a server certificate for the sink, bearer tokens (--token NAME=ROLE+ROLE) and auth.json giving each client and token its\n" +
 			"roles. Running it again keeps what exists and adds what is missing. For production, issue\n" +
 			"certificates with your own PKI in the same layout." + envHelp,
 		Args: cobra.NoArgs,
@@ -36,6 +36,8 @@ func newCertsCmd() *cobra.Command {
 			b.Hosts, _ = fs.GetStringSlice("hosts")
 			b.Etcd, _ = fs.GetBool("etcd")
 			b.EtcdHosts, _ = fs.GetStringSlice("etcd-hosts")
+			b.Sink, _ = fs.GetBool("sink")
+			b.SinkHosts, _ = fs.GetStringSlice("sink-hosts")
 			b.Validity, _ = fs.GetDuration("validity")
 			b.Readable, _ = fs.GetBool("readable")
 			var err error
@@ -65,7 +67,9 @@ func newCertsCmd() *cobra.Command {
 	fs.StringSlice("client", grantFlags(security.DefaultClients), "client NAME=ROLE+ROLE (roles: invoke, read, admin); repeatable")
 	fs.StringSlice("token", grantFlags(security.DefaultTokens), "bearer token NAME=ROLE+ROLE; repeatable")
 	fs.Bool("etcd", false, "also a server certificate for etcd and passwords for its root and node users")
-	fs.StringSlice("etcd-hosts", nil, "more DNS names or IP addresses of etcd's certificate")
+	fs.StringSlice("etcd-hosts", nil, "more DNS names or IP addresses of etcd's certificates (its members' names: the server and the peer certificate)")
+	fs.Bool("sink", false, "also a server certificate for the sink (durable sink --tls-cert)")
+	fs.StringSlice("sink-hosts", nil, "more DNS names or IP addresses of the sink's certificate")
 	fs.Duration("validity", security.Validity, "how long the CA and certificates are valid")
 	fs.Bool("readable", false, "make every file readable by all users, to bind-mount into containers running as another user (the compose demo); never for keys that matter")
 	return cmd
@@ -189,7 +193,13 @@ func printBundle(w io.Writer, b security.Bundle, p security.Paths) {
 	if b.Etcd {
 		e := p.EtcdServer()
 		fmt.Fprintf(w, "  etcd server      --cert-file %s --key-file %s\n", e.Cert, e.Key)
+		pe := p.EtcdPeer()
+		fmt.Fprintf(w, "  etcd peers       --peer-cert-file %s --peer-key-file %s --peer-trusted-ca-file %s --peer-client-cert-auth --peer-cert-allowed-cn %s\n", pe.Cert, pe.Key, pe.CA, security.EtcdPeerName)
 		fmt.Fprintf(w, "  etcd passwords   %s (root), %s (user node)\n", p.EtcdPassword("root"), p.EtcdPassword("node"))
+	}
+	if b.Sink {
+		sk := p.Sink()
+		fmt.Fprintf(w, "  sink             --tls-cert %s --tls-key %s (nodes: --upstream https://… --upstream-ca %s)\n", sk.Cert, sk.Key, sk.CA)
 	}
 	for _, name := range slices.Sorted(maps.Keys(b.Tokens)) {
 		fmt.Fprintf(w, "  token %-10s %s\n", name, p.Token(name))

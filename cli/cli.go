@@ -26,11 +26,15 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -55,9 +59,11 @@ type Options struct {
 	Register func(reg *node.Registry) error
 	// RegisterUpstream, when set, gives dev and agent the --upstream flag (the
 	// URL classes deliver to; agent's default http://127.0.0.1:4680, dev's
-	// its own sink) and is called after Register with its value, without a
-	// trailing slash.
-	RegisterUpstream func(reg *node.Registry, upstream string) error
+	// its own sink) and --upstream-ca (the CA an https upstream's
+	// certificate is verified with), and is called after Register with
+	// them: the URL without a trailing slash and the HTTP client to reach
+	// it with.
+	RegisterUpstream func(reg *node.Registry, up Upstream) error
 	// Try lists commands dev's banner suggests, each without the binary's
 	// name, e.g. "invoke Counter c increment"; dev inserts --addr after the
 	// subcommand when its first node is not at the default address.
@@ -112,10 +118,49 @@ func registry(opts Options, fs *pflag.FlagSet) (*node.Registry, error) {
 		}
 	}
 	if opts.RegisterUpstream != nil {
-		upstream, _ := fs.GetString("upstream")
-		if err := opts.RegisterUpstream(reg, strings.TrimSuffix(upstream, "/")); err != nil {
+		up, err := upstreamOf(fs)
+		if err != nil {
+			return nil, err
+		}
+		if err := opts.RegisterUpstream(reg, up); err != nil {
 			return nil, err
 		}
 	}
 	return reg, nil
+}
+
+// Upstream is where classes deliver: --upstream, and the client that
+// reaches it.
+type Upstream struct {
+	// URL is --upstream without a trailing slash.
+	URL string
+	// HTTP sends the deliveries: a 10 s timeout, and with --upstream-ca
+	// an https upstream's certificate verified against that CA only.
+	HTTP *http.Client
+}
+
+// UpstreamTimeout bounds one delivery of Upstream.HTTP.
+const UpstreamTimeout = 10 * time.Second
+
+// upstreamOf reads --upstream and --upstream-ca; a CA file that cannot be
+// read or holds no certificate is an error that names it.
+func upstreamOf(fs *pflag.FlagSet) (Upstream, error) {
+	url, _ := fs.GetString("upstream")
+	up := Upstream{URL: strings.TrimSuffix(url, "/"), HTTP: &http.Client{Timeout: UpstreamTimeout}}
+	ca, _ := fs.GetString("upstream-ca")
+	if ca == "" {
+		return up, nil
+	}
+	pem, err := os.ReadFile(ca)
+	if err != nil {
+		return up, usageError{fmt.Errorf("--upstream-ca: %w", err)}
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return up, usageError{fmt.Errorf("--upstream-ca %s holds no PEM certificate", ca)}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	up.HTTP.Transport = tr
+	return up, nil
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/durable-run/durable/agent"
 	"github.com/durable-run/durable/embedetcd"
 	"github.com/durable-run/durable/node"
+	"github.com/durable-run/durable/security"
 	"github.com/durable-run/durable/sink"
 	"github.com/durable-run/durable/tracing"
 )
@@ -42,6 +44,7 @@ func newDevCmd(opts Options) *cobra.Command {
 	fs.String("sink-file", "", "also append the sink's deliveries to this JSON-lines file")
 	fs.String("metrics-listen", "127.0.0.1:4700", "HTTP address of the first node's Prometheus metrics (/metrics) and health (/healthz); node i serves on the port i above it; off if empty")
 	fs.String("http-listen", "127.0.0.1:4800", "HTTP/JSON address of the first node's front door (POST /v1/objects/{class}/{name}/{method}, /v1/admin/…); node i serves on the port i above it; off if empty")
+	addAllowedHostsFlag(fs)
 	fs.Bool("secure", false, "run secured: a throw-away CA and certificates in --certs-dir, etcd over TLS with user/password auth, nodes with mutual TLS and an auth policy; prints the environment for the CLI")
 	fs.Bool("insecure", false, insecureHelp)
 	fs.String("certs-dir", "", "where --secure keeps its certificates, tokens and passwords (default: certs beside --data-dir, or a temporary directory removed on exit)")
@@ -68,6 +71,10 @@ func runDev(cmd *cobra.Command, opts Options) error {
 	if err := checkExposure(fs, secure, "give --secure", "listen", "metrics-listen", "debug-listen", "http-listen", "etcd-listen", "sink-listen"); err != nil {
 		return err
 	}
+	hosts, err := allowedHosts(fs)
+	if err != nil {
+		return err
+	}
 	var sec *devSecurity
 	if secure {
 		if sec, err = prepareDevSecurity(fs, count); err != nil {
@@ -91,7 +98,7 @@ func runDev(cmd *cobra.Command, opts Options) error {
 
 	sinkAddr, _ := fs.GetString("sink-listen")
 	sinkFile, _ := fs.GetString("sink-file")
-	stopSink, sinkURL, err := startSink(ctx, log, sinkAddr, sink.Options{File: sinkFile})
+	stopSink, sinkURL, err := startSink(ctx, log, sinkAddr, sink.Options{File: sinkFile}, security.Files{})
 	if err != nil {
 		return err
 	}
@@ -108,7 +115,7 @@ func runDev(cmd *cobra.Command, opts Options) error {
 	}
 	if addr, _ := fs.GetString("debug-listen"); addr != "" {
 		// One server for the process: profiles cover every node in it.
-		d, err := agent.ServeDebug(addr)
+		d, err := agent.ServeOps(addr, agent.Ops{Pprof: true, Hosts: security.HostFilter{Allowed: hosts}})
 		if err != nil {
 			return err
 		}
@@ -170,6 +177,7 @@ Ctrl-C stops everything.
 		}
 		cfg.Node.ID, cfg.Node.DC = devNodeID(i), dcs[i%len(dcs)]
 		cfg.Security.Reflection = true // loopback: grpcurl works
+		cfg.Security.HTTPAllowedHosts = hosts
 		if sec != nil {
 			sec.apply(&cfg)
 		}
@@ -292,9 +300,19 @@ func devAddrs(listen string, count int) ([]string, error) {
 	return addrs, nil
 }
 
-// startSink serves a sink configured by opts on addr until ctx ends; it
-// returns a stop function and the sink's base URL.
-func startSink(ctx context.Context, log *slog.Logger, addr string, opts sink.Options) (func(), string, error) {
+// startSink serves a sink configured by opts on addr until ctx ends, over
+// HTTPS with tlsFiles' certificate when it names one (read again when it
+// changes); it returns a stop function and the sink's base URL.
+func startSink(ctx context.Context, log *slog.Logger, addr string, opts sink.Options, tlsFiles security.Files) (func(), string, error) {
+	scheme := "http"
+	var tlsCfg *tls.Config
+	if tlsFiles.Cert != "" || tlsFiles.Key != "" {
+		src, err := security.NewSource(tlsFiles)
+		if err != nil {
+			return nil, "", fmt.Errorf("sink: %w", err)
+		}
+		scheme, tlsCfg = "https", src.ServerConfig(false)
+	}
 	opts.Logger = log.With("component", "sink")
 	s, err := sink.New(opts)
 	if err != nil {
@@ -302,7 +320,11 @@ func startSink(ctx context.Context, log *slog.Logger, addr string, opts sink.Opt
 	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
+		_ = s.Close()
 		return nil, "", fmt.Errorf("sink: listen on %s: %w", addr, err)
+	}
+	if tlsCfg != nil {
+		lis = tls.NewListener(lis, tlsCfg)
 	}
 	srv := s.HTTPServer()
 	done := make(chan struct{})
@@ -319,7 +341,7 @@ func startSink(ctx context.Context, log *slog.Logger, addr string, opts sink.Opt
 		<-done
 		_ = s.Close()
 	}
-	return stop, "http://" + lis.Addr().String(), nil
+	return stop, scheme + "://" + lis.Addr().String(), nil
 }
 
 func newSinkCmd() *cobra.Command {
@@ -327,7 +349,8 @@ func newSinkCmd() *cobra.Command {
 		Use:   "sink",
 		Short: "Run an HTTP sink that records deliveries (the upstream of Batcher and Reminder)",
 		Long: "Serve POST /<any path> (records the body and its Idempotency-Key),\n" +
-			"GET /deliveries (paged: ?since=SEQ&limit=N, Next-Since header), GET /stats and GET /healthz." + envHelp,
+			"GET /deliveries (paged: ?since=SEQ&limit=N, Next-Since header), GET /stats and GET /healthz;\n" +
+			"over HTTPS with --tls-cert and --tls-key (nodes then verify it with --upstream-ca)." + envHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd)
@@ -343,7 +366,10 @@ func newSinkCmd() *cobra.Command {
 			opts.ReadTimeout, _ = fs.GetDuration("read-timeout")
 			opts.WriteTimeout, _ = fs.GetDuration("write-timeout")
 			opts.IdleTimeout, _ = fs.GetDuration("idle-timeout")
-			stop, url, err := startSink(cmd.Context(), log, addr, opts)
+			var files security.Files
+			files.Cert, _ = fs.GetString("tls-cert")
+			files.Key, _ = fs.GetString("tls-key")
+			stop, url, err := startSink(cmd.Context(), log, addr, opts, files)
 			if err != nil {
 				return err
 			}
@@ -354,6 +380,8 @@ func newSinkCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().String("listen", "127.0.0.1:4680", "HTTP listen address")
+	cmd.Flags().String("tls-cert", "", "serve HTTPS (TLS 1.3) with this certificate (PEM; read again when it changes), e.g. `durable certs --sink`'s")
+	cmd.Flags().String("tls-key", "", "private key of --tls-cert (PEM)")
 	cmd.Flags().String("file", "", "append deliveries to this JSON-lines file")
 	cmd.Flags().Int64("max-body-bytes", sink.DefaultMaxBodyBytes, "largest body accepted (larger: 413)")
 	cmd.Flags().Int64("max-retained-bytes", sink.DefaultMaxRetainedBytes, "bodies kept in memory; past it the oldest are dropped (metadata and the file keep them)")

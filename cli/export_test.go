@@ -11,8 +11,8 @@ import (
 var testOptions = Options{
 	Name:     "durable",
 	Register: func(reg *node.Registry) error { return benchclass.Register(reg, nil) },
-	RegisterUpstream: func(reg *node.Registry, upstream string) error {
-		return examples.Register(reg, examples.Config{Upstream: upstream})
+	RegisterUpstream: func(reg *node.Registry, up Upstream) error {
+		return examples.Register(reg, examples.Config{Upstream: up.URL, HTTP: up.HTTP})
 	},
 }
 

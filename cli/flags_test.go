@@ -83,3 +83,20 @@ func TestDevBannerPutsAddrAfterTheSubcommand(t *testing.T) {
 		require.Equal(t, tc.want, tryLine(root, "go run ./cmd/durable", tc.line, " --addr X"), tc.line)
 	}
 }
+
+// TestAllowedHostsAreCheckedBeforeAnythingStarts: a name that is not a
+// host name (a URL, a port) is a usage error of agent and dev.
+func TestAllowedHostsAreCheckedBeforeAnythingStarts(t *testing.T) {
+	for _, args := range [][]string{
+		{"agent", "--http-allowed-hosts", "node1,http://evil.example"},
+		{"dev", "--http-allowed-hosts", "node1:4700", "--etcd-listen", "127.0.0.1:1", "--nodes", "0"},
+	} {
+		root := Command(testOptions)
+		root.SetOut(&bytes.Buffer{})
+		root.SetErr(&bytes.Buffer{})
+		root.SetArgs(args)
+		err := root.ExecuteContext(context.Background())
+		require.ErrorContains(t, err, "--http-allowed-hosts", "%v", args)
+		require.Equal(t, 2, exitCode(err), "%v: %v", args, err)
+	}
+}

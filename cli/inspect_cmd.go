@@ -126,6 +126,12 @@ func newInspectCmd() *cobra.Command {
 // addEtcdFlags registers the flags of a command that connects to etcd.
 func addEtcdFlags(fs *pflag.FlagSet) {
 	fs.StringSlice("etcd", []string{"http://127.0.0.1:2379"}, "etcd client endpoints, comma-separated")
+	addEtcdTLSFlags(fs)
+}
+
+// addEtcdTLSFlags registers the flags of etcd's TLS, for a command whose
+// --etcd flag is its own (bench).
+func addEtcdTLSFlags(fs *pflag.FlagSet) {
 	fs.String("etcd-ca", "", "CA bundle to verify etcd (PEM)")
 	fs.String("etcd-cert", "", "client certificate for etcd (PEM)")
 	fs.String("etcd-key", "", "private key of --etcd-cert (PEM)")

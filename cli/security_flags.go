@@ -108,6 +108,22 @@ func checkExposure(fs *pflag.FlagSet, secured bool, how string, names ...string)
 	return nil
 }
 
+// addAllowedHostsFlag registers --http-allowed-hosts, of the commands
+// that serve a node's HTTP listeners (agent, dev).
+func addAllowedHostsFlag(fs *pflag.FlagSet) {
+	fs.StringSlice("http-allowed-hosts", nil, "names the node's HTTP listeners (--metrics-listen, --http-listen, --debug-listen) are reached by, comma-separated, when it is not secured: "+
+		"they answer only requests to an IP address, localhost or these names (* for any), so that a web page cannot reach them by pointing its own name at the node (DNS rebinding)")
+}
+
+// allowedHosts reads --http-allowed-hosts; a bad name is a usage error.
+func allowedHosts(fs *pflag.FlagSet) ([]string, error) {
+	hosts, _ := fs.GetStringSlice("http-allowed-hosts")
+	if err := security.ValidateAllowedHosts(hosts); err != nil {
+		return nil, usageError{fmt.Errorf("--http-allowed-hosts: %w", err)}
+	}
+	return hosts, nil
+}
+
 const insecureHelp = "serve plaintext without authentication on an address other than loopback: anyone who reaches it can call, read and drain the cluster"
 
 // loopback reports whether addr (host:port) listens on loopback only.

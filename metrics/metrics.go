@@ -101,7 +101,8 @@ type Set struct {
 	Reassignments *prometheus.CounterVec
 
 	// Security: calls refused by authentication or authorisation, by
-	// reason (unauthenticated, permission_denied) and RPC; reloads of the
+	// reason (unauthenticated, permission_denied; host_not_allowed on an
+	// unsecured HTTP listener) and RPC; reloads of the
 	// TLS files and the auth policy, by what was reloaded and result.
 	AuthRefusals *prometheus.CounterVec
 	Reloads      *prometheus.CounterVec
@@ -209,7 +210,7 @@ func newSet(reg prometheus.Registerer) *Set {
 		Reassignments: f.counterVec("durable_leader_reassignments_total",
 			"Partition assignments written by this node as leader, by why (new, node_gone, draining, adopted, home, rebalance).", "why"),
 		AuthRefusals: f.counterVec("durable_auth_refusals_total",
-			"Calls refused by authentication (unauthenticated) or authorisation (permission_denied), by reason and RPC (the gRPC method, or ops for the HTTP listener).", "reason", "rpc"),
+			"Calls refused by authentication (unauthenticated), authorisation (permission_denied) or, on an unsecured HTTP listener, because their Host header names the node by a name it was not given (host_not_allowed: DNS rebinding), by reason and RPC (the gRPC method; ops for the operations listener; the front door's route, or http for a front-door request refused by its host).", "reason", "rpc"),
 		Reloads: f.counterVec("durable_security_reloads_total",
 			"Reloads of changed security files, by what (tls, auth_policy) and result (ok, error: the previous files stay in use).", "what", "result"),
 		methods: methodLabels{byClass: map[string]map[string]struct{}{}},

@@ -20,9 +20,11 @@ import (
 //	nodes/<id>.pem, nodes/<id>-key.pem  one per node: spiffe://durable/node/<id>
 //	clients/<name>.pem, …-key.pem       one per client: spiffe://durable/client/<name>
 //	etcd/server.pem, …-key.pem          etcd's server certificate (with Etcd)
+//	etcd/peer.pem, …-key.pem            etcd's members to each other (with Etcd): server and client, CN etcd-peer
 //	etcd/root.password, etcd/node.password
 //	etcd/node-client.pem, …-key.pem     the nodes' etcd client certificate: CN node, etcd's user
 //	etcd/root-client.pem, …-key.pem     etcd's root user's (etcd-auth)
+//	sink/server.pem, …-key.pem          the sink's server certificate (with Sink)
 //	tokens/<name>.token                 bearer tokens (the policy keeps their SHA-256)
 //	auth.json                           the auth policy: each client's roles, each token's
 //
@@ -42,9 +44,15 @@ type Bundle struct {
 	// certificates.
 	Hosts []string
 	// Etcd adds etcd's server certificate (valid for Hosts, localhost and
-	// EtcdHosts) and passwords for its root and node users.
+	// EtcdHosts), its members' peer certificate (the same names; server
+	// and client authentication, common name EtcdPeerName), and passwords
+	// for its root and node users.
 	Etcd      bool
 	EtcdHosts []string
+	// Sink adds a server certificate for the sink (valid for Hosts,
+	// localhost and SinkHosts).
+	Sink      bool
+	SinkHosts []string
 	// Validity of the CA and the certificates; zero: Validity.
 	Validity time.Duration
 	// Readable writes every file readable by all users (0644; directories
@@ -89,6 +97,23 @@ func (p Paths) EtcdServer() Files {
 	return Files{CA: p.CA(), Cert: p.path("etcd", "server.pem"), Key: p.path("etcd", "server-key.pem")}
 }
 
+// EtcdPeer is the certificate etcd's members serve and dial each other
+// with (with the CA that verifies the other member's).
+func (p Paths) EtcdPeer() Files {
+	return Files{CA: p.CA(), Cert: p.path("etcd", "peer.pem"), Key: p.path("etcd", "peer-key.pem")}
+}
+
+// EtcdPeerName is the common name of etcd's peer certificate: etcd's
+// --peer-cert-allowed-cn, so that no other certificate of the CA (a
+// client's) can pose as a member.
+const EtcdPeerName = "etcd-peer"
+
+// Sink is the sink's server certificate (with the CA its clients verify
+// it with).
+func (p Paths) Sink() Files {
+	return Files{CA: p.CA(), Cert: p.path("sink", "server.pem"), Key: p.path("sink", "server-key.pem")}
+}
+
 // EtcdPassword is the password file of etcd user "root" or "node".
 func (p Paths) EtcdPassword(user string) string { return p.path("etcd", user+".password") }
 
@@ -122,7 +147,7 @@ func (b Bundle) Write() (Paths, error) {
 	if b.Readable {
 		fileMode, dirMode = 0o644, 0o755
 	}
-	for _, d := range []string{"", "nodes", "clients", "etcd", "tokens"} {
+	for _, d := range []string{"", "nodes", "clients", "etcd", "sink", "tokens"} {
 		if err := os.MkdirAll(p.path(d), dirMode); err != nil {
 			return p, fmt.Errorf("security: %w", err)
 		}
@@ -165,6 +190,13 @@ func (b Bundle) Write() (Paths, error) {
 		if err := issue(p.EtcdServer(), Leaf{Identity: Identity{Kind: Client, Name: "etcd"}, Hosts: append(slices.Clone(hosts), b.EtcdHosts...), Server: true}); err != nil {
 			return p, err
 		}
+		// A member serves its peers and dials them with the same
+		// certificate: both usages, valid for every member's name. Its
+		// client name is in no auth policy, and etcd's client port knows
+		// no user of that name.
+		if err := issue(p.EtcdPeer(), Leaf{Identity: Identity{Kind: Client, Name: EtcdPeerName}, Hosts: append(slices.Clone(hosts), b.EtcdHosts...), Server: true, Client: true}); err != nil {
+			return p, err
+		}
 		for _, user := range []string{"root", "node"} {
 			if err := writeSecret(p.EtcdPassword(user)); err != nil {
 				return p, err
@@ -175,6 +207,11 @@ func (b Bundle) Write() (Paths, error) {
 			if err := issue(p.EtcdClient(user), Leaf{Identity: Identity{Kind: Client, Name: user}, Client: true}); err != nil {
 				return p, err
 			}
+		}
+	}
+	if b.Sink {
+		if err := issue(p.Sink(), Leaf{Identity: Identity{Kind: Client, Name: "sink"}, Hosts: append(slices.Clone(hosts), b.SinkHosts...), Server: true}); err != nil {
+			return p, err
 		}
 	}
 	for name := range b.Tokens {

@@ -407,3 +407,53 @@ func TestBundleWritesAWorkingPKIAndKeepsWhatExists(t *testing.T) {
 		assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), f)
 	}
 }
+
+// TestBundleIssuesEtcdPeerAndSinkCertificates: etcd's members serve and
+// dial each other with one certificate, so it must verify for both
+// usages under every member's name, and name etcd-peer (etcd's
+// --peer-cert-allowed-cn); the sink's serves only. A bundle written
+// before either existed gets them, signed by its CA, when written again.
+func TestBundleIssuesEtcdPeerAndSinkCertificates(t *testing.T) {
+	b := Bundle{Dir: t.TempDir(), Nodes: []string{"n1"}, Etcd: true}
+	_, err := b.Write()
+	require.NoError(t, err)
+	b.EtcdHosts, b.Sink, b.SinkHosts = []string{"etcd1", "etcd2", "etcd3"}, true, []string{"sink"}
+	require.NoError(t, os.Remove(Paths{Dir: b.Dir}.EtcdPeer().Cert)) // as before peer certificates
+	p, err := b.Write()
+	require.NoError(t, err)
+
+	caPEM, err := os.ReadFile(p.CA())
+	require.NoError(t, err)
+	roots := x509.NewCertPool()
+	require.True(t, roots.AppendCertsFromPEM(caPEM))
+	leaf := func(f Files) *x509.Certificate {
+		t.Helper()
+		data, err := os.ReadFile(f.Cert)
+		require.NoError(t, err)
+		blk, _ := pem.Decode(data)
+		require.NotNil(t, blk, f.Cert)
+		c, err := x509.ParseCertificate(blk.Bytes)
+		require.NoError(t, err)
+		_, err = NewSource(f) // the key matches
+		require.NoError(t, err)
+		return c
+	}
+	verify := func(c *x509.Certificate, name string, usage x509.ExtKeyUsage) error {
+		_, err := c.Verify(x509.VerifyOptions{Roots: roots, DNSName: name, KeyUsages: []x509.ExtKeyUsage{usage}})
+		return err
+	}
+
+	peer := leaf(p.EtcdPeer())
+	require.Equal(t, EtcdPeerName, peer.Subject.CommonName)
+	for _, member := range []string{"etcd1", "etcd2", "etcd3"} {
+		require.NoError(t, verify(peer, member, x509.ExtKeyUsageServerAuth), member)
+		require.NoError(t, verify(peer, member, x509.ExtKeyUsageClientAuth), member)
+	}
+	require.Error(t, verify(peer, "sink", x509.ExtKeyUsageServerAuth))
+
+	sink := leaf(p.Sink())
+	require.NoError(t, verify(sink, "sink", x509.ExtKeyUsageServerAuth))
+	require.NoError(t, verify(sink, "127.0.0.1", x509.ExtKeyUsageServerAuth), "the host's curl reaches it by address")
+	require.Error(t, verify(sink, "sink", x509.ExtKeyUsageClientAuth), "the sink's certificate cannot authenticate a client")
+	require.Error(t, verify(sink, "etcd1", x509.ExtKeyUsageServerAuth))
+}

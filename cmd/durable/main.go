@@ -17,8 +17,8 @@ var options = cli.Options{
 	Name:     "durable",
 	RunAs:    "go run ./cmd/durable",
 	Register: func(reg *node.Registry) error { return benchclass.Register(reg, nil) },
-	RegisterUpstream: func(reg *node.Registry, upstream string) error {
-		return examples.Register(reg, examples.Config{Upstream: upstream})
+	RegisterUpstream: func(reg *node.Registry, up cli.Upstream) error {
+		return examples.Register(reg, examples.Config{Upstream: up.URL, HTTP: up.HTTP})
 	},
 	Try: []string{"invoke Batcher foo add hello", "alarm get Batcher foo", "status"},
 }
