@@ -169,7 +169,7 @@ func New(cfg Config, reg *Registry, deps Deps) (*Node, error) {
 	policy := alarmstore.DefaultPolicy(cfg.Jitter)
 	policy.SystemRetryDelay = cfg.SystemRetryDelay
 	n.env = &env{
-		node: cfg.ID, cfg: &n.cfg, policy: policy, clock: cfg.Clock, log: n.log, m: n.cfg.Metrics, keys: keys, kv: deps.KV,
+		node: cfg.ID, cfg: &n.cfg, policy: policy, clock: cfg.Clock, log: n.log, m: n.cfg.Metrics, keys: keys, dataKeyBase: len(keys.DataPrefix(0, "", "")), kv: deps.KV,
 		retryLog: rate.NewLimiter(retryLogRate, retryLogRate),
 		commits:  deps.Commits, reads: deps.Reads, alarms: n.sched, records: records, ctx: n.ctx, tab: n.tab,
 		calls: n, binary: deps.Membership.BinaryRecords,

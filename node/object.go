@@ -51,6 +51,7 @@ type env struct {
 	retryLog        *rate.Limiter
 	retriesUnlogged atomic.Int64
 	keys            keyspace.Space
+	dataKeyBase     int         // len(keys.DataPrefix(p, "", "")): the part of a data prefix every object shares
 	kv              clientv3.KV // List's range reads
 	commits         Committer
 	reads           Reader

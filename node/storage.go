@@ -155,8 +155,9 @@ func (h *storageHandle) getMany(ctx context.Context, keys []string) (map[string]
 		return out, nil
 	}
 	full := make([]string, len(misses))
+	prefix := pl.dataPrefix()
 	for i, k := range misses {
-		full[i] = pl.dataPre + k
+		full[i] = prefix + k
 	}
 	kvs, err := pl.env.reads.Get(ctx, full...)
 	if err != nil {
@@ -352,7 +353,7 @@ func (h *storageHandle) List(ctx context.Context, opts durable.ListOptions) ([]d
 	pl.mu.Unlock()
 
 	if !cleared && (hi == "" || lo < hi) {
-		prefix := pl.dataPre
+		prefix := pl.dataPrefix()
 		end := keyspace.PrefixEnd(prefix)
 		if hi != "" {
 			end = prefix + hi
