@@ -116,11 +116,14 @@ type object struct {
 
 	// Signals to the run goroutine, set by whoever then wakes it (under
 	// table.mu, as park reads them): an alarm delivered, the sweeper found
-	// the object idle, stop asked (stopErr set before).
+	// the object idle, stop asked (stopErr set before, under table.mu).
 	alarmSig, evictSig, stopping atomic.Bool
-	stopOnce                     sync.Once
 	stopErr                      error
-	done                         chan struct{}
+	// done is closed when the object has finished for good (finished, under
+	// table.mu): its run goroutine exited, or it was evicted while parked.
+	// Made only by a waiter (stopAndWait): a channel costs every resident
+	// object 112 B of heap, and only the objects a stop waits for need one.
+	done chan struct{}
 
 	// Owned by the run goroutine.
 	instance   durable.Object
@@ -143,16 +146,13 @@ type object struct {
 	// retry due before the run that set it released its delivery); the
 	// object looks at its alarm once more when it releases. Guarded by
 	// table.mu.
-	running, gone, delivered, redeliver bool
+	running, gone, delivered, redeliver, finished bool
 
 	pl pipeline
 }
 
 func newObject(e *env, key objKey, class Class, p int) *object {
-	o := &object{
-		env: e, key: key, class: class, p: p,
-		done: make(chan struct{}),
-	}
+	o := &object{env: e, key: key, class: class, p: p}
 	o.pl.init(e, key, p)
 	o.touch()
 	return o
@@ -161,11 +161,19 @@ func newObject(e *env, key objKey, class Class, p int) *object {
 // stop asks the object to exit after the event in progress; queued callers
 // get cause. Caller must not hold table.mu.
 func (o *object) stop(cause error) {
-	o.stopOnce.Do(func() {
+	t := o.env.tab
+	t.mu.Lock()
+	o.stopLocked(cause)
+	t.mu.Unlock()
+}
+
+// stopLocked is stop for a caller holding table.mu. The first cause wins.
+func (o *object) stopLocked(cause error) {
+	if !o.stopping.Load() {
 		o.stopErr = cause
 		o.stopping.Store(true)
-	})
-	o.env.tab.wake(o)
+	}
+	o.env.tab.wakeLocked(o)
 }
 
 // abort cancels the context of the handler running now, if any, with
@@ -177,9 +185,37 @@ func (o *object) abort(cause error) {
 	}
 }
 
+// stopAndWait stops the object and waits until it has finished.
 func (o *object) stopAndWait(cause error) {
-	o.stop(cause)
-	<-o.done
+	t := o.env.tab
+	t.mu.Lock()
+	o.stopLocked(cause)
+	done := o.doneLocked()
+	t.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// doneLocked returns a channel closed when the object finishes, nil if it
+// has already. Caller holds table.mu.
+func (o *object) doneLocked() <-chan struct{} {
+	if o.finished {
+		return nil
+	}
+	if o.done == nil {
+		o.done = make(chan struct{})
+	}
+	return o.done
+}
+
+// finishLocked records that the object has finished for good and wakes
+// whoever waits for it. Caller holds table.mu.
+func (o *object) finishLocked() {
+	o.finished = true
+	if o.done != nil {
+		close(o.done)
+	}
 }
 
 // run handles the object's events while it has any, then parks: the
@@ -194,7 +230,6 @@ func (o *object) run() {
 		switch {
 		case o.stopping.Load():
 			o.exit(o.stopErr)
-			close(o.done)
 			return
 		case o.alarmSig.CompareAndSwap(true, false):
 			o.handleAlarm()
@@ -203,7 +238,6 @@ func (o *object) run() {
 			o.touch()
 		case o.evictSig.CompareAndSwap(true, false):
 			if o.tryEvict() {
-				close(o.done)
 				return
 			}
 		case o.park():
@@ -293,7 +327,11 @@ func (o *object) tryEvict() bool {
 	t := o.env.tab
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return o.evictLocked()
+	if !o.evictLocked() {
+		return false
+	}
+	o.finishLocked()
+	return true
 }
 
 // evictParkedLocked evicts a parked object (no goroutine runs it, so the
@@ -301,7 +339,7 @@ func (o *object) tryEvict() bool {
 // Caller holds table.mu.
 func (o *object) evictParkedLocked() {
 	if o.evictLocked() {
-		close(o.done)
+		o.finishLocked()
 	}
 }
 
@@ -322,9 +360,9 @@ func (o *object) evictLocked() bool {
 }
 
 // exit waits for the pending commits (they settle under the tenure they were
-// made in), leaves the table and fails every queued call with cause.
+// made in), leaves the table, fails every queued call with cause and
+// finishes.
 func (o *object) exit(cause error) {
-	defer o.releaseDelivery()
 	o.pl.waitDurable()
 	t := o.env.tab
 	t.mu.Lock()
@@ -332,6 +370,10 @@ func (o *object) exit(cause error) {
 	t.mu.Unlock()
 	o.forget()
 	o.failQueued(cause)
+	o.releaseDelivery()
+	t.mu.Lock()
+	o.finishLocked()
+	t.mu.Unlock()
 }
 
 // resetInstance throws the instance away: its memory may hold state of a

@@ -165,13 +165,6 @@ func (t *table) wakeLocked(o *object) {
 	t.wg.Go(o.run)
 }
 
-// wake is wakeLocked for a caller without mu.
-func (t *table) wake(o *object) {
-	t.mu.Lock()
-	t.wakeLocked(o)
-	t.mu.Unlock()
-}
-
 // forgetLocked removes o from the map for good: it is never woken again.
 // Caller holds mu.
 func (t *table) forgetLocked(o *object) {
