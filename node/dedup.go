@@ -85,14 +85,14 @@ func (pl *pipeline) seenRequest(ctx context.Context, id string) (reqEntry, bool,
 	loaded, gen := pl.reqsLoaded, pl.gen
 	pl.mu.Unlock()
 	if !loaded {
-		kvs, err := pl.env.reads.Get(ctx, pl.env.keys.Requests(pl.p, pl.class, pl.idHex()))
+		kvs, err := pl.o.env.reads.Get(ctx, pl.o.env.keys.Requests(pl.o.p, pl.o.key.class, pl.idHex()))
 		if err != nil {
 			return reqEntry{}, false, &storageError{fmt.Errorf("read request ids: %w", err)}
 		}
 		var ring []reqEntry
 		if kvs[0] != nil {
 			if ring, err = decodeRing(kvs[0].Value); err != nil {
-				pl.env.log.Error("corrupt request ids ignored", "object", pl.idHex(), "err", err)
+				pl.o.env.log.Error("corrupt request ids ignored", "object", pl.idHex(), "err", err)
 				ring = nil
 			}
 		}

@@ -104,7 +104,7 @@ func (c *call) respond(r callResult) {
 type object struct {
 	env   *env
 	key   objKey
-	class Class
+	class *Class // the table's copy, shared by the class's objects
 	p     int
 
 	// The mailbox: calls waiting, oldest first, at most QueueSize. A slice
@@ -151,9 +151,9 @@ type object struct {
 	pl pipeline
 }
 
-func newObject(e *env, key objKey, class Class, p int) *object {
+func newObject(e *env, key objKey, class *Class, p int) *object {
 	o := &object{env: e, key: key, class: class, p: p}
-	o.pl.init(e, key, p)
+	o.pl.init(o)
 	o.touch()
 	return o
 }

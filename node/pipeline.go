@@ -52,10 +52,7 @@ import (
 //   - An alarm runs only once nothing is pending (see handleAlarm): its
 //     handler's side effects never rest on writes that may still fail.
 type pipeline struct {
-	env   *env
-	class string
-	id    durable.ID
-	p     int
+	o *object // whose pipeline it is: its identity and its node's env
 
 	// arrivals numbers the object's calls as they arrive (under table.mu),
 	// so that a failed commit can fail exactly the calls that came before it.
@@ -87,20 +84,20 @@ type cacheEntry struct {
 // maxCacheEntries bounds an object's read cache; past it the cache is cleared.
 const maxCacheEntries = 4096
 
-func (pl *pipeline) init(e *env, key objKey, p int) {
-	pl.env, pl.class, pl.id, pl.p = e, key.class, key.id, p
-}
+func (pl *pipeline) init(o *object) { pl.o = o }
 
 // idHex is the ID's hex form, for keys, and dataPrefix the prefix of the
 // object's storage keys. Both are built when a read or a commit needs them:
 // kept, they cost every resident object 160 B of heap (issue #17), while a
 // commit allocates far more than their 64 and 96 B.
-func (pl *pipeline) idHex() string      { return pl.id.String() }
-func (pl *pipeline) dataPrefix() string { return pl.env.keys.DataPrefix(pl.p, pl.class, pl.idHex()) }
+func (pl *pipeline) idHex() string { return pl.o.key.id.String() }
+func (pl *pipeline) dataPrefix() string {
+	return pl.o.env.keys.DataPrefix(pl.o.p, pl.o.key.class, pl.idHex())
+}
 
 // dataPrefixLen is len(pl.dataPrefix()), without building it.
 func (pl *pipeline) dataPrefixLen() int {
-	return pl.env.dataKeyBase + len(pl.class) + hex.EncodedLen(len(pl.id))
+	return pl.o.env.dataKeyBase + len(pl.o.key.class) + hex.EncodedLen(len(pl.o.key.id))
 }
 
 // write is a buffered write: a value, or a deletion.
@@ -323,7 +320,7 @@ func (pl *pipeline) freshRecordLocked(due time.Time) *alarmstore.Record {
 	if due.IsZero() {
 		return nil
 	}
-	return &alarmstore.Record{Class: pl.class, ID: pl.id, Name: pl.name, Partition: pl.p, Due: due, Scheduled: due}
+	return &alarmstore.Record{Class: pl.o.key.class, ID: pl.o.key.id, Name: pl.name, Partition: pl.o.p, Due: due, Scheduled: due}
 }
 
 // alarmTouched reports whether tx set or deleted the alarm and the alarm it
@@ -385,13 +382,13 @@ func (pl *pipeline) estimate(ec *eventCommit) (ops, bytes int) {
 func (pl *pipeline) stage(ec eventCommit, done func(error)) {
 	if ec.writes() && ec.alarm.set {
 		// The alarm's ops replace the current record: know it first.
-		if _, err := pl.loadAlarm(pl.env.ctx); err != nil {
+		if _, err := pl.loadAlarm(pl.o.env.ctx); err != nil {
 			done(err)
 			return
 		}
 	}
 	ops, bytes := pl.estimate(&ec)
-	maxOps, maxBytes := pl.env.commits.Limits()
+	maxOps, maxBytes := pl.o.env.commits.Limits()
 	for {
 		pl.mu.Lock()
 		if pl.gen != ec.tx.gen {
@@ -424,7 +421,7 @@ func (pl *pipeline) stage(ec eventCommit, done func(error)) {
 			pl.next.waiters = append(pl.next.waiters, waiter{fn: done, own: true})
 		case pl.next.token != ec.tx.token:
 			pl.mu.Unlock()
-			done(fmt.Errorf("%w: partition %d changed owner", durable.ErrOwnershipLost, pl.p))
+			done(fmt.Errorf("%w: partition %d changed owner", durable.ErrOwnershipLost, pl.o.p))
 			return
 		case pl.next.estOps+ops > maxOps || pl.next.estBytes+bytes > maxBytes:
 			// next is full: wait for flight to land and next to take off.
@@ -442,7 +439,7 @@ func (pl *pipeline) stage(ec eventCommit, done func(error)) {
 		}
 		pl.mu.Unlock()
 		if req != nil {
-			pl.env.commits.Submit(req)
+			pl.o.env.commits.Submit(req)
 		}
 		return
 	}
@@ -509,24 +506,24 @@ func (pl *pipeline) addLocked(s *stage, ec *eventCommit) {
 // computed against the committed record, which every earlier stage has
 // updated by now.
 func (pl *pipeline) requestLocked(s *stage) *commit.Request {
-	keys := pl.env.keys
+	keys := pl.o.env.keys
 	ops := pl.storageOps(s.writes, s.cleared)
 	if s.alarmTouched {
 		ops = append(ops, pl.alarmOpsLocked(s.alarm)...)
 	}
 	ops = append(ops, s.extra...)
 	if s.ringSet {
-		ops = append(ops, clientv3.OpPut(keys.Requests(pl.p, pl.class, pl.idHex()), pl.env.ringValue(s.ring)))
+		ops = append(ops, clientv3.OpPut(keys.Requests(pl.o.p, pl.o.key.class, pl.idHex()), pl.o.env.ringValue(s.ring)))
 	}
 	if s.storeName {
 		s.nameWritten = pl.name
-		ops = append(ops, clientv3.OpPut(keys.Object(pl.p, pl.class, pl.idHex()), pl.name))
+		ops = append(ops, clientv3.OpPut(keys.Object(pl.o.p, pl.o.key.class, pl.idHex()), pl.name))
 	}
 	bytes := 0
 	for _, op := range ops {
 		bytes += commit.OpBytes(op)
 	}
-	return &commit.Request{Partition: pl.p, Token: s.token, Ops: ops, Bytes: bytes, Links: s.links, Done: func(err error) { pl.settle(s, err) }}
+	return &commit.Request{Partition: pl.o.p, Token: s.token, Ops: ops, Bytes: bytes, Links: s.links, Done: func(err error) { pl.settle(s, err) }}
 }
 
 // settle takes the outcome of flight s: on success its writes become the
@@ -578,14 +575,14 @@ func (pl *pipeline) settle(s *stage, err error) {
 	// object can, so its view follows the commits' order.
 	switch {
 	case err == nil && s.alarmTouched:
-		pl.env.alarms.Committed(pl.p, pl.class, pl.id, dueOf(s.alarm))
+		pl.o.env.alarms.Committed(pl.o.p, pl.o.key.class, pl.o.key.id, dueOf(s.alarm))
 	case err != nil && (s.alarmTouched || dropped != nil && dropped.alarmTouched):
 		// An alarm change of unknown outcome: look at the stored alarm soon,
 		// since the window may already have passed its time.
-		pl.env.alarms.RetryAt(pl.p, pl.class, pl.id, pl.env.clock.Now().Add(pl.env.cfg.SystemRetryDelay))
+		pl.o.env.alarms.RetryAt(pl.o.p, pl.o.key.class, pl.o.key.id, pl.o.env.clock.Now().Add(pl.o.env.cfg.SystemRetryDelay))
 	}
 	if req != nil {
-		pl.env.commits.Submit(req)
+		pl.o.env.commits.Submit(req)
 	}
 	for _, w := range s.waiters {
 		if err == nil || w.own {
@@ -754,13 +751,13 @@ func (pl *pipeline) loadAlarm(ctx context.Context) (*alarmstore.Record, error) {
 	}
 	gen := pl.gen
 	pl.mu.Unlock()
-	kvs, err := pl.env.reads.Get(ctx, pl.env.keys.Alarm(pl.p, pl.class, pl.idHex()))
+	kvs, err := pl.o.env.reads.Get(ctx, pl.o.env.keys.Alarm(pl.o.p, pl.o.key.class, pl.idHex()))
 	if err != nil {
 		return nil, &storageError{err}
 	}
 	var rec *alarmstore.Record
 	if kvs[0] != nil {
-		if rec, err = alarmstore.Decode(pl.p, pl.class, pl.id, kvs[0].Value); err != nil {
+		if rec, err = alarmstore.Decode(pl.o.p, pl.o.key.class, pl.o.key.id, kvs[0].Value); err != nil {
 			return nil, &storageError{err}
 		}
 	}
@@ -792,7 +789,7 @@ func (pl *pipeline) loadName(ctx context.Context) error {
 	if known {
 		return nil
 	}
-	kvs, err := pl.env.reads.Get(ctx, pl.env.keys.Object(pl.p, pl.class, pl.idHex()))
+	kvs, err := pl.o.env.reads.Get(ctx, pl.o.env.keys.Object(pl.o.p, pl.o.key.class, pl.idHex()))
 	if err != nil {
 		return &storageError{err}
 	}
@@ -812,10 +809,10 @@ func (pl *pipeline) alarmOpsLocked(want *alarmstore.Record) []clientv3.Op {
 	case want == nil && have == nil:
 		return nil
 	case want == nil:
-		return pl.env.records.DeleteOps(*have)
+		return pl.o.env.records.DeleteOps(*have)
 	case have != nil && *have == *want:
 		return nil
 	default:
-		return pl.env.records.PutOps(have, *want)
+		return pl.o.env.records.PutOps(have, *want)
 	}
 }

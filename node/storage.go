@@ -159,7 +159,7 @@ func (h *storageHandle) getMany(ctx context.Context, keys []string) (map[string]
 	for i, k := range misses {
 		full[i] = prefix + k
 	}
-	kvs, err := pl.env.reads.Get(ctx, full...)
+	kvs, err := pl.o.env.reads.Get(ctx, full...)
 	if err != nil {
 		return nil, &storageError{err}
 	}
@@ -366,7 +366,7 @@ func (h *storageHandle) List(ctx context.Context, opts durable.ListOptions) ([]d
 		if opts.Reverse {
 			ropts = append(ropts, clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))
 		}
-		resp, err := pl.env.kv.Get(ctx, prefix+lo, ropts...)
+		resp, err := pl.o.env.kv.Get(ctx, prefix+lo, ropts...)
 		if err != nil {
 			return nil, &storageError{err}
 		}

@@ -21,7 +21,8 @@ type objKey struct {
 type table struct {
 	mu       sync.Mutex
 	objects  map[objKey]*object
-	serving  map[int]int64 // served partitions → fencing token of the tenure
+	classes  map[string]*Class // one copy of each class its objects point to
+	serving  map[int]int64     // served partitions → fencing token of the tenure
 	stopping bool
 	changed  chan struct{} // closed and replaced whenever serving changes
 	wg       *sync.WaitGroup
@@ -29,7 +30,7 @@ type table struct {
 }
 
 func newTable(wg *sync.WaitGroup, adm *admission) *table {
-	return &table{objects: map[objKey]*object{}, serving: map[int]int64{}, changed: make(chan struct{}), wg: wg, adm: adm}
+	return &table{objects: map[objKey]*object{}, classes: map[string]*Class{}, serving: map[int]int64{}, changed: make(chan struct{}), wg: wg, adm: adm}
 }
 
 func (t *table) changedLocked() {
@@ -105,7 +106,12 @@ func (t *table) objectLocked(e *env, class Class, id durable.ID, p int, alarm bo
 			return nil, err
 		}
 	}
-	o := newObject(e, key, class, p)
+	cls := t.classes[class.Name]
+	if cls == nil {
+		cls = &class
+		t.classes[class.Name] = cls
+	}
+	o := newObject(e, key, cls, p)
 	t.objects[key] = o
 	return o, nil
 }
