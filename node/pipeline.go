@@ -72,8 +72,7 @@ type pipeline struct {
 	flight      *stage
 	next        *stage
 	settled     chan struct{} // closed when flight settles; made by the first waiter (settledLocked)
-	failed      error         // a commit failed; the object recovers before its next event
-	failedAt    uint64        // arrivals when it failed
+	failed      *failure      // a commit failed (at: arrivals then); the object recovers before its next event
 }
 
 type cacheEntry struct {
@@ -563,7 +562,7 @@ func (pl *pipeline) settle(s *stage, err error) {
 		pl.cache = nil
 		pl.alarm, pl.alarmLoaded = nil, false
 		pl.reqsLoaded = false
-		pl.failed, pl.failedAt = err, pl.arrivals.Load()
+		pl.failed = &failure{err: err, at: pl.arrivals.Load()}
 	}
 	if pl.settled != nil {
 		close(pl.settled)
@@ -653,9 +652,12 @@ func (pl *pipeline) cacheLocked(k string, e cacheEntry) {
 func (pl *pipeline) takeFailure() (error, uint64) {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	err := pl.failed
+	f := pl.failed
 	pl.failed = nil
-	return err, pl.failedAt
+	if f == nil {
+		return nil, 0
+	}
+	return f.err, f.at
 }
 
 // waitStagedRequest finds request id among the pending stages; if it is
