@@ -19,7 +19,7 @@ func (n *Node) Schedule() *alarmstore.Schedule { return n.sched }
 func (n *Node) Mailbox(class string, id durable.ID) (active bool, calls int, alarm bool) {
 	n.tab.mu.Lock()
 	defer n.tab.mu.Unlock()
-	o := n.tab.objects[objKey{class: class, id: id}]
+	o := n.tab.objects.get(class, id)
 	if o == nil {
 		return false, 0, false
 	}

@@ -20,7 +20,7 @@ type objKey struct {
 // queued for it, both checked under mu, where enqueueing happens too.
 type table struct {
 	mu       sync.Mutex
-	objects  map[objKey]*object
+	objects  objectSet
 	classes  map[string]*Class // one copy of each class its objects point to
 	serving  map[int]int64     // served partitions → fencing token of the tenure
 	stopping bool
@@ -30,7 +30,7 @@ type table struct {
 }
 
 func newTable(wg *sync.WaitGroup, adm *admission) *table {
-	return &table{objects: map[objKey]*object{}, classes: map[string]*Class{}, serving: map[int]int64{}, changed: make(chan struct{}), wg: wg, adm: adm}
+	return &table{objects: newObjectSet(), classes: map[string]*Class{}, serving: map[int]int64{}, changed: make(chan struct{}), wg: wg, adm: adm}
 }
 
 func (t *table) changedLocked() {
@@ -61,11 +61,12 @@ func (t *table) unserve(p int, token int64) []*object {
 	delete(t.serving, p)
 	t.changedLocked()
 	var objs []*object
-	for _, o := range t.objects {
+	t.objects.each(func(o *object) bool {
 		if o.p == p {
 			objs = append(objs, o)
 		}
-	}
+		return true
+	})
 	return objs
 }
 
@@ -91,18 +92,17 @@ func (t *table) local(p int) (bool, <-chan struct{}) {
 // returns nil, nil if the node is stopping or does not serve p. Caller
 // holds mu.
 func (t *table) objectLocked(e *env, class Class, id durable.ID, p int, alarm bool) (*object, error) {
-	key := objKey{class: class.Name, id: id}
-	if o, ok := t.objects[key]; ok {
+	if o := t.objects.get(class.Name, id); o != nil {
 		return o, nil
 	}
 	if _, ok := t.serving[p]; t.stopping || !ok {
 		return nil, nil
 	}
-	if alarm && len(t.objects) >= t.adm.maxActive {
+	if alarm && t.objects.len() >= t.adm.maxActive {
 		return nil, durable.ErrOverloaded
 	}
 	if !alarm {
-		if err := t.adm.activate(len(t.objects)); err != nil {
+		if err := t.adm.activate(t.objects.len()); err != nil {
 			return nil, err
 		}
 	}
@@ -111,8 +111,8 @@ func (t *table) objectLocked(e *env, class Class, id durable.ID, p int, alarm bo
 		cls = &class
 		t.classes[class.Name] = cls
 	}
-	o := newObject(e, key, cls, p)
-	t.objects[key] = o
+	o := newObject(e, objKey{class: class.Name, id: id}, cls, p)
+	t.objects.add(o)
 	return o, nil
 }
 
@@ -175,9 +175,7 @@ func (t *table) wakeLocked(o *object) {
 // Caller holds mu.
 func (t *table) forgetLocked(o *object) {
 	o.gone = true
-	if cur, ok := t.objects[o.key]; ok && cur == o {
-		delete(t.objects, o.key)
-	}
+	t.objects.remove(o)
 }
 
 // sweep asks idle objects to leave memory: a parked one is evicted in
@@ -185,7 +183,7 @@ func (t *table) forgetLocked(o *object) {
 func (t *table) sweep(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, o := range t.objects {
+	t.objects.each(func(o *object) bool {
 		switch {
 		case !o.idle(now):
 		case o.running:
@@ -193,7 +191,9 @@ func (t *table) sweep(now time.Time) {
 		default:
 			o.evictParkedLocked()
 		}
-	}
+		return true
+	})
+	t.objects.compact()
 }
 
 // stop marks the node stopping (nothing is activated or served from now
@@ -204,17 +204,18 @@ func (t *table) stop() []*object {
 	t.stopping = true
 	clear(t.serving)
 	t.changedLocked()
-	objs := make([]*object, 0, len(t.objects))
-	for _, o := range t.objects {
+	objs := make([]*object, 0, t.objects.len())
+	t.objects.each(func(o *object) bool {
 		objs = append(objs, o)
-	}
+		return true
+	})
 	return objs
 }
 
 func (t *table) size() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.objects)
+	return t.objects.len()
 }
 
 func (t *table) served() []int {
@@ -232,12 +233,14 @@ func (t *table) served() []int {
 func (t *table) quiet() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, o := range t.objects {
+	quiet := true
+	t.objects.each(func(o *object) bool {
 		if o.running {
 			if w := o.wait.Load(); w == nil || !w.idle() {
-				return false
+				quiet = false
 			}
 		}
-	}
-	return true
+		return quiet
+	})
+	return quiet
 }
