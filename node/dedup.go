@@ -82,10 +82,10 @@ func checkRequestID(id string) error {
 // from etcd once per activation.
 func (pl *pipeline) seenRequest(ctx context.Context, id string) (reqEntry, bool, error) {
 	pl.mu.Lock()
-	loaded, gen := pl.reqsLoaded, pl.gen
+	loaded, gen := pl.reqs != nil, pl.gen
 	pl.mu.Unlock()
 	if !loaded {
-		kvs, err := pl.o.env.reads.Get(ctx, pl.o.env.keys.Requests(pl.o.p, pl.o.key.class, pl.idHex()))
+		kvs, err := pl.o.env.reads.Get(ctx, pl.o.env.keys.Requests(pl.o.p, pl.o.class.Name, pl.idHex()))
 		if err != nil {
 			return reqEntry{}, false, &storageError{fmt.Errorf("read request ids: %w", err)}
 		}
@@ -102,12 +102,16 @@ func (pl *pipeline) seenRequest(ctx context.Context, id string) (reqEntry, bool,
 			pl.mu.Unlock()
 			return reqEntry{}, false, fmt.Errorf("%w: while reading request ids", durable.ErrObjectReset)
 		}
-		pl.reqs, pl.reqsLoaded = ring, true
+		pl.reqs = &ring
 		pl.mu.Unlock()
 	}
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	for _, e := range pl.reqs {
+	if pl.reqs == nil {
+		// A commit failed since the ring was read: it may be outdated.
+		return reqEntry{}, false, fmt.Errorf("%w: while reading request ids", durable.ErrObjectReset)
+	}
+	for _, e := range *pl.reqs {
 		if e.ID == id {
 			return e, true, nil
 		}

@@ -103,8 +103,8 @@ func (c *call) respond(r callResult) {
 // time on its goroutine (run). Its storage state is its pipeline.
 type object struct {
 	env   *env
-	key   objKey
 	class *Class // the table's copy, shared by the class's objects
+	id    durable.ID
 	p     int
 
 	// The mailbox: calls waiting, oldest first, at most QueueSize. A slice
@@ -163,8 +163,8 @@ type failure struct {
 	at  uint64
 }
 
-func newObject(e *env, key objKey, class *Class, p int) *object {
-	o := &object{env: e, key: key, class: class, p: p}
+func newObject(e *env, class *Class, id durable.ID, p int) *object {
+	o := &object{env: e, class: class, id: id, p: p}
 	o.pl.init(o)
 	o.touch()
 	return o
@@ -486,7 +486,7 @@ func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(
 	go func() {
 		defer func() {
 			if r := recover(); r != nil {
-				o.env.log.Error("handler panicked", "class", o.key.class, "id", o.key.id, "panic", r, "stack", string(debug.Stack()))
+				o.env.log.Error("handler panicked", "class", o.class.Name, "id", o.id, "panic", r, "stack", string(debug.Stack()))
 				done <- result{err: &durable.ObjectError{Message: fmt.Sprintf("panic: %v", r)}, how: outcomePanic}
 			}
 		}()
@@ -659,8 +659,8 @@ func (o *object) handleCall(c *call) {
 	}
 	if t := o.env.tracer; t != nil {
 		c.ctx, c.span = t.Start(c.ctx, "durable.event")
-		c.span.SetAttributes(attribute.String("durable.class", o.key.class), attribute.String("durable.method", o.env.m.Method(o.key.class, c.method)),
-			attribute.String("durable.object", o.key.id.String()), attribute.Int("durable.partition", o.p))
+		c.span.SetAttributes(attribute.String("durable.class", o.class.Name), attribute.String("durable.method", o.env.m.Method(o.class.Name, c.method)),
+			attribute.String("durable.object", o.id.String()), attribute.Int("durable.partition", o.p))
 	}
 	o.pl.learnName(c.name)
 	if c.rid != "" {
@@ -674,7 +674,7 @@ func (o *object) handleCall(c *call) {
 		return
 	}
 	if c.rid != "" {
-		tx.callBase = callBase(o.key, "invoke", c.rid)
+		tx.callBase = callBase(o.class.Name, o.id, "invoke", c.rid)
 	}
 	defer o.pl.endEvent()
 	if c.op != nil {
@@ -795,7 +795,7 @@ func (o *object) releaseDelivery() {
 
 // retryAlarmAt asks the schedule to look at the object's alarm again at t.
 func (o *object) retryAlarmAt(t time.Time) {
-	o.env.alarms.RetryAt(o.p, o.key.class, o.key.id, t)
+	o.env.alarms.RetryAt(o.p, o.class.Name, o.id, t)
 }
 
 // handleAlarm runs the object's alarm if it is due: the authoritative
@@ -817,7 +817,7 @@ func (o *object) handleAlarm() {
 	defer cancel()
 	rec, err := o.pl.loadAlarm(ctx)
 	if err != nil {
-		e.log.Warn("alarm record read failed; will retry", "class", o.key.class, "id", o.key.id, "err", err, "at", o.systemRetry())
+		e.log.Warn("alarm record read failed; will retry", "class", o.class.Name, "id", o.id, "err", err, "at", o.systemRetry())
 		return
 	}
 	if rec == nil {
@@ -828,7 +828,7 @@ func (o *object) handleAlarm() {
 	o.pl.learnStoredName(rec.Name)
 	if rec.Due.After(e.clock.Now()) {
 		// A stale index entry or an early wake-up: never run early.
-		e.alarms.Committed(o.p, o.key.class, o.key.id, rec.Due)
+		e.alarms.Committed(o.p, o.class.Name, o.id, rec.Due)
 		return
 	}
 	r := *rec // the handler's run must not change what the pipeline knows
@@ -836,7 +836,7 @@ func (o *object) handleAlarm() {
 	span := trace.SpanFromContext(ctx) // a no-op unless tracing is on
 	if e.tracer != nil {
 		ctx, span = e.tracer.Start(ctx, "durable.alarm", trace.WithNewRoot())
-		span.SetAttributes(attribute.String("durable.class", o.key.class), attribute.String("durable.object", o.key.id.String()),
+		span.SetAttributes(attribute.String("durable.class", o.class.Name), attribute.String("durable.object", o.id.String()),
 			attribute.Int("durable.partition", o.p), attribute.Int("durable.alarm.retry_count", rec.RetryCount),
 			attribute.Int64("durable.alarm.lateness_ms", e.clock.Since(rec.Due).Milliseconds()))
 	}
@@ -856,7 +856,7 @@ func (o *object) handleAlarm() {
 	}
 	defer o.pl.endEvent()
 	// Retries of the run share the scheduled time, not the due time.
-	tx.callBase = callBase(o.key, "alarm", strconv.FormatInt(rec.Scheduled.UnixMilli(), 10))
+	tx.callBase = callBase(o.class.Name, o.id, "alarm", strconv.FormatInt(rec.Scheduled.UnixMilli(), 10))
 
 	var runErr error
 	how := outcomeError
@@ -867,13 +867,13 @@ func (o *object) handleAlarm() {
 		info := durable.AlarmInfo{RetryCount: rec.RetryCount, IsRetry: rec.RetryCount > 0, ScheduledTime: rec.Scheduled}
 		started := e.clock.Now()
 		if e.m.Enabled() {
-			e.m.AlarmLateness.WithLabelValues(o.key.class).Observe(started.Sub(rec.Due).Seconds())
+			e.m.AlarmLateness.WithLabelValues(o.class.Name).Observe(started.Sub(rec.Due).Seconds())
 		}
 		_, runErr, how = o.runHandler(ctx, e.cfg.AlarmHandlerTimeout, func(ctx context.Context) ([]byte, error) {
 			return nil, alarmer.Alarm(ctx, info)
 		})
 		if e.m.Enabled() {
-			e.m.AlarmHandlerSeconds.WithLabelValues(o.key.class).Observe(e.clock.Since(started).Seconds())
+			e.m.AlarmHandlerSeconds.WithLabelValues(o.class.Name).Observe(e.clock.Since(started).Seconds())
 		}
 		if how == outcomeOK {
 			if runErr = o.pl.broken(); runErr != nil {
@@ -899,7 +899,7 @@ func (o *object) handleAlarm() {
 		outcome = "failure"
 	}
 	if e.m.Enabled() {
-		e.m.AlarmRuns.WithLabelValues(o.key.class, outcome).Inc()
+		e.m.AlarmRuns.WithLabelValues(o.class.Name, outcome).Inc()
 	}
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("durable.alarm.outcome", outcome))
@@ -909,7 +909,7 @@ func (o *object) handleAlarm() {
 	}
 	switch d.Action {
 	case alarmstore.RunAgain:
-		e.log.Warn("alarm run failed in the system; retrying", "class", o.key.class, "id", o.key.id, "err", runErr, "at", d.At)
+		e.log.Warn("alarm run failed in the system; retrying", "class", o.class.Name, "id", o.id, "err", runErr, "at", d.At)
 		o.sysFailures.Add(1)
 		o.resetAndFailQueued(runErr)
 		o.retryAlarmAt(d.At)
@@ -920,13 +920,13 @@ func (o *object) handleAlarm() {
 		ec.alarm = alarmChange{set: true, record: d.Next}
 	case alarmstore.Retry:
 		ec.alarm = alarmChange{set: true, record: d.Next}
-		e.m.AlarmRetries.WithLabelValues(o.key.class).Inc()
+		e.m.AlarmRetries.WithLabelValues(o.class.Name).Inc()
 		o.logRetry(d.Next, runErr)
 	case alarmstore.Abandon:
 		ec.alarm = alarmChange{set: true}
 		ec.extra = []clientv3.Op{e.records.DeadLetterOp(*d.Dead, e.clock.Now())}
-		e.m.AlarmDeadLetters.WithLabelValues(o.key.class).Inc()
-		e.log.Warn("alarm abandoned after its last retry", "class", o.key.class, "id", o.key.id,
+		e.m.AlarmDeadLetters.WithLabelValues(o.class.Name).Inc()
+		e.log.Warn("alarm abandoned after its last retry", "class", o.class.Name, "id", o.id,
 			"scheduled", rec.Scheduled, "retries", rec.RetryCount, "err", runErr)
 	}
 	if !d.CommitWrites {
@@ -953,7 +953,7 @@ func (o *object) logRetry(next *alarmstore.Record, err error) {
 		e.retriesUnlogged.Add(1)
 		return
 	}
-	args := []any{"class", o.key.class, "id", o.key.id, "retry", next.RetryCount, "at", next.Due, "err", err}
+	args := []any{"class", o.class.Name, "id", o.id, "retry", next.RetryCount, "at", next.Due, "err", err}
 	if n := e.retriesUnlogged.Swap(0); n > 0 {
 		args = append(args, "retries_not_logged", n)
 	}
@@ -971,7 +971,7 @@ func (o *object) alarmSettled(err error) {
 		o.sysFailures.Store(0)
 		return
 	}
-	o.env.log.Warn("alarm outcome not committed; retrying", "class", o.key.class, "id", o.key.id, "err", err, "at", o.systemRetry())
+	o.env.log.Warn("alarm outcome not committed; retrying", "class", o.class.Name, "id", o.id, "err", err, "at", o.systemRetry())
 }
 
 // systemRetry has the object's alarm looked at again after a failure of the

@@ -9,7 +9,7 @@ import (
 
 // objectSet holds the table's objects, found by the identity each holds
 // (class, id): an open-addressing hash set of the objects themselves. A Go
-// map keyed by objKey stored a copy of the key beside each pointer, 105 B
+// map keyed by (class, id) stored a copy of the key beside each pointer, 105 B
 // per object at 20,000 objects; this stores the pointer only, 8 B a slot
 // at a load of 3/8 to 3/4: 11–21 B per object (issue #17).
 //
@@ -52,7 +52,7 @@ func (s *objectSet) get(class string, id durable.ID) *object {
 		switch o := s.slots[i]; {
 		case o == nil:
 			return nil
-		case o != tomb && o.key.id == id && o.key.class == class:
+		case o != tomb && o.id == id && o.class.Name == class:
 			return o
 		}
 	}
@@ -64,7 +64,7 @@ func (s *objectSet) add(o *object) {
 		s.rebuild(s.live + 1)
 	}
 	mask := len(s.slots) - 1
-	for i := s.slot(&o.key.id); ; i = (i + 1) & mask {
+	for i := s.slot(&o.id); ; i = (i + 1) & mask {
 		switch s.slots[i] {
 		case nil:
 			s.used++
@@ -83,7 +83,7 @@ func (s *objectSet) remove(o *object) {
 		return
 	}
 	mask := len(s.slots) - 1
-	for i := s.slot(&o.key.id); s.slots[i] != nil; i = (i + 1) & mask {
+	for i := s.slot(&o.id); s.slots[i] != nil; i = (i + 1) & mask {
 		if s.slots[i] == o {
 			s.slots[i] = tomb
 			s.live--
@@ -130,7 +130,7 @@ func (s *objectSet) rebuild(n int) {
 		if o == nil || o == tomb {
 			continue
 		}
-		i := s.slot(&o.key.id)
+		i := s.slot(&o.id)
 		for s.slots[i] != nil {
 			i = (i + 1) & mask
 		}

@@ -13,6 +13,7 @@ import (
 func TestObjectSetAgreesWithAMap(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	s := newObjectSet()
+	classes := map[string]*Class{"A": {Name: "A"}, "B": {Name: "B"}}
 	want := map[objKey]*object{}
 	// A small pool of identities, so that adds after removes reuse them and
 	// probes run over tombstones; two classes share some IDs.
@@ -43,8 +44,8 @@ func TestObjectSetAgreesWithAMap(t *testing.T) {
 			t.Fatalf("step %d: each visited %d objects, want %d", step, len(seen), len(want))
 		}
 		for o, n := range seen {
-			if n != 1 || want[o.key] != o {
-				t.Fatalf("step %d: each visited %v %d times (held: %v)", step, o.key, n, want[o.key] == o)
+			if n != 1 || want[keyOf(o)] != o {
+				t.Fatalf("step %d: each visited %v %d times (held: %v)", step, keyOf(o), n, want[keyOf(o)] == o)
 			}
 		}
 	}
@@ -53,7 +54,7 @@ func TestObjectSetAgreesWithAMap(t *testing.T) {
 		switch r := rng.IntN(100); {
 		case r < 55:
 			if want[k] == nil {
-				o := &object{key: k}
+				o := &object{class: classes[k.class], id: k.id}
 				s.add(o)
 				want[k] = o
 			}
@@ -62,14 +63,14 @@ func TestObjectSetAgreesWithAMap(t *testing.T) {
 				s.remove(o)
 				delete(want, k)
 			} else {
-				s.remove(&object{key: k}) // not held: a no-op
+				s.remove(&object{class: classes[k.class], id: k.id}) // not held: a no-op
 			}
 		case r < 95:
 			// Remove about half of what each visits, as the sweeper does.
 			s.each(func(o *object) bool {
 				if rng.IntN(2) == 0 {
 					s.remove(o)
-					delete(want, o.key)
+					delete(want, keyOf(o))
 				}
 				return true
 			})
@@ -78,7 +79,7 @@ func TestObjectSetAgreesWithAMap(t *testing.T) {
 		}
 		check(step)
 	}
-	s.each(func(o *object) bool { s.remove(o); delete(want, o.key); return true })
+	s.each(func(o *object) bool { s.remove(o); delete(want, keyOf(o)); return true })
 	s.compact()
 	check(-1)
 	if len(s.slots) != 0 {
@@ -94,7 +95,7 @@ func TestObjectSetStaysWithinItsLoad(t *testing.T) {
 	for i := range objs {
 		var id durable.ID
 		id[0], id[1], id[2] = byte(i), byte(i>>8), 1
-		objs[i] = &object{key: objKey{class: "A", id: id}}
+		objs[i] = &object{class: &Class{Name: "A"}, id: id}
 		s.add(objs[i])
 		if 4*s.used > 3*len(s.slots) {
 			t.Fatalf("%d objects in %d slots", s.used, len(s.slots))
@@ -108,8 +109,17 @@ func TestObjectSetStaysWithinItsLoad(t *testing.T) {
 		t.Fatalf("after compact: %d objects, %d used, %d slots", s.live, s.used, len(s.slots))
 	}
 	for _, o := range objs[9900:] {
-		if s.get("A", o.key.id) != o {
-			t.Fatalf("lost %v", o.key)
+		if s.get("A", o.id) != o {
+			t.Fatalf("lost %v", keyOf(o))
 		}
 	}
 }
+
+// objKey is an object's identity, the key of the map the tests check the
+// set against.
+type objKey struct {
+	class string
+	id    durable.ID
+}
+
+func keyOf(o *object) objKey { return objKey{class: o.class.Name, id: o.id} }

@@ -58,21 +58,21 @@ type pipeline struct {
 	// so that a failed commit can fail exactly the calls that came before it.
 	arrivals atomic.Uint64
 
+	// The fields are ordered so that the flags share one word: every byte
+	// here is held by every resident object (issue #17).
 	mu          sync.Mutex
 	gen         uint64 // bumped on every reset
 	cur         *eventTx
 	name        string
 	nameStored  bool // obj/ holds name
 	objStored   bool // obj/ exists, holding name or "" (an object of a unique ID)
+	alarmLoaded bool
 	cache       map[string]cacheEntry
 	alarm       *alarmstore.Record // committed alarm, valid when alarmLoaded
-	alarmLoaded bool
-	reqs        []reqEntry // remembered request ids, including pending stages'; valid when reqsLoaded
-	reqsLoaded  bool
+	reqs        *[]reqEntry        // remembered request ids, including pending stages'; nil: not loaded
 	flight      *stage
 	next        *stage
-	settled     chan struct{} // closed when flight settles; made by the first waiter (settledLocked)
-	failed      *failure      // a commit failed (at: arrivals then); the object recovers before its next event
+	failed      *failure // a commit failed (at: arrivals then); the object recovers before its next event
 }
 
 type cacheEntry struct {
@@ -89,14 +89,14 @@ func (pl *pipeline) init(o *object) { pl.o = o }
 // object's storage keys. Both are built when a read or a commit needs them:
 // kept, they cost every resident object 160 B of heap (issue #17), while a
 // commit allocates far more than their 64 and 96 B.
-func (pl *pipeline) idHex() string { return pl.o.key.id.String() }
+func (pl *pipeline) idHex() string { return pl.o.id.String() }
 func (pl *pipeline) dataPrefix() string {
-	return pl.o.env.keys.DataPrefix(pl.o.p, pl.o.key.class, pl.idHex())
+	return pl.o.env.keys.DataPrefix(pl.o.p, pl.o.class.Name, pl.idHex())
 }
 
 // dataPrefixLen is len(pl.dataPrefix()), without building it.
 func (pl *pipeline) dataPrefixLen() int {
-	return pl.o.env.dataKeyBase + len(pl.o.key.class) + hex.EncodedLen(len(pl.o.key.id))
+	return pl.o.env.dataKeyBase + len(pl.o.class.Name) + hex.EncodedLen(len(pl.o.id))
 }
 
 // write is a buffered write: a value, or a deletion.
@@ -154,7 +154,8 @@ type stage struct {
 	storeName   bool   // the stage writes obj/
 	nameWritten string // what it writes there
 	waiters     []waiter
-	links       []trace.Link // the spans of the events it holds (tracing on)
+	settled     chan struct{} // closed when the stage settles in flight; made by the first waiter (settledLocked)
+	links       []trace.Link  // the spans of the events it holds (tracing on)
 
 	estOps, estBytes int
 }
@@ -284,7 +285,7 @@ func (pl *pipeline) forget() {
 	pl.cur = nil
 	pl.cache = nil
 	pl.alarm, pl.alarmLoaded = nil, false
-	pl.reqsLoaded = false
+	pl.reqs = nil
 }
 
 // learnName records the name a call addressed the object by, if none is
@@ -319,7 +320,7 @@ func (pl *pipeline) freshRecordLocked(due time.Time) *alarmstore.Record {
 	if due.IsZero() {
 		return nil
 	}
-	return &alarmstore.Record{Class: pl.o.key.class, ID: pl.o.key.id, Name: pl.name, Partition: pl.o.p, Due: due, Scheduled: due}
+	return &alarmstore.Record{Class: pl.o.class.Name, ID: pl.o.id, Name: pl.name, Partition: pl.o.p, Due: due, Scheduled: due}
 }
 
 // alarmTouched reports whether tx set or deleted the alarm and the alarm it
@@ -486,11 +487,18 @@ func (pl *pipeline) addLocked(s *stage, ec *eventCommit) {
 		if len(ec.reply) > maxKeptReply {
 			e = reqEntry{ID: ec.rid, Dropped: true, Digest: ec.digest}
 		}
-		ring := append(append([]reqEntry(nil), pl.reqs...), e)
+		// Events that remember a request id read the ring first
+		// (seenRequest), and a reset since fails their staging: pl.reqs is
+		// loaded here.
+		var ring []reqEntry
+		if pl.reqs != nil {
+			ring = append(ring, *pl.reqs...)
+		}
+		ring = append(ring, e)
 		if len(ring) > requestRing {
 			ring = ring[len(ring)-requestRing:]
 		}
-		pl.reqs = ring
+		pl.reqs = &ring
 		s.ring, s.ringSet = ring, true
 		s.rids = append(s.rids, e)
 	}
@@ -512,11 +520,11 @@ func (pl *pipeline) requestLocked(s *stage) *commit.Request {
 	}
 	ops = append(ops, s.extra...)
 	if s.ringSet {
-		ops = append(ops, clientv3.OpPut(keys.Requests(pl.o.p, pl.o.key.class, pl.idHex()), pl.o.env.ringValue(s.ring)))
+		ops = append(ops, clientv3.OpPut(keys.Requests(pl.o.p, pl.o.class.Name, pl.idHex()), pl.o.env.ringValue(s.ring)))
 	}
 	if s.storeName {
 		s.nameWritten = pl.name
-		ops = append(ops, clientv3.OpPut(keys.Object(pl.o.p, pl.o.key.class, pl.idHex()), pl.name))
+		ops = append(ops, clientv3.OpPut(keys.Object(pl.o.p, pl.o.class.Name, pl.idHex()), pl.name))
 	}
 	bytes := 0
 	for _, op := range ops {
@@ -561,12 +569,11 @@ func (pl *pipeline) settle(s *stage, err error) {
 		pl.gen++
 		pl.cache = nil
 		pl.alarm, pl.alarmLoaded = nil, false
-		pl.reqsLoaded = false
+		pl.reqs = nil
 		pl.failed = &failure{err: err, at: pl.arrivals.Load()}
 	}
-	if pl.settled != nil {
-		close(pl.settled)
-		pl.settled = nil
+	if s.settled != nil {
+		close(s.settled)
 	}
 	pl.mu.Unlock()
 
@@ -574,11 +581,11 @@ func (pl *pipeline) settle(s *stage, err error) {
 	// object can, so its view follows the commits' order.
 	switch {
 	case err == nil && s.alarmTouched:
-		pl.o.env.alarms.Committed(pl.o.p, pl.o.key.class, pl.o.key.id, dueOf(s.alarm))
+		pl.o.env.alarms.Committed(pl.o.p, pl.o.class.Name, pl.o.id, dueOf(s.alarm))
 	case err != nil && (s.alarmTouched || dropped != nil && dropped.alarmTouched):
 		// An alarm change of unknown outcome: look at the stored alarm soon,
 		// since the window may already have passed its time.
-		pl.o.env.alarms.RetryAt(pl.o.p, pl.o.key.class, pl.o.key.id, pl.o.env.clock.Now().Add(pl.o.env.cfg.SystemRetryDelay))
+		pl.o.env.alarms.RetryAt(pl.o.p, pl.o.class.Name, pl.o.id, pl.o.env.clock.Now().Add(pl.o.env.cfg.SystemRetryDelay))
 	}
 	if req != nil {
 		pl.o.env.commits.Submit(req)
@@ -628,12 +635,13 @@ func (pl *pipeline) waitDurable() {
 }
 
 // settledLocked returns a channel closed when the commit in flight
-// settles. Only objects that wait for one hold a channel. Caller holds mu.
+// settles. Only stages someone waits for hold a channel. Caller holds mu,
+// and a commit is in flight.
 func (pl *pipeline) settledLocked() <-chan struct{} {
-	if pl.settled == nil {
-		pl.settled = make(chan struct{})
+	if pl.flight.settled == nil {
+		pl.flight.settled = make(chan struct{})
 	}
-	return pl.settled
+	return pl.flight.settled
 }
 
 // cacheLocked records k's committed value. The cache is made by its first
@@ -753,13 +761,13 @@ func (pl *pipeline) loadAlarm(ctx context.Context) (*alarmstore.Record, error) {
 	}
 	gen := pl.gen
 	pl.mu.Unlock()
-	kvs, err := pl.o.env.reads.Get(ctx, pl.o.env.keys.Alarm(pl.o.p, pl.o.key.class, pl.idHex()))
+	kvs, err := pl.o.env.reads.Get(ctx, pl.o.env.keys.Alarm(pl.o.p, pl.o.class.Name, pl.idHex()))
 	if err != nil {
 		return nil, &storageError{err}
 	}
 	var rec *alarmstore.Record
 	if kvs[0] != nil {
-		if rec, err = alarmstore.Decode(pl.o.p, pl.o.key.class, pl.o.key.id, kvs[0].Value); err != nil {
+		if rec, err = alarmstore.Decode(pl.o.p, pl.o.class.Name, pl.o.id, kvs[0].Value); err != nil {
 			return nil, &storageError{err}
 		}
 	}
@@ -791,7 +799,7 @@ func (pl *pipeline) loadName(ctx context.Context) error {
 	if known {
 		return nil
 	}
-	kvs, err := pl.o.env.reads.Get(ctx, pl.o.env.keys.Object(pl.o.p, pl.o.key.class, pl.idHex()))
+	kvs, err := pl.o.env.reads.Get(ctx, pl.o.env.keys.Object(pl.o.p, pl.o.class.Name, pl.idHex()))
 	if err != nil {
 		return &storageError{err}
 	}

@@ -32,7 +32,7 @@ type state struct {
 	h *storageHandle
 }
 
-func (s *state) ID() durable.ID           { return s.o.key.id }
+func (s *state) ID() durable.ID           { return s.o.id }
 func (s *state) Name() string             { return s.o.pl.objectName() }
 func (s *state) Storage() durable.Storage { return s.h }
 func (s *state) Clock() clockwork.Clock   { return s.o.env.clock }

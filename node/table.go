@@ -8,12 +8,6 @@ import (
 	"github.com/durable-run/durable"
 )
 
-// objKey identifies an active object on this node.
-type objKey struct {
-	class string
-	id    durable.ID
-}
-
 // table is the node's active objects and the partitions it serves. Its
 // lock makes activation and eviction race-free: an object is created only
 // while its partition is served, and leaves the map only when nothing is
@@ -111,7 +105,7 @@ func (t *table) objectLocked(e *env, class Class, id durable.ID, p int, alarm bo
 		cls = &class
 		t.classes[class.Name] = cls
 	}
-	o := newObject(e, objKey{class: class.Name, id: id}, cls, p)
+	o := newObject(e, cls, id, p)
 	t.objects.add(o)
 	return o, nil
 }
