@@ -78,6 +78,10 @@ func checkRequestID(id string) error {
 	return nil
 }
 
+// noRequests is the ring of every object that has remembered no request
+// id. It is never written through: a ring that changes is a new slice.
+var noRequests []reqEntry
+
 // seenRequest returns the remembered request id, reading the object's ring
 // from etcd once per activation.
 func (pl *pipeline) seenRequest(ctx context.Context, id string) (reqEntry, bool, error) {
@@ -102,7 +106,11 @@ func (pl *pipeline) seenRequest(ctx context.Context, id string) (reqEntry, bool,
 			pl.mu.Unlock()
 			return reqEntry{}, false, fmt.Errorf("%w: while reading request ids", durable.ErrObjectReset)
 		}
-		pl.reqs = &ring
+		if len(ring) == 0 {
+			pl.reqs = &noRequests // most objects: nothing to allocate
+		} else {
+			pl.reqs = &ring
+		}
 		pl.mu.Unlock()
 	}
 	pl.mu.Lock()

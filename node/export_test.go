@@ -23,5 +23,5 @@ func (n *Node) Mailbox(class string, id durable.ID) (active bool, calls int, ala
 	if o == nil {
 		return false, 0, false
 	}
-	return true, o.queued(), o.alarmSig.Load()
+	return true, o.queuedCalls(), o.sig.has(sigAlarm)
 }

@@ -21,7 +21,7 @@
 //     a reply.
 //   - table.mu guards the objects map, the served partitions and each
 //     object's running/gone/delivered flags and its signals. Enqueueing
-//     into a mailbox (a slice under the object's qmu) happens under it and
+//     into a mailbox (a list under the object's pipeline.mu) happens under it and
 //     never blocks, which is what makes eviction and
 //     activation race-free: an object leaves the map only when its mailbox
 //     is empty, and is created only while its partition is served, both

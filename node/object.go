@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime/debug"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -73,6 +73,7 @@ type call struct {
 	digest  string // of method and payload, with a request id (handleCall)
 	seq     uint64 // arrival number at its object
 	reply   chan callResult
+	next    *call      // the call behind it in its object's mailbox
 	release func()     // ends the call's admission, once replied
 	span    trace.Span // the event's span (handleCall), ended with the reply
 	// op, when set, is a runtime event run instead of the class's Invoke
@@ -107,18 +108,19 @@ type object struct {
 	id    durable.ID
 	p     int
 
-	// The mailbox: calls waiting, oldest first, at most QueueSize. A slice
-	// under its own lock, not a channel of QueueSize slots, so a resident
-	// object holds memory for what is queued only (an empty 128-slot
-	// channel is 1.1 KB). Lock order: table.mu, then qmu.
-	qmu   sync.Mutex
-	queue []*call
+	// The mailbox: calls waiting, oldest first, at most QueueSize (queued
+	// of them), linked through the calls themselves (call.next) and guarded
+	// by pl.mu, so that a resident object holds two pointers for it
+	// whatever was queued (a 128-slot channel was 1.1 KB; a slice under a
+	// lock of its own, 32 B). Lock order: table.mu, then pl.mu.
+	head, tail *call
+	queued     int32
 
-	// Signals to the run goroutine, set by whoever then wakes it (under
-	// table.mu, as park reads them): an alarm delivered, the sweeper found
-	// the object idle, stop asked (end set before, under table.mu).
-	alarmSig, evictSig, stopping atomic.Bool
-	end                          *ending // set by the first stop, under table.mu
+	// sig holds the signals to the run goroutine (sigAlarm, sigEvict,
+	// sigStop), set by whoever then wakes it (under table.mu, as park reads
+	// them; end is set before sigStop, under table.mu), and sigInvoked.
+	sig flags
+	end *ending // set by the first stop, under table.mu
 
 	// Owned by the run goroutine.
 	instance durable.Object
@@ -126,7 +128,6 @@ type object struct {
 
 	sysFailures atomic.Int32 // alarm runs in a row that failed in the system
 
-	invoked    atomic.Bool  // an invocation ran since activation
 	lastActive atomic.Int64 // end of the last event, Unix ns on the node's clock
 
 	// wait is set while the object's goroutine waits for a handler (see
@@ -144,6 +145,24 @@ type object struct {
 
 	pl pipeline
 }
+
+// The bits of object.sig.
+const (
+	sigAlarm   uint32 = 1 << iota // an alarm was delivered
+	sigEvict                      // the sweeper found the object idle
+	sigStop                       // stop asked (object.end says why)
+	sigInvoked                    // an invocation ran since activation
+)
+
+// flags is a word of bits read and changed atomically: one word, where an
+// atomic.Bool each took four bytes of every resident object.
+type flags struct{ v atomic.Uint32 }
+
+func (f *flags) has(b uint32) bool { return f.v.Load()&b != 0 }
+func (f *flags) set(b uint32)      { f.v.Or(b) }
+
+// take clears b and reports whether it was set.
+func (f *flags) take(b uint32) bool { return f.v.And(^b)&b != 0 }
 
 // ending is what a stopped object holds: made by the first stop, since
 // few objects are ever stopped (a channel and an error cost every
@@ -181,9 +200,9 @@ func (o *object) stop(cause error) {
 
 // stopLocked is stop for a caller holding table.mu. The first cause wins.
 func (o *object) stopLocked(cause error) {
-	if !o.stopping.Load() {
+	if !o.sig.has(sigStop) {
 		o.end = &ending{cause: cause}
-		o.stopping.Store(true)
+		o.sig.set(sigStop)
 	}
 	o.env.tab.wakeLocked(o)
 }
@@ -240,15 +259,15 @@ func (o *object) run() {
 		// A delivered alarm goes first: it is delivered again only after
 		// it ran, so neither it nor the calls can starve the other.
 		switch {
-		case o.stopping.Load():
+		case o.sig.has(sigStop):
 			o.exit(o.end.cause)
 			return
-		case o.alarmSig.CompareAndSwap(true, false):
+		case o.sig.take(sigAlarm):
 			o.handleAlarm()
 			o.touch()
 		case o.handleNextCall():
 			o.touch()
-		case o.evictSig.CompareAndSwap(true, false):
+		case o.sig.take(sigEvict):
 			if o.tryEvict() {
 				return
 			}
@@ -264,7 +283,7 @@ func (o *object) park() bool {
 	t := o.env.tab
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if o.stopping.Load() || o.queued() > 0 || o.alarmSig.Load() || o.evictSig.Load() {
+	if o.sig.has(sigStop|sigAlarm|sigEvict) || o.queuedCalls() > 0 {
 		return false
 	}
 	o.running = false
@@ -274,35 +293,41 @@ func (o *object) park() bool {
 // push queues c unless QueueSize calls wait already. Caller holds
 // table.mu.
 func (o *object) push(c *call) bool {
-	o.qmu.Lock()
-	defer o.qmu.Unlock()
-	if len(o.queue) >= o.env.cfg.QueueSize {
+	o.pl.mu.Lock()
+	defer o.pl.mu.Unlock()
+	if int(o.queued) >= min(o.env.cfg.QueueSize, math.MaxInt32) {
 		return false
 	}
-	o.queue = append(o.queue, c)
+	if o.tail == nil {
+		o.head = c
+	} else {
+		o.tail.next = c
+	}
+	o.tail = c
+	o.queued++
 	return true
 }
 
 // pop takes the oldest queued call, or nil.
 func (o *object) pop() *call {
-	o.qmu.Lock()
-	defer o.qmu.Unlock()
-	if len(o.queue) == 0 {
+	o.pl.mu.Lock()
+	defer o.pl.mu.Unlock()
+	c := o.head
+	if c == nil {
 		return nil
 	}
-	c := o.queue[0]
-	o.queue[0] = nil
-	if o.queue = o.queue[1:]; len(o.queue) == 0 {
-		o.queue = nil // a burst's array is not kept by an idle object
+	if o.head, c.next = c.next, nil; o.head == nil {
+		o.tail = nil
 	}
+	o.queued--
 	return c
 }
 
-// queued returns how many calls wait.
-func (o *object) queued() int {
-	o.qmu.Lock()
-	defer o.qmu.Unlock()
-	return len(o.queue)
+// queuedCalls returns how many calls wait.
+func (o *object) queuedCalls() int {
+	o.pl.mu.Lock()
+	defer o.pl.mu.Unlock()
+	return int(o.queued)
 }
 
 // handleNextCall handles the oldest queued call, if any.
@@ -311,7 +336,7 @@ func (o *object) handleNextCall() bool {
 	if c == nil {
 		return false
 	}
-	o.invoked.Store(true)
+	o.sig.set(sigInvoked)
 	o.handleCall(c)
 	return true
 }
@@ -327,7 +352,7 @@ func (o *object) touch() { o.lastActive.Store(o.env.clock.Now().UnixNano()) }
 // idle reports whether the object has had no event for its idle timeout.
 func (o *object) idle(now time.Time) bool {
 	timeout := o.env.cfg.IdleTimeout
-	if !o.invoked.Load() {
+	if !o.sig.has(sigInvoked) {
 		timeout = min(timeout, alarmOnlyIdle)
 	}
 	return now.UnixNano()-o.lastActive.Load() >= int64(timeout)
@@ -359,10 +384,10 @@ func (o *object) evictParkedLocked() {
 // nothing is queued or pending. Enqueuers hold table.mu, so nothing can
 // arrive between the check and the removal. Caller holds table.mu.
 func (o *object) evictLocked() bool {
-	if o.pl.pending() || o.queued() > 0 || o.alarmSig.Load() || !o.idle(o.env.clock.Now()) {
+	if o.pl.pending() || o.queuedCalls() > 0 || o.sig.has(sigAlarm) || !o.idle(o.env.clock.Now()) {
 		return false
 	}
-	if o.stopping.Load() {
+	if o.sig.has(sigStop) {
 		return false // exit fails the queued calls with the stop's cause
 	}
 	o.env.tab.forgetLocked(o)
@@ -777,12 +802,12 @@ func (o *object) releaseDelivery() {
 	t.mu.Lock()
 	had := o.delivered
 	o.delivered = false
-	if had && o.redeliver && !o.stopping.Load() && !o.gone {
+	if had && o.redeliver && !o.sig.has(sigStop) && !o.gone {
 		// Offered again while it ran: it keeps the running slot and looks
 		// at its alarm once more (handleAlarm reads the record and runs
 		// it only if due). A stopping object's alarm is the next owner's.
 		o.delivered = true
-		o.alarmSig.Store(true)
+		o.sig.set(sigAlarm)
 		t.wakeLocked(o)
 		had = false
 	}

@@ -22,9 +22,11 @@ import (
 // pipeline is an object's storage state below its handlers: the write
 // buffer of the event in progress, the pending commits, and what the object
 // knows of its committed state (a read cache, its alarm record, its name,
-// its remembered request ids). mu guards all of it; it is taken by the
-// object's goroutine, by handler goroutines through storage handles, and by
-// the committer's goroutine when a commit settles.
+// its remembered request ids). mu guards all of it, and the object's
+// mailbox too (object.head; one lock fewer per resident object); it is
+// taken by the object's goroutine, by handler goroutines through storage
+// handles, by the committer's goroutine when a commit settles, and by
+// enqueuers under table.mu.
 //
 // Pipelining: an object does not wait for its commit before it starts its
 // next event. A finished event's writes are *staged*: merged into the

@@ -150,7 +150,7 @@ func (t *table) deliver(e *env, class Class, id durable.ID, p int) (ok, full boo
 		return false, false
 	}
 	o.delivered = true
-	o.alarmSig.Store(true)
+	o.sig.set(sigAlarm)
 	t.wakeLocked(o)
 	return true, false
 }
@@ -181,7 +181,7 @@ func (t *table) sweep(now time.Time) {
 		switch {
 		case !o.idle(now):
 		case o.running:
-			o.evictSig.Store(true)
+			o.sig.set(sigEvict)
 		default:
 			o.evictParkedLocked()
 		}
