@@ -2289,3 +2289,69 @@ func commitDirect(c *commit.Committer, p int, token int64, ops []clientv3.Op) er
 	c.Submit(&commit.Request{Partition: p, Token: token, Ops: ops, Done: func(err error) { res <- err }})
 	return <-res
 }
+
+// TestAnObjectThatOnlyRunsPeriodicAlarmsStaysParked: an object activated
+// by its alarm, which re-arms it every 5 s, stays parked between its runs
+// (its next alarm is due within the idle timeout), so its factory runs once
+// for all of them; it was evicted a second after each run, and every run
+// paid an activation (issue #17). Once it stops re-arming, it leaves
+// memory a second after its last run; while the table is crowded, at once.
+func TestAnObjectThatOnlyRunsPeriodicAlarmsStaysParked(t *testing.T) {
+	const period = 5 * time.Second
+	s := newStoreT(t, func(cfg *node.Config) { cfg.IdleTimeout = time.Minute; cfg.MaxActiveObjects = 8 })
+	arm := func(name string) {
+		due := s.h.Clock.Now().Add(period)
+		s.mustDo(name, func(ctx context.Context, st durable.Storage) error { return st.SetAlarm(ctx, due) })
+	}
+	arm("ticker")
+	s.h.restart() // nothing active: the alarm activates the object, which then only runs alarms
+	var runs atomic.Int32
+	s.mu.Lock()
+	s.onAlarm = func(ctx context.Context, o *tObj) error {
+		if o.st.Name() != "ticker" {
+			return nil
+		}
+		if runs.Add(1) < 3 {
+			return o.S().SetAlarm(ctx, o.st.Clock().Now().Add(period))
+		}
+		return nil
+	}
+	s.mu.Unlock()
+	before := s.factoryRuns.Load()
+	for i := int32(1); i <= 3; i++ {
+		// Past alarmOnlyIdle after the last run, short of the next alarm.
+		s.h.advance(2 * time.Second)
+		s.h.WaitQuiet()
+		s.h.n().Sweep()
+		if i > 1 {
+			require.Equal(t, 1, s.h.n().ActiveObjects(), "the object left memory before its next alarm")
+		}
+		s.h.advance(period - 2*time.Second)
+		s.h.WaitQuiet()
+		require.Equal(t, i, runs.Load(), "alarm %d did not run", i)
+	}
+	require.EqualValues(t, before+1, s.factoryRuns.Load(), "the factory ran again for a periodic alarm")
+
+	// No next alarm: it goes a second after its last run.
+	s.h.advance(time.Second)
+	s.h.n().Sweep()
+	require.Equal(t, 0, s.h.n().ActiveObjects(), "the object stayed in memory without a next alarm")
+
+	// A crowded table (6 of 8 objects) lets a parked object that only runs
+	// alarms go at once, even with its next alarm due soon.
+	for _, name := range []string{"a", "b", "c", "d", "e"} {
+		s.mustRun(name, inc)
+	}
+	arm("ticker")
+	s.h.restart()
+	runs.Store(0)
+	for _, name := range []string{"a", "b", "c", "d", "e"} {
+		s.mustRun(name, inc)
+	}
+	s.h.advance(period)
+	s.h.WaitQuiet()
+	require.EqualValues(t, 1, runs.Load())
+	require.Equal(t, 6, s.h.n().ActiveObjects())
+	s.h.n().Sweep()
+	require.Equal(t, 5, s.h.n().ActiveObjects(), "a crowded table kept an object that only runs alarms")
+}

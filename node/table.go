@@ -18,6 +18,7 @@ type table struct {
 	classes  map[string]*Class // one copy of each class its objects point to
 	serving  map[int]int64     // served partitions → fencing token of the tenure
 	stopping bool
+	crowded  bool          // objects take 3/4 of MaxActiveObjects or more, as of the last sweep (see object.idle)
 	changed  chan struct{} // closed and replaced whenever serving changes
 	wg       *sync.WaitGroup
 	adm      *admission
@@ -177,6 +178,7 @@ func (t *table) forgetLocked(o *object) {
 func (t *table) sweep(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.crowded = 4*t.objects.len() >= 3*t.adm.maxActive
 	t.objects.each(func(o *object) bool {
 		switch {
 		case !o.idle(now):
