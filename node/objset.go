@@ -11,7 +11,8 @@ import (
 // (class, id): an open-addressing hash set of the objects themselves. A Go
 // map keyed by (class, id) stored a copy of the key beside each pointer, 105 B
 // per object at 20,000 objects; this stores the pointer only, 8 B a slot
-// at a load of 3/8 to 3/4: 11–21 B per object (issue #17).
+// at a load of 3/8 to 3/4 (it doubles when it reaches 3/4): 11–21 B per
+// object (issue #17).
 //
 // Linear probing over a power-of-two array. remove leaves a tombstone, so
 // each may remove what it visits; the array is rebuilt (tombstones
@@ -113,13 +114,14 @@ func (s *objectSet) compact() {
 	}
 }
 
-// rebuild moves the objects into a new array sized for n objects at a load
-// of at most 3/8, leaving the tombstones behind.
+// rebuild moves the objects into a new array sized for n objects, the
+// smallest power of two that keeps the load at or under 1/2, leaving the
+// tombstones behind: growing at 3/4 doubles the array.
 func (s *objectSet) rebuild(n int) {
 	old := s.slots
 	size := 0
 	if n > 0 {
-		size = max(minSlots, 1<<bits.Len(uint(8*n/3)))
+		size = max(minSlots, 1<<bits.Len(uint(2*n-1)))
 	}
 	s.slots, s.live, s.used = make([]*object, size), 0, 0
 	if size == 0 {

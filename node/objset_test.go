@@ -88,7 +88,9 @@ func TestObjectSetAgreesWithAMap(t *testing.T) {
 }
 
 // TestObjectSetStaysWithinItsLoad checks the array's bounds: a load of at
-// most 3/4 (probes always end), and at least 1/8 after a compaction.
+// most 3/4 (probes always end), at least 3/8 right after it grew (it
+// doubles, so a set costs at most 21 B per object), and at least 1/8
+// after a compaction.
 func TestObjectSetStaysWithinItsLoad(t *testing.T) {
 	s := newObjectSet()
 	objs := make([]*object, 10000)
@@ -96,9 +98,13 @@ func TestObjectSetStaysWithinItsLoad(t *testing.T) {
 		var id durable.ID
 		id[0], id[1], id[2] = byte(i), byte(i>>8), 1
 		objs[i] = &object{class: &Class{Name: "A"}, id: id}
+		size := len(s.slots)
 		s.add(objs[i])
 		if 4*s.used > 3*len(s.slots) {
 			t.Fatalf("%d objects in %d slots", s.used, len(s.slots))
+		}
+		if len(s.slots) != size && size > 0 && len(s.slots) != 2*size {
+			t.Fatalf("grew from %d to %d slots with %d objects", size, len(s.slots), s.live)
 		}
 	}
 	for _, o := range objs[:9900] {
