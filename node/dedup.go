@@ -89,7 +89,7 @@ func (pl *pipeline) seenRequest(ctx context.Context, id string) (reqEntry, bool,
 	loaded, gen := pl.reqs != nil, pl.gen
 	pl.mu.Unlock()
 	if !loaded {
-		kvs, err := pl.o.env.reads.Get(ctx, pl.o.env.keys.Requests(pl.o.p, pl.o.class.Name, pl.idHex()))
+		kvs, err := pl.o.env.reads.Get(ctx, pl.o.env.keys.Requests(int(pl.o.p), pl.o.class.Name, pl.idHex()))
 		if err != nil {
 			return reqEntry{}, false, &storageError{fmt.Errorf("read request ids: %w", err)}
 		}

@@ -21,20 +21,18 @@
 //     a reply.
 //   - table.mu guards the objects set, the served partitions and each
 //     object's running/gone/delivered flags and its signals. Enqueueing
-//     into a mailbox (a list under the object's pipeline.mu, which is never
-//     held across I/O or handler code) happens under it and waits for
-//     nothing else, which is what makes eviction and
+//     into a mailbox (a list under the object's qmu) happens under it and
+//     never blocks, which is what makes eviction and
 //     activation race-free: an object leaves the set only when its mailbox
 //     is empty, and is created only while its partition is served, both
 //     checked under the same lock.
 //   - pipeline.mu guards an object's storage state (the event's buffer, the
-//     pending commits, the committed cache) and its mailbox; it is taken by
-//     the object's goroutine, the handler's goroutine (storage calls), the
-//     committer's (a commit settling) and enqueuers.
+//     pending commits, the committed cache); it is taken by the object's
+//     goroutine, the handler's goroutine (storage calls) and the
+//     committer's (a commit settling).
 //
-// Lock order: table.mu before pipeline.mu (enqueueing queues the call,
-// parking looks at the mailbox and eviction checks for pending commits
-// under both) and before admission.mu (activation is admitted under
+// Lock order: table.mu before pipeline.mu (eviction checks for pending
+// commits under both) and before admission.mu (activation is admitted under
 // the table's lock). peerConns.mu is a leaf. The node never holds either
 // lock while calling the schedule, the committer, the reader or the
 // member, and none of them calls back into the node holding a lock of its

@@ -8,6 +8,7 @@ import (
 	"math"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -103,16 +104,19 @@ func (c *call) respond(r callResult) {
 // object is one active durable object: an actor whose events run one at a
 // time on its goroutine (run). Its storage state is its pipeline.
 type object struct {
+	// The fields are ordered so that the 4-byte ones pair up: every byte
+	// here is held by every resident object (issue #17).
 	env   *env
 	class *Class // the table's copy, shared by the class's objects
 	id    durable.ID
-	p     int
 
 	// The mailbox: calls waiting, oldest first, at most QueueSize (queued
-	// of them), linked through the calls themselves (call.next) and guarded
-	// by pl.mu, so that a resident object holds two pointers for it
-	// whatever was queued (a 128-slot channel was 1.1 KB; a slice under a
-	// lock of its own, 32 B). Lock order: table.mu, then pl.mu.
+	// of them), linked through the calls themselves (call.next), so that a
+	// resident object holds two pointers for it whatever was queued (a
+	// 128-slot channel was 1.1 KB; a slice, 24 B). Under a lock of its own,
+	// not pipeline.mu: enqueuers hold table.mu, and must not wait behind a
+	// commit being built. Lock order: table.mu, then qmu.
+	qmu        sync.Mutex
 	head, tail *call
 	queued     int32
 
@@ -120,13 +124,15 @@ type object struct {
 	// sigStop), set by whoever then wakes it (under table.mu, as park reads
 	// them; end is set before sigStop, under table.mu), and sigInvoked.
 	sig flags
+
+	p           int32        // the object's partition (keyspace: five digits)
+	sysFailures atomic.Int32 // alarm runs in a row that failed in the system
+
 	end *ending // set by the first stop, under table.mu
 
 	// Owned by the run goroutine.
 	instance durable.Object
 	reset    *failure // calls that arrived up to reset.at fail with reset.err; nil: none
-
-	sysFailures atomic.Int32 // alarm runs in a row that failed in the system
 
 	idleFrom atomic.Int64 // when the object's idle time starts (touch), Unix ns on the node's clock
 
@@ -183,7 +189,7 @@ type failure struct {
 }
 
 func newObject(e *env, class *Class, id durable.ID, p int) *object {
-	o := &object{env: e, class: class, id: id, p: p}
+	o := &object{env: e, class: class, id: id, p: int32(p)}
 	o.pl.init(o)
 	o.touch()
 	return o
@@ -292,8 +298,8 @@ func (o *object) park() bool {
 // push queues c unless QueueSize calls wait already. Caller holds
 // table.mu.
 func (o *object) push(c *call) bool {
-	o.pl.mu.Lock()
-	defer o.pl.mu.Unlock()
+	o.qmu.Lock()
+	defer o.qmu.Unlock()
 	if int(o.queued) >= min(o.env.cfg.QueueSize, math.MaxInt32) {
 		return false
 	}
@@ -309,8 +315,8 @@ func (o *object) push(c *call) bool {
 
 // pop takes the oldest queued call, or nil.
 func (o *object) pop() *call {
-	o.pl.mu.Lock()
-	defer o.pl.mu.Unlock()
+	o.qmu.Lock()
+	defer o.qmu.Unlock()
 	c := o.head
 	if c == nil {
 		return nil
@@ -324,8 +330,8 @@ func (o *object) pop() *call {
 
 // queuedCalls returns how many calls wait.
 func (o *object) queuedCalls() int {
-	o.pl.mu.Lock()
-	defer o.pl.mu.Unlock()
+	o.qmu.Lock()
+	defer o.qmu.Unlock()
 	return int(o.queued)
 }
 
@@ -524,7 +530,7 @@ const (
 // the one goroutine of the node nobody waits for, because user code that
 // ignores its context cannot be stopped.
 func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(ctx context.Context) ([]byte, error)) ([]byte, error, outcome) {
-	ei := EventInfo{Node: o.env.node, Partition: o.p, Token: o.pl.eventToken()}
+	ei := EventInfo{Node: o.env.node, Partition: int(o.p), Token: o.pl.eventToken()}
 	hctx, cancel := context.WithCancelCause(context.WithValue(ctx, eventInfoKey{}, ei))
 	defer cancel(nil)
 	type result struct {
@@ -683,9 +689,9 @@ func isSystemErr(err error) bool {
 // begin starts an event under p's current token, or fails c (and returns
 // nil) if p is not served here or a commit failed before c arrived.
 func (o *object) begin(c *call) *eventTx {
-	token := o.env.tab.token(o.p)
+	token := o.env.tab.token(int(o.p))
 	if token == 0 {
-		c.respond(callResult{err: fmt.Errorf("%w: partition %d is not owned here", durable.ErrOwnershipLost, o.p)})
+		c.respond(callResult{err: fmt.Errorf("%w: partition %d is not owned here", durable.ErrOwnershipLost, int(o.p))})
 		return nil
 	}
 	for {
@@ -710,7 +716,7 @@ func (o *object) handleCall(c *call) {
 	if t := o.env.tracer; t != nil {
 		c.ctx, c.span = t.Start(c.ctx, "durable.event")
 		c.span.SetAttributes(attribute.String("durable.class", o.class.Name), attribute.String("durable.method", o.env.m.Method(o.class.Name, c.method)),
-			attribute.String("durable.object", o.id.String()), attribute.Int("durable.partition", o.p))
+			attribute.String("durable.object", o.id.String()), attribute.Int("durable.partition", int(o.p)))
 	}
 	o.pl.learnName(c.name)
 	if c.rid != "" {
@@ -845,7 +851,7 @@ func (o *object) releaseDelivery() {
 
 // retryAlarmAt asks the schedule to look at the object's alarm again at t.
 func (o *object) retryAlarmAt(t time.Time) {
-	o.env.alarms.RetryAt(o.p, o.class.Name, o.id, t)
+	o.env.alarms.RetryAt(int(o.p), o.class.Name, o.id, t)
 }
 
 // handleAlarm runs the object's alarm if it is due: the authoritative
@@ -855,7 +861,7 @@ func (o *object) retryAlarmAt(t time.Time) {
 func (o *object) handleAlarm() (next time.Time) {
 	defer o.releaseDelivery()
 	e := o.env
-	token := e.tab.token(o.p)
+	token := e.tab.token(int(o.p))
 	if token == 0 {
 		return
 	}
@@ -879,7 +885,7 @@ func (o *object) handleAlarm() (next time.Time) {
 	o.pl.learnStoredName(rec.Name)
 	if rec.Due.After(e.clock.Now()) {
 		// A stale index entry or an early wake-up: never run early.
-		e.alarms.Committed(o.p, o.class.Name, o.id, rec.Due)
+		e.alarms.Committed(int(o.p), o.class.Name, o.id, rec.Due)
 		return rec.Due
 	}
 	r := *rec // the handler's run must not change what the pipeline knows
@@ -888,7 +894,7 @@ func (o *object) handleAlarm() (next time.Time) {
 	if e.tracer != nil {
 		ctx, span = e.tracer.Start(ctx, "durable.alarm", trace.WithNewRoot())
 		span.SetAttributes(attribute.String("durable.class", o.class.Name), attribute.String("durable.object", o.id.String()),
-			attribute.Int("durable.partition", o.p), attribute.Int("durable.alarm.retry_count", rec.RetryCount),
+			attribute.Int("durable.partition", int(o.p)), attribute.Int("durable.alarm.retry_count", rec.RetryCount),
 			attribute.Int64("durable.alarm.lateness_ms", e.clock.Since(rec.Due).Milliseconds()))
 	}
 	// The span ends once the outcome is committed, or here if none is.

@@ -22,11 +22,9 @@ import (
 // pipeline is an object's storage state below its handlers: the write
 // buffer of the event in progress, the pending commits, and what the object
 // knows of its committed state (a read cache, its alarm record, its name,
-// its remembered request ids). mu guards all of it, and the object's
-// mailbox too (object.head; one lock fewer per resident object); it is
-// taken by the object's goroutine, by handler goroutines through storage
-// handles, by the committer's goroutine when a commit settles, and by
-// enqueuers under table.mu.
+// its remembered request ids). mu guards all of it; it is taken by the
+// object's goroutine, by handler goroutines through storage handles, and by
+// the committer's goroutine when a commit settles.
 //
 // Pipelining: an object does not wait for its commit before it starts its
 // next event. A finished event's writes are *staged*: merged into the
@@ -93,7 +91,7 @@ func (pl *pipeline) init(o *object) { pl.o = o }
 // commit allocates far more than their 64 and 96 B.
 func (pl *pipeline) idHex() string { return pl.o.id.String() }
 func (pl *pipeline) dataPrefix() string {
-	return pl.o.env.keys.DataPrefix(pl.o.p, pl.o.class.Name, pl.idHex())
+	return pl.o.env.keys.DataPrefix(int(pl.o.p), pl.o.class.Name, pl.idHex())
 }
 
 // dataPrefixLen is len(pl.dataPrefix()), without building it.
@@ -322,7 +320,7 @@ func (pl *pipeline) freshRecordLocked(due time.Time) *alarmstore.Record {
 	if due.IsZero() {
 		return nil
 	}
-	return &alarmstore.Record{Class: pl.o.class.Name, ID: pl.o.id, Name: pl.name, Partition: pl.o.p, Due: due, Scheduled: due}
+	return &alarmstore.Record{Class: pl.o.class.Name, ID: pl.o.id, Name: pl.name, Partition: int(pl.o.p), Due: due, Scheduled: due}
 }
 
 // alarmTouched reports whether tx set or deleted the alarm and the alarm it
@@ -423,7 +421,7 @@ func (pl *pipeline) stage(ec eventCommit, done func(error)) {
 			pl.next.waiters = append(pl.next.waiters, waiter{fn: done, own: true})
 		case pl.next.token != ec.tx.token:
 			pl.mu.Unlock()
-			done(fmt.Errorf("%w: partition %d changed owner", durable.ErrOwnershipLost, pl.o.p))
+			done(fmt.Errorf("%w: partition %d changed owner", durable.ErrOwnershipLost, int(pl.o.p)))
 			return
 		case pl.next.estOps+ops > maxOps || pl.next.estBytes+bytes > maxBytes:
 			// next is full: wait for flight to land and next to take off.
@@ -522,17 +520,17 @@ func (pl *pipeline) requestLocked(s *stage) *commit.Request {
 	}
 	ops = append(ops, s.extra...)
 	if s.ringSet {
-		ops = append(ops, clientv3.OpPut(keys.Requests(pl.o.p, pl.o.class.Name, pl.idHex()), pl.o.env.ringValue(s.ring)))
+		ops = append(ops, clientv3.OpPut(keys.Requests(int(pl.o.p), pl.o.class.Name, pl.idHex()), pl.o.env.ringValue(s.ring)))
 	}
 	if s.storeName {
 		s.nameWritten = pl.name
-		ops = append(ops, clientv3.OpPut(keys.Object(pl.o.p, pl.o.class.Name, pl.idHex()), pl.name))
+		ops = append(ops, clientv3.OpPut(keys.Object(int(pl.o.p), pl.o.class.Name, pl.idHex()), pl.name))
 	}
 	bytes := 0
 	for _, op := range ops {
 		bytes += commit.OpBytes(op)
 	}
-	return &commit.Request{Partition: pl.o.p, Token: s.token, Ops: ops, Bytes: bytes, Links: s.links, Done: func(err error) { pl.settle(s, err) }}
+	return &commit.Request{Partition: int(pl.o.p), Token: s.token, Ops: ops, Bytes: bytes, Links: s.links, Done: func(err error) { pl.settle(s, err) }}
 }
 
 // settle takes the outcome of flight s: on success its writes become the
@@ -583,11 +581,11 @@ func (pl *pipeline) settle(s *stage, err error) {
 	// object can, so its view follows the commits' order.
 	switch {
 	case err == nil && s.alarmTouched:
-		pl.o.env.alarms.Committed(pl.o.p, pl.o.class.Name, pl.o.id, dueOf(s.alarm))
+		pl.o.env.alarms.Committed(int(pl.o.p), pl.o.class.Name, pl.o.id, dueOf(s.alarm))
 	case err != nil && (s.alarmTouched || dropped != nil && dropped.alarmTouched):
 		// An alarm change of unknown outcome: look at the stored alarm soon,
 		// since the window may already have passed its time.
-		pl.o.env.alarms.RetryAt(pl.o.p, pl.o.class.Name, pl.o.id, pl.o.env.clock.Now().Add(pl.o.env.cfg.SystemRetryDelay))
+		pl.o.env.alarms.RetryAt(int(pl.o.p), pl.o.class.Name, pl.o.id, pl.o.env.clock.Now().Add(pl.o.env.cfg.SystemRetryDelay))
 	}
 	if req != nil {
 		pl.o.env.commits.Submit(req)
@@ -763,13 +761,13 @@ func (pl *pipeline) loadAlarm(ctx context.Context) (*alarmstore.Record, error) {
 	}
 	gen := pl.gen
 	pl.mu.Unlock()
-	kvs, err := pl.o.env.reads.Get(ctx, pl.o.env.keys.Alarm(pl.o.p, pl.o.class.Name, pl.idHex()))
+	kvs, err := pl.o.env.reads.Get(ctx, pl.o.env.keys.Alarm(int(pl.o.p), pl.o.class.Name, pl.idHex()))
 	if err != nil {
 		return nil, &storageError{err}
 	}
 	var rec *alarmstore.Record
 	if kvs[0] != nil {
-		if rec, err = alarmstore.Decode(pl.o.p, pl.o.class.Name, pl.o.id, kvs[0].Value); err != nil {
+		if rec, err = alarmstore.Decode(int(pl.o.p), pl.o.class.Name, pl.o.id, kvs[0].Value); err != nil {
 			return nil, &storageError{err}
 		}
 	}
@@ -801,7 +799,7 @@ func (pl *pipeline) loadName(ctx context.Context) error {
 	if known {
 		return nil
 	}
-	kvs, err := pl.o.env.reads.Get(ctx, pl.o.env.keys.Object(pl.o.p, pl.o.class.Name, pl.idHex()))
+	kvs, err := pl.o.env.reads.Get(ctx, pl.o.env.keys.Object(int(pl.o.p), pl.o.class.Name, pl.idHex()))
 	if err != nil {
 		return &storageError{err}
 	}

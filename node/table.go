@@ -57,7 +57,7 @@ func (t *table) unserve(p int, token int64) []*object {
 	t.changedLocked()
 	var objs []*object
 	t.objects.each(func(o *object) bool {
-		if o.p == p {
+		if int(o.p) == p {
 			objs = append(objs, o)
 		}
 		return true
