@@ -83,8 +83,8 @@ func pathEntry(class string, id durable.ID) string { return class + "/" + id.Str
 // callBase identifies an event for the request ids of its calls: the
 // object, the kind of event and what identifies the event across its
 // retries (an invocation's request id, an alarm's scheduled time).
-func callBase(k objKey, kind, ident string) string {
-	return strings.Join([]string{k.class, k.id.String(), kind, ident}, "\x00")
+func callBase(class string, id durable.ID, kind, ident string) string {
+	return strings.Join([]string{class, id.String(), kind, ident}, "\x00")
 }
 
 // callRequestID is the request id of the seq-th call (from 1) of the event
@@ -120,13 +120,13 @@ func (oc *objectCalls) call(ctx context.Context, class string, ref Ref, method s
 	if err != nil {
 		return nil, err
 	}
-	self, target := pathEntry(o.key.class, o.key.id), pathEntry(class, id)
+	self, target := pathEntry(o.class.Name, o.id), pathEntry(class, id)
 	if target == self {
-		return nil, fmt.Errorf("%w: %s %s called itself", durable.ErrCallCycle, o.key.class, o.key.id)
+		return nil, fmt.Errorf("%w: %s %s called itself", durable.ErrCallCycle, o.class.Name, o.id)
 	}
 	path := callPathFrom(ctx)
 	if slices.Contains(path, target) {
-		return nil, fmt.Errorf("%w: %s %s called %s %s, which waits on it", durable.ErrCallCycle, o.key.class, o.key.id, class, id)
+		return nil, fmt.Errorf("%w: %s %s called %s %s, which waits on it", durable.ErrCallCycle, o.class.Name, o.id, class, id)
 	}
 	if len(path) >= maxCallDepth {
 		return nil, durable.Invalidf("a chain of calls between objects may pass through at most %d objects", maxCallDepth)

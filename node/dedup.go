@@ -78,21 +78,25 @@ func checkRequestID(id string) error {
 	return nil
 }
 
+// noRequests is the ring of every object that has remembered no request
+// id. It is never written through: a ring that changes is a new slice.
+var noRequests []reqEntry
+
 // seenRequest returns the remembered request id, reading the object's ring
 // from etcd once per activation.
 func (pl *pipeline) seenRequest(ctx context.Context, id string) (reqEntry, bool, error) {
 	pl.mu.Lock()
-	loaded, gen := pl.reqsLoaded, pl.gen
+	loaded, gen := pl.reqs != nil, pl.gen
 	pl.mu.Unlock()
 	if !loaded {
-		kvs, err := pl.env.reads.Get(ctx, pl.env.keys.Requests(pl.p, pl.class, pl.idHex))
+		kvs, err := pl.o.env.reads.Get(ctx, pl.o.env.keys.Requests(int(pl.o.p), pl.o.class.Name, pl.idHex()))
 		if err != nil {
 			return reqEntry{}, false, &storageError{fmt.Errorf("read request ids: %w", err)}
 		}
 		var ring []reqEntry
 		if kvs[0] != nil {
 			if ring, err = decodeRing(kvs[0].Value); err != nil {
-				pl.env.log.Error("corrupt request ids ignored", "object", pl.idHex, "err", err)
+				pl.o.env.log.Error("corrupt request ids ignored", "object", pl.idHex(), "err", err)
 				ring = nil
 			}
 		}
@@ -102,12 +106,20 @@ func (pl *pipeline) seenRequest(ctx context.Context, id string) (reqEntry, bool,
 			pl.mu.Unlock()
 			return reqEntry{}, false, fmt.Errorf("%w: while reading request ids", durable.ErrObjectReset)
 		}
-		pl.reqs, pl.reqsLoaded = ring, true
+		if len(ring) == 0 {
+			pl.reqs = &noRequests // most objects: nothing to allocate
+		} else {
+			pl.reqs = &ring
+		}
 		pl.mu.Unlock()
 	}
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	for _, e := range pl.reqs {
+	if pl.reqs == nil {
+		// A commit failed since the ring was read: it may be outdated.
+		return reqEntry{}, false, fmt.Errorf("%w: while reading request ids", durable.ErrObjectReset)
+	}
+	for _, e := range *pl.reqs {
 		if e.ID == id {
 			return e, true, nil
 		}

@@ -19,9 +19,14 @@ func (n *Node) Schedule() *alarmstore.Schedule { return n.sched }
 func (n *Node) Mailbox(class string, id durable.ID) (active bool, calls int, alarm bool) {
 	n.tab.mu.Lock()
 	defer n.tab.mu.Unlock()
-	o := n.tab.objects[objKey{class: class, id: id}]
+	o := n.tab.objects.get(class, id)
 	if o == nil {
 		return false, 0, false
 	}
-	return true, o.queued(), o.alarmSig.Load()
+	return true, o.queuedCalls(), o.sig.has(sigAlarm)
 }
+
+// Sweep looks for idle objects now, as the node's sweeper does on its
+// ticker: a test that asserts an object stayed resident cannot wait for
+// the sweeper's goroutine to have looked.
+func (n *Node) Sweep() { n.tab.sweep(n.now()) }

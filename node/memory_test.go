@@ -2,8 +2,11 @@ package node_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"testing"
 
 	"github.com/durable-run/durable"
@@ -15,6 +18,11 @@ import (
 type noop struct{}
 
 func (noop) Invoke(context.Context, string, []byte) ([]byte, error) { return nil, nil }
+
+// residentProfile: where BenchmarkResidentObjectHeap writes a heap profile
+// taken while its objects are resident (-memprofile's is taken after the
+// benchmark's node stopped). Use it with -test.memprofilerate=1.
+var residentProfile = flag.String("resident-heapprofile", "", "write a heap profile of BenchmarkResidentObjectHeap's resident objects to this file")
 
 // BenchmarkResidentObjectHeap activates b.N objects with one read-only call
 // each (on a fake clock, so none is evicted) and reports the node's heap per
@@ -41,6 +49,18 @@ func BenchmarkResidentObjectHeap(b *testing.B) {
 	h.WaitQuiet()
 	runtime.GC()
 	runtime.ReadMemStats(&after)
+	if *residentProfile != "" {
+		f, err := os.Create(*residentProfile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
 	if got := h.Node().ActiveObjects(); got < b.N {
 		b.Fatalf("%d objects resident, want %d", got, b.N)
 	}

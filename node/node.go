@@ -19,11 +19,11 @@
 //     invocation, alarm, eviction, stop — is handled by that goroutine, so
 //     the object's own fields need no lock. Callers enqueue work and wait for
 //     a reply.
-//   - table.mu guards the objects map, the served partitions and each
+//   - table.mu guards the objects set, the served partitions and each
 //     object's running/gone/delivered flags and its signals. Enqueueing
-//     into a mailbox (a slice under the object's qmu) happens under it and
+//     into a mailbox (a list under the object's qmu) happens under it and
 //     never blocks, which is what makes eviction and
-//     activation race-free: an object leaves the map only when its mailbox
+//     activation race-free: an object leaves the set only when its mailbox
 //     is empty, and is created only while its partition is served, both
 //     checked under the same lock.
 //   - pipeline.mu guards an object's storage state (the event's buffer, the
@@ -169,7 +169,7 @@ func New(cfg Config, reg *Registry, deps Deps) (*Node, error) {
 	policy := alarmstore.DefaultPolicy(cfg.Jitter)
 	policy.SystemRetryDelay = cfg.SystemRetryDelay
 	n.env = &env{
-		node: cfg.ID, cfg: &n.cfg, policy: policy, clock: cfg.Clock, log: n.log, m: n.cfg.Metrics, keys: keys, kv: deps.KV,
+		node: cfg.ID, cfg: &n.cfg, policy: policy, clock: cfg.Clock, log: n.log, m: n.cfg.Metrics, keys: keys, dataKeyBase: len(keys.DataPrefix(0, "", "")), kv: deps.KV,
 		retryLog: rate.NewLimiter(retryLogRate, retryLogRate),
 		commits:  deps.Commits, reads: deps.Reads, alarms: n.sched, records: records, ctx: n.ctx, tab: n.tab,
 		calls: n, binary: deps.Membership.BinaryRecords,

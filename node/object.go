@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -52,6 +53,7 @@ type env struct {
 	retryLog        *rate.Limiter
 	retriesUnlogged atomic.Int64
 	keys            keyspace.Space
+	dataKeyBase     int         // len(keys.DataPrefix(p, "", "")): the part of a data prefix every object shares
 	kv              clientv3.KV // List's range reads
 	commits         Committer
 	reads           Reader
@@ -73,6 +75,7 @@ type call struct {
 	digest  string // of method and payload, with a request id (handleCall)
 	seq     uint64 // arrival number at its object
 	reply   chan callResult
+	next    *call      // the call behind it in its object's mailbox
 	release func()     // ends the call's admission, once replied
 	span    trace.Span // the event's span (handleCall), ended with the reply
 	// op, when set, is a runtime event run instead of the class's Invoke
@@ -102,35 +105,37 @@ func (c *call) respond(r callResult) {
 // object is one active durable object: an actor whose events run one at a
 // time on its goroutine (run). Its storage state is its pipeline.
 type object struct {
+	// The fields are ordered so that the 4-byte ones pair up: every byte
+	// here is held by every resident object (issue #17).
 	env   *env
-	key   objKey
-	class Class
-	p     int
+	class *Class // the table's copy, shared by the class's objects
+	id    durable.ID
 
-	// The mailbox: calls waiting, oldest first, at most QueueSize. A slice
-	// under its own lock, not a channel of QueueSize slots, so a resident
-	// object holds memory for what is queued only (an empty 128-slot
-	// channel is 1.1 KB). Lock order: table.mu, then qmu.
-	qmu   sync.Mutex
-	queue []*call
+	// The mailbox: calls waiting, oldest first, at most QueueSize (queued
+	// of them), linked through the calls themselves (call.next), so that a
+	// resident object holds two pointers for it whatever was queued (a
+	// 128-slot channel was 1.1 KB; a slice, 24 B). Under a lock of its own,
+	// not pipeline.mu: enqueuers hold table.mu, and must not wait behind a
+	// commit being built. Lock order: table.mu, then qmu.
+	qmu        sync.Mutex
+	head, tail *call
+	queued     int32
 
-	// Signals to the run goroutine, set by whoever then wakes it (under
-	// table.mu, as park reads them): an alarm delivered, the sweeper found
-	// the object idle, stop asked (stopErr set before).
-	alarmSig, evictSig, stopping atomic.Bool
-	stopOnce                     sync.Once
-	stopErr                      error
-	done                         chan struct{}
+	// sig holds the signals to the run goroutine (sigAlarm, sigEvict,
+	// sigStop), set by whoever then wakes it (under table.mu, as park reads
+	// them; end is set before sigStop, under table.mu), and sigInvoked.
+	sig flags
 
-	// Owned by the run goroutine.
-	instance   durable.Object
-	resetBelow uint64 // calls that arrived up to here fail with resetCause
-	resetCause error
-
+	p           int32        // the object's partition (keyspace: five digits)
 	sysFailures atomic.Int32 // alarm runs in a row that failed in the system
 
-	invoked    atomic.Bool  // an invocation ran since activation
-	lastActive atomic.Int64 // end of the last event, Unix ns on the node's clock
+	end *ending // set by the first stop, under table.mu
+
+	// Owned by the run goroutine.
+	instance durable.Object
+	reset    *failure // calls that arrived up to reset.at fail with reset.err; nil: none
+
+	idleFrom atomic.Int64 // when the object's idle time starts (touch), Unix ns on the node's clock
 
 	// wait is set while the object's goroutine waits for a handler (see
 	// runHandler), for Quiet.
@@ -143,17 +148,50 @@ type object struct {
 	// retry due before the run that set it released its delivery); the
 	// object looks at its alarm once more when it releases. Guarded by
 	// table.mu.
-	running, gone, delivered, redeliver bool
+	running, gone, delivered, redeliver, finished bool
 
 	pl pipeline
 }
 
-func newObject(e *env, key objKey, class Class, p int) *object {
-	o := &object{
-		env: e, key: key, class: class, p: p,
-		done: make(chan struct{}),
-	}
-	o.pl.init(e, key, p)
+// The bits of object.sig.
+const (
+	sigAlarm   uint32 = 1 << iota // an alarm was delivered
+	sigEvict                      // the sweeper found the object idle
+	sigStop                       // stop asked (object.end says why)
+	sigInvoked                    // an invocation ran since activation
+)
+
+// flags is a word of bits read and changed atomically: one word, where an
+// atomic.Bool each took four bytes of every resident object.
+type flags struct{ v atomic.Uint32 }
+
+func (f *flags) has(b uint32) bool { return f.v.Load()&b != 0 }
+func (f *flags) set(b uint32)      { f.v.Or(b) }
+
+// take clears b and reports whether it was set.
+func (f *flags) take(b uint32) bool { return f.v.And(^b)&b != 0 }
+
+// ending is what a stopped object holds: made by the first stop, since
+// few objects are ever stopped (a channel and an error cost every
+// resident object 40 B; a made channel, 112 B more).
+type ending struct {
+	cause error
+	// done is closed when the object has finished for good (finished, under
+	// table.mu): its run goroutine exited, or it was evicted while parked.
+	// Made only by a waiter (stopAndWait).
+	done chan struct{}
+}
+
+// failure is a failed commit and the number of the last call that arrived
+// before it (the calls up to there must fail).
+type failure struct {
+	err error
+	at  uint64
+}
+
+func newObject(e *env, class *Class, id durable.ID, p int) *object {
+	o := &object{env: e, class: class, id: id, p: int32(p)}
+	o.pl.init(o)
 	o.touch()
 	return o
 }
@@ -161,11 +199,19 @@ func newObject(e *env, key objKey, class Class, p int) *object {
 // stop asks the object to exit after the event in progress; queued callers
 // get cause. Caller must not hold table.mu.
 func (o *object) stop(cause error) {
-	o.stopOnce.Do(func() {
-		o.stopErr = cause
-		o.stopping.Store(true)
-	})
-	o.env.tab.wake(o)
+	t := o.env.tab
+	t.mu.Lock()
+	o.stopLocked(cause)
+	t.mu.Unlock()
+}
+
+// stopLocked is stop for a caller holding table.mu. The first cause wins.
+func (o *object) stopLocked(cause error) {
+	if !o.sig.has(sigStop) {
+		o.end = &ending{cause: cause}
+		o.sig.set(sigStop)
+	}
+	o.env.tab.wakeLocked(o)
 }
 
 // abort cancels the context of the handler running now, if any, with
@@ -177,9 +223,37 @@ func (o *object) abort(cause error) {
 	}
 }
 
+// stopAndWait stops the object and waits until it has finished.
 func (o *object) stopAndWait(cause error) {
-	o.stop(cause)
-	<-o.done
+	t := o.env.tab
+	t.mu.Lock()
+	o.stopLocked(cause)
+	done := o.doneLocked()
+	t.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// doneLocked returns a channel closed when the stopped object finishes,
+// nil if it has already. Caller holds table.mu.
+func (o *object) doneLocked() <-chan struct{} {
+	if o.finished {
+		return nil
+	}
+	if o.end.done == nil {
+		o.end.done = make(chan struct{})
+	}
+	return o.end.done
+}
+
+// finishLocked records that the object has finished for good and wakes
+// whoever waits for it. Caller holds table.mu.
+func (o *object) finishLocked() {
+	o.finished = true
+	if o.end != nil && o.end.done != nil {
+		close(o.end.done)
+	}
 }
 
 // run handles the object's events while it has any, then parks: the
@@ -192,18 +266,15 @@ func (o *object) run() {
 		// A delivered alarm goes first: it is delivered again only after
 		// it ran, so neither it nor the calls can starve the other.
 		switch {
-		case o.stopping.Load():
-			o.exit(o.stopErr)
-			close(o.done)
+		case o.sig.has(sigStop):
+			o.exit(o.end.cause)
 			return
-		case o.alarmSig.CompareAndSwap(true, false):
-			o.handleAlarm()
-			o.touch()
+		case o.sig.take(sigAlarm):
+			o.touchUntil(o.handleAlarm())
 		case o.handleNextCall():
 			o.touch()
-		case o.evictSig.CompareAndSwap(true, false):
+		case o.sig.take(sigEvict):
 			if o.tryEvict() {
-				close(o.done)
 				return
 			}
 		case o.park():
@@ -218,7 +289,7 @@ func (o *object) park() bool {
 	t := o.env.tab
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if o.stopping.Load() || o.queued() > 0 || o.alarmSig.Load() || o.evictSig.Load() {
+	if o.sig.has(sigStop|sigAlarm|sigEvict) || o.queuedCalls() > 0 {
 		return false
 	}
 	o.running = false
@@ -230,10 +301,16 @@ func (o *object) park() bool {
 func (o *object) push(c *call) bool {
 	o.qmu.Lock()
 	defer o.qmu.Unlock()
-	if len(o.queue) >= o.env.cfg.QueueSize {
+	if int(o.queued) >= min(o.env.cfg.QueueSize, math.MaxInt32) {
 		return false
 	}
-	o.queue = append(o.queue, c)
+	if o.tail == nil {
+		o.head = c
+	} else {
+		o.tail.next = c
+	}
+	o.tail = c
+	o.queued++
 	return true
 }
 
@@ -241,22 +318,22 @@ func (o *object) push(c *call) bool {
 func (o *object) pop() *call {
 	o.qmu.Lock()
 	defer o.qmu.Unlock()
-	if len(o.queue) == 0 {
+	c := o.head
+	if c == nil {
 		return nil
 	}
-	c := o.queue[0]
-	o.queue[0] = nil
-	if o.queue = o.queue[1:]; len(o.queue) == 0 {
-		o.queue = nil // a burst's array is not kept by an idle object
+	if o.head, c.next = c.next, nil; o.head == nil {
+		o.tail = nil
 	}
+	o.queued--
 	return c
 }
 
-// queued returns how many calls wait.
-func (o *object) queued() int {
+// queuedCalls returns how many calls wait.
+func (o *object) queuedCalls() int {
 	o.qmu.Lock()
 	defer o.qmu.Unlock()
-	return len(o.queue)
+	return int(o.queued)
 }
 
 // handleNextCall handles the oldest queued call, if any.
@@ -265,26 +342,52 @@ func (o *object) handleNextCall() bool {
 	if c == nil {
 		return false
 	}
-	o.invoked.Store(true)
+	o.sig.set(sigInvoked)
 	o.handleCall(c)
 	return true
 }
 
 // alarmOnlyIdle is how long an object that has only run alarms since its
-// activation stays in memory: alarms of many objects due at once would
-// otherwise keep all of them for the whole idle timeout.
+// activation stays in memory after its last event, unless its next alarm
+// is due within the idle timeout (touchUntil): alarms of many objects due
+// at once would otherwise keep all of them for the whole idle timeout.
 const alarmOnlyIdle = time.Second
 
 // touch records the end of an event: the object's idle time starts.
-func (o *object) touch() { o.lastActive.Store(o.env.clock.Now().UnixNano()) }
+func (o *object) touch() { o.idleFrom.Store(o.env.clock.Now().UnixNano()) }
 
-// idle reports whether the object has had no event for its idle timeout.
+// touchUntil records the end of an alarm run after which the object's
+// next alarm is due at next (zero: none). An object that has only run
+// alarms starts its idle time at next when that is within the idle
+// timeout: it stays parked, and runs that alarm on the instance it has,
+// where it left memory a second after each run before and every periodic
+// alarm paid an activation (its factory, its name and alarm reads: 4,600
+// activations/s in a soak, issue #17). What it keeps is bounded: a parked
+// object is 282 B besides its class's state, and a crowded table lets
+// such objects go at once (idle).
+func (o *object) touchUntil(next time.Time) {
+	now := o.env.clock.Now()
+	if o.sig.has(sigInvoked) || !next.After(now) || next.Sub(now) > o.env.cfg.IdleTimeout {
+		o.touch()
+		return
+	}
+	o.idleFrom.Store(next.UnixNano())
+}
+
+// idle reports whether the object may leave memory: it has had no event
+// for its idle timeout, alarmOnlyIdle if it has only run alarms since its
+// activation. An object that has only run alarms may leave at once while
+// the table is crowded (table.sweep): room for activations comes before
+// sparing its next alarm an activation. Caller holds table.mu.
 func (o *object) idle(now time.Time) bool {
 	timeout := o.env.cfg.IdleTimeout
-	if !o.invoked.Load() {
+	if !o.sig.has(sigInvoked) {
+		if o.env.tab.crowded {
+			return true
+		}
 		timeout = min(timeout, alarmOnlyIdle)
 	}
-	return now.UnixNano()-o.lastActive.Load() >= int64(timeout)
+	return now.UnixNano()-o.idleFrom.Load() >= int64(timeout)
 }
 
 // tryEvict leaves the table if the object is idle and nothing is queued or
@@ -293,7 +396,11 @@ func (o *object) tryEvict() bool {
 	t := o.env.tab
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return o.evictLocked()
+	if !o.evictLocked() {
+		return false
+	}
+	o.finishLocked()
+	return true
 }
 
 // evictParkedLocked evicts a parked object (no goroutine runs it, so the
@@ -301,7 +408,7 @@ func (o *object) tryEvict() bool {
 // Caller holds table.mu.
 func (o *object) evictParkedLocked() {
 	if o.evictLocked() {
-		close(o.done)
+		o.finishLocked()
 	}
 }
 
@@ -309,10 +416,10 @@ func (o *object) evictParkedLocked() {
 // nothing is queued or pending. Enqueuers hold table.mu, so nothing can
 // arrive between the check and the removal. Caller holds table.mu.
 func (o *object) evictLocked() bool {
-	if o.pl.pending() || o.queued() > 0 || o.alarmSig.Load() || !o.idle(o.env.clock.Now()) {
+	if o.pl.pending() || o.queuedCalls() > 0 || o.sig.has(sigAlarm) || !o.idle(o.env.clock.Now()) {
 		return false
 	}
-	if o.stopping.Load() {
+	if o.sig.has(sigStop) {
 		return false // exit fails the queued calls with the stop's cause
 	}
 	o.env.tab.forgetLocked(o)
@@ -322,9 +429,9 @@ func (o *object) evictLocked() bool {
 }
 
 // exit waits for the pending commits (they settle under the tenure they were
-// made in), leaves the table and fails every queued call with cause.
+// made in), leaves the table, fails every queued call with cause and
+// finishes.
 func (o *object) exit(cause error) {
-	defer o.releaseDelivery()
 	o.pl.waitDurable()
 	t := o.env.tab
 	t.mu.Lock()
@@ -332,6 +439,10 @@ func (o *object) exit(cause error) {
 	t.mu.Unlock()
 	o.forget()
 	o.failQueued(cause)
+	o.releaseDelivery()
+	t.mu.Lock()
+	o.finishLocked()
+	t.mu.Unlock()
 }
 
 // resetInstance throws the instance away: its memory may hold state of a
@@ -356,7 +467,7 @@ func (o *object) forget() {
 func (o *object) recoverIfFailed() {
 	if err, at := o.pl.takeFailure(); err != nil {
 		o.instance = nil
-		o.resetBelow, o.resetCause = at, err
+		o.reset = &failure{err: err, at: at}
 	}
 }
 
@@ -364,10 +475,10 @@ func (o *object) recoverIfFailed() {
 // from, and reports whether it did.
 func (o *object) behindFailure(c *call) bool {
 	o.recoverIfFailed()
-	if c.seq > o.resetBelow {
+	if o.reset == nil || c.seq > o.reset.at {
 		return false
 	}
-	c.respond(callResult{err: resetError(o.resetCause)})
+	c.respond(callResult{err: resetError(o.reset.err)})
 	return true
 }
 
@@ -376,7 +487,7 @@ func (o *object) behindFailure(c *call) bool {
 // callers get an error).
 func (o *object) resetAndFailQueued(cause error) {
 	o.resetInstance()
-	o.resetBelow, o.resetCause = o.pl.arrivals.Load(), cause
+	o.reset = &failure{err: cause, at: o.pl.arrivals.Load()}
 }
 
 // failQueued fails every call in the mailbox with err.
@@ -420,7 +531,7 @@ const (
 // the one goroutine of the node nobody waits for, because user code that
 // ignores its context cannot be stopped.
 func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(ctx context.Context) ([]byte, error)) ([]byte, error, outcome) {
-	ei := EventInfo{Node: o.env.node, Partition: o.p, Token: o.pl.eventToken()}
+	ei := EventInfo{Node: o.env.node, Partition: int(o.p), Token: o.pl.eventToken()}
 	hctx, cancel := context.WithCancelCause(context.WithValue(ctx, eventInfoKey{}, ei))
 	defer cancel(nil)
 	type result struct {
@@ -432,7 +543,7 @@ func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(
 	go func() {
 		defer func() {
 			if r := recover(); r != nil {
-				o.env.log.Error("handler panicked", "class", o.key.class, "id", o.key.id, "panic", r, "stack", string(debug.Stack()))
+				o.env.log.Error("handler panicked", "class", o.class.Name, "id", o.id, "panic", r, "stack", string(debug.Stack()))
 				done <- result{err: &durable.ObjectError{Message: fmt.Sprintf("panic: %v", r)}, how: outcomePanic}
 			}
 		}()
@@ -579,9 +690,9 @@ func isSystemErr(err error) bool {
 // begin starts an event under p's current token, or fails c (and returns
 // nil) if p is not served here or a commit failed before c arrived.
 func (o *object) begin(c *call) *eventTx {
-	token := o.env.tab.token(o.p)
+	token := o.env.tab.token(int(o.p))
 	if token == 0 {
-		c.respond(callResult{err: fmt.Errorf("%w: partition %d is not owned here", durable.ErrOwnershipLost, o.p)})
+		c.respond(callResult{err: fmt.Errorf("%w: partition %d is not owned here", durable.ErrOwnershipLost, int(o.p))})
 		return nil
 	}
 	for {
@@ -605,8 +716,8 @@ func (o *object) handleCall(c *call) {
 	}
 	c.ctx, c.span = tracing.Start(c.ctx, o.env.tracer, "durable.event")
 	if c.span.IsRecording() {
-		c.span.SetAttributes(attribute.String("durable.class", o.key.class), attribute.String("durable.method", o.env.m.Method(o.key.class, c.method)),
-			attribute.String("durable.object", o.key.id.String()), attribute.Int("durable.partition", o.p))
+		c.span.SetAttributes(attribute.String("durable.class", o.class.Name), attribute.String("durable.method", o.env.m.Method(o.class.Name, c.method)),
+			attribute.String("durable.object", o.id.String()), attribute.Int("durable.partition", int(o.p)))
 	}
 	o.pl.learnName(c.name)
 	if c.rid != "" {
@@ -620,7 +731,7 @@ func (o *object) handleCall(c *call) {
 		return
 	}
 	if c.rid != "" {
-		tx.callBase = callBase(o.key, "invoke", c.rid)
+		tx.callBase = callBase(o.class.Name, o.id, "invoke", c.rid)
 	}
 	defer o.pl.endEvent()
 	if c.op != nil {
@@ -723,12 +834,12 @@ func (o *object) releaseDelivery() {
 	t.mu.Lock()
 	had := o.delivered
 	o.delivered = false
-	if had && o.redeliver && !o.stopping.Load() && !o.gone {
+	if had && o.redeliver && !o.sig.has(sigStop) && !o.gone {
 		// Offered again while it ran: it keeps the running slot and looks
 		// at its alarm once more (handleAlarm reads the record and runs
 		// it only if due). A stopping object's alarm is the next owner's.
 		o.delivered = true
-		o.alarmSig.Store(true)
+		o.sig.set(sigAlarm)
 		t.wakeLocked(o)
 		had = false
 	}
@@ -741,16 +852,17 @@ func (o *object) releaseDelivery() {
 
 // retryAlarmAt asks the schedule to look at the object's alarm again at t.
 func (o *object) retryAlarmAt(t time.Time) {
-	o.env.alarms.RetryAt(o.p, o.key.class, o.key.id, t)
+	o.env.alarms.RetryAt(int(o.p), o.class.Name, o.id, t)
 }
 
 // handleAlarm runs the object's alarm if it is due: the authoritative
 // record is read first (the schedule's entry may be stale), and the run's
-// outcome goes through the alarm policy.
-func (o *object) handleAlarm() {
+// outcome goes through the alarm policy. It returns when the object's
+// alarm is next due as far as it knows (zero: none, or unknown).
+func (o *object) handleAlarm() (next time.Time) {
 	defer o.releaseDelivery()
 	e := o.env
-	token := e.tab.token(o.p)
+	token := e.tab.token(int(o.p))
 	if token == 0 {
 		return
 	}
@@ -763,7 +875,7 @@ func (o *object) handleAlarm() {
 	defer cancel()
 	rec, err := o.pl.loadAlarm(ctx)
 	if err != nil {
-		e.log.Warn("alarm record read failed; will retry", "class", o.key.class, "id", o.key.id, "err", err, "at", o.systemRetry())
+		e.log.Warn("alarm record read failed; will retry", "class", o.class.Name, "id", o.id, "err", err, "at", o.systemRetry())
 		return
 	}
 	if rec == nil {
@@ -774,15 +886,15 @@ func (o *object) handleAlarm() {
 	o.pl.learnStoredName(rec.Name)
 	if rec.Due.After(e.clock.Now()) {
 		// A stale index entry or an early wake-up: never run early.
-		e.alarms.Committed(o.p, o.key.class, o.key.id, rec.Due)
-		return
+		e.alarms.Committed(int(o.p), o.class.Name, o.id, rec.Due)
+		return rec.Due
 	}
 	r := *rec // the handler's run must not change what the pipeline knows
 	rec = &r
 	ctx, span := tracing.Start(ctx, e.tracer, "durable.alarm", trace.WithNewRoot())
 	if span.IsRecording() {
-		span.SetAttributes(attribute.String("durable.class", o.key.class), attribute.String("durable.object", o.key.id.String()),
-			attribute.Int("durable.partition", o.p), attribute.Int("durable.alarm.retry_count", rec.RetryCount),
+		span.SetAttributes(attribute.String("durable.class", o.class.Name), attribute.String("durable.object", o.id.String()),
+			attribute.Int("durable.partition", int(o.p)), attribute.Int("durable.alarm.retry_count", rec.RetryCount),
 			attribute.Int64("durable.alarm.lateness_ms", e.clock.Since(rec.Due).Milliseconds()))
 	}
 	// The span ends once the outcome is committed, or here if none is.
@@ -801,7 +913,7 @@ func (o *object) handleAlarm() {
 	}
 	defer o.pl.endEvent()
 	// Retries of the run share the scheduled time, not the due time.
-	tx.callBase = callBase(o.key, "alarm", strconv.FormatInt(rec.Scheduled.UnixMilli(), 10))
+	tx.callBase = callBase(o.class.Name, o.id, "alarm", strconv.FormatInt(rec.Scheduled.UnixMilli(), 10))
 
 	var runErr error
 	how := outcomeError
@@ -812,13 +924,13 @@ func (o *object) handleAlarm() {
 		info := durable.AlarmInfo{RetryCount: rec.RetryCount, IsRetry: rec.RetryCount > 0, ScheduledTime: rec.Scheduled}
 		started := e.clock.Now()
 		if e.m.Enabled() {
-			e.m.AlarmLateness.WithLabelValues(o.key.class).Observe(started.Sub(rec.Due).Seconds())
+			e.m.AlarmLateness.WithLabelValues(o.class.Name).Observe(started.Sub(rec.Due).Seconds())
 		}
 		_, runErr, how = o.runHandler(ctx, e.cfg.AlarmHandlerTimeout, func(ctx context.Context) ([]byte, error) {
 			return nil, alarmer.Alarm(ctx, info)
 		})
 		if e.m.Enabled() {
-			e.m.AlarmHandlerSeconds.WithLabelValues(o.key.class).Observe(e.clock.Since(started).Seconds())
+			e.m.AlarmHandlerSeconds.WithLabelValues(o.class.Name).Observe(e.clock.Since(started).Seconds())
 		}
 		if how == outcomeOK {
 			if runErr = o.pl.broken(); runErr != nil {
@@ -844,7 +956,7 @@ func (o *object) handleAlarm() {
 		outcome = "failure"
 	}
 	if e.m.Enabled() {
-		e.m.AlarmRuns.WithLabelValues(o.key.class, outcome).Inc()
+		e.m.AlarmRuns.WithLabelValues(o.class.Name, outcome).Inc()
 	}
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("durable.alarm.outcome", outcome))
@@ -854,7 +966,7 @@ func (o *object) handleAlarm() {
 	}
 	switch d.Action {
 	case alarmstore.RunAgain:
-		e.log.Warn("alarm run failed in the system; retrying", "class", o.key.class, "id", o.key.id, "err", runErr, "at", d.At)
+		e.log.Warn("alarm run failed in the system; retrying", "class", o.class.Name, "id", o.id, "err", runErr, "at", d.At)
 		o.sysFailures.Add(1)
 		o.resetAndFailQueued(runErr)
 		o.retryAlarmAt(d.At)
@@ -863,15 +975,17 @@ func (o *object) handleAlarm() {
 		ec.alarm = alarmChange{set: true}
 	case alarmstore.Replace:
 		ec.alarm = alarmChange{set: true, record: d.Next}
+		next = dueOf(d.Next) // nil: the handler deleted it
 	case alarmstore.Retry:
 		ec.alarm = alarmChange{set: true, record: d.Next}
-		e.m.AlarmRetries.WithLabelValues(o.key.class).Inc()
+		next = dueOf(d.Next)
+		e.m.AlarmRetries.WithLabelValues(o.class.Name).Inc()
 		o.logRetry(d.Next, runErr)
 	case alarmstore.Abandon:
 		ec.alarm = alarmChange{set: true}
 		ec.extra = []clientv3.Op{e.records.DeadLetterOp(*d.Dead, e.clock.Now())}
-		e.m.AlarmDeadLetters.WithLabelValues(o.key.class).Inc()
-		e.log.Warn("alarm abandoned after its last retry", "class", o.key.class, "id", o.key.id,
+		e.m.AlarmDeadLetters.WithLabelValues(o.class.Name).Inc()
+		e.log.Warn("alarm abandoned after its last retry", "class", o.class.Name, "id", o.id,
 			"scheduled", rec.Scheduled, "retries", rec.RetryCount, "err", runErr)
 	}
 	if !d.CommitWrites {
@@ -887,6 +1001,7 @@ func (o *object) handleAlarm() {
 	if how != outcomeOK {
 		o.failEvent(tx)
 	}
+	return next
 }
 
 // logRetry logs a failed run that will run again: one line per retry, at
@@ -898,7 +1013,7 @@ func (o *object) logRetry(next *alarmstore.Record, err error) {
 		e.retriesUnlogged.Add(1)
 		return
 	}
-	args := []any{"class", o.key.class, "id", o.key.id, "retry", next.RetryCount, "at", next.Due, "err", err}
+	args := []any{"class", o.class.Name, "id", o.id, "retry", next.RetryCount, "at", next.Due, "err", err}
 	if n := e.retriesUnlogged.Swap(0); n > 0 {
 		args = append(args, "retries_not_logged", n)
 	}
@@ -916,7 +1031,7 @@ func (o *object) alarmSettled(err error) {
 		o.sysFailures.Store(0)
 		return
 	}
-	o.env.log.Warn("alarm outcome not committed; retrying", "class", o.key.class, "id", o.key.id, "err", err, "at", o.systemRetry())
+	o.env.log.Warn("alarm outcome not committed; retrying", "class", o.class.Name, "id", o.id, "err", err, "at", o.systemRetry())
 }
 
 // systemRetry has the object's alarm looked at again after a failure of the

@@ -32,7 +32,7 @@ type state struct {
 	h *storageHandle
 }
 
-func (s *state) ID() durable.ID           { return s.o.key.id }
+func (s *state) ID() durable.ID           { return s.o.id }
 func (s *state) Name() string             { return s.o.pl.objectName() }
 func (s *state) Storage() durable.Storage { return s.h }
 func (s *state) Clock() clockwork.Clock   { return s.o.env.clock }
@@ -155,10 +155,11 @@ func (h *storageHandle) getMany(ctx context.Context, keys []string) (map[string]
 		return out, nil
 	}
 	full := make([]string, len(misses))
+	prefix := pl.dataPrefix()
 	for i, k := range misses {
-		full[i] = pl.dataPre + k
+		full[i] = prefix + k
 	}
-	kvs, err := pl.env.reads.Get(ctx, full...)
+	kvs, err := pl.o.env.reads.Get(ctx, full...)
 	if err != nil {
 		return nil, &storageError{err}
 	}
@@ -352,7 +353,7 @@ func (h *storageHandle) List(ctx context.Context, opts durable.ListOptions) ([]d
 	pl.mu.Unlock()
 
 	if !cleared && (hi == "" || lo < hi) {
-		prefix := pl.dataPre
+		prefix := pl.dataPrefix()
 		end := keyspace.PrefixEnd(prefix)
 		if hi != "" {
 			end = prefix + hi
@@ -365,7 +366,7 @@ func (h *storageHandle) List(ctx context.Context, opts durable.ListOptions) ([]d
 		if opts.Reverse {
 			ropts = append(ropts, clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))
 		}
-		resp, err := pl.env.kv.Get(ctx, prefix+lo, ropts...)
+		resp, err := pl.o.env.kv.Get(ctx, prefix+lo, ropts...)
 		if err != nil {
 			return nil, &storageError{err}
 		}

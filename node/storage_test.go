@@ -25,6 +25,7 @@ import (
 	"github.com/durable-run/durable"
 	"github.com/durable-run/durable/client"
 	"github.com/durable-run/durable/commit"
+	"github.com/durable-run/durable/metrics"
 	"github.com/durable-run/durable/node"
 )
 
@@ -2288,4 +2289,73 @@ func commitDirect(c *commit.Committer, p int, token int64, ops []clientv3.Op) er
 	res := make(chan error, 1)
 	c.Submit(&commit.Request{Partition: p, Token: token, Ops: ops, Done: func(err error) { res <- err }})
 	return <-res
+}
+
+// TestAnObjectThatOnlyRunsPeriodicAlarmsStaysParked: an object activated
+// by its alarm, which re-arms it every 5 s, stays parked between its runs
+// (its next alarm is due within the idle timeout), so its factory runs once
+// for all of them; it was evicted a second after each run, and every run
+// paid an activation (issue #17). Once it stops re-arming, it leaves
+// memory a second after its last run; while the table is crowded, at once.
+func TestAnObjectThatOnlyRunsPeriodicAlarmsStaysParked(t *testing.T) {
+	const period = 5 * time.Second
+	s := newStoreT(t, func(cfg *node.Config) { cfg.IdleTimeout = time.Minute; cfg.MaxActiveObjects = 8 })
+	arm := func(name string) {
+		due := s.h.Clock.Now().Add(period)
+		s.mustDo(name, func(ctx context.Context, st durable.Storage) error { return st.SetAlarm(ctx, due) })
+	}
+	// waitRun waits until the node has ended n alarm runs (counted from
+	// base) and the object has parked: WaitQuiet alone passes while a
+	// factory or handler runs.
+	ended := func() float64 {
+		return metrics.Value(s.h.n().Config().Metrics.AlarmRuns.WithLabelValues(tClass, "success"))
+	}
+	waitRun := func(base float64, n int) {
+		t.Helper()
+		s.h.eventually(func() bool { return ended() >= base+float64(n) }, "alarm run %d did not end", n)
+		s.h.WaitQuiet()
+	}
+	arm("ticker")
+	s.h.restart() // nothing active: the alarm activates the object, which then only runs alarms
+	var runs atomic.Int32
+	s.mu.Lock()
+	s.onAlarm = func(ctx context.Context, o *tObj) error {
+		if o.st.Name() == "ticker" && runs.Add(1) < 3 {
+			return o.S().SetAlarm(ctx, o.st.Clock().Now().Add(period))
+		}
+		return nil
+	}
+	s.mu.Unlock()
+	before, base := s.factoryRuns.Load(), ended()
+	for i := 1; i <= 3; i++ {
+		// Past alarmOnlyIdle after the last run, short of the next alarm.
+		s.h.advance(2 * time.Second)
+		s.h.WaitQuiet()
+		s.h.n().Sweep()
+		if i > 1 {
+			require.Equal(t, 1, s.h.n().ActiveObjects(), "the object left memory before its next alarm")
+		}
+		s.h.advance(period - 2*time.Second)
+		waitRun(base, i)
+	}
+	require.EqualValues(t, before+1, s.factoryRuns.Load(), "the factory ran again for a periodic alarm")
+
+	// No next alarm: it goes a second after its last run.
+	s.h.advance(time.Second)
+	s.h.n().Sweep()
+	require.Equal(t, 0, s.h.n().ActiveObjects(), "the object stayed in memory without a next alarm")
+
+	// A crowded table (6 of 8 objects) lets a parked object that only runs
+	// alarms go at once, even with its next alarm due soon.
+	arm("ticker")
+	s.h.restart()
+	runs.Store(0)
+	for _, name := range []string{"a", "b", "c", "d", "e"} {
+		s.mustRun(name, inc)
+	}
+	base = ended()
+	s.h.advance(period)
+	waitRun(base, 1)
+	s.h.n().Sweep() // the node's sweeper may have looked already
+	require.Equal(t, 5, s.h.n().ActiveObjects(), "a crowded table kept an object that only runs alarms")
 }

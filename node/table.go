@@ -8,28 +8,24 @@ import (
 	"github.com/durable-run/durable"
 )
 
-// objKey identifies an active object on this node.
-type objKey struct {
-	class string
-	id    durable.ID
-}
-
 // table is the node's active objects and the partitions it serves. Its
 // lock makes activation and eviction race-free: an object is created only
 // while its partition is served, and leaves the map only when nothing is
 // queued for it, both checked under mu, where enqueueing happens too.
 type table struct {
 	mu       sync.Mutex
-	objects  map[objKey]*object
-	serving  map[int]int64 // served partitions → fencing token of the tenure
+	objects  objectSet
+	classes  map[string]*Class // one copy of each class its objects point to
+	serving  map[int]int64     // served partitions → fencing token of the tenure
 	stopping bool
+	crowded  bool          // objects take 3/4 of MaxActiveObjects or more, as of the last sweep (see object.idle)
 	changed  chan struct{} // closed and replaced whenever serving changes
 	wg       *sync.WaitGroup
 	adm      *admission
 }
 
 func newTable(wg *sync.WaitGroup, adm *admission) *table {
-	return &table{objects: map[objKey]*object{}, serving: map[int]int64{}, changed: make(chan struct{}), wg: wg, adm: adm}
+	return &table{objects: newObjectSet(), classes: map[string]*Class{}, serving: map[int]int64{}, changed: make(chan struct{}), wg: wg, adm: adm}
 }
 
 func (t *table) changedLocked() {
@@ -60,11 +56,12 @@ func (t *table) unserve(p int, token int64) []*object {
 	delete(t.serving, p)
 	t.changedLocked()
 	var objs []*object
-	for _, o := range t.objects {
-		if o.p == p {
+	t.objects.each(func(o *object) bool {
+		if int(o.p) == p {
 			objs = append(objs, o)
 		}
-	}
+		return true
+	})
 	return objs
 }
 
@@ -90,23 +87,27 @@ func (t *table) local(p int) (bool, <-chan struct{}) {
 // returns nil, nil if the node is stopping or does not serve p. Caller
 // holds mu.
 func (t *table) objectLocked(e *env, class Class, id durable.ID, p int, alarm bool) (*object, error) {
-	key := objKey{class: class.Name, id: id}
-	if o, ok := t.objects[key]; ok {
+	if o := t.objects.get(class.Name, id); o != nil {
 		return o, nil
 	}
 	if _, ok := t.serving[p]; t.stopping || !ok {
 		return nil, nil
 	}
-	if alarm && len(t.objects) >= t.adm.maxActive {
+	if alarm && t.objects.len() >= t.adm.maxActive {
 		return nil, durable.ErrOverloaded
 	}
 	if !alarm {
-		if err := t.adm.activate(len(t.objects)); err != nil {
+		if err := t.adm.activate(t.objects.len()); err != nil {
 			return nil, err
 		}
 	}
-	o := newObject(e, key, class, p)
-	t.objects[key] = o
+	cls := t.classes[class.Name]
+	if cls == nil {
+		cls = &class
+		t.classes[class.Name] = cls
+	}
+	o := newObject(e, cls, id, p)
+	t.objects.add(o)
 	return o, nil
 }
 
@@ -150,7 +151,7 @@ func (t *table) deliver(e *env, class Class, id durable.ID, p int) (ok, full boo
 		return false, false
 	}
 	o.delivered = true
-	o.alarmSig.Store(true)
+	o.sig.set(sigAlarm)
 	t.wakeLocked(o)
 	return true, false
 }
@@ -165,20 +166,11 @@ func (t *table) wakeLocked(o *object) {
 	t.wg.Go(o.run)
 }
 
-// wake is wakeLocked for a caller without mu.
-func (t *table) wake(o *object) {
-	t.mu.Lock()
-	t.wakeLocked(o)
-	t.mu.Unlock()
-}
-
 // forgetLocked removes o from the map for good: it is never woken again.
 // Caller holds mu.
 func (t *table) forgetLocked(o *object) {
 	o.gone = true
-	if cur, ok := t.objects[o.key]; ok && cur == o {
-		delete(t.objects, o.key)
-	}
+	t.objects.remove(o)
 }
 
 // sweep asks idle objects to leave memory: a parked one is evicted in
@@ -186,15 +178,18 @@ func (t *table) forgetLocked(o *object) {
 func (t *table) sweep(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, o := range t.objects {
+	t.crowded = 4*t.objects.len() >= 3*t.adm.maxActive
+	t.objects.each(func(o *object) bool {
 		switch {
 		case !o.idle(now):
 		case o.running:
-			o.evictSig.Store(true)
+			o.sig.set(sigEvict)
 		default:
 			o.evictParkedLocked()
 		}
-	}
+		return true
+	})
+	t.objects.compact()
 }
 
 // stop marks the node stopping (nothing is activated or served from now
@@ -205,17 +200,18 @@ func (t *table) stop() []*object {
 	t.stopping = true
 	clear(t.serving)
 	t.changedLocked()
-	objs := make([]*object, 0, len(t.objects))
-	for _, o := range t.objects {
+	objs := make([]*object, 0, t.objects.len())
+	t.objects.each(func(o *object) bool {
 		objs = append(objs, o)
-	}
+		return true
+	})
 	return objs
 }
 
 func (t *table) size() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.objects)
+	return t.objects.len()
 }
 
 func (t *table) served() []int {
@@ -233,12 +229,14 @@ func (t *table) served() []int {
 func (t *table) quiet() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, o := range t.objects {
+	quiet := true
+	t.objects.each(func(o *object) bool {
 		if o.running {
 			if w := o.wait.Load(); w == nil || !w.idle() {
-				return false
+				quiet = false
 			}
 		}
-	}
-	return true
+		return quiet
+	})
+	return quiet
 }
