@@ -29,4 +29,4 @@ func (n *Node) Mailbox(class string, id durable.ID) (active bool, calls int, ala
 // Sweep looks for idle objects now, as the node's sweeper does on its
 // ticker: a test that asserts an object stayed resident cannot wait for
 // the sweeper's goroutine to have looked.
-func (n *Node) Sweep() { n.tab.sweep(n.now()) }
+func (n *Node) Sweep() { n.tab.sweep(n.now(), true) }

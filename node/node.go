@@ -355,7 +355,7 @@ func (n *Node) evictLoop() {
 			return
 		case <-tick.Chan():
 		}
-		n.tab.sweep(n.now())
+		n.tab.sweep(n.now(), false)
 	}
 }
 

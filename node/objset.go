@@ -106,6 +106,27 @@ func (s *objectSet) each(fn func(*object) bool) {
 	}
 }
 
+// eachFrom calls fn with the objects in slots [from, from+n) and returns
+// where the next call should start; wrapped reports that it reached the
+// end of the array (next is then 0). fn may remove objects, never add
+// them. A rebuild between calls moves objects, so a walk in several
+// calls may miss or repeat some: for sweeps, which come round again.
+func (s *objectSet) eachFrom(from, n int, fn func(*object)) (next int, wrapped bool) {
+	end := min(from+n, len(s.slots))
+	for i := from; i < end; i++ {
+		if o := s.slots[i]; o != nil && o != tomb {
+			fn(o)
+		}
+	}
+	if end >= len(s.slots) {
+		return 0, true
+	}
+	return end, false
+}
+
+// slotCount returns the size of the array (what eachFrom walks).
+func (s *objectSet) slotCount() int { return len(s.slots) }
+
 // compact shrinks the array once most of it is empty (after evictions),
 // dropping the tombstones. Not to be called from each's callback.
 func (s *objectSet) compact() {

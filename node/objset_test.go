@@ -129,3 +129,56 @@ type objKey struct {
 }
 
 func keyOf(o *object) objKey { return objKey{class: o.class.Name, id: o.id} }
+
+// TestObjectSetWalkInChunksVisitsEachOnce: eachFrom in chunks of any size
+// visits every object once per pass, also when the callback removes what
+// it is given, and says where the pass ended.
+func TestObjectSetWalkInChunksVisitsEachOnce(t *testing.T) {
+	for _, chunk := range []int{1, 7, 64, 5000} {
+		s := newObjectSet()
+		objs := make([]*object, 1000)
+		for i := range objs {
+			var id durable.ID
+			id[0], id[1], id[2] = byte(i), byte(i>>8), 2
+			objs[i] = &object{class: &Class{Name: "A"}, id: id}
+			s.add(objs[i])
+		}
+		for pass, remove := range []bool{false, true} {
+			seen := map[*object]int{}
+			at, calls := 0, 0
+			for {
+				next, wrapped := s.eachFrom(at, chunk, func(o *object) {
+					seen[o]++
+					if remove && o.id[0]%2 == 0 {
+						s.remove(o)
+					}
+				})
+				calls++
+				if wrapped {
+					if next != 0 {
+						t.Fatalf("chunk %d: wrapped at %d", chunk, next)
+					}
+					break
+				}
+				if next != at+chunk {
+					t.Fatalf("chunk %d: from %d to %d", chunk, at, next)
+				}
+				at = next
+			}
+			if want := (s.slotCount() + chunk - 1) / chunk; calls != want {
+				t.Fatalf("chunk %d pass %d: %d calls over %d slots", chunk, pass, calls, s.slotCount())
+			}
+			if len(seen) != len(objs) {
+				t.Fatalf("chunk %d pass %d: saw %d of %d objects", chunk, pass, len(seen), len(objs))
+			}
+			for o, n := range seen {
+				if n != 1 {
+					t.Fatalf("chunk %d pass %d: %v seen %d times", chunk, pass, keyOf(o), n)
+				}
+			}
+		}
+		if s.len() != len(objs)/2 {
+			t.Fatalf("chunk %d: %d left after removing every other", chunk, s.len())
+		}
+	}
+}

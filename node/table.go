@@ -18,6 +18,7 @@ type table struct {
 	classes  map[string]*Class // one copy of each class its objects point to
 	serving  map[int]int64     // served partitions → fencing token of the tenure
 	stopping bool
+	sweepAt  int           // the slot of objects the next sweep starts at
 	crowded  bool          // objects take 3/4 of MaxActiveObjects or more, as of the last sweep (see object.idle)
 	changed  chan struct{} // closed and replaced whenever serving changes
 	wg       *sync.WaitGroup
@@ -174,12 +175,21 @@ func (t *table) forgetLocked(o *object) {
 }
 
 // sweep asks idle objects to leave memory: a parked one is evicted in
-// place, a busy one evicts itself when done.
-func (t *table) sweep(now time.Time) {
+// place, a busy one evicts itself when done. One sweep looks at a share of
+// the object set (sweepShare, at least sweepMinSlots slots), so a large
+// table is walked about once a second rather than at every tick, and
+// table.mu is held for sweepChunk slots at a time, never for the whole
+// table (100,000 objects took milliseconds, every call and alarm waiting
+// behind them). all walks the whole set (tests).
+func (t *table) sweep(now time.Time, all bool) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.crowded = 4*t.objects.len() >= 3*t.adm.maxActive
-	t.objects.each(func(o *object) bool {
+	budget := max(sweepMinSlots, t.objects.slotCount()/sweepShare)
+	if all {
+		t.sweepAt, budget = 0, t.objects.slotCount()
+	}
+	t.mu.Unlock()
+	visit := func(o *object) {
 		switch {
 		case !o.idle(now):
 		case o.running:
@@ -187,10 +197,27 @@ func (t *table) sweep(now time.Time) {
 		default:
 			o.evictParkedLocked()
 		}
-		return true
-	})
-	t.objects.compact()
+	}
+	for budget > 0 {
+		n := min(sweepChunk, budget)
+		budget -= n
+		t.mu.Lock()
+		next, wrapped := t.objects.eachFrom(t.sweepAt, n, visit)
+		t.sweepAt = next
+		if wrapped {
+			t.objects.compact()
+			budget = 0
+		}
+		t.mu.Unlock()
+	}
 }
+
+// How much of the object set a sweep looks at, and per hold of table.mu.
+const (
+	sweepShare    = 4
+	sweepMinSlots = 4096
+	sweepChunk    = 1024
+)
 
 // stop marks the node stopping (nothing is activated or served from now
 // on) and returns every active object, which the caller stops.
