@@ -46,9 +46,12 @@ func (ObjectsScenario) Description() string {
 // Optional implements Optional: a million objects take minutes and GBs.
 func (ObjectsScenario) Optional() {}
 
-// Prepare implements Preparer: idle objects stay in memory for the run.
-func (ObjectsScenario) Prepare(_ *node.Registry, cfg *node.Config) error {
+// Prepare implements Preparer: idle objects stay in memory for the run,
+// and a node may hold them all (the default MaxActiveObjects, 200,000 a
+// node, would refuse the rest as overload for as long as they stay).
+func (s ObjectsScenario) Prepare(_ *node.Registry, cfg *node.Config) error {
 	cfg.IdleTimeout = max(cfg.IdleTimeout, objectsIdleTimeout)
+	cfg.MaxActiveObjects = max(cfg.MaxActiveObjects, s.Objects, defaultObjects)
 	return nil
 }
 

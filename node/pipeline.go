@@ -67,7 +67,7 @@ type pipeline struct {
 	nameStored  bool // obj/ holds name
 	objStored   bool // obj/ exists, holding name or "" (an object of a unique ID)
 	alarmLoaded bool
-	cache       map[string]cacheEntry
+	cache       *readCache // nil: nothing cached
 	alarm       *alarmstore.Record // committed alarm, valid when alarmLoaded
 	reqs        *[]reqEntry        // remembered request ids, including pending stages'; nil: not loaded
 	flight      *stage
@@ -542,7 +542,7 @@ func (pl *pipeline) settle(s *stage, err error) {
 	var req *commit.Request
 	var dropped *stage
 	if err == nil {
-		if s.cleared || len(pl.cache)+len(s.writes) > maxCacheEntries {
+		if s.cleared || pl.cache.len()+len(s.writes) > maxCacheEntries {
 			pl.cache = nil
 		}
 		for k, w := range s.writes {
@@ -649,9 +649,9 @@ func (pl *pipeline) settledLocked() <-chan struct{} {
 // holds mu.
 func (pl *pipeline) cacheLocked(k string, e cacheEntry) {
 	if pl.cache == nil {
-		pl.cache = map[string]cacheEntry{}
+		pl.cache = &readCache{}
 	}
-	pl.cache[k] = e
+	pl.cache.put(k, e)
 }
 
 // takeFailure returns the error of a failed commit the object has not
@@ -744,7 +744,7 @@ func (pl *pipeline) lookupLocked(tx *eventTx, k string) (val []byte, ok, decided
 			return nil, false, true
 		}
 	}
-	if c, hit := pl.cache[k]; hit {
+	if c, hit := pl.cache.get(k); hit {
 		return c.val, c.ok, true
 	}
 	return nil, false, false

@@ -168,7 +168,7 @@ func (h *storageHandle) getMany(ctx context.Context, keys []string) (map[string]
 	if _, err := h.txLocked(); err != nil {
 		return nil, err
 	}
-	if len(pl.cache)+len(misses) > maxCacheEntries {
+	if pl.cache.len()+len(misses) > maxCacheEntries {
 		pl.cache = nil
 	}
 	// No pending stage holds a missed key (only this event could have
