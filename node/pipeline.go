@@ -67,7 +67,7 @@ type pipeline struct {
 	nameStored  bool // obj/ holds name
 	objStored   bool // obj/ exists, holding name or "" (an object of a unique ID)
 	alarmLoaded bool
-	cache       *readCache // nil: nothing cached
+	cache       *readCache         // nil: nothing cached
 	alarm       *alarmstore.Record // committed alarm, valid when alarmLoaded
 	reqs        *[]reqEntry        // remembered request ids, including pending stages'; nil: not loaded
 	flight      *stage
