@@ -27,11 +27,13 @@ const scope = "github.com/durable-run/durable/tracing"
 
 // Start starts a span named name under ctx's span, as tracer.Start does,
 // unless that would record nothing for sure: tracer is nil (tracing off),
-// or ctx carries a span context that was not sampled. Every standard
-// sampler decides a child by its parent's flag or by the trace id the
-// child shares, so a child of an unsampled span is never recorded; such
-// a call returns ctx unchanged and a no-op span, saving the span's
-// allocation and the sampler's work.
+// or ctx carries a span context that was not sampled. The parent-based
+// samplers (the SDK's default, OTEL_TRACES_SAMPLER's parentbased_*) never
+// record a child of an unsampled span; one that ignores the parent
+// (always_on, traceidratio) could, and is not asked: a trace its caller
+// chose not to sample stays unsampled through the cluster. Such a call
+// returns ctx unchanged and a no-op span, saving the span's allocation
+// and the sampler's work.
 func Start(ctx context.Context, tracer trace.Tracer, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
 	if tracer == nil {
 		return ctx, noopSpan
