@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -321,15 +322,14 @@ func (e *alarmEnv) record(name string) *alarmstore.Record {
 // waitRecord waits until name's alarm record satisfies ok and returns it.
 func (e *alarmEnv) waitRecord(name string, ok func(*alarmstore.Record) bool, what string) *alarmstore.Record {
 	e.t.Helper()
-	var rec *alarmstore.Record
-	deadline := time.Now().Add(10 * time.Second)
-	for rec = e.record(name); !ok(rec); rec = e.record(name) {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("alarm record of %s: never %s (last: %+v)", name, what, rec)
-		}
-		time.Sleep(2 * time.Millisecond)
+	// assert, not require: on a miss the message names the last record
+	// read, which the message's arguments could not (they are evaluated
+	// before the wait). Atomic: the condition runs on its own goroutine.
+	var last atomic.Pointer[alarmstore.Record]
+	if !assert.Eventually(e.t, func() bool { rec := e.record(name); last.Store(rec); return ok(rec) }, 10*time.Second, 2*time.Millisecond) {
+		e.t.Fatalf("alarm record of %s: never %s (last: %+v)", name, what, last.Load())
 	}
-	return rec
+	return last.Load()
 }
 
 func (e *alarmEnv) waitNoRecord(name string) {

@@ -590,11 +590,11 @@ func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(
 		abandon()
 		return nil, fmt.Errorf("handler ran past its %s limit", timeout), outcomeAbandoned
 	case <-ctx.Done():
+		abandon()
 		// hctx is ctx's child: the context package closes ctx's Done before
 		// it ends the children, so wait for hctx to end with ctx's error
 		// (a deadline stays a deadline for the handler's own calls) before
 		// the deferred cancel could end it as merely cancelled.
-		abandon()
 		<-hctx.Done()
 		return nil, ctx.Err(), outcomeAbandoned
 	}

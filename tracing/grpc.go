@@ -8,7 +8,6 @@ import (
 	otelcodes "go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -164,12 +163,4 @@ func dialInterceptors(tracer trace.Tracer) []grpc.DialOption {
 		return err
 	}
 	return []grpc.DialOption{grpc.WithChainUnaryInterceptor(unary)}
-}
-
-// tracerOf is tp's tracer for the gRPC hops.
-func tracerOf(tp trace.TracerProvider) trace.Tracer {
-	if tp == nil {
-		tp = noop.NewTracerProvider()
-	}
-	return tp.Tracer(scope)
 }

@@ -48,7 +48,7 @@ func ServerOptions(tp trace.TracerProvider) []grpc.ServerOption {
 	if !Enabled(tp) {
 		return nil
 	}
-	return serverInterceptors(tracerOf(tp))
+	return serverInterceptors(tp.Tracer(scope))
 }
 
 // DialOptions are the gRPC dial options that trace outgoing unary RPCs
@@ -57,7 +57,7 @@ func DialOptions(tp trace.TracerProvider) []grpc.DialOption {
 	if !Enabled(tp) {
 		return nil
 	}
-	return dialInterceptors(tracerOf(tp))
+	return dialInterceptors(tp.Tracer(scope))
 }
 
 // FromEnv returns the tracer provider the standard OpenTelemetry
