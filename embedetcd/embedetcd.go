@@ -158,6 +158,9 @@ type Config struct {
 	EtcdLogLevel slog.Leveler
 }
 
+// neverWarn is a slow-request threshold no request reaches.
+const neverWarn = 24 * time.Hour
+
 // DefaultConfig returns the configuration `durable dev` uses: a temporary
 // directory, loopback on free ports, 10240 operations and 2 MiB per request,
 // one hour of history, etcd's election timing, and etcd's own logs at error
@@ -337,6 +340,15 @@ func startOnce(ctx context.Context, cfg Config, dir string, client, peer hostPor
 	ec.QuotaBackendBytes = cfg.QuotaBackendBytes
 	ec.Logger = "zap"
 	ec.LogLevel = zapLevelName(cfg.EtcdLogLevel.Level())
+	if cfg.EtcdLogLevel.Level() > slog.LevelWarn {
+		// etcd formats a slow request's whole text (a committer's Txn of
+		// hundreds of operations) before its logger drops the warning:
+		// under a backlog every request is slow, and that formatting took
+		// 5 % of a soak's CPU for logs nobody reads. Warnings that are not
+		// passed on are not built (the thresholds are read at start).
+		ec.WarningApplyDuration = neverWarn
+		ec.WarningUnaryRequestDuration = neverWarn
+	}
 	etcdLog := cfg.Logger.With(slog.String("origin", "etcd"))
 	stopping := new(atomic.Bool)
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(etcdLog.Handler(), cfg.EtcdLogLevel, stopping)))

@@ -9,9 +9,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -189,4 +191,25 @@ func TestEtcdLogsReachLogger(t *testing.T) {
 		}
 	}
 	assert.Positive(t, etcdLines, "no etcd log line reached the logger")
+}
+
+// Slow-request warnings are built (etcd formats the whole request first)
+// only when they can reach the logger.
+func TestSlowRequestWarningsOnlyWhenPassedOn(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		level slog.Level
+		apply time.Duration
+		unary time.Duration
+	}{
+		{slog.LevelError, neverWarn, neverWarn},
+		{slog.LevelWarn, embed.DefaultWarningApplyDuration, embed.DefaultWarningUnaryRequestDuration},
+	} {
+		cfg := testConfig()
+		cfg.EtcdLogLevel = tc.level
+		s := start(t, cfg)
+		got := s.etcd.Server.Cfg
+		assert.Equal(t, tc.apply, got.WarningApplyDuration, "level %v", tc.level)
+		assert.Equal(t, tc.unary, got.WarningUnaryRequestDuration, "level %v", tc.level)
+	}
 }
