@@ -1,6 +1,8 @@
 package keyspace
 
 import (
+	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"testing"
@@ -92,5 +94,18 @@ func TestParseSplitsEveryKindOfKey(t *testing.T) {
 		if k, ok := s.Parse(bad); ok {
 			t.Errorf("Parse(%q) = %+v, want refused", bad, k)
 		}
+	}
+}
+
+func TestPaddedAgreesWithFmt(t *testing.T) {
+	for _, v := range []uint64{0, 1, 9, 10, 255, 99999, 100000, 1733472000000, maxMillis, math.MaxUint64} {
+		for _, w := range []int{1, 5, millisDigits, 20} {
+			if got, want := padded(v, w), fmt.Sprintf("%0*d", w, v); got != want {
+				t.Errorf("padded(%d, %d) = %q, want %q", v, w, got, want)
+			}
+		}
+	}
+	if got := part(-3); got != "-0003" {
+		t.Errorf("part(-3) = %q", got)
 	}
 }
