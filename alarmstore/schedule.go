@@ -43,8 +43,10 @@ type ScheduleConfig struct {
 // entry costs a wake-up, never an early or lost run. Loads insert only when
 // absent, so they never replace a fresher entry pushed by a commit.
 //
-// Memory: an alarm in the window costs one heap item and one map slot, about
-// 126 bytes (BenchmarkScheduleMemory). Items are values (no pointer per
+// Memory: an alarm in the window costs one heap item and one map slot,
+// 126–168 bytes (BenchmarkScheduleMemory; the map's and the heap's growth
+// decide where in that range), and no more than about 200 once most of them
+// left (compactLocked). Items are values (no pointer per
 // alarm); an object's ID is kept as its 32 bytes and its class as an index
 // into the class names seen. A replaced or removed alarm leaves its item in
 // the heap until it comes up or the heap is compacted: the map says which
@@ -68,6 +70,7 @@ type Schedule struct {
 	mu         sync.Mutex
 	h          itemHeap
 	byKey      map[schedKey]int64 // key → due (unix ns) of its current item
+	peak       int                // most entries byKey held since it was made
 	until      map[int]time.Time  // loaded partitions → end of their window
 	classes    map[string]uint16
 	names      []string
@@ -179,6 +182,7 @@ func (s *Schedule) Drop(p int) {
 		}
 		return true
 	})
+	s.compactLocked()
 	s.poke()
 }
 
@@ -347,13 +351,31 @@ func (s *Schedule) currentLocked(it item) bool {
 	return ok && due == it.due
 }
 
-// compactLocked drops the stale items once they outnumber the current ones.
+// compactLocked drops the stale items once they outnumber the current ones,
+// and remakes byKey once it holds half its peak: a Go map never
+// shrinks, so a node that once held a burst, or many partitions' windows
+// (an adoption, a restart that claimed every partition before its peers
+// came back), would otherwise keep the tables for them for good. Both are
+// amortized over the removals that made them worth it.
 func (s *Schedule) compactLocked() {
+	if n := len(s.byKey); n > s.peak {
+		s.peak = n
+	} else if s.peak >= minShrink && n <= s.peak/2 {
+		m := make(map[schedKey]int64, n)
+		for k, due := range s.byKey {
+			m[k] = due
+		}
+		s.byKey, s.peak = m, n
+	}
 	if len(s.h) < 2*len(s.byKey)+1024 {
 		return
 	}
 	s.filterLocked(s.currentLocked)
 }
+
+// minShrink is the peak below which byKey is never remade (its tables are
+// small then).
+const minShrink = 4096
 
 // filterLocked keeps the items for which keep holds and restores the heap.
 func (s *Schedule) filterLocked(keep func(item) bool) {
@@ -472,6 +494,9 @@ func (s *Schedule) popDue(now time.Time) ([]Entry, time.Time) {
 		s.running++
 		s.delivering++
 		due = append(due, s.entryLocked(it))
+	}
+	if len(due) > 0 {
+		s.compactLocked()
 	}
 	if len(s.h) == 0 {
 		return due, time.Time{}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -26,7 +27,7 @@ func BenchmarkScheduleMemory(b *testing.B) {
 		id := durable.IDFromName("Reminder", fmt.Sprint("memory-", i))
 		entries[i] = Entry{Partition: i % 256, Due: clock.Now().Add(time.Duration(i) * time.Millisecond), Class: "Reminder", ID: id}
 	}
-	var perAlarm float64
+	var perAlarm, afterDrop float64
 	for b.Loop() {
 		before := liveHeap()
 		s := newTestSchedule(clock, 1, func(Entry) bool { return true })
@@ -38,9 +39,45 @@ func BenchmarkScheduleMemory(b *testing.B) {
 		}
 		perAlarm = float64(liveHeap()-before) / n
 		require.Equal(b, n, s.Size())
+		// A node that held every partition keeps a quarter of them: what
+		// is left must cost about what it would have cost alone.
+		for p := 64; p < 256; p++ {
+			s.Drop(p)
+		}
+		afterDrop = float64(liveHeap()-before) / float64(s.Size())
 		runtime.KeepAlive(s)
 	}
 	b.ReportMetric(perAlarm, "bytes/alarm")
+	b.ReportMetric(afterDrop, "bytes/alarm-after-drop")
+}
+
+// TestScheduleRemakesItsMapWhenMostEntriesLeave: dropping most partitions
+// (or firing a burst) leaves byKey made afresh for what is left, which
+// still fires.
+func TestScheduleRemakesItsMapWhenMostEntriesLeave(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	var fired []Entry
+	s := newTestSchedule(clock, 1<<20, func(e Entry) bool { fired = append(fired, e); return true })
+	const n = 4 * minShrink
+	for p := range 256 {
+		s.openWindow(p, clock.Now().Add(time.Hour), true)
+	}
+	for i := range n {
+		s.insert(Entry{Partition: i % 256, Due: clock.Now().Add(time.Second), Class: "C", ID: durable.IDFromName("C", fmt.Sprint(i))})
+	}
+	require.Equal(t, n, s.peak)
+	for p := 16; p < 256; p++ {
+		s.Drop(p)
+	}
+	require.Equal(t, n/16, s.Size())
+	assert.LessOrEqual(t, s.peak, 2*s.Size(), "the map was not remade after most entries left")
+
+	due, _ := s.popDue(clock.Now().Add(time.Second))
+	require.Len(t, due, n/16)
+	for _, e := range due {
+		require.Less(t, e.Partition, 16)
+	}
+	assert.Zero(t, s.Size())
 }
 
 func liveHeap() int64 {
