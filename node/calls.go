@@ -80,6 +80,30 @@ func outgoingCallPath(ctx context.Context) context.Context {
 // pathEntry names an object on a call path.
 func pathEntry(class string, id durable.ID) string { return class + "/" + id.String() }
 
+// callOrigin is what identifies an event across its retries: an
+// invocation's request id or an alarm's scheduled time. The zero value is
+// a runtime event's, whose calls get fresh ids. The base of the calls'
+// request ids is made of it only when the event makes a call: most events
+// make none.
+type callOrigin struct {
+	kind      string // "invoke" or "alarm"; "": no identity across retries
+	rid       string // invoke: the request id
+	scheduled int64  // alarm: the scheduled time, Unix milliseconds
+}
+
+// base returns the base of the request ids of the calls of an event of
+// class/id with this origin, "" for a runtime event.
+func (c callOrigin) base(class string, id durable.ID) string {
+	switch c.kind {
+	case "":
+		return ""
+	case "alarm":
+		return callBase(class, id, c.kind, strconv.FormatInt(c.scheduled, 10))
+	default:
+		return callBase(class, id, c.kind, c.rid)
+	}
+}
+
 // callBase identifies an event for the request ids of its calls: the
 // object, the kind of event and what identifies the event across its
 // retries (an invocation's request id, an alarm's scheduled time).
@@ -149,6 +173,9 @@ func (h *storageHandle) nextCallID() (string, error) {
 		return "", err
 	}
 	defer pl.mu.Unlock()
+	if tx.callBase == "" {
+		tx.callBase = tx.origin.base(pl.o.class.Name, pl.o.id)
+	}
 	if tx.callBase == "" {
 		// An event with no identity across retries (a runtime event): its
 		// calls get fresh ids.

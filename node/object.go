@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"runtime/debug"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -731,7 +730,7 @@ func (o *object) handleCall(c *call) {
 		return
 	}
 	if c.rid != "" {
-		tx.callBase = callBase(o.class.Name, o.id, "invoke", c.rid)
+		tx.origin = callOrigin{kind: "invoke", rid: c.rid}
 	}
 	defer o.pl.endEvent()
 	if c.op != nil {
@@ -916,7 +915,7 @@ func (o *object) handleAlarm() (next time.Time) {
 	}
 	defer o.pl.endEvent()
 	// Retries of the run share the scheduled time, not the due time.
-	tx.callBase = callBase(o.class.Name, o.id, "alarm", strconv.FormatInt(rec.Scheduled.UnixMilli(), 10))
+	tx.origin = callOrigin{kind: "alarm", scheduled: rec.Scheduled.UnixMilli()}
 
 	var runErr error
 	how := outcomeError

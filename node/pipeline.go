@@ -122,8 +122,10 @@ type eventTx struct {
 
 	broken error // BlockConcurrencyWhile or Sync failed: the event must fail
 
-	// callBase identifies the event across its retries; calls numbers the
-	// calls to other objects it made (calls.go).
+	// origin says what identifies the event across its retries, callBase
+	// is made of it when the event first calls another object, and calls
+	// numbers those calls (calls.go).
+	origin   callOrigin
 	callBase string
 	calls    int
 }
