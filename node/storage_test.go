@@ -2356,6 +2356,48 @@ func TestAnObjectThatOnlyRunsPeriodicAlarmsStaysParked(t *testing.T) {
 	base = ended()
 	s.h.advance(period)
 	waitRun(base, 1)
+	for _, name := range []string{"a", "b", "c", "d", "e"} {
+		s.mustRun(name, inc) // just invoked: they stay even in a crowded table
+	}
 	s.h.n().Sweep() // the node's sweeper may have looked already
 	require.Equal(t, 5, s.h.n().ActiveObjects(), "a crowded table kept an object that only runs alarms")
+}
+
+// TestACrowdedTableLetsIdleInvokedObjectsGoEarly: objects that were invoked
+// stay for the idle timeout, unless the table is crowded (3/4 of
+// MaxActiveObjects): then a second idle is enough, so alarms and calls of
+// objects not in memory do not wait a whole idle timeout for room.
+func TestACrowdedTableLetsIdleInvokedObjectsGoEarly(t *testing.T) {
+	s := newStoreT(t, func(cfg *node.Config) { cfg.IdleTimeout = time.Minute; cfg.MaxActiveObjects = 8 })
+	names := []string{"a", "b", "c", "d", "e", "f"}
+	active := func(name string) bool {
+		ok, _, _ := s.h.n().Mailbox(tClass, s.id(name))
+		return ok
+	}
+	for _, name := range names[:5] {
+		s.mustRun(name, inc)
+	}
+	s.h.advance(2 * time.Second)
+	s.h.WaitQuiet()
+	s.h.n().Sweep()
+	require.Equal(t, 5, s.h.n().ActiveObjects(), "an uncrowded table let invoked objects go before their idle timeout")
+
+	// 6 of 8: crowded. The five idle for 2 s go; "f", just invoked, stays,
+	// and once they left the table is no longer crowded.
+	s.mustRun("f", inc)
+	s.h.advance(time.Second / 2)
+	s.h.WaitQuiet()
+	s.h.n().Sweep()
+	s.h.WaitQuiet()
+	for _, name := range names[:5] {
+		require.False(t, active(name), "a crowded table kept %s, idle for 2 s", name)
+	}
+	s.h.advance(2 * time.Second)
+	s.h.WaitQuiet()
+	s.h.n().Sweep()
+	require.True(t, active("f"), "an uncrowded table let f go before its idle timeout")
+	for _, name := range names {
+		want := "2"
+		require.Equal(t, want, string(s.mustRun(name, inc)), "%s lost its state when it left memory", name)
+	}
 }
