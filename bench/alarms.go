@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,7 +46,25 @@ type AlarmsScenario struct {
 	// CompareObservability also measures the rates on nodes with other
 	// observability (an embedded cluster only).
 	CompareObservability bool
+	// Cases, when not empty, are the only cases run, of AlarmCases.
+	Cases []string
 }
+
+// AlarmCases names the cases of the alarms scenario, in the order they run.
+var AlarmCases = []string{"same-instant", "spread", "memory"}
+
+// ValidateCases checks that every one of cases is one of AlarmCases.
+func ValidateCases(cases []string) error {
+	for _, c := range cases {
+		if !slices.Contains(AlarmCases, c) {
+			return fmt.Errorf("unknown case %q: want %s", c, strings.Join(AlarmCases, ", "))
+		}
+	}
+	return nil
+}
+
+// runs reports whether the case named c is to run.
+func (s AlarmsScenario) runs(c string) bool { return len(s.Cases) == 0 || slices.Contains(s.Cases, c) }
 
 // Name implements Scenario.
 func (AlarmsScenario) Name() string { return "alarms" }
@@ -111,6 +130,9 @@ func (s AlarmsScenario) Run(ctx context.Context, env *Env) (_ []Result, err erro
 
 	// Case by case, the observabilities taking turns.
 	for i, e := range envs {
+		if !s.runs("same-instant") {
+			break
+		}
 		r, err := alarmRun(ctx, e, obs[i], "same instant", burst, 0)
 		if err != nil {
 			return rows, err
@@ -120,6 +142,9 @@ func (s AlarmsScenario) Run(ctx context.Context, env *Env) (_ []Result, err erro
 	}
 	n := int(rate * spread.Seconds())
 	for i, e := range envs {
+		if !s.runs("spread") {
+			break
+		}
 		r, err := alarmRun(ctx, e, obs[i], fmt.Sprintf("spread, %.0f/s for %s", rate, spread), n, spread)
 		if err != nil {
 			return rows, err
@@ -132,6 +157,9 @@ func (s AlarmsScenario) Run(ctx context.Context, env *Env) (_ []Result, err erro
 	}
 	compareObservability(rows)
 
+	if !s.runs("memory") {
+		return rows, nil
+	}
 	if env.Cluster == nil {
 		env.Progress.Linef("%-36s skipped: needs the embedded cluster", "alarms memory")
 		return rows, nil

@@ -291,6 +291,17 @@ func TestAlarmsTinyRun(t *testing.T) {
 	require.EqualValues(t, 300, mem.Count)
 	require.Positive(t, mem.Rate, "the schedulers hold the pending alarms")
 	require.Equal(t, "bytes/alarm", mem.Unit)
+
+	// --cases runs only the cases named.
+	rep, err = Run(ctx, []Scenario{AlarmsScenario{Cases: []string{"spread"}}}, Options{Profile: p, Cluster: tinyCluster(2)})
+	require.NoError(t, err)
+	var cases []string
+	for _, r := range rep.Results {
+		if r.Scenario == "alarms" {
+			cases = append(cases, r.Case)
+		}
+	}
+	require.Equal(t, []string{"spread, 20000/s for 15ms"}, cases)
 }
 
 // TestOverloadTinyRun offers 2×, 5× and 10× the measured capacity of

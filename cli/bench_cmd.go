@@ -75,6 +75,9 @@ func newBenchCmd() *cobra.Command {
 			sub.Flags().Float64("rate", 20000, "alarms due per second")
 			sub.Flags().Duration("period", 5*time.Second, "how often each object fires (objects = rate × period; under the nodes' idle timeout)")
 		}
+		if _, ok := s.(bench.AlarmsScenario); ok {
+			sub.Flags().StringSlice("cases", nil, "run only these cases, comma-separated: "+strings.Join(bench.AlarmCases, ", ")+" (default: all)")
+		}
 		if _, ok := s.(bench.ObjectsScenario); ok {
 			sub.Flags().Int("objects", 0, "objects to activate and leave parked (default 1,000,000; 100,000 with --short)")
 		}
@@ -327,7 +330,14 @@ func measure(cmd *cobra.Command, scenarios []bench.Scenario) (*bench.Report, err
 		case bench.InvokeScenario:
 			scenarios[i] = bench.InvokeScenario{MTLS: mtls && len(opts.Addrs) == 0, CompareObservability: obs == "compare", ComparePaths: paths == "compare"}
 		case bench.AlarmsScenario:
-			scenarios[i] = bench.AlarmsScenario{CompareObservability: obs == "compare"}
+			var cases []string
+			if fs.Lookup("cases") != nil {
+				cases, _ = fs.GetStringSlice("cases")
+			}
+			if err := bench.ValidateCases(cases); err != nil {
+				return nil, usageError{fmt.Errorf("alarms: --cases: %w", err)}
+			}
+			scenarios[i] = bench.AlarmsScenario{CompareObservability: obs == "compare", Cases: cases}
 		case bench.ObjectsScenario:
 			if len(opts.Addrs) > 0 {
 				return nil, usageError{errors.New("objects: it needs the embedded cluster (it reads the memory of the process the nodes run in): leave out --addr")}

@@ -47,6 +47,7 @@ func TestBenchRejectsBadFlagsAsUsageErrors(t *testing.T) {
 		{[]string{"soak", "--rate", "-5"}, "rate -5 must be positive"},
 		{[]string{"soak", "--period", "1500us"}, "period 1.5ms must be a whole number of milliseconds"},
 		{[]string{"alarms", "--alarms", "-1"}, "--alarms -1 must not be negative"},
+		{[]string{"alarms", "--cases", "same-instant,bogus"}, `alarms: --cases: unknown case "bogus": want same-instant, spread, memory`},
 		{[]string{"objects", "--objects", "-1"}, "--objects -1: must be positive"},
 		{[]string{"objects", "--addr", "127.0.0.1:1"}, "objects: it needs the embedded cluster"},
 		{[]string{"invoke", "--observability", "some"}, `--observability "some" must be off, metrics, metrics+tracing or compare`},
