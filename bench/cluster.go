@@ -346,6 +346,13 @@ func (c *Cluster) Agent(i int) *agent.Agent {
 	return c.members[i].agent
 }
 
+// Edit changes node i's configuration from its next Restart on.
+func (c *Cluster) Edit(i int, edit func(*node.Config)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	edit(&c.members[i].cfg)
+}
+
 // Restart starts node i, which must be down (as at the start, or after
 // Kill or Stop). It returns once the node runs, not once it owns
 // partitions: use WaitSettled for that. A killed node keeps its id, so it
