@@ -378,10 +378,9 @@ func (o *object) touchUntil(next time.Time) {
 // activation. While the table is crowded (table.sweep) room for
 // activations comes first: an object that has only run alarms may leave at
 // once (sparing its next alarm an activation counts for less), and any
-// other after alarmOnlyIdle. Otherwise alarms for objects not in memory
-// waited for the idle timeout of objects invoked once (a million due at
-// once on 200,000 places a node: p50 lateness 36 s). Caller holds
-// table.mu.
+// other after alarmOnlyIdle: otherwise activations for calls and alarms
+// were refused, or waited, while the table was full of objects invoked
+// once and idle for less than the idle timeout. Caller holds table.mu.
 func (o *object) idle(now time.Time) bool {
 	timeout := o.env.cfg.IdleTimeout
 	crowded, invoked := o.env.tab.crowded, o.sig.has(sigInvoked)
