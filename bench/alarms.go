@@ -578,7 +578,11 @@ func alarmMemory(ctx context.Context, env *Env, pending int) (Result, error) {
 }
 
 // restartAll stops every node of c, applies edit to each one's
-// configuration, starts them again and waits until placement settles.
+// configuration, starts them again all at once, as a cluster's nodes
+// restart together, and waits until placement settles. (Started one by
+// one, the first claimed every partition's window and handed two thirds
+// on: the memory row then measured that node's peak, 223 B per alarm at a
+// million.)
 func restartAll(ctx context.Context, c *Cluster, edit func(i int, cfg *node.Config)) error {
 	for i := range c.Size() {
 		if err := c.Stop(i); err != nil {
@@ -586,10 +590,14 @@ func restartAll(ctx context.Context, c *Cluster, edit func(i int, cfg *node.Conf
 		}
 		c.Edit(i, func(cfg *node.Config) { edit(i, cfg) })
 	}
+	errs := make([]error, c.Size())
+	var wg sync.WaitGroup
 	for i := range c.Size() {
-		if err := c.Restart(ctx, i); err != nil {
-			return err
-		}
+		wg.Go(func() { errs[i] = c.Restart(ctx, i) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	return c.WaitSettled(ctx, nil)
 }
