@@ -192,7 +192,7 @@ func (s Space) DuePrefix(p int) string { return s.prefix + "due/" + part(p) + "/
 
 // Due is the index entry of an object's alarm due at t.
 func (s Space) Due(p int, t time.Time, class, id string) string {
-	return s.prefix + "due/" + part(p) + "/" + FormatMillis(t) + "/" + class + "/" + id
+	return s.DuePrefix(p) + FormatMillis(t) + "/" + class + "/" + id
 }
 
 // DueUntil is the first index key of partition p after every entry due at or

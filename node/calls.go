@@ -82,9 +82,8 @@ func pathEntry(class string, id durable.ID) string { return class + "/" + id.Str
 
 // callOrigin is what identifies an event across its retries: an
 // invocation's request id or an alarm's scheduled time. The zero value is
-// a runtime event's, whose calls get fresh ids. The base of the calls'
-// request ids is made of it only when the event makes a call: most events
-// make none.
+// a runtime event's. The base of the calls' request ids is made of it only
+// when the event makes a call: most events make none.
 type callOrigin struct {
 	kind      string // "invoke" or "alarm"; "": no identity across retries
 	rid       string // invoke: the request id
@@ -92,11 +91,13 @@ type callOrigin struct {
 }
 
 // base returns the base of the request ids of the calls of an event of
-// class/id with this origin, "" for a runtime event.
+// class/id with this origin.
 func (c callOrigin) base(class string, id durable.ID) string {
 	switch c.kind {
 	case "":
-		return ""
+		// An event with no identity across retries (a runtime event): its
+		// calls get fresh ids.
+		return NewRequestID()
 	case "alarm":
 		return callBase(class, id, c.kind, strconv.FormatInt(c.scheduled, 10))
 	default:
@@ -175,11 +176,6 @@ func (h *storageHandle) nextCallID() (string, error) {
 	defer pl.mu.Unlock()
 	if tx.callBase == "" {
 		tx.callBase = tx.origin.base(pl.o.class.Name, pl.o.id)
-	}
-	if tx.callBase == "" {
-		// An event with no identity across retries (a runtime event): its
-		// calls get fresh ids.
-		tx.callBase = NewRequestID()
 	}
 	tx.calls++
 	return callRequestID(tx.callBase, tx.calls), nil

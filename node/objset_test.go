@@ -95,9 +95,7 @@ func TestObjectSetStaysWithinItsLoad(t *testing.T) {
 	s := newObjectSet()
 	objs := make([]*object, 10000)
 	for i := range objs {
-		var id durable.ID
-		id[0], id[1], id[2] = byte(i), byte(i>>8), 1
-		objs[i] = &object{class: &Class{Name: "A"}, id: id}
+		objs[i] = numbered(i, 1)
 		size := len(s.slots)
 		s.add(objs[i])
 		if 4*s.used > 3*len(s.slots) {
@@ -130,6 +128,13 @@ type objKey struct {
 
 func keyOf(o *object) objKey { return objKey{class: o.class.Name, id: o.id} }
 
+// numbered returns object i of class A, its ID made of i and tag.
+func numbered(i int, tag byte) *object {
+	var id durable.ID
+	id[0], id[1], id[2] = byte(i), byte(i>>8), tag
+	return &object{class: &Class{Name: "A"}, id: id}
+}
+
 // TestObjectSetWalkInChunksVisitsEachOnce: eachFrom in chunks of any size
 // visits every object once per pass, also when the callback removes what
 // it is given, and says where the pass ended.
@@ -138,9 +143,7 @@ func TestObjectSetWalkInChunksVisitsEachOnce(t *testing.T) {
 		s := newObjectSet()
 		objs := make([]*object, 1000)
 		for i := range objs {
-			var id durable.ID
-			id[0], id[1], id[2] = byte(i), byte(i>>8), 2
-			objs[i] = &object{class: &Class{Name: "A"}, id: id}
+			objs[i] = numbered(i, 2)
 			s.add(objs[i])
 		}
 		for pass, remove := range []bool{false, true} {
