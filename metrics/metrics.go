@@ -93,6 +93,8 @@ type Set struct {
 	// owner_deleted, fence_failed, …).
 	KeepAliveSeconds prometheus.Histogram
 	LeaseLosses      prometheus.Counter
+	LeaseLapses      prometheus.Counter
+	LapseAborts      prometheus.Counter
 	OwnershipChanges *prometheus.CounterVec
 
 	// Leadership: elections won here, and partitions the leader reassigned,
@@ -203,6 +205,10 @@ func newSet(reg prometheus.Registerer) *Set {
 		KeepAliveSeconds: f.histogram("durable_lease_keepalive_duration_seconds",
 			"Round trip of the node's lease renewals.", secondsBuckets),
 		LeaseLosses: f.counter("durable_lease_losses_total", "Leases the node lost (expired in etcd before a renewal)."),
+		LeaseLapses: f.counter("durable_lease_lapses_total",
+			"Times the node's local lease deadline passed before a renewal confirmed the lease: it served nothing until one did."),
+		LapseAborts: f.counter("durable_lease_lapse_aborted_handlers_total",
+			"Handlers whose context was cancelled because the node's local lease deadline passed while they ran."),
 		OwnershipChanges: f.counterVec("durable_ownership_changes_total",
 			"Partition tenures gained or ended here, by change (gained, lost, released) and why.", "change", "why"),
 

@@ -172,7 +172,8 @@ func New(cfg Config, reg *Registry, deps Deps) (*Node, error) {
 		node: cfg.ID, cfg: &n.cfg, policy: policy, clock: cfg.Clock, log: n.log, m: n.cfg.Metrics, keys: keys, dataKeyBase: len(keys.DataPrefix(0, "", "")), kv: deps.KV,
 		retryLog: rate.NewLimiter(retryLogRate, retryLogRate),
 		commits:  deps.Commits, reads: deps.Reads, alarms: n.sched, records: records, ctx: n.ctx, tab: n.tab,
-		calls: n, binary: deps.Membership.BinaryRecords,
+		calls: n, binary: deps.Membership.BinaryRecords, leaseValid: deps.Membership.LeaseValid,
+		unconfirmed: fmt.Errorf("%w: node %s cannot confirm its lease", durable.ErrUnavailable, cfg.ID),
 	}
 	if tracing.Enabled(n.cfg.TracerProvider) {
 		n.env.tracer = n.cfg.TracerProvider.Tracer("github.com/durable-run/durable/node")
@@ -207,6 +208,47 @@ func (n *Node) Start() {
 	n.wg.Go(func() { n.sched.Run(n.ctx) })
 	n.wg.Go(n.evictLoop)
 	n.wg.Go(n.admissionLoop)
+	n.wg.Go(n.leaseGuard)
+}
+
+// leaseGuard cancels the contexts of the handlers running when the node's
+// local lease deadline passes before a renewal confirmed the lease: from
+// then on another node may own their partitions, and a handler that heeds
+// its context must stop acting on the world before that node runs the
+// same object (a starved process, whose renewals are late, keeps running
+// its handlers; nothing they write can commit, but what they send out
+// could overlap the next owner's run). It waits on the real clock, as the
+// deadline is. Events that start later are refused by runHandler's own
+// check until a renewal confirms the lease.
+func (n *Node) leaseGuard() {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	lapsed := true // nothing to cancel until a renewal first confirmed the lease
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		margin, _, ttl := n.member.LeaseTiming()
+		switch {
+		case margin > 0:
+			lapsed = false
+			t.Reset(margin)
+		case !lapsed:
+			lapsed = true
+			aborted := n.tab.abortRunning(n.env.unconfirmed)
+			n.cfg.Metrics.LeaseLapses.Inc()
+			n.cfg.Metrics.LapseAborts.Add(float64(aborted))
+			if aborted > 0 {
+				n.log.Warn("lease unconfirmed past its local deadline; cancelled the handlers running", "handlers", aborted)
+			}
+			fallthrough
+		default:
+			// Until a renewal moves the deadline.
+			t.Reset(max(ttl/30, 10*time.Millisecond))
+		}
+	}
 }
 
 // admissionTick is how often admission control looks at the node's

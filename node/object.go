@@ -59,6 +59,8 @@ type env struct {
 	alarms          AlarmNotifier
 	records         *alarmstore.Store // builds alarm ops; never reads here
 	binary          func() bool       // whether records may be written binary (Membership.BinaryRecords)
+	leaseValid      func() bool       // Membership.LeaseValid: no handler starts past the local lease deadline
+	unconfirmed     error             // why an event is refused or cancelled past that deadline
 	calls           invoker           // the node's call path, for State.Objects
 	ctx             context.Context   // the node's: ends at Stop
 	tab             *table
@@ -534,6 +536,12 @@ const (
 // the one goroutine of the node nobody waits for, because user code that
 // ignores its context cannot be stopped.
 func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(ctx context.Context) ([]byte, error)) ([]byte, error, outcome) {
+	// The lease was valid when the event was admitted, but the event may
+	// have waited since (a queue, a read, a starved process): past the
+	// local deadline another node may run this object, so nothing starts.
+	if !o.env.leaseValid() {
+		return nil, o.env.unconfirmed, outcomeError
+	}
 	ei := EventInfo{Node: o.env.node, Partition: int(o.p), Token: o.pl.eventToken()}
 	hctx, cancel := context.WithCancelCause(context.WithValue(ctx, eventInfoKey{}, ei))
 	defer cancel(nil)
@@ -570,6 +578,11 @@ func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(
 	outermost := o.wait.CompareAndSwap(nil, &handlerWait{ctx: ctx, expired: expired, done: func() bool { return len(done) > 0 }, cancel: cancel})
 	if outermost {
 		defer o.wait.Store(nil)
+		// The lease guard may have walked the table between the check
+		// above and this registration: it would have missed this run.
+		if !o.env.leaseValid() {
+			cancel(o.env.unconfirmed)
+		}
 	}
 	// abandon detaches an abandoned handler from its event before the
 	// deferred cancel wakes it: nothing it does once its context ends (a

@@ -175,7 +175,7 @@ func (n *Node) invoke(ctx context.Context, hops int, className string, ref Ref, 
 			return Result{}, err
 		}
 		if !n.member.LeaseValid() {
-			return Result{}, fmt.Errorf("%w: node %s cannot confirm its lease", durable.ErrUnavailable, n.cfg.ID)
+			return Result{}, n.env.unconfirmed
 		}
 		r := n.route(p)
 		var retry bool

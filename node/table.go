@@ -219,6 +219,27 @@ const (
 	sweepChunk    = 1024
 )
 
+// abortRunning cancels the context of every handler running, with cause,
+// and returns how many it cancelled. The objects stay: their events fail
+// (nothing of them commits) and run again once the node may serve. mu is
+// held for the whole walk, which must miss no object: it is rare (a lapse
+// of the lease), and past the deadline the node serves nothing anyway.
+func (t *table) abortRunning(cause error) int {
+	t.mu.Lock()
+	var running []*object
+	t.objects.each(func(o *object) bool {
+		if o.wait.Load() != nil {
+			running = append(running, o)
+		}
+		return true
+	})
+	t.mu.Unlock()
+	for _, o := range running {
+		o.abort(cause)
+	}
+	return len(running)
+}
+
 // stop marks the node stopping (nothing is activated or served from now
 // on) and returns every active object, which the caller stops.
 func (t *table) stop() []*object {
