@@ -76,6 +76,9 @@ type Membership interface {
 	Changed() <-chan struct{}
 	// Gate blocks while the process is frozen (tests).
 	Gate(ctx context.Context) error
+	// LeaseDeadline is the local lease deadline (zero before the first
+	// renewal); each renewal moves it forward.
+	LeaseDeadline() time.Time
 	// LeaseTiming is how long until the local lease deadline, the round
 	// trip of the last renewal and the lease's TTL (admission control).
 	LeaseTiming() (margin, keepAlive, ttl time.Duration)
@@ -212,44 +215,50 @@ func (n *Node) Start() {
 }
 
 // leaseGuard cancels the contexts of the handlers running when the node's
-// local lease deadline passes before a renewal confirmed the lease: from
-// then on another node may own their partitions, and a handler that heeds
-// its context must stop acting on the world before that node runs the
-// same object (a starved process, whose renewals are late, keeps running
-// its handlers; nothing they write can commit, but what they send out
-// could overlap the next owner's run). It waits on the real clock, as the
-// deadline is. Events that start later are refused by runHandler's own
-// check until a renewal confirms the lease.
+// local lease deadline passes before a renewal moved it: from then on
+// another node may own their partitions, and a handler that heeds its
+// context must stop acting on the world before that node runs the same
+// object (a starved process, whose renewals are late, keeps running its
+// handlers; nothing they write can commit, but what they send out could
+// overlap the next owner's run). It acts once per deadline, so a late
+// renewal that opened a short valid window, in which handlers started, is
+// followed by another cancellation when that window closes; while the
+// lease is unconfirmed it looks every leaseGuardPoll. It waits on the real
+// clock, as the deadline is. runHandler starts no handler past the
+// deadline.
 func (n *Node) leaseGuard() {
 	t := time.NewTimer(0)
 	defer t.Stop()
-	lapsed := true // nothing to cancel until a renewal first confirmed the lease
+	var handled time.Time // the deadline last acted on
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-t.C:
 		}
-		margin, _, ttl := n.member.LeaseTiming()
-		switch {
-		case margin > 0:
-			lapsed = false
-			t.Reset(margin)
-		case !lapsed:
-			lapsed = true
-			aborted := n.tab.abortRunning(n.env.unconfirmed)
-			n.cfg.Metrics.LeaseLapses.Inc()
-			n.cfg.Metrics.LapseAborts.Add(float64(aborted))
+		deadline := n.member.LeaseDeadline()
+		if left := time.Until(deadline); left > 0 {
+			t.Reset(left)
+			continue
+		}
+		if !deadline.IsZero() && !deadline.Equal(handled) && !n.tab.isStopping() {
+			handled = deadline
+			aborted := n.tab.abortRunning(n.env.unconfirmed, func(running int) {
+				n.cfg.Metrics.LeaseLapses.Inc()
+				n.cfg.Metrics.LapseAborts.Add(float64(running))
+			})
 			if aborted > 0 {
 				n.log.Warn("lease unconfirmed past its local deadline; cancelled the handlers running", "handlers", aborted)
 			}
-			fallthrough
-		default:
-			// Until a renewal moves the deadline.
-			t.Reset(max(ttl/30, 10*time.Millisecond))
 		}
+		t.Reset(leaseGuardPoll)
 	}
 }
+
+// leaseGuardPoll is how often the lease guard looks for a renewal while
+// the lease is unconfirmed: a handler started in a valid window that a late
+// renewal opened runs at most this long past the window's end.
+const leaseGuardPoll = 20 * time.Millisecond
 
 // admissionTick is how often admission control looks at the node's
 // pressure. It runs on real time: it reacts to real load.

@@ -551,20 +551,6 @@ func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(
 		how outcome
 	}
 	done := make(chan result, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				o.env.log.Error("handler panicked", "class", o.class.Name, "id", o.id, "panic", r, "stack", string(debug.Stack()))
-				done <- result{err: &durable.ObjectError{Message: fmt.Sprintf("panic: %v", r)}, how: outcomePanic}
-			}
-		}()
-		out, err := fn(hctx)
-		if err != nil {
-			done <- result{out: out, err: err, how: outcomeError}
-			return
-		}
-		done <- result{out: out, how: outcomeOK}
-	}()
 	var expired <-chan time.Time
 	if timeout > 0 {
 		t := o.env.clock.NewTimer(timeout)
@@ -579,11 +565,26 @@ func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(
 	if outermost {
 		defer o.wait.Store(nil)
 		// The lease guard may have walked the table between the check
-		// above and this registration: it would have missed this run.
+		// above and this registration, and missed this run: look again
+		// before any of the handler's code runs.
 		if !o.env.leaseValid() {
-			cancel(o.env.unconfirmed)
+			return nil, o.env.unconfirmed, outcomeError
 		}
 	}
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				o.env.log.Error("handler panicked", "class", o.class.Name, "id", o.id, "panic", r, "stack", string(debug.Stack()))
+				done <- result{err: &durable.ObjectError{Message: fmt.Sprintf("panic: %v", r)}, how: outcomePanic}
+			}
+		}()
+		out, err := fn(hctx)
+		if err != nil {
+			done <- result{out: out, err: err, how: outcomeError}
+			return
+		}
+		done <- result{out: out, how: outcomeOK}
+	}()
 	// abandon detaches an abandoned handler from its event before the
 	// deferred cancel wakes it: nothing it does once its context ends (a
 	// write, SetAlarm) may reach the event, whose outcome (the alarm's

@@ -220,24 +220,36 @@ const (
 )
 
 // abortRunning cancels the context of every handler running, with cause,
-// and returns how many it cancelled. The objects stay: their events fail
-// (nothing of them commits) and run again once the node may serve. mu is
-// held for the whole walk, which must miss no object: it is rare (a lapse
-// of the lease), and past the deadline the node serves nothing anyway.
-func (t *table) abortRunning(cause error) int {
+// and returns how many it cancelled; counted is told that number first
+// (metrics), before any handler learns of its cancellation. The objects
+// stay: their events fail (nothing of them commits unless a handler that
+// ignores its context returns success and the fence still holds). mu is
+// held for the walk, which must miss no object: it is rare (a lapse of
+// the lease), and past the deadline the node serves nothing anyway. The
+// handlers are taken as they were during the walk, so one that started
+// after it, under a renewed lease, is left alone.
+func (t *table) abortRunning(cause error, counted func(running int)) int {
 	t.mu.Lock()
-	var running []*object
+	var running []*handlerWait
 	t.objects.each(func(o *object) bool {
-		if o.wait.Load() != nil {
-			running = append(running, o)
+		if w := o.wait.Load(); w != nil && !w.done() {
+			running = append(running, w)
 		}
 		return true
 	})
 	t.mu.Unlock()
-	for _, o := range running {
-		o.abort(cause)
+	counted(len(running))
+	for _, w := range running {
+		w.cancel(cause)
 	}
 	return len(running)
+}
+
+// isStopping reports whether the node is stopping.
+func (t *table) isStopping() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.stopping
 }
 
 // stop marks the node stopping (nothing is activated or served from now

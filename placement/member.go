@@ -264,6 +264,14 @@ func (m *Member) LeaseTiming() (margin, keepAlive, ttl time.Duration) {
 	return margin, time.Duration(m.keepAliveNS.Load()), m.cfg.LeaseTTL
 }
 
+// LeaseDeadline returns the local lease deadline (zero before the first
+// renewal): the node serves until then. Each renewal moves it forward.
+func (m *Member) LeaseDeadline() time.Time {
+	m.lmu.Lock()
+	defer m.lmu.Unlock()
+	return m.validUntil
+}
+
 // LeaseValid reports whether the node may serve: its lease is certainly
 // alive. Past the local deadline the node refuses events (reads included)
 // until a keep-alive confirms the lease again, so a paused or cut-off node
