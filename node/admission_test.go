@@ -77,3 +77,30 @@ func TestAdmissionNeverRaisesTheConfiguredBounds(t *testing.T) {
 		require.LessOrEqual(t, float64(a.activations.Limit()), cfg.MaxActivationRate)
 	}
 }
+
+// TestLapseStep: the lease guard cancels once per deadline that passes
+// unrenewed — also a second, short one that a late renewal opened and that
+// passed between two of its looks — and never before the first renewal.
+func TestLapseStep(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	for _, tc := range []struct {
+		name                   string
+		now, deadline, handled time.Time
+		cancel                 bool
+		wait                   time.Duration
+	}{
+		{"before the deadline: sleep until it", at(0), at(400), time.Time{}, false, 400 * time.Millisecond},
+		{"the deadline passed: cancel, then poll", at(400), at(400), time.Time{}, true, leaseGuardPoll},
+		{"still the same deadline: poll only", at(450), at(400), at(400), false, leaseGuardPoll},
+		{"a late renewal's short window closed between looks", at(470), at(460), at(400), true, leaseGuardPoll},
+		{"renewed again: sleep until the new deadline", at(480), at(2000), at(460), false, 1520 * time.Millisecond},
+		{"no renewal yet: nothing to cancel", at(0), time.Time{}, time.Time{}, false, leaseGuardPoll},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cancel, wait := lapseStep(tc.now, tc.deadline, tc.handled)
+			require.Equal(t, tc.cancel, cancel)
+			require.Equal(t, tc.wait, wait)
+		})
+	}
+}

@@ -237,11 +237,9 @@ func (n *Node) leaseGuard() {
 		case <-t.C:
 		}
 		deadline := n.member.LeaseDeadline()
-		if left := time.Until(deadline); left > 0 {
-			t.Reset(left)
-			continue
-		}
-		if !deadline.IsZero() && !deadline.Equal(handled) && !n.tab.isStopping() {
+		cancel, wait := lapseStep(time.Now(), deadline, handled)
+		t.Reset(wait)
+		if cancel && !n.tab.isStopping() {
 			handled = deadline
 			aborted := n.tab.abortRunning(n.env.unconfirmed, func(running int) {
 				n.cfg.Metrics.LeaseLapses.Inc()
@@ -251,8 +249,19 @@ func (n *Node) leaseGuard() {
 				n.log.Warn("lease unconfirmed past its local deadline; cancelled the handlers running", "handlers", aborted)
 			}
 		}
-		t.Reset(leaseGuardPoll)
 	}
+}
+
+// lapseStep is the lease guard's rule: woken at now, with the local lease
+// deadline (zero before the first renewal) and the deadline it last acted
+// on, it cancels the running handlers if the deadline has passed and is
+// not the one it acted on, and looks again when the deadline comes or,
+// past it, after leaseGuardPoll.
+func lapseStep(now, deadline, handled time.Time) (cancel bool, wait time.Duration) {
+	if left := deadline.Sub(now); left > 0 {
+		return false, left
+	}
+	return !deadline.IsZero() && !deadline.Equal(handled), leaseGuardPoll
 }
 
 // leaseGuardPoll is how often the lease guard looks for a renewal while
