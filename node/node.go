@@ -239,15 +239,22 @@ func (n *Node) leaseGuard() {
 		deadline := n.member.LeaseDeadline()
 		cancel, wait := lapseStep(time.Now(), deadline, handled)
 		t.Reset(wait)
-		if cancel && !n.tab.isStopping() {
-			handled = deadline
-			aborted := n.tab.abortRunning(n.env.unconfirmed, func(running int) {
-				n.cfg.Metrics.LeaseLapses.Inc()
-				n.cfg.Metrics.LapseAborts.Add(float64(running))
-			})
-			if aborted > 0 {
-				n.log.Warn("lease unconfirmed past its local deadline; cancelled the handlers running", "handlers", aborted)
-			}
+		if !cancel {
+			continue
+		}
+		running, stopping := n.tab.runningHandlers()
+		if stopping {
+			continue
+		}
+		handled = deadline
+		// Counted before any handler learns of its cancellation.
+		n.cfg.Metrics.LeaseLapses.Inc()
+		n.cfg.Metrics.LapseAborts.Add(float64(len(running)))
+		for _, w := range running {
+			w.cancel(n.env.unconfirmed)
+		}
+		if len(running) > 0 {
+			n.log.Warn("lease unconfirmed past its local deadline; cancelled the handlers running", "handlers", len(running))
 		}
 	}
 }

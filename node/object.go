@@ -536,12 +536,6 @@ const (
 // the one goroutine of the node nobody waits for, because user code that
 // ignores its context cannot be stopped.
 func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(ctx context.Context) ([]byte, error)) ([]byte, error, outcome) {
-	// The lease was valid when the event was admitted, but the event may
-	// have waited since (a queue, a read, a starved process): past the
-	// local deadline another node may run this object, so nothing starts.
-	if !o.env.leaseValid() {
-		return nil, o.env.unconfirmed, outcomeError
-	}
 	ei := EventInfo{Node: o.env.node, Partition: int(o.p), Token: o.pl.eventToken()}
 	hctx, cancel := context.WithCancelCause(context.WithValue(ctx, eventInfoKey{}, ei))
 	defer cancel(nil)
@@ -564,12 +558,14 @@ func (o *object) runHandler(ctx context.Context, timeout time.Duration, fn func(
 	outermost := o.wait.CompareAndSwap(nil, &handlerWait{ctx: ctx, expired: expired, done: func() bool { return len(done) > 0 }, cancel: cancel})
 	if outermost {
 		defer o.wait.Store(nil)
-		// The lease guard may have walked the table between the check
-		// above and this registration, and missed this run: look again
-		// before any of the handler's code runs.
-		if !o.env.leaseValid() {
-			return nil, o.env.unconfirmed, outcomeError
-		}
+	}
+	// The lease was valid when the event was admitted, but the event may
+	// have waited since (a queue, a read, a starved process): past the
+	// local deadline another node may run this object, so no handler code
+	// starts. Checked after the registration, so that a lease guard walk
+	// (leaseGuard) either sees this run or happened before this check.
+	if !o.env.leaseValid() {
+		return nil, o.env.unconfirmed, outcomeError
 	}
 	go func() {
 		defer func() {

@@ -219,37 +219,28 @@ const (
 	sweepChunk    = 1024
 )
 
-// abortRunning cancels the context of every handler running, with cause,
-// and returns how many it cancelled; counted is told that number first
-// (metrics), before any handler learns of its cancellation. The objects
-// stay: their events fail (nothing of them commits unless a handler that
-// ignores its context returns success and the fence still holds). mu is
-// held for the walk, which must miss no object: it is rare (a lapse of
-// the lease), and past the deadline the node serves nothing anyway. The
-// handlers are taken as they were during the walk, so one that started
-// after it, under a renewed lease, is left alone.
-func (t *table) abortRunning(cause error, counted func(running int)) int {
+// runningHandlers returns the waits of the handlers running now, for the
+// lease guard to cancel; stopping reports instead that the node is stopping
+// (its stop ends them). The objects stay, and their events fail (nothing
+// of them commits unless a handler that ignores its context returns
+// success while the fence still holds). mu is held for the walk, which
+// must miss no object: it is rare (a lapse of the lease), and past the
+// deadline the node serves nothing anyway. Handlers are taken as they were
+// during the walk, so one that starts after it, under a renewed lease, is
+// left alone.
+func (t *table) runningHandlers() (running []*handlerWait, stopping bool) {
 	t.mu.Lock()
-	var running []*handlerWait
+	defer t.mu.Unlock()
+	if t.stopping {
+		return nil, true
+	}
 	t.objects.each(func(o *object) bool {
 		if w := o.wait.Load(); w != nil && !w.done() {
 			running = append(running, w)
 		}
 		return true
 	})
-	t.mu.Unlock()
-	counted(len(running))
-	for _, w := range running {
-		w.cancel(cause)
-	}
-	return len(running)
-}
-
-// isStopping reports whether the node is stopping.
-func (t *table) isStopping() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.stopping
+	return running, false
 }
 
 // stop marks the node stopping (nothing is activated or served from now
